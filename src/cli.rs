@@ -1,0 +1,257 @@
+//! The command line (SPEC §7) and its exit codes: 0 pass, 1 a threshold/SLO/loss failed,
+//! 2 usage or config error (nothing started), 3 runtime or environment error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, Source};
+use crate::scenario::{self, Overrides};
+use crate::units::Dur;
+
+pub const EXIT_PASS: u8 = 0;
+pub const EXIT_FAIL: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_RUNTIME: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(name = "mailsurge", version, about = "Load-test and region-failover harness for email delivery systems")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a scenario end to end and write a report (exit 0 pass, 1 fail, 2 bad scenario, 3 runtime error).
+    Run {
+        /// The scenario file (YAML).
+        scenario: PathBuf,
+        /// Report directory (default: reports/<name>-<UTC timestamp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override the traffic window, e.g. 30s.
+        #[arg(long)]
+        duration: Option<Dur>,
+        /// Multiply the traffic rate, e.g. 0.5.
+        #[arg(long)]
+        rate_scale: Option<f64>,
+        /// Plain periodic progress lines instead of a live line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check scenario and rule files without running anything (exit 2 on the first error).
+    Validate {
+        /// Scenario files or mock-inbox rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one standalone mock inbox until Ctrl-C.
+    Inbox {
+        /// Rule table (a path, or a shipped profile name such as `generic`).
+        #[arg(long)]
+        rules: String,
+        /// Address to listen on (loopback), e.g. 127.0.2.1:2525.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Append one JSON line per accepted message to this file.
+        #[arg(long)]
+        receipts: Option<PathBuf>,
+        /// Seed for probabilistic rules and latency.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Run one standalone reference MTA node until SIGTERM.
+    Mta {
+        /// Node config (SPEC §4).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { EXIT_PASS });
+        }
+    };
+    init_tracing();
+    ExitCode::from(dispatch(cli.command))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSURGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn config_error(e: &ConfigError) -> u8 {
+    eprintln!("error: {e}");
+    EXIT_CONFIG
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        EXIT_RUNTIME
+    })
+}
+
+fn dispatch(cmd: Cmd) -> u8 {
+    match cmd {
+        Cmd::Run {
+            scenario: path,
+            out,
+            seed,
+            duration,
+            rate_scale,
+            quiet,
+        } => {
+            let mut s = match scenario::load(&path) {
+                Ok(s) => s,
+                Err(e) => return config_error(&e),
+            };
+            if let Some(x) = rate_scale.filter(|x| !(x.is_finite() && *x > 0.0)) {
+                eprintln!("error: --rate-scale must be a positive number, not {x}");
+                return EXIT_CONFIG;
+            }
+            s.apply(&Overrides { seed, duration, rate_scale });
+            if let Err(e) = crate::run::check_supported(&s) {
+                return config_error(&e);
+            }
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let opts = crate::run::RunOptions { out, quiet };
+            match rt.block_on(crate::run::run(&s, &opts)) {
+                Ok(o) => {
+                    print_outcome(&o);
+                    if o.summary.verdict == "pass" {
+                        EXIT_PASS
+                    } else {
+                        EXIT_FAIL
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_RUNTIME
+                }
+            }
+        }
+        Cmd::Validate { files } => {
+            for f in &files {
+                match validate(f) {
+                    Ok(what) => println!("{}: ok ({what})", f.display()),
+                    Err(e) => return config_error(&e),
+                }
+            }
+            EXIT_PASS
+        }
+        Cmd::Inbox {
+            rules,
+            listen,
+            receipts,
+            seed,
+        } => {
+            if !listen.ip().is_loopback() {
+                eprintln!("error: --listen {listen}: mailsurge only listens on loopback addresses");
+                return EXIT_CONFIG;
+            }
+            let here = Source {
+                name: "--rules".into(),
+                text: String::new(),
+                dir: Some(PathBuf::from(".")),
+            };
+            let src = match crate::config::resolve(&here, &rules, crate::config::Shipped::Inbox) {
+                Ok(s) => s,
+                Err(m) => {
+                    eprintln!("error: --rules {rules}: {m}");
+                    return EXIT_CONFIG;
+                }
+            };
+            let rules = match crate::inbox::RuleSet::from_source(&src) {
+                Ok(r) => r,
+                Err(e) => return config_error(&e),
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match rt.block_on(crate::inbox::run_standalone(rules, listen, receipts.as_deref(), seed)) {
+                Ok(()) => EXIT_PASS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_RUNTIME
+                }
+            }
+        }
+        Cmd::Mta { config } => {
+            let (cfg, src) = match crate::mta::NodeConfig::load(&config) {
+                Ok(x) => x,
+                Err(e) => return config_error(&e),
+            };
+            let responses = match crate::mta::load_responses(&cfg, &src) {
+                Ok(r) => r,
+                Err(e) => return config_error(&e),
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match rt.block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())) {
+                Ok(()) => EXIT_PASS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_RUNTIME
+                }
+            }
+        }
+    }
+}
+
+/// Validates a scenario or a rule file, telling them apart by their top-level keys.
+fn validate(path: &Path) -> Result<&'static str, ConfigError> {
+    let src = Source::read(path)?;
+    if src.text.lines().any(|l| l.starts_with("provider:")) {
+        crate::inbox::RuleSet::from_source(&src)?;
+        Ok("mock-inbox rules")
+    } else if src.text.trim_start().starts_with("- ") || src.text.lines().any(|l| l.starts_with("- {")) {
+        crate::mta::responses::ResponseTable::from_source(&src)?;
+        Ok("response table")
+    } else {
+        scenario::from_source(src)?;
+        Ok("scenario")
+    }
+}
+
+fn print_outcome(o: &crate::run::Outcome) {
+    let s = &o.summary;
+    let ms = |v: Option<f64>| v.map_or("∞".to_string(), |x| format!("{x:.1}ms"));
+    println!(
+        "{}: {}  p50 {} p99 {}  SLO {:.3}% (target {:.2}%)  generated {} accepted {} delivered {} lost {} duplicates {}",
+        s.name,
+        s.verdict.to_uppercase(),
+        ms(s.delivery_ms.p50),
+        ms(s.delivery_ms.p99),
+        s.slo.compliance * 100.0,
+        s.slo.target * 100.0,
+        s.counts.generated,
+        s.counts.accepted,
+        s.counts.delivered,
+        s.counts.lost,
+        s.counts.duplicates
+    );
+    for r in &s.reasons {
+        println!("  {r}");
+    }
+    println!("report: {}", o.dir.join("report.md").display());
+}

@@ -1,0 +1,153 @@
+//! Reading YAML config files — scenarios, rule tables, response tables, node configs — with
+//! errors that point at `file:line:col`, and resolution of *shipped* files embedded in the binary.
+//!
+//! Every config error in mailsurge goes through [`ConfigError`], so `validate`, `run`, `inbox`
+//! and `mta` all word problems the same way and all exit 2 for them (SPEC §7). Semantic checks
+//! (bad regex, bad threshold) are done inside `Deserialize` impls where possible, so the YAML
+//! parser attaches the offending value's position for free.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// A config problem with the place it was found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// The file as the user named it (or `shipped:<kind>/<name>` for embedded files).
+    pub file: String,
+    /// 1-based line and column, when known.
+    pub pos: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some((l, c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl ConfigError {
+    pub fn new(file: impl Into<String>, pos: Option<(usize, usize)>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.into(),
+            pos,
+            message: message.into(),
+        }
+    }
+}
+
+/// A config file's text and the name to report it under.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+    /// Directory that relative paths inside this file resolve against; `None` for shipped files
+    /// (which may only refer to other shipped files).
+    pub dir: Option<PathBuf>,
+}
+
+impl Source {
+    /// Reads a file from disk.
+    pub fn read(path: &Path) -> Result<Source, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), None, format!("cannot read: {e}")))?;
+        let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }.to_path_buf());
+        Ok(Source {
+            name: path.display().to_string(),
+            text,
+            dir,
+        })
+    }
+
+    /// Parses the text as `T`, mapping YAML and serde errors to `file:line:col`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        serde_norway::from_str(&self.text).map_err(|e| {
+            let pos = e.location().map(|l| (l.line(), l.column()));
+            // serde_norway appends " at line X column Y"; the position is already in front.
+            let mut msg = e.to_string();
+            if let Some(i) = msg.find(" at line ") {
+                msg.truncate(i);
+            }
+            ConfigError::new(self.name.clone(), pos, msg)
+        })
+    }
+
+    /// An error at the first occurrence of `needle` at or after line `from_line` (1-based);
+    /// used for cross-reference checks that serde cannot see (e.g. a domain mapped to no
+    /// provider). Falls back to no position rather than a wrong one.
+    pub fn error_at(&self, needle: &str, from_line: usize, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.name.clone(), self.find(needle, from_line), message)
+    }
+
+    /// 1-based (line, col) of `needle` at or after `from_line`.
+    pub fn find(&self, needle: &str, from_line: usize) -> Option<(usize, usize)> {
+        self.text
+            .lines()
+            .enumerate()
+            .skip(from_line.saturating_sub(1))
+            .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
+    }
+
+    /// 1-based line of a top-level key (`traffic:`), to start [`Source::find`] searches in the
+    /// right section.
+    pub fn top_key_line(&self, key: &str) -> usize {
+        let pat = format!("{key}:");
+        self.text
+            .lines()
+            .position(|l| l.starts_with(&pat))
+            .map(|i| i + 1)
+            .unwrap_or(1)
+    }
+}
+
+/// Which family of shipped files a bare name refers to (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shipped {
+    /// `mock-inboxes/<name>.yaml`
+    Inbox,
+    /// `scenarios/<name>.yaml`
+    Scenario,
+}
+
+/// Shipped files embedded at build time so a scenario works from any directory.
+const SHIPPED: &[(Shipped, &str, &str)] = &[
+    (Shipped::Inbox, "generic", include_str!("../mock-inboxes/generic.yaml")),
+    (Shipped::Scenario, "deliverability", include_str!("../scenarios/deliverability.yaml")),
+];
+
+/// Names of the shipped files of one kind, for error messages.
+pub fn shipped_names(kind: Shipped) -> Vec<&'static str> {
+    SHIPPED.iter().filter(|(k, _, _)| *k == kind).map(|(_, n, _)| *n).collect()
+}
+
+/// A reference to another config file as written in a config: a bare name means a shipped file
+/// (no `/`, no `.yaml`), anything else a path relative to the referring file's directory.
+pub fn resolve(from: &Source, reference: &str, kind: Shipped) -> Result<Source, String> {
+    let is_bare = !reference.contains('/') && !reference.ends_with(".yaml") && !reference.ends_with(".yml");
+    if is_bare {
+        return SHIPPED
+            .iter()
+            .find(|(k, n, _)| *k == kind && *n == reference)
+            .map(|(k, n, text)| Source {
+                name: format!("shipped:{}/{n}.yaml", if *k == Shipped::Inbox { "mock-inboxes" } else { "scenarios" }),
+                text: (*text).to_string(),
+                dir: None,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "`{reference}` is not a shipped file (shipped: {}); use a path such as ./{reference}.yaml",
+                    shipped_names(kind).join(", ")
+                )
+            });
+    }
+    let dir = from
+        .dir
+        .as_deref()
+        .ok_or_else(|| format!("`{reference}`: a shipped file can only refer to other shipped files"))?;
+    let path = dir.join(reference);
+    Source::read(&path).map_err(|e| e.message)
+}

@@ -1,0 +1,389 @@
+//! Measurement (SPEC §5): from raw events and spool leftovers to counts, delivery-time
+//! distributions, per-second series and threshold verdicts.
+//!
+//! Everything here is a pure function of its inputs, so `mailsurge report RUN_DIR` can rebuild
+//! a report from the files of a finished run and get the same numbers.
+
+pub mod accounting;
+pub mod latency;
+
+use std::collections::BTreeMap;
+
+use accounting::{domain_of, Class, Ledger, Record};
+pub use accounting::{Counts, Spooled};
+pub use latency::Dist;
+
+use crate::events::{Event, Kind};
+use crate::scenario::threshold::{CountMetric, Metric, Op, Scope};
+use crate::scenario::Threshold;
+
+/// What the analysis needs besides events.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// Wall-clock ns of the schedule's offset 0.
+    pub start_ns: u64,
+    /// Traffic window (s).
+    pub duration_s: f64,
+    pub slo_ms: f64,
+    pub slo_target: f64,
+    /// Recipient domain → provider name.
+    pub providers: BTreeMap<String, String>,
+    pub thresholds: Vec<Threshold>,
+}
+
+/// One interval of a per-second series (grouped by intended time).
+#[derive(Debug, Clone, Default)]
+pub struct Point {
+    /// Interval start, seconds into the run.
+    pub t: f64,
+    /// Eligible messages intended in this interval.
+    pub n: u64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    /// SLO compliance of the interval (fraction).
+    pub slo: Option<f64>,
+}
+
+/// Per-second event rates (by the time things happened).
+#[derive(Debug, Clone, Default)]
+pub struct Rates {
+    pub generated: Vec<u64>,
+    pub accepted: Vec<u64>,
+    pub delivered: Vec<u64>,
+    pub bounced: Vec<u64>,
+}
+
+/// A region's or provider's line in the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Group {
+    pub delivered: u64,
+    pub bounced: u64,
+    pub deferrals: u64,
+    pub dist: Dist,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThresholdResult {
+    pub threshold: Threshold,
+    /// Observed value in the metric's unit; `None` = +∞ or no data.
+    pub observed: Option<f64>,
+    pub pass: bool,
+}
+
+/// Everything a report shows.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub counts: Counts,
+    pub identity: Result<(), String>,
+    pub overall: Dist,
+    pub uncorrected: Dist,
+    pub slo_compliance: f64,
+    pub slo_pass: bool,
+    pub series: Vec<Point>,
+    pub series_by_region: BTreeMap<String, Vec<Point>>,
+    pub rates: Rates,
+    pub by_region: BTreeMap<String, Group>,
+    pub by_provider: BTreeMap<String, Group>,
+    pub thresholds: Vec<ThresholdResult>,
+    /// All thresholds, the SLO and `lost == 0` hold.
+    pub pass: bool,
+}
+
+/// One generated recipient with its derived labels.
+struct Row<'a> {
+    rec: &'a Record,
+    domain: String,
+    provider: Option<&'a str>,
+}
+
+pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis {
+    let ledger = Ledger::build(events, spooled);
+    let counts = ledger.counts(events);
+    let rows: Vec<Row<'_>> = ledger
+        .generated()
+        .map(|((_, rcpt), rec)| {
+            let domain = domain_of(rcpt).to_ascii_lowercase();
+            let provider = inp.providers.get(&domain).map(String::as_str);
+            Row { rec, domain, provider }
+        })
+        .collect();
+
+    let all: Vec<&Row<'_>> = rows.iter().collect();
+    let overall = dist_of(&all, Record::delivery_us);
+    let uncorrected = dist_of(&all, Record::uncorrected_us);
+    let slo_compliance = overall.share_within(inp.slo_ms).unwrap_or(1.0);
+    let slo_pass = slo_compliance >= inp.slo_target;
+    let intervals = (inp.duration_s.ceil() as usize).max(1);
+    let overall_series = series(&all, inp, intervals);
+
+    let mut series_by_region = BTreeMap::new();
+    let mut by_region: BTreeMap<String, Group> = BTreeMap::new();
+    let mut by_provider: BTreeMap<String, Group> = BTreeMap::new();
+    for r in &rows {
+        if let Some(region) = &r.rec.region {
+            add_to_group(by_region.entry(region.clone()).or_default(), r.rec);
+        }
+        if let Some(p) = r.provider {
+            add_to_group(by_provider.entry(p.to_string()).or_default(), r.rec);
+        }
+    }
+    for region in by_region.keys() {
+        let sel: Vec<&Row<'_>> = rows.iter().filter(|r| r.rec.region.as_deref() == Some(region)).collect();
+        series_by_region.insert(region.clone(), series(&sel, inp, intervals));
+    }
+
+    let rates = rates(events, inp, intervals);
+    let thresholds: Vec<ThresholdResult> = inp
+        .thresholds
+        .iter()
+        .map(|t| {
+            let sel: Vec<&Row<'_>> = rows.iter().filter(|r| in_scope(r, &t.scope)).collect();
+            let observed = observe(t, &sel, inp, intervals);
+            ThresholdResult {
+                threshold: t.clone(),
+                observed,
+                pass: t.holds(observed),
+            }
+        })
+        .collect();
+    let pass = thresholds.iter().all(|t| t.pass) && slo_pass && counts.lost == 0;
+    Analysis {
+        identity: counts.check_identity(),
+        counts,
+        overall,
+        uncorrected,
+        slo_compliance,
+        slo_pass,
+        series: overall_series,
+        series_by_region,
+        rates,
+        by_region,
+        by_provider,
+        thresholds,
+        pass,
+    }
+}
+
+fn add_to_group(g: &mut Group, rec: &Record) {
+    g.deferrals += u64::from(rec.deferrals);
+    match rec.class() {
+        Class::Delivered => g.delivered += 1,
+        Class::Bounced => g.bounced += 1,
+        _ => {}
+    }
+    if rec.eligible() {
+        g.dist.record(rec.delivery_us());
+    }
+}
+
+fn in_scope(r: &Row<'_>, scope: &Scope) -> bool {
+    match scope {
+        Scope::All => true,
+        Scope::Region(n) => r.rec.region.as_deref() == Some(n),
+        Scope::Provider(n) => r.provider == Some(n),
+        Scope::Domain(n) => r.domain.eq_ignore_ascii_case(n),
+    }
+}
+
+fn dist_of(rows: &[&Row<'_>], f: fn(&Record) -> Option<u64>) -> Dist {
+    let mut d = Dist::new();
+    for r in rows.iter().filter(|r| r.rec.eligible()) {
+        d.record(f(r.rec));
+    }
+    d
+}
+
+/// Eligible rows grouped into 1 s intervals by intended time.
+fn per_interval(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Dist> {
+    let mut v = vec![Dist::new(); intervals];
+    for r in rows.iter().filter(|r| r.rec.eligible()) {
+        let Some(i) = r.rec.intended else { continue };
+        let idx = (i.saturating_sub(inp.start_ns) / 1_000_000_000) as usize;
+        v[idx.min(intervals - 1)].record(r.rec.delivery_us());
+    }
+    v
+}
+
+fn series(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Point> {
+    per_interval(rows, inp, intervals)
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Point {
+            t: i as f64,
+            n: d.len(),
+            p50: d.quantile_ms(0.5),
+            p90: d.quantile_ms(0.9),
+            p99: d.quantile_ms(0.99),
+            slo: d.share_within(inp.slo_ms),
+        })
+        .collect()
+}
+
+fn rates(events: &[Event], inp: &Inputs, intervals: usize) -> Rates {
+    // Rates run past the traffic window into the drain, so size by the last event.
+    let last = events.iter().map(|e| e.t).max().unwrap_or(inp.start_ns);
+    let n = (last.saturating_sub(inp.start_ns) / 1_000_000_000) as usize + 1;
+    let n = n.max(intervals);
+    let mut r = Rates {
+        generated: vec![0; n],
+        accepted: vec![0; n],
+        delivered: vec![0; n],
+        bounced: vec![0; n],
+    };
+    let idx = |t: u64| ((t.saturating_sub(inp.start_ns) / 1_000_000_000) as usize).min(n - 1);
+    for e in events {
+        match e.event {
+            Kind::Submitted | Kind::Rejected | Kind::Unsubmitted => {
+                r.generated[idx(e.intended.unwrap_or(e.t))] += 1;
+                if e.event == Kind::Submitted {
+                    r.accepted[idx(e.t)] += 1;
+                }
+            }
+            Kind::Received => r.delivered[idx(e.t)] += 1,
+            Kind::Bounced => r.bounced[idx(e.t)] += 1,
+            _ => {}
+        }
+    }
+    r
+}
+
+/// A metric over a set of rows (no windowing).
+fn metric_value(m: Metric, d: &Dist, rows: &[&Row<'_>], inp: &Inputs, span_s: f64) -> Option<f64> {
+    match m {
+        Metric::Latency(q) if q.quantile() >= 1.0 => d.max_ms(),
+        Metric::Latency(q) => d.quantile_ms(q.quantile()),
+        Metric::Slo => d.share_within(inp.slo_ms).or(Some(1.0)),
+        Metric::Throughput => {
+            let delivered = rows.iter().filter(|r| r.rec.class() == Class::Delivered).count();
+            Some(delivered as f64 / span_s.max(1e-9))
+        }
+        Metric::Count(c) => {
+            let n = rows
+                .iter()
+                .filter(|r| match c {
+                    CountMetric::Lost => r.rec.class() == Class::Lost,
+                    CountMetric::Bounced => r.rec.class() == Class::Bounced,
+                    CountMetric::Expired => r.rec.class() == Class::Expired,
+                    CountMetric::Queued => r.rec.class() == Class::Queued,
+                    CountMetric::Stranded => r.rec.class() == Class::Queued && r.rec.stranded,
+                    CountMetric::Suppressed => r.rec.class() == Class::Suppressed,
+                    CountMetric::Delivered => r.rec.class() == Class::Delivered,
+                    CountMetric::RejectedAtSubmit => r.rec.class() == Class::RejectedAtSubmit,
+                    CountMetric::Duplicates => false,
+                })
+                .count() as u64;
+            let dups: u64 = if c == CountMetric::Duplicates {
+                rows.iter().map(|r| u64::from(r.rec.receipts.saturating_sub(1))).sum()
+            } else {
+                0
+            };
+            Some((n + dups) as f64)
+        }
+    }
+}
+
+fn observe(t: &Threshold, rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Option<f64> {
+    let Some(w) = t.window else {
+        let d = dist_of(rows, Record::delivery_us);
+        return metric_value(t.metric, &d, rows, inp, inp.duration_s);
+    };
+    // Sliding windows of `w` seconds, one interval apart; report the worst window.
+    let per = per_interval(rows, inp, intervals);
+    let len = (w.as_secs_f64().round() as usize).clamp(1, intervals);
+    let upper_bound = matches!(t.op, Op::Lt | Op::Le | Op::Eq);
+    let mut worst: Option<Option<f64>> = None;
+    for start in 0..=(intervals - len) {
+        let mut d = Dist::new();
+        for p in &per[start..start + len] {
+            d.merge(p);
+        }
+        if d.is_empty() {
+            continue;
+        }
+        let v = match t.metric {
+            Metric::Throughput => Some((d.finite.len()) as f64 / len as f64),
+            m => metric_value(m, &d, &[], inp, len as f64),
+        };
+        let as_num = |x: Option<f64>| x.unwrap_or(f64::INFINITY);
+        worst = Some(match worst {
+            None => v,
+            Some(prev) if upper_bound && as_num(v) > as_num(prev) => v,
+            Some(prev) if !upper_bound && as_num(v) < as_num(prev) => v,
+            Some(prev) => prev,
+        });
+    }
+    worst.unwrap_or_else(|| metric_value(t.metric, &Dist::new(), rows, inp, inp.duration_s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: u64, intended_s: f64, delivered_after_ms: Option<u64>) -> Vec<Event> {
+        let intended = (intended_s * 1e9) as u64;
+        let mut s = Event::new(intended, format!("r.{id}"), Kind::Submitted);
+        s.rcpt = Some("u@a.test".into());
+        s.intended = Some(intended);
+        s.submitted = Some(intended);
+        let mut a = Event::new(intended, format!("r.{id}"), Kind::Accepted);
+        a.rcpt = s.rcpt.clone();
+        a.region = Some("east".into());
+        let mut v = vec![s, a];
+        if let Some(ms) = delivered_after_ms {
+            let mut r = Event::new(intended + ms * 1_000_000, format!("r.{id}"), Kind::Received);
+            r.rcpt = Some("u@a.test".into());
+            v.push(r);
+        }
+        v
+    }
+
+    fn inputs(thresholds: &[&str]) -> Inputs {
+        Inputs {
+            start_ns: 0,
+            duration_s: 10.0,
+            slo_ms: 1000.0,
+            slo_target: 0.9,
+            providers: [("a.test".to_string(), "pa".to_string())].into(),
+            thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn outage_is_a_spike_and_fails_windows() {
+        let mut ev = Vec::new();
+        let mut id = 0;
+        for s in 0..10 {
+            for k in 0..10 {
+                id += 1;
+                let t = s as f64 + k as f64 / 10.0;
+                // Second 5's messages are never delivered; the rest take 100 ms.
+                let d = if s == 5 { None } else { Some(100) };
+                ev.extend(msg(id, t, d));
+            }
+        }
+        let spooled: Vec<Spooled> = (41..=50)
+            .map(|i| Spooled {
+                msg_id: format!("r.{}", i + 10),
+                rcpt: "u@a.test".into(),
+                node: "n".into(),
+                node_alive: true,
+            })
+            .collect();
+        let a = analyze(&ev, &spooled, &inputs(&["p50 < 200ms", "p99 < 2s", "p50 < 200ms over 1s windows", "lost == 0"]));
+        assert_eq!(a.counts.queued, 10);
+        assert_eq!(a.counts.delivered, 90);
+        a.identity.clone().unwrap();
+        assert_eq!(a.series[5].p50, None, "outage interval is +inf");
+        assert!((a.series[4].p50.unwrap() - 100.0).abs() < 1.0);
+        assert!((a.slo_compliance - 0.9).abs() < 1e-9);
+        let r: Vec<(bool, Option<f64>)> = a.thresholds.iter().map(|t| (t.pass, t.observed)).collect();
+        assert!(r[0].0, "overall p50 fine");
+        assert!(!r[1].0 && r[1].1.is_none(), "p99 is +inf");
+        assert!(!r[2].0, "window containing second 5 fails");
+        assert!(r[3].0);
+        assert!(!a.pass);
+        assert_eq!(a.by_provider["pa"].delivered, 90);
+        assert_eq!(a.by_region["east"].delivered, 90);
+    }
+}

@@ -1,0 +1,140 @@
+//! A reference-MTA node's config file (SPEC §4), as `mailsurge mta --config node.yaml` reads it
+//! and as `run` writes one per node.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Source};
+use crate::scenario::Retry;
+
+/// Where the node keeps accepted messages until they are done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SpoolConfig {
+    /// One directory on local disk; relative to the config file.
+    Local { dir: PathBuf },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: String,
+    pub region: String,
+    /// Port 0 picks a free port; the node prints the bound address on stdout (`READY <addr>`).
+    pub listen: SocketAddr,
+    /// Clients allowed to relay; anything else gets `554 5.7.1` at RCPT (never an open relay).
+    pub relay_networks: Vec<IpNet>,
+    pub spool: SpoolConfig,
+    /// Domain → inbox addresses; `"*"` is the fallback route.
+    pub routes: BTreeMap<String, Vec<SocketAddr>>,
+    #[serde(default)]
+    pub egress_pools: BTreeMap<String, Vec<IpAddr>>,
+    /// Pool used for deliveries unless a response rule reroutes; default: the first pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_pool: Option<String>,
+    #[serde(default)]
+    pub retry: Retry,
+    /// Response table: shipped name or path relative to this file.
+    #[serde(default = "default_responses")]
+    pub responses: String,
+    /// Events file, relative to this file.
+    pub events: PathBuf,
+    #[serde(default)]
+    pub limits: NodeLimits,
+    /// Seed for retry jitter.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_responses() -> String {
+    "deliverability".into()
+}
+
+/// Ingress and delivery limits; defaults suit a loopback test bed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeLimits {
+    pub max_message_size: crate::units::Size,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    /// Outbound connections per destination domain.
+    pub domain_connections: usize,
+    /// Messages sent on one outbound connection before it is recycled.
+    pub messages_per_connection: u32,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            max_message_size: crate::units::Size(32 << 20),
+            max_recipients: 100,
+            max_connections: 1024,
+            domain_connections: 8,
+            messages_per_connection: 1000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads, parses and checks a node config; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<(NodeConfig, Source), ConfigError> {
+        let src = Source::read(path)?;
+        let mut cfg: NodeConfig = src.parse()?;
+        let dir = src.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let SpoolConfig::Local { dir: spool } = &mut cfg.spool;
+        if spool.is_relative() {
+            *spool = dir.join(&*spool);
+        }
+        if cfg.events.is_relative() {
+            cfg.events = dir.join(&cfg.events);
+        }
+        if cfg.routes.is_empty() {
+            return Err(src.error_at("routes", 1, "routes: at least one route is needed"));
+        }
+        for (d, addrs) in &cfg.routes {
+            if addrs.is_empty() {
+                return Err(src.error_at(d, src.top_key_line("routes"), format!("routes: `{d}` has no addresses")));
+            }
+            if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(src.error_at(
+                    &a.to_string(),
+                    src.top_key_line("routes"),
+                    format!("routes: {a} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)"),
+                ));
+            }
+        }
+        for (p, ips) in &cfg.egress_pools {
+            if ips.is_empty() || ips.iter().any(|ip| !ip.is_loopback()) {
+                return Err(src.error_at(
+                    p,
+                    src.top_key_line("egress_pools"),
+                    format!("egress_pools: `{p}` must list loopback addresses"),
+                ));
+            }
+        }
+        if let Some(p) = &cfg.default_pool {
+            if !cfg.egress_pools.contains_key(p) {
+                return Err(src.error_at(p, 1, format!("default_pool: no egress pool named `{p}`")));
+            }
+        }
+        Ok((cfg, src))
+    }
+
+    /// The inbox addresses for a domain (exact match, else `*`).
+    pub fn route(&self, domain: &str) -> Option<&[SocketAddr]> {
+        self.routes
+            .get(domain)
+            .or_else(|| self.routes.iter().find(|(d, _)| d.eq_ignore_ascii_case(domain)).map(|(_, a)| a))
+            .or_else(|| self.routes.get("*"))
+            .map(Vec::as_slice)
+    }
+
+    pub fn spool_dir(&self) -> &Path {
+        let SpoolConfig::Local { dir } = &self.spool;
+        dir
+    }
+}

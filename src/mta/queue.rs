@@ -1,0 +1,427 @@
+//! Per-destination delivery queues and the workers that drain them (the `qmgr` + `smtp` of
+//! Postfix in one place): each domain gets a ready queue and up to
+//! `limits.domain_connections` workers, each holding one reused outbound connection bound to an
+//! egress-pool source address. Replies are classified by the response table
+//! ([`super::responses`]) and turned into events, retries or terminal states.
+//!
+//! Strategies (as Postfix's qmgr header documents its own):
+//! - a worker is started when a job is queued and no idle worker can take it, up to the limit;
+//!   idle workers keep their connection for [`WORKER_IDLE`] and then close it;
+//! - retries back off exponentially with jitter; a message whose next retry would fall past
+//!   `give_up` (measured from acceptance) expires instead;
+//! - `reroute` switches the job's egress pool, `failover` moves to the domain's next route
+//!   address; both retry after the normal backoff. `throttle` retries like `defer` (rate cuts
+//!   per domain and pool are a later step of the scheduler).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{watch, Notify};
+
+use super::config::NodeConfig;
+use super::eventlog::EventLog;
+use super::responses::{Action, ResponseTable, Verdict};
+use super::spool::{Meta, Spool, SpoolId};
+use crate::events::{now_ns, Event, Kind};
+use crate::smtp::{Client, ClientConfig, Reply};
+
+/// How long an idle worker keeps its outbound connection before closing it.
+pub const WORKER_IDLE: Duration = Duration::from_secs(2);
+
+/// One delivery job: a spooled message's recipients at one domain.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub spool_id: SpoolId,
+    pub meta: Arc<Meta>,
+    pub body: Arc<Vec<u8>>,
+    pub domain: String,
+    pub rcpts: Vec<String>,
+    /// Attempts made so far.
+    pub attempt: u32,
+    /// Egress pool override (after a `reroute`).
+    pub pool: Option<String>,
+    /// Index into the domain's route list (after a `failover`).
+    pub route_idx: usize,
+}
+
+/// An outbound connection: client, where it goes, from which source, messages sent on it.
+type Conn = (Client, SocketAddr, Option<IpAddr>, u32);
+
+#[derive(Default)]
+struct DomainState {
+    ready: VecDeque<Job>,
+    workers: usize,
+    idle: usize,
+    notify: Arc<Notify>,
+}
+
+/// The queue manager of one node.
+pub struct Queues {
+    cfg: Arc<NodeConfig>,
+    responses: ResponseTable,
+    spool: Arc<dyn Spool>,
+    events: Arc<EventLog>,
+    client: ClientConfig,
+    domains: Mutex<HashMap<String, DomainState>>,
+    /// Outstanding jobs per spooled message; at zero the spool file is removed.
+    pending: Mutex<HashMap<SpoolId, usize>>,
+    suppressed: Mutex<HashSet<String>>,
+    rng: Mutex<ChaCha8Rng>,
+    pool_rr: AtomicUsize,
+    stopping: watch::Receiver<bool>,
+    /// Jobs queued or in flight or waiting for a retry.
+    live: AtomicUsize,
+    /// Jobs a worker is sending right now.
+    busy: AtomicUsize,
+}
+
+impl Queues {
+    pub fn new(
+        cfg: Arc<NodeConfig>,
+        responses: ResponseTable,
+        spool: Arc<dyn Spool>,
+        events: Arc<EventLog>,
+        stopping: watch::Receiver<bool>,
+    ) -> Arc<Queues> {
+        let client = ClientConfig {
+            helo: format!("{}.mailsurge.test", cfg.node),
+            ..ClientConfig::default()
+        };
+        let seed = cfg.seed;
+        Arc::new(Queues {
+            cfg,
+            responses,
+            spool,
+            events,
+            client,
+            domains: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            suppressed: Mutex::new(HashSet::new()),
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            pool_rr: AtomicUsize::new(0),
+            stopping,
+            live: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+        })
+    }
+
+    /// Jobs not yet finished (queued, in flight or waiting to retry).
+    pub fn live_jobs(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Jobs being sent by a worker right now.
+    pub fn in_flight(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Queues a freshly accepted (or recovered) message: one job per recipient domain.
+    pub fn submit(self: &Arc<Self>, spool_id: SpoolId, meta: Meta, body: Vec<u8>) {
+        let meta = Arc::new(meta);
+        let body = Arc::new(body);
+        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
+        for rcpt in &meta.rcpts {
+            if lock(&self.suppressed).contains(&rcpt.to_ascii_lowercase()) {
+                let mut e = Event::new(now_ns(), meta.msg_id.clone(), Kind::Dropped);
+                e.rcpt = Some(rcpt.clone());
+                e.text = Some("recipient is on the suppression list".into());
+                self.events.emit(e);
+                continue;
+            }
+            let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d).to_ascii_lowercase();
+            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, v)) => v.push(rcpt.clone()),
+                None => by_domain.push((domain, vec![rcpt.clone()])),
+            }
+        }
+        if by_domain.is_empty() {
+            self.remove_from_spool(spool_id);
+            return;
+        }
+        lock(&self.pending).insert(spool_id.clone(), by_domain.len());
+        for (domain, rcpts) in by_domain {
+            self.live.fetch_add(1, Ordering::Relaxed);
+            self.enqueue(Job {
+                spool_id: spool_id.clone(),
+                meta: meta.clone(),
+                body: body.clone(),
+                domain,
+                rcpts,
+                attempt: 0,
+                pool: None,
+                route_idx: 0,
+            });
+        }
+    }
+
+    fn enqueue(self: &Arc<Self>, job: Job) {
+        let domain = job.domain.clone();
+        let spawn = {
+            let mut map = lock(&self.domains);
+            let st = map.entry(domain.clone()).or_default();
+            st.ready.push_back(job);
+            st.notify.notify_one();
+            let spawn = st.idle < st.ready.len() && st.workers < self.cfg.limits.domain_connections.max(1);
+            if spawn {
+                st.workers += 1;
+            }
+            spawn
+        };
+        if spawn {
+            let me = self.clone();
+            tokio::spawn(async move { me.worker(domain).await });
+        }
+    }
+
+    /// Next job for a domain's worker, or `None` when idle too long or stopping (the worker
+    /// count is decremented under the same lock, so a job queued meanwhile starts a new worker).
+    async fn next_job(&self, domain: &str) -> Option<Job> {
+        let deadline = tokio::time::Instant::now() + WORKER_IDLE;
+        loop {
+            let notify = {
+                let mut map = lock(&self.domains);
+                let st = map.entry(domain.to_string()).or_default();
+                if *self.stopping.borrow() {
+                    st.workers -= 1;
+                    return None;
+                }
+                if let Some(j) = st.ready.pop_front() {
+                    return Some(j);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    st.workers -= 1;
+                    return None;
+                }
+                st.idle += 1;
+                st.notify.clone()
+            };
+            let mut stopping = self.stopping.clone();
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = stopping.changed() => {}
+            }
+            lock(&self.domains).entry(domain.to_string()).or_default().idle -= 1;
+        }
+    }
+
+    async fn worker(self: Arc<Self>, domain: String) {
+        let mut conn: Option<Conn> = None;
+        while let Some(job) = self.next_job(&domain).await {
+            self.busy.fetch_add(1, Ordering::Relaxed);
+            conn = self.attempt(job, conn).await;
+            self.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some((c, ..)) = conn {
+            c.quit().await;
+        }
+    }
+
+    /// One delivery attempt of a job, reusing `conn` when it goes to the same place.
+    async fn attempt(self: &Arc<Self>, job: Job, mut conn: Option<Conn>) -> Option<Conn> {
+        let domain = job.domain.clone();
+        {
+            let Some(addrs) = self.cfg.route(&domain).map(<[SocketAddr]>::to_vec) else {
+                let r = Reply::new(550, Some("5.4.4"), &format!("no route to {domain}"));
+                self.finish_rcpts(&job, &job.rcpts, &r, &self.responses.classify(&r), None);
+                self.job_done(&job);
+                return conn;
+            };
+            let addr = addrs[job.route_idx % addrs.len()];
+            let src = self.egress_ip(job.pool.as_deref());
+            let reuse = matches!(&conn, Some((c, a, s, n)) if c.is_usable() && *a == addr && *s == src
+                && *n < self.cfg.limits.messages_per_connection);
+            if !reuse {
+                if let Some((c, ..)) = conn.take() {
+                    c.quit().await;
+                }
+                let cfg = ClientConfig {
+                    source_ip: src,
+                    ..self.client.clone()
+                };
+                match Client::connect(addr, &cfg).await {
+                    Ok(c) => conn = Some((c, addr, src, 0)),
+                    Err(e) => {
+                        let r = match e {
+                            crate::smtp::ClientError::Greeting(r) => r,
+                            e => Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}")),
+                        };
+                        self.attempt_failed_all(job, &r, None);
+                        return None;
+                    }
+                }
+            }
+            let Some((client, _, _, sent)) = conn.as_mut() else {
+                return None; // invariant: set just above
+            };
+            *sent += 1;
+            let source_ip = client.local_addr().ip().to_string();
+            match client.send(&job.meta.from, &job.rcpts, &job.body).await {
+                Ok(out) => self.handle_outcome(job, &out, &source_ip),
+                Err(e) => {
+                    conn = None;
+                    let r = Reply::new(451, Some("4.4.2"), &format!("connection to {addr} lost: {e}"));
+                    self.attempt_failed_all(job, &r, Some(&source_ip));
+                }
+            }
+        }
+        conn
+    }
+
+    /// Splits a transaction's outcome into per-recipient results.
+    fn handle_outcome(self: &Arc<Self>, mut job: Job, out: &crate::smtp::SendOutcome, source_ip: &str) {
+        job.attempt += 1;
+        let mut retry: Vec<String> = Vec::new();
+        let mut retry_verdict: Option<Verdict> = None;
+        for (i, rcpt) in job.rcpts.iter().enumerate() {
+            let reply = if !out.mail.is_positive() {
+                &out.mail
+            } else if let Some(r) = out.rcpts.get(i).filter(|r| !r.is_positive()) {
+                r
+            } else {
+                out.final_reply()
+            };
+            let v = self.responses.classify(reply);
+            if self.finish_rcpts(&job, std::slice::from_ref(rcpt), reply, &v, Some(source_ip)) {
+                retry.push(rcpt.clone());
+                retry_verdict.get_or_insert(v);
+            }
+        }
+        match retry_verdict {
+            Some(v) if !retry.is_empty() => {
+                job.rcpts = retry;
+                self.schedule_retry(job, &v, out.final_reply().clone());
+            }
+            _ => self.job_done(&job),
+        }
+    }
+
+    /// Every recipient of the job failed the same way (connect error, lost connection).
+    fn attempt_failed_all(self: &Arc<Self>, mut job: Job, reply: &Reply, source_ip: Option<&str>) {
+        job.attempt += 1;
+        let v = self.responses.classify(reply);
+        let rcpts = job.rcpts.clone();
+        if self.finish_rcpts(&job, &rcpts, reply, &v, source_ip) {
+            self.schedule_retry(job, &v, reply.clone());
+        } else {
+            self.job_done(&job);
+        }
+    }
+
+    /// Emits the events for recipients with one verdict; returns true if they must be retried.
+    fn finish_rcpts(&self, job: &Job, rcpts: &[String], reply: &Reply, v: &Verdict, source_ip: Option<&str>) -> bool {
+        let kind = match v.action {
+            Action::Deliver => Kind::Delivered,
+            Action::Bounce => Kind::Bounced,
+            Action::Defer | Action::Throttle | Action::Reroute | Action::Failover => Kind::Deferred,
+        };
+        for rcpt in rcpts {
+            let mut e = Event::new(now_ns(), job.meta.msg_id.clone(), kind);
+            e.rcpt = Some(rcpt.clone());
+            e.code = Some(reply.code);
+            e.text = Some(reply.to_string());
+            e.attempt = Some(job.attempt.max(1));
+            e.source_ip = source_ip.map(str::to_string);
+            self.events.emit(e);
+            if v.suppress {
+                lock(&self.suppressed).insert(rcpt.to_ascii_lowercase());
+            }
+        }
+        kind == Kind::Deferred
+    }
+
+    fn schedule_retry(self: &Arc<Self>, mut job: Job, v: &Verdict, last: Reply) {
+        let r = &self.cfg.retry;
+        let exp = r.factor.powi(job.attempt.saturating_sub(1).min(64) as i32);
+        let base = (r.initial.as_secs_f64() * exp).min(r.max_delay.as_secs_f64());
+        let jitter = r.jitter.0 * base;
+        let delay = {
+            let mut rng = lock(&self.rng);
+            if jitter > 0.0 {
+                base + rng.random_range(-jitter..=jitter)
+            } else {
+                base
+            }
+        }
+        .max(0.0);
+        let age_s = now_ns().saturating_sub(job.meta.received_ns) as f64 / 1e9;
+        if age_s + delay > r.give_up.as_secs_f64() {
+            for rcpt in &job.rcpts {
+                let mut e = Event::new(now_ns(), job.meta.msg_id.clone(), Kind::Expired);
+                e.rcpt = Some(rcpt.clone());
+                e.code = Some(last.code);
+                e.text = Some(format!("gave up after {} attempts: {last}", job.attempt));
+                e.attempt = Some(job.attempt);
+                self.events.emit(e);
+            }
+            self.job_done(&job);
+            return;
+        }
+        match v.action {
+            Action::Reroute => job.pool = v.pool.clone(),
+            Action::Failover => job.route_idx += 1,
+            _ => {}
+        }
+        let me = self.clone();
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(delay)) => me.enqueue(job),
+                // Stopping: the message stays in the spool and is recovered on restart.
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+        });
+    }
+
+    /// A job reached a terminal state for all its recipients.
+    fn job_done(&self, job: &Job) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        let done = {
+            let mut p = lock(&self.pending);
+            match p.get_mut(&job.spool_id) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    p.remove(&job.spool_id);
+                    true
+                }
+            }
+        };
+        if done {
+            self.remove_from_spool(job.spool_id.clone());
+        }
+    }
+
+    fn remove_from_spool(&self, id: SpoolId) {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = spool.remove(&id) {
+                tracing::warn!("cannot remove {id} from spool: {e}");
+            }
+        });
+    }
+
+    /// The source address for the next connection: round-robin over the pool's addresses.
+    fn egress_ip(&self, pool: Option<&str>) -> Option<IpAddr> {
+        let pools = &self.cfg.egress_pools;
+        let name = pool
+            .or(self.cfg.default_pool.as_deref())
+            .or_else(|| pools.contains_key("shared").then_some("shared"))
+            .or_else(|| pools.keys().next().map(String::as_str))?;
+        let ips = pools.get(name)?;
+        (!ips.is_empty()).then(|| ips[self.pool_rr.fetch_add(1, Ordering::Relaxed) % ips.len()])
+    }
+}
+
+/// Locks a std mutex; a poisoned lock only means another task panicked mid-update of plain
+/// collections, which stay structurally valid, so carrying on beats cascading the panic.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

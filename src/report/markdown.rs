@@ -1,0 +1,95 @@
+//! `report.md`: the human summary, short enough for a CI job summary page. Leads with the
+//! verdict and why, then delivery time, SLO, accounting, and per-region/provider tables.
+
+use std::fmt::Write;
+
+use super::summary::Summary;
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x >= 10_000.0 => format!("{:.1} s", x / 1000.0),
+        Some(x) => format!("{x:.1} ms"),
+        None => "∞ (undelivered)".into(),
+    }
+}
+
+pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
+    let mut o = String::new();
+    let icon = if s.verdict == "pass" { "PASS" } else { "FAIL" };
+    let _ = writeln!(o, "# mailsurge run `{}` — {icon}\n", s.name);
+    let _ = writeln!(
+        o,
+        "run `{}` · seed {} · started {} · wall {:.1} s\n",
+        s.run_id, s.seed, s.started_at, s.wall_s
+    );
+    if !s.reasons.is_empty() {
+        let _ = writeln!(o, "**Why it failed**\n");
+        for r in &s.reasons {
+            let _ = writeln!(o, "- {r}");
+        }
+        let _ = writeln!(o);
+    }
+    let d = &s.delivery_ms;
+    let _ = writeln!(o, "## Delivery time (from intended send time)\n");
+    let _ = writeln!(o, "| p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|");
+    let _ = writeln!(o, "| {} | {} | {} | {} | {} |\n", ms(d.p50), ms(d.p90), ms(d.p99), ms(d.p999), ms(d.max));
+    let _ = writeln!(
+        o,
+        "Uncorrected (from actual submission start, hides queueing in the generator): p50 {}, p99 {}.\n",
+        ms(d.uncorrected_p50),
+        ms(d.uncorrected_p99)
+    );
+    let _ = writeln!(
+        o,
+        "**SLO**: {:.3}% of eligible mail delivered within {} ms (target {:.2}%) — {}\n",
+        s.slo.compliance * 100.0,
+        s.slo.delivery_ms,
+        s.slo.target * 100.0,
+        if s.slo.pass { "met" } else { "missed" }
+    );
+    if !s.thresholds.is_empty() {
+        let _ = writeln!(o, "## Thresholds\n\n| threshold | observed | result |\n|---|---|---|");
+        for t in &s.thresholds {
+            let obs = t.observed.map_or("∞".to_string(), |v| format!("{v}"));
+            let _ = writeln!(o, "| `{}` | {obs} | {} |", t.expr, if t.pass { "pass" } else { "**fail**" });
+        }
+        let _ = writeln!(o);
+    }
+    let c = &s.counts;
+    let _ = writeln!(o, "## Accounting\n");
+    let _ = writeln!(
+        o,
+        "generated {} = rejected at submit {} + accepted {}  \naccepted {} = delivered {} + bounced {} + suppressed {} + expired {} + queued {} + lost {}\n",
+        c.generated, c.rejected_at_submit, c.accepted, c.accepted, c.delivered, c.bounced, c.suppressed, c.expired, c.queued, c.lost
+    );
+    let _ = writeln!(
+        o,
+        "duplicates {} · stranded {} · deferrals {} · events {} · never submitted {}\n",
+        c.duplicates, c.stranded, c.deferrals, c.events, c.unsubmitted
+    );
+    for (title, groups) in [("Regions", &s.by_region), ("Providers", &s.by_provider)] {
+        if groups.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "## {title}\n\n| name | delivered | p50 | p99 | deferrals | bounced |\n|---|---|---|---|---|---|");
+        for (name, g) in groups {
+            let _ = writeln!(
+                o,
+                "| {name} | {} | {} | {} | {} | {} |",
+                g.delivered,
+                ms(g.p50),
+                ms(g.p99),
+                g.deferrals,
+                g.bounced
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !charts.is_empty() {
+        let _ = writeln!(o, "## Charts\n");
+        for (title, path) in charts {
+            let _ = writeln!(o, "![{title}]({path})\n");
+        }
+    }
+    o
+}

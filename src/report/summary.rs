@@ -1,0 +1,177 @@
+//! `summary.json` (SPEC §6, schema `mailsurge.summary/v1`): the machine contract that CI gates
+//! and `compare` read. Field names and units are fixed by the schema; extra keys are allowed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::measure::{Analysis, Counts, Dist, Group};
+
+pub const SCHEMA: &str = "mailsurge.summary/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema: String,
+    pub name: String,
+    pub seed: u64,
+    pub run_id: String,
+    pub started_at: String,
+    pub wall_s: f64,
+    pub verdict: String,
+    pub counts: Counts,
+    pub delivery_ms: DeliveryMs,
+    pub slo: Slo,
+    pub thresholds: Vec<ThresholdLine>,
+    pub by_region: BTreeMap<String, GroupLine>,
+    pub by_provider: BTreeMap<String, GroupLine>,
+    pub faults: Vec<Fault>,
+    /// Not in the schema's required set: why the verdict is what it is, in words.
+    pub reasons: Vec<String>,
+}
+
+/// Percentiles in ms; `null` = +∞ (some eligible message was never delivered).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryMs {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+    pub max: Option<f64>,
+    pub uncorrected_p50: Option<f64>,
+    pub uncorrected_p99: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Slo {
+    pub delivery_ms: f64,
+    pub target: f64,
+    pub compliance: f64,
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThresholdLine {
+    pub expr: String,
+    pub observed: Option<f64>,
+    pub pass: bool,
+    /// The limit in the metric's unit (ms, fraction, count, msg/s).
+    pub limit: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupLine {
+    pub delivered: u64,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub deferrals: u64,
+    pub bounced: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fault {
+    pub at_s: f64,
+    pub action: String,
+    pub target: String,
+    pub detection_s: Option<f64>,
+    pub recovery_s: Option<f64>,
+    pub delayed: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+}
+
+/// Run facts that are not measurements.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub name: String,
+    pub seed: u64,
+    pub run_id: String,
+    pub started_at: String,
+    pub wall_s: f64,
+    pub slo_ms: f64,
+    pub slo_target: f64,
+}
+
+/// Rounds to 3 decimals so summaries diff cleanly.
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn q(d: &Dist, q: f64) -> Option<f64> {
+    d.quantile_ms(q).map(r3)
+}
+
+fn group(g: &Group) -> GroupLine {
+    GroupLine {
+        delivered: g.delivered,
+        p50: q(&g.dist, 0.5),
+        p99: q(&g.dist, 0.99),
+        deferrals: g.deferrals,
+        bounced: g.bounced,
+    }
+}
+
+impl Summary {
+    pub fn new(info: &RunInfo, a: &Analysis) -> Summary {
+        let mut reasons = Vec::new();
+        for t in a.thresholds.iter().filter(|t| !t.pass) {
+            reasons.push(format!(
+                "threshold `{}` failed: observed {}",
+                t.threshold.expr,
+                t.observed.map_or("+inf (undelivered mail)".to_string(), |v| format!("{}", r3(v)))
+            ));
+        }
+        if !a.slo_pass {
+            reasons.push(format!(
+                "SLO failed: {:.3}% of eligible mail delivered within {} ms, target {:.3}%",
+                a.slo_compliance * 100.0,
+                info.slo_ms,
+                info.slo_target * 100.0
+            ));
+        }
+        if a.counts.lost > 0 {
+            reasons.push(format!("{} accepted messages lost", a.counts.lost));
+        }
+        if let Err(e) = &a.identity {
+            reasons.push(format!("accounting identity does not hold: {e}"));
+        }
+        Summary {
+            schema: SCHEMA.into(),
+            name: info.name.clone(),
+            seed: info.seed,
+            run_id: info.run_id.clone(),
+            started_at: info.started_at.clone(),
+            wall_s: r3(info.wall_s),
+            verdict: if a.pass { "pass" } else { "fail" }.into(),
+            counts: a.counts.clone(),
+            delivery_ms: DeliveryMs {
+                p50: q(&a.overall, 0.5),
+                p90: q(&a.overall, 0.9),
+                p99: q(&a.overall, 0.99),
+                p999: q(&a.overall, 0.999),
+                max: a.overall.max_ms().map(r3),
+                uncorrected_p50: q(&a.uncorrected, 0.5),
+                uncorrected_p99: q(&a.uncorrected, 0.99),
+            },
+            slo: Slo {
+                delivery_ms: info.slo_ms,
+                target: info.slo_target,
+                compliance: (a.slo_compliance * 1e6).round() / 1e6,
+                pass: a.slo_pass,
+            },
+            thresholds: a
+                .thresholds
+                .iter()
+                .map(|t| ThresholdLine {
+                    expr: t.threshold.expr.clone(),
+                    observed: t.observed.map(r3),
+                    pass: t.pass,
+                    limit: t.threshold.limit,
+                })
+                .collect(),
+            by_region: a.by_region.iter().map(|(k, g)| (k.clone(), group(g))).collect(),
+            by_provider: a.by_provider.iter().map(|(k, g)| (k.clone(), group(g))).collect(),
+            faults: Vec::new(),
+            reasons,
+        }
+    }
+}

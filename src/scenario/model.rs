@@ -1,0 +1,302 @@
+//! The scenario file's shape (SPEC §2), as serde types with unknown keys denied.
+//!
+//! These types are what the file says, before cross-checks; [`super::load`] turns them into a
+//! validated [`super::Scenario`]. Units parse through [`crate::units`], regexes and threshold
+//! expressions inside their own `Deserialize` impls so errors carry the YAML position.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{Dur, Percent, Rate, Size};
+
+use super::threshold::Threshold;
+
+/// The top level of a scenario file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Traffic window; generation stops after it.
+    pub duration: Dur,
+    /// How long to wait after the traffic window for queues to empty.
+    #[serde(default = "default_drain")]
+    pub drain: Dur,
+    pub slo: Slo,
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+    pub regions: Vec<Region>,
+    #[serde(default)]
+    pub mta: Mta,
+    pub providers: Vec<Provider>,
+    pub traffic: Traffic,
+    #[serde(default)]
+    pub chaos: Vec<ChaosAction>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_drain() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// A message meets the SLO if delivered within this.
+    pub delivery_time: Dur,
+    /// Share of eligible messages that must meet it.
+    pub target: Percent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub name: String,
+    #[serde(default = "one")]
+    pub nodes: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MtaKind {
+    #[default]
+    Reference,
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolKind {
+    #[default]
+    Local,
+    Nats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mta {
+    #[serde(default)]
+    pub kind: MtaKind,
+    #[serde(default)]
+    pub spool: SpoolKind,
+    #[serde(default)]
+    pub retry: Retry,
+    /// Named pools of egress source addresses (127.x.y.z).
+    #[serde(default)]
+    pub egress_pools: BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// MTA response table: shipped name or path (SPEC §4).
+    #[serde(default = "default_responses")]
+    pub responses: String,
+    /// `kind: external`: where the generator submits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit: Option<std::net::SocketAddr>,
+    /// `kind: external`: the harness-owned bounce domain and its inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounces: Option<Bounces>,
+}
+
+impl Default for Mta {
+    fn default() -> Self {
+        Mta {
+            kind: MtaKind::Reference,
+            spool: SpoolKind::Local,
+            retry: Retry::default(),
+            egress_pools: BTreeMap::new(),
+            responses: default_responses(),
+            submit: None,
+            bounces: None,
+        }
+    }
+}
+
+fn default_responses() -> String {
+    "deliverability".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounces {
+    pub domain: String,
+    pub listen: std::net::SocketAddr,
+}
+
+/// Retry schedule: exponential backoff with jitter, given up after `give_up` → `expired`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub initial: Dur,
+    pub factor: f64,
+    pub max_delay: Dur,
+    pub jitter: Percent,
+    pub give_up: Dur,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        use std::time::Duration;
+        Retry {
+            initial: Dur(Duration::from_secs(1)),
+            factor: 2.0,
+            max_delay: Dur(Duration::from_secs(20)),
+            jitter: Percent(0.2),
+            give_up: Dur(Duration::from_secs(120)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: String,
+    pub domains: Vec<String>,
+    /// Inbox rule table: shipped profile name or path (SPEC §3).
+    #[serde(default = "default_rules")]
+    pub rules: String,
+    /// Fixed listen address; default chosen by the harness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn default_rules() -> String {
+    "generic".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    pub rate: RateSpec,
+    #[serde(default)]
+    pub arrival: Arrival,
+    /// Recipient domain → weight (`40%` or a bare number); each must map to a provider.
+    pub domains: BTreeMap<String, Percent>,
+    #[serde(default)]
+    pub size: SizeSpec,
+    #[serde(default = "one")]
+    pub tenants: u32,
+    #[serde(default = "one")]
+    pub recipients_per_message: u32,
+    /// Submission connections, each reused for many messages.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+}
+
+fn default_connections() -> u32 {
+    16
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    #[default]
+    Poisson,
+    Uniform,
+}
+
+/// `rate: 300/s` (constant) or `{ peak: 2000/s, curve: … }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RateSpec {
+    Constant(Rate),
+    Curve {
+        peak: Rate,
+        curve: Curve,
+    },
+}
+
+/// A named curve or a list of `[at, weight]` points, linearly interpolated and stretched over
+/// the traffic window. `at` is a duration into the window or a share (`50%`) of it; weights are
+/// relative to `peak` (the largest weight plays at `peak`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Curve {
+    Named(NamedCurve),
+    Points(Vec<(CurveAt, f64)>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamedCurve {
+    /// Constant at peak.
+    Flat,
+    /// A compressed retail peak day: hourly weights, evening peak.
+    BlackFriday,
+}
+
+/// Where a curve point sits: a duration into the window or a share of it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CurveAt {
+    Share(Percent),
+    At(Dur),
+}
+
+/// Message size: `12KiB` (fixed) or a distribution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    Fixed(Size),
+    Dist(SizeDist),
+}
+
+impl Default for SizeSpec {
+    fn default() -> Self {
+        SizeSpec::Fixed(Size(4096))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SizeDist {
+    Fixed { size: Size },
+    Uniform { min: Size, max: Size },
+    Lognormal { median: Size, sigma: f64, #[serde(default = "default_max_size")] max: Size },
+}
+
+fn default_max_size() -> Size {
+    Size(10 << 20)
+}
+
+/// One step of the chaos timeline (SPEC §2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosAction {
+    pub at: Dur,
+    pub action: ChaosKind,
+    /// `region/<name>`, `node/<name>` or `provider/<name>`.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<KillMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChaosKind {
+    Kill,
+    Restore,
+    Block,
+    Latency,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KillMode {
+    Refuse,
+    Blackhole,
+    Reset,
+}

@@ -1,0 +1,18 @@
+//! The SMTP layer of mailsurge: reply values, the wire codec, the server behind the reference
+//! MTA and the mock inboxes, and the client behind the load generator and the MTA's relay.
+//!
+//! Layering: `reply` and `codec` are pure and know nothing of sockets; `server` (with its
+//! private per-connection `session`) and `client` are the only parts that do I/O.
+
+pub mod client;
+pub mod codec;
+pub mod reply;
+pub mod server;
+mod session;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{Client, ClientConfig, ClientError, SendOutcome};
+pub use reply::Reply;
+pub use server::{serve, Decision, Envelope, Limits, Policy, ServerStats, SessionInfo, StatsSnapshot};

@@ -1,0 +1,520 @@
+//! One SMTP session: the per-connection task behind [`serve`](crate::smtp::server::serve).
+//!
+//! [`Conn`] alone owns the socket and its buffers (mini-redis's `Connection`); [`Session`]
+//! holds the protocol state and asks the [`Policy`] for each decision. Replies are queued in
+//! the output buffer and flushed only when the input is exhausted, before a policy delay,
+//! after a 354, and before closing, which is what makes PIPELINING cheap for both sides.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+
+use crate::smtp::codec::{
+    line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer,
+};
+use crate::smtp::reply::Reply;
+use crate::smtp::server::{Decision, Envelope, Policy, ServerStats, SessionInfo, Shared};
+
+/// Spare room ensured before each socket read; one read typically takes a whole pipelined
+/// command group or a good slice of a message.
+const READ_CHUNK: usize = 16 * 1024;
+/// After sending a closing reply, how long to keep draining input so the peer sees the reply
+/// instead of a reset (closing with unread input makes the kernel send RST).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes drained while lingering; a client still streaming is not worth waiting for.
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+
+const OK: &[u8] = b"250 2.0.0 Ok\r\n";
+const BYE: &[u8] = b"221 2.0.0 Bye\r\n";
+const VRFY_REPLY: &[u8] =
+    b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n";
+const HELP_REPLY: &[u8] = b"214 2.0.0 See RFC 5321\r\n";
+
+/// Runs one session to its end; never fails (I/O errors just end it, logged at trace level).
+pub(crate) async fn run<P: Policy>(
+    shared: Arc<Shared<P>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    shutdown: broadcast::Receiver<()>,
+) {
+    let stats = Arc::clone(&shared.stats);
+    ServerStats::bump(&stats.connections_total);
+    stats.connections_active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(&stats);
+
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::trace!(conn_id, %peer, "set_nodelay failed: {e}");
+    }
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::trace!(conn_id, %peer, "connection gone before the greeting: {e}");
+            return;
+        }
+    };
+    let limits = &shared.limits;
+    let mut session = Session {
+        conn: Conn {
+            stream,
+            inbuf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            outbuf: Vec::with_capacity(READ_CHUNK / 4),
+            write_timeout: limits.command_timeout,
+        },
+        info: SessionInfo {
+            conn_id,
+            peer,
+            local,
+            helo: None,
+            transactions: 0,
+        },
+        env: None,
+        refused_at_connect: false,
+        errors: 0,
+        framer: LineFramer::new(limits.max_command_line),
+        decoder: DataDecoder::new(limits.max_message_size, limits.max_data_line),
+        shutdown: Shutdown {
+            seen: false,
+            rx: shutdown,
+        },
+        shared: Arc::clone(&shared),
+    };
+    let end = session.run().await;
+    shared.policy.disconnected(&session.info);
+    match end {
+        Ok(Flow::Close) => {
+            if let Err(e) = session.conn.flush().await {
+                tracing::trace!(conn_id, %peer, "final flush failed: {e}");
+            }
+            linger_close(&mut session.conn.stream).await;
+        }
+        Ok(_) => tracing::trace!(conn_id, %peer, "client disconnected"),
+        Err(e) => tracing::trace!(conn_id, %peer, "session ended by I/O error: {e}"),
+    }
+}
+
+/// Keeps `connections_active` right even if the task is aborted at shutdown.
+struct ActiveGuard<'a>(&'a ServerStats);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Half-closes, then drains input for a bounded time so the last reply is not lost to a RST.
+pub(crate) async fn linger_close(stream: &mut TcpStream) {
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+/// What to do after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Flush, then close our side.
+    Close,
+    /// The peer went away.
+    Gone,
+}
+
+fn flow(close: bool) -> Flow {
+    if close {
+        Flow::Close
+    } else {
+        Flow::Continue
+    }
+}
+
+/// The socket and its buffers.
+struct Conn {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    /// Bytes of `inbuf` before this index are consumed.
+    start: usize,
+    outbuf: Vec<u8>,
+    write_timeout: Duration,
+}
+
+impl Conn {
+    fn pending(&self) -> &[u8] {
+        &self.inbuf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.inbuf.len());
+    }
+
+    /// Reads more input; `Ok(0)` means the peer closed. Cancel-safe (select with shutdown).
+    async fn read_more(&mut self) -> io::Result<usize> {
+        if self.start == self.inbuf.len() {
+            self.inbuf.clear();
+        } else if self.start > 0 {
+            // At most one partial command line is moved.
+            self.inbuf.drain(..self.start);
+        }
+        self.start = 0;
+        self.inbuf.reserve(READ_CHUNK);
+        self.stream.read_buf(&mut self.inbuf).await
+    }
+
+    /// Writes queued replies, bounded by the command timeout so a client that never reads
+    /// cannot pin the session.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.outbuf.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.outbuf)).await
+        {
+            Ok(r) => r?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+        self.outbuf.clear();
+        Ok(())
+    }
+}
+
+/// The session's view of the shutdown broadcast (mini-redis's `Shutdown`).
+struct Shutdown {
+    seen: bool,
+    rx: broadcast::Receiver<()>,
+}
+
+impl Shutdown {
+    /// Resolves once shutdown was signalled (or the server is gone).
+    async fn recv(&mut self) {
+        if !self.seen {
+            let _ = self.rx.recv().await;
+            self.seen = true;
+        }
+    }
+}
+
+/// How waiting for more command input ended.
+enum Wait {
+    Input,
+    Eof,
+    Timeout,
+    Shutdown,
+}
+
+struct Session<P> {
+    conn: Conn,
+    info: SessionInfo,
+    /// Present between an accepted MAIL and the end of the transaction.
+    env: Option<Envelope>,
+    /// The greeting was negative without close: only QUIT is served.
+    refused_at_connect: bool,
+    errors: usize,
+    framer: LineFramer,
+    decoder: DataDecoder,
+    shutdown: Shutdown,
+    shared: Arc<Shared<P>>,
+}
+
+impl<P: Policy> Session<P> {
+    async fn run(&mut self) -> io::Result<Flow> {
+        let d = self.shared.policy.connect(&self.info).await;
+        let reply = prefix_hostname(d.reply, &self.shared.limits.hostname);
+        self.refused_at_connect = !reply.is_success();
+        self.pause(d.delay).await?;
+        reply.write_wire(&mut self.conn.outbuf);
+        if d.close {
+            return Ok(Flow::Close);
+        }
+        loop {
+            let flow = match self.framer.next_frame(self.conn.pending()) {
+                Frame::Line(n) => {
+                    let parsed = parse_command(&self.conn.pending()[..n]);
+                    self.conn.consume(n);
+                    match parsed {
+                        Ok(cmd) => self.command(cmd).await?,
+                        Err(e) => self.protocol_error(e.reply()),
+                    }
+                }
+                Frame::TooLong(n) => {
+                    self.conn.consume(n);
+                    ServerStats::bump(&self.shared.stats.too_long_lines);
+                    self.protocol_error(line_too_long_reply())
+                }
+                Frame::NeedMore(n) => {
+                    self.conn.consume(n);
+                    match self.wait_for_command().await? {
+                        Wait::Input => Flow::Continue,
+                        Wait::Eof => Flow::Gone,
+                        Wait::Timeout => {
+                            ServerStats::bump(&self.shared.stats.timeouts);
+                            self.timeout_reply();
+                            Flow::Close
+                        }
+                        Wait::Shutdown => {
+                            Reply::new(421, Some("4.3.2"), "Service shutting down")
+                                .write_wire(&mut self.conn.outbuf);
+                            Flow::Close
+                        }
+                    }
+                }
+            };
+            if flow != Flow::Continue {
+                return Ok(flow);
+            }
+        }
+    }
+
+    /// Flushes pending replies, then waits for input, the command timeout or shutdown.
+    async fn wait_for_command(&mut self) -> io::Result<Wait> {
+        self.conn.flush().await?;
+        let timeout = self.shared.limits.command_timeout;
+        let Session { conn, shutdown, .. } = self;
+        tokio::select! {
+            biased;
+            () = shutdown.recv() => Ok(Wait::Shutdown),
+            r = tokio::time::timeout(timeout, conn.read_more()) => match r {
+                Ok(Ok(0)) => Ok(Wait::Eof),
+                Ok(Ok(_)) => Ok(Wait::Input),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(Wait::Timeout),
+            },
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) -> io::Result<Flow> {
+        if self.refused_at_connect && cmd != Command::Quit {
+            return Ok(self.protocol_error(Reply::new(
+                503,
+                Some("5.7.0"),
+                "Error: no SMTP service here",
+            )));
+        }
+        let out = &mut self.conn.outbuf;
+        match cmd {
+            Command::Ehlo(host) => self.helo(host, true).await,
+            Command::Helo(host) => self.helo(host, false).await,
+            Command::Mail { from, size } => self.mail(from, size).await,
+            Command::Rcpt { to } => self.rcpt(to).await,
+            Command::Data => self.data().await,
+            Command::Rset => {
+                self.env = None;
+                out.extend_from_slice(OK);
+                Ok(Flow::Continue)
+            }
+            Command::Noop => {
+                out.extend_from_slice(OK);
+                Ok(Flow::Continue)
+            }
+            Command::Quit => {
+                out.extend_from_slice(BYE);
+                Ok(Flow::Close)
+            }
+            Command::Vrfy => {
+                out.extend_from_slice(VRFY_REPLY);
+                Ok(Flow::Continue)
+            }
+            Command::Help => {
+                out.extend_from_slice(HELP_REPLY);
+                Ok(Flow::Continue)
+            }
+            Command::NotImplemented(_) => Ok(self.protocol_error(Reply::new(
+                502,
+                Some("5.5.1"),
+                "Command not implemented",
+            ))),
+        }
+    }
+
+    async fn helo(&mut self, host: String, extended: bool) -> io::Result<Flow> {
+        let d = self.shared.policy.helo(&self.info, &host).await;
+        self.pause(d.delay).await?;
+        if d.reply.is_success() {
+            // EHLO/HELO resets any transaction in progress (RFC 5321 §4.1.4).
+            self.env = None;
+            self.info.helo = Some(host);
+            let canned = if extended {
+                &self.shared.ehlo_reply
+            } else {
+                &self.shared.helo_reply
+            };
+            self.conn.outbuf.extend_from_slice(canned);
+        } else {
+            d.reply.write_wire(&mut self.conn.outbuf);
+        }
+        Ok(flow(d.close))
+    }
+
+    async fn mail(&mut self, from: String, size: Option<usize>) -> io::Result<Flow> {
+        if self.info.helo.is_none() {
+            return Ok(self.bad_sequence("Error: send HELO/EHLO first"));
+        }
+        if self.env.is_some() {
+            return Ok(self.bad_sequence("Error: nested MAIL command"));
+        }
+        if size.is_some_and(|s| s > self.shared.limits.max_message_size) {
+            ServerStats::bump(&self.shared.stats.oversize);
+            DataReject::TooBig
+                .reply()
+                .write_wire(&mut self.conn.outbuf);
+            return Ok(Flow::Continue);
+        }
+        let d = self.shared.policy.mail(&self.info, &from, size).await;
+        if d.reply.is_success() {
+            self.env = Some(Envelope {
+                from,
+                size_hint: size,
+                rcpts: Vec::new(),
+            });
+        }
+        self.apply(d).await
+    }
+
+    async fn rcpt(&mut self, to: String) -> io::Result<Flow> {
+        let Some(env) = &self.env else {
+            return Ok(self.bad_sequence("Error: need MAIL command"));
+        };
+        if env.rcpts.len() >= self.shared.limits.max_recipients {
+            Reply::new(452, Some("4.5.3"), "Error: too many recipients")
+                .write_wire(&mut self.conn.outbuf);
+            return Ok(Flow::Continue);
+        }
+        let d = self.shared.policy.rcpt(&self.info, env, &to).await;
+        if d.reply.is_success() {
+            if let Some(env) = &mut self.env {
+                env.rcpts.push(to);
+            }
+        }
+        self.apply(d).await
+    }
+
+    async fn data(&mut self) -> io::Result<Flow> {
+        let Some(env) = &self.env else {
+            return Ok(self.bad_sequence("Error: need MAIL command"));
+        };
+        if env.rcpts.is_empty() {
+            // Not the client's fault when pipelined RCPTs were all refused: no error count.
+            Reply::new(554, Some("5.5.1"), "Error: no valid recipients")
+                .write_wire(&mut self.conn.outbuf);
+            return Ok(Flow::Continue);
+        }
+        let size_hint = env.size_hint;
+        let d = self.shared.policy.data(&self.info, env).await;
+        let go_ahead = d.reply.code == 354;
+        let after = self.apply(d).await?;
+        if !go_ahead || after != Flow::Continue {
+            return Ok(after);
+        }
+        self.conn.flush().await?;
+
+        self.decoder.start(size_hint);
+        loop {
+            let feed = self.decoder.feed(self.conn.pending());
+            self.conn.consume(feed.consumed);
+            if feed.done {
+                break;
+            }
+            let timeout = self.shared.limits.data_timeout;
+            match tokio::time::timeout(timeout, self.conn.read_more()).await {
+                Ok(Ok(0)) => return Ok(Flow::Gone),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    ServerStats::bump(&self.shared.stats.timeouts);
+                    self.timeout_reply();
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+
+        // Whatever happens next, the transaction is over.
+        let env = self.env.take().unwrap_or_default();
+        let stats = &self.shared.stats;
+        let d = match self.decoder.finish() {
+            Ok(body) => self.shared.policy.message(&self.info, &env, body).await,
+            Err(reject) => {
+                match reject {
+                    DataReject::TooBig => ServerStats::bump(&stats.oversize),
+                    DataReject::BareLf | DataReject::BareCr => {
+                        ServerStats::bump(&stats.bare_lf_rejected)
+                    }
+                    DataReject::LineTooLong => ServerStats::bump(&stats.too_long_lines),
+                }
+                tracing::debug!(conn_id = self.info.conn_id, ?reject, "message refused");
+                Decision::reply(reject.reply())
+            }
+        };
+        self.info.transactions = self.info.transactions.saturating_add(1);
+        ServerStats::bump(&stats.transactions);
+        self.apply(d).await
+    }
+
+    /// Sends a policy decision: flush and sleep first if delayed, then queue the reply.
+    async fn apply(&mut self, d: Decision) -> io::Result<Flow> {
+        self.pause(d.delay).await?;
+        d.reply.write_wire(&mut self.conn.outbuf);
+        Ok(flow(d.close))
+    }
+
+    /// Flushes earlier replies before a policy delay so the client sees them on time.
+    async fn pause(&mut self, delay: Option<Duration>) -> io::Result<()> {
+        if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+            self.conn.flush().await?;
+            tokio::time::sleep(delay).await;
+        }
+        Ok(())
+    }
+
+    fn bad_sequence(&mut self, text: &str) -> Flow {
+        self.protocol_error(Reply::new(503, Some("5.5.1"), text))
+    }
+
+    /// Queues an error reply and counts it; too many errors end the session.
+    fn protocol_error(&mut self, reply: Reply) -> Flow {
+        ServerStats::bump(&self.shared.stats.protocol_errors);
+        self.errors += 1;
+        reply.write_wire(&mut self.conn.outbuf);
+        if self.errors >= self.shared.limits.max_errors {
+            Reply::new(421, Some("4.7.0"), "Too many errors").write_wire(&mut self.conn.outbuf);
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn timeout_reply(&mut self) {
+        let text = format!("{} Error: timeout exceeded", self.shared.limits.hostname);
+        Reply::new(421, Some("4.4.2"), &text).write_wire(&mut self.conn.outbuf);
+    }
+}
+
+/// Puts the hostname first in a 2xx greeting unless it is already there (see
+/// [`Policy::connect`]).
+pub(crate) fn prefix_hostname(mut reply: Reply, hostname: &str) -> Reply {
+    if !reply.is_success() {
+        return reply;
+    }
+    if let Some(first) = reply.lines.first_mut() {
+        if first.split(' ').next() != Some(hostname) {
+            *first = if first.is_empty() {
+                hostname.to_owned()
+            } else {
+                format!("{hostname} {first}")
+            };
+        }
+    }
+    reply
+}

@@ -1,0 +1,243 @@
+//! What each generated message looks like: who it goes to (domain mix, tenants, recipients),
+//! how big it is, and its bytes — headers carrying the identity of SPEC §5 plus a body cut
+//! from pre-rendered text, so building a message is a few copies, not string formatting.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal};
+
+use crate::scenario::{SizeDist, SizeSpec, Traffic};
+
+/// Envelope-sender domain of generated mail; a later bounce inbox owns it.
+pub const BOUNCE_DOMAIN: &str = "bounces.mailsurge.test";
+
+/// Distinct recipient mailboxes per domain; enough that no mailbox is unrealistically hot.
+const MAILBOXES_PER_DOMAIN: u32 = 100_000;
+
+/// Smallest message we generate: the identity headers alone take about this much.
+const MIN_SIZE: usize = 512;
+
+/// The per-message decisions of the mix, drawn from the seeded RNG in schedule order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    pub seq: u64,
+    pub intended_ns: u64,
+    pub tenant: u32,
+    pub rcpts: Vec<String>,
+    pub size: usize,
+}
+
+/// The traffic mix of a scenario, ready to draw from.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    domains: Vec<(String, f64)>,
+    total_weight: f64,
+    size: SizeSpec,
+    tenants: u32,
+    rcpts: u32,
+}
+
+impl Mix {
+    pub fn new(t: &Traffic) -> Mix {
+        let domains: Vec<(String, f64)> = t.domains.iter().map(|(d, w)| (d.clone(), w.0)).collect();
+        Mix {
+            total_weight: domains.iter().map(|d| d.1).sum(),
+            domains,
+            size: t.size.clone(),
+            tenants: t.tenants.max(1),
+            rcpts: t.recipients_per_message.max(1),
+        }
+    }
+
+    pub fn draft(&self, seq: u64, intended_ns: u64, rng: &mut ChaCha8Rng) -> Draft {
+        let rcpts = (0..self.rcpts)
+            .map(|_| {
+                let mut x = rng.random::<f64>() * self.total_weight;
+                let mut domain = &self.domains[self.domains.len() - 1].0;
+                for (d, w) in &self.domains {
+                    if x < *w {
+                        domain = d;
+                        break;
+                    }
+                    x -= w;
+                }
+                format!("user{}@{domain}", rng.random_range(0..MAILBOXES_PER_DOMAIN))
+            })
+            .collect();
+        Draft {
+            seq,
+            intended_ns,
+            tenant: rng.random_range(0..self.tenants),
+            rcpts,
+            size: self.sample_size(rng),
+        }
+    }
+
+    fn sample_size(&self, rng: &mut ChaCha8Rng) -> usize {
+        let s = match &self.size {
+            SizeSpec::Fixed(s) | SizeSpec::Dist(SizeDist::Fixed { size: s }) => s.0,
+            SizeSpec::Dist(SizeDist::Uniform { min, max }) => {
+                if max.0 > min.0 {
+                    rng.random_range(min.0..=max.0)
+                } else {
+                    min.0
+                }
+            }
+            SizeSpec::Dist(SizeDist::Lognormal { median, sigma, max }) => {
+                let d = LogNormal::new((median.0.max(1) as f64).ln(), sigma.max(0.0));
+                d.map_or(median.0 as f64, |d| d.sample(rng)).min(max.0 as f64) as u64
+            }
+        };
+        (s as usize).max(MIN_SIZE)
+    }
+}
+
+/// Builds message bytes. Holds a pre-rendered body so each message is a header format plus
+/// one slice copy.
+pub struct Builder {
+    run_id: String,
+    filler: Vec<u8>,
+}
+
+/// Pre-rendered body text: 76-character lines, as a mail client would wrap.
+fn filler(len: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "black", "friday", "deals", "ends", "tonight", "free", "shipping", "on", "all", "orders", "your", "cart", "is",
+        "waiting", "save", "up", "to", "percent", "today", "only", "new", "arrivals", "just", "for", "you",
+    ];
+    let mut out = Vec::with_capacity(len + 80);
+    let mut line = String::new();
+    let mut i = 0usize;
+    while out.len() < len {
+        let w = WORDS[i % WORDS.len()];
+        i = i.wrapping_mul(31).wrapping_add(7);
+        if line.len() + w.len() + 1 > 76 {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(w);
+    }
+    out
+}
+
+impl Builder {
+    /// `max_size` bounds the pre-rendered body; larger messages repeat it.
+    pub fn new(run_id: &str, max_size: usize) -> Builder {
+        Builder {
+            run_id: run_id.to_string(),
+            filler: filler(max_size.clamp(4096, 1 << 20)),
+        }
+    }
+
+    /// The envelope sender for a tenant (VERP-free: one bounce address per tenant).
+    pub fn sender(&self, tenant: u32) -> String {
+        format!("t{tenant}@{BOUNCE_DOMAIN}")
+    }
+
+    /// `X-Mailsurge-Id` of a sequence number.
+    pub fn id(&self, seq: u64) -> String {
+        format!("{}.{seq}", self.run_id)
+    }
+
+    /// The full message with CRLF line endings, `size` bytes or a little more.
+    pub fn build(&self, d: &Draft, submitted_ns: u64) -> Vec<u8> {
+        let date = chrono::DateTime::<chrono::Utc>::from(crate::events::from_ns(d.intended_ns)).to_rfc2822();
+        let mut m = format!(
+            "From: Tenant {t} <news@t{t}.sender.mailsurge.test>\r\n\
+             To: {to}\r\n\
+             Subject: mailsurge {run} message {seq}\r\n\
+             Date: {date}\r\n\
+             Message-ID: <{seq}.{run}@mailsurge.test>\r\n\
+             X-Mailsurge-Id: {run}.{seq}\r\n\
+             X-Mailsurge-Intended: {intended}\r\n\
+             X-Mailsurge-Submitted: {submitted_ns}\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             \r\n",
+            t = d.tenant,
+            to = d.rcpts.join(", "),
+            run = self.run_id,
+            seq = d.seq,
+            intended = d.intended_ns,
+        )
+        .into_bytes();
+        let mut need = d.size.saturating_sub(m.len());
+        while need > 0 {
+            // Cut at a line end so the body stays well-formed CRLF text.
+            let take = need.min(self.filler.len());
+            let cut = self.filler[..take]
+                .windows(2)
+                .rposition(|w| w == b"\r\n")
+                .map_or(self.filler.len().min(take.max(78)), |i| i + 2);
+            m.extend_from_slice(&self.filler[..cut]);
+            need = need.saturating_sub(cut.max(1));
+        }
+        if !m.ends_with(b"\r\n") {
+            m.extend_from_slice(b"\r\n");
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn traffic(yaml: &str) -> Traffic {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn mix_is_seeded_and_weighted() {
+        let t = traffic("rate: 10/s\ndomains: { a.test: 75%, b.test: 25% }\ntenants: 3\n");
+        let mix = Mix::new(&t);
+        let mut r1 = ChaCha8Rng::seed_from_u64(5);
+        let mut r2 = ChaCha8Rng::seed_from_u64(5);
+        let a: Vec<Draft> = (0..4000).map(|i| mix.draft(i, 0, &mut r1)).collect();
+        let b: Vec<Draft> = (0..4000).map(|i| mix.draft(i, 0, &mut r2)).collect();
+        assert_eq!(a, b);
+        let to_a = a.iter().filter(|d| d.rcpts[0].ends_with("@a.test")).count();
+        assert!((2800..3200).contains(&to_a), "{to_a}");
+        assert!(a.iter().all(|d| d.tenant < 3));
+    }
+
+    #[test]
+    fn built_message_has_identity_and_size() {
+        let b = Builder::new("run1", 64 * 1024);
+        let d = Draft {
+            seq: 7,
+            intended_ns: 1_700_000_000_000_000_000,
+            tenant: 2,
+            rcpts: vec!["user1@a.test".into()],
+            size: 12 * 1024,
+        };
+        let m = b.build(&d, 1_700_000_000_500_000_000);
+        assert!(m.len() >= 12 * 1024 && m.len() < 12 * 1024 + 200, "{}", m.len());
+        let id = crate::inbox::receipt::parse_identity(&m);
+        assert_eq!(id.mailsurge_id.as_deref(), Some("run1.7"));
+        assert_eq!(id.intended_ns, Some(1_700_000_000_000_000_000));
+        assert_eq!(id.submitted_ns, Some(1_700_000_000_500_000_000));
+        // Well-formed CRLF: no bare LF anywhere.
+        assert!(m.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r'));
+        let big = Draft { size: 3 << 20, ..d };
+        assert!(b.build(&big, 0).len() >= 3 << 20);
+    }
+
+    #[test]
+    fn lognormal_sizes_respect_max() {
+        let t = traffic("rate: 10/s\ndomains: { a.test: 1 }\nsize: { dist: lognormal, median: 12KiB, sigma: 1.0, max: 64KiB }\n");
+        let mix = Mix::new(&t);
+        let mut r = ChaCha8Rng::seed_from_u64(1);
+        let sizes: Vec<usize> = (0..2000).map(|i| mix.draft(i, 0, &mut r).size).collect();
+        assert!(sizes.iter().all(|s| *s <= 64 * 1024));
+        let mut sorted = sizes.clone();
+        sorted.sort();
+        let median = sorted[1000];
+        assert!((10_000..15_000).contains(&median), "{median}");
+    }
+}

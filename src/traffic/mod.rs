@@ -1,0 +1,6 @@
+//! The traffic generator: an open-loop schedule ([`schedule`]), a message mix ([`message`]) and
+//! SMTP submission over reused connections ([`submit`]).
+
+pub mod message;
+pub mod schedule;
+pub mod submit;
