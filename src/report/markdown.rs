@@ -50,8 +50,7 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
     if !s.thresholds.is_empty() {
         let _ = writeln!(o, "## Thresholds\n\n| threshold | observed | result |\n|---|---|---|");
         for t in &s.thresholds {
-            let obs = t.observed.map_or("∞".to_string(), |v| format!("{v}"));
-            let _ = writeln!(o, "| `{}` | {obs} | {} |", t.expr, if t.pass { "pass" } else { "**fail**" });
+            let _ = writeln!(o, "| `{}` | {} | {} |", t.expr, t.observed_text, if t.pass { "pass" } else { "**fail**" });
         }
         let _ = writeln!(o);
     }

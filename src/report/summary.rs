@@ -56,6 +56,9 @@ pub struct ThresholdLine {
     pub pass: bool,
     /// The limit in the metric's unit (ms, fraction, count, msg/s).
     pub limit: f64,
+    /// `observed` for people, with its unit.
+    #[serde(default)]
+    pub observed_text: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,7 +120,7 @@ impl Summary {
             reasons.push(format!(
                 "threshold `{}` failed: observed {}",
                 t.threshold.expr,
-                t.observed.map_or("+inf (undelivered mail)".to_string(), |v| format!("{}", r3(v)))
+                t.threshold.format_value(t.observed)
             ));
         }
         if !a.slo_pass {
@@ -166,6 +169,7 @@ impl Summary {
                     observed: t.observed.map(r3),
                     pass: t.pass,
                     limit: t.threshold.limit,
+                    observed_text: t.threshold.format_value(t.observed),
                 })
                 .collect(),
             by_region: a.by_region.iter().map(|(k, g)| (k.clone(), group(g))).collect(),

@@ -248,15 +248,19 @@ impl fmt::Display for Threshold {
 }
 
 impl Threshold {
-    /// The limit formatted in the metric's unit, for reports (`2s`, `99%`, `0`).
-    pub fn limit_text(&self) -> String {
-        match self.metric {
-            Metric::Latency(_) => format!("{} ms", self.limit),
-            Metric::Slo => format!("{}", Percent(self.limit)),
-            Metric::Count(_) => format!("{}", self.limit),
-            Metric::Throughput => format!("{}/s", self.limit),
+    /// An observed value in the metric's unit, for people (`5.98 ms`, `99.900%`, `0`);
+    /// `None` is +∞ for latencies (undelivered mail) and "no data" otherwise.
+    pub fn format_value(&self, v: Option<f64>) -> String {
+        match (self.metric, v) {
+            (Metric::Latency(_), None) => "∞ (undelivered mail)".into(),
+            (_, None) => "no data".into(),
+            (Metric::Latency(_), Some(ms)) => format!("{ms:.2} ms"),
+            (Metric::Slo, Some(f)) => format!("{:.3}%", f * 100.0),
+            (Metric::Count(_), Some(n)) => format!("{n}"),
+            (Metric::Throughput, Some(r)) => format!("{r:.1}/s"),
         }
     }
+
     pub fn op_str(&self) -> &'static str {
         self.op.as_str()
     }

@@ -1,0 +1,115 @@
+//! Exit codes of SPEC §7: a bad scenario exits 2 naming file:line:col and starts nothing; a
+//! failing threshold exits 1.
+
+mod common;
+
+use common::*;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+const GOOD: &str = "name: tiny
+seed: 7
+duration: 2s
+drain: 5s
+slo: { delivery_time: 2s, target: 99% }
+thresholds:
+  - p50 < 2s
+regions:
+  - { name: r1, nodes: 1 }
+providers:
+  - { name: p1, domains: [example.com], rules: generic }
+traffic:
+  rate: 50/s
+  domains: { example.com: 100% }
+  size: 2KiB
+  connections: 2
+";
+
+fn expect_config_error(text: &str, needle_pos: &str, needle_msg: &str) {
+    let dir = tempdir();
+    let p = write(dir.path(), "bad.yaml", text);
+    for cmd in ["validate", "run"] {
+        let o = mailsurge(&[cmd, &p]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains(&format!("{p}:{needle_pos}")), "{cmd}: expected {p}:{needle_pos} in: {err}");
+        assert!(err.contains(needle_msg), "{cmd}: expected `{needle_msg}` in: {err}");
+    }
+}
+
+#[test]
+fn unknown_key_names_line_and_column() {
+    expect_config_error(&GOOD.replace("drain: 5s", "drain: 5s\nturbo: true"), "5:1", "turbo");
+}
+
+#[test]
+fn bad_duration_names_line_and_column() {
+    expect_config_error(&GOOD.replace("duration: 2s", "duration: 2 parsecs"), "3:11", "duration");
+}
+
+#[test]
+fn bad_threshold_names_line_and_column() {
+    expect_config_error(&GOOD.replace("p50 < 2s", "p42 < 2s"), "7:3", "unknown metric `p42`");
+}
+
+#[test]
+fn domain_without_provider_is_an_error() {
+    expect_config_error(
+        &GOOD.replace("domains: { example.com: 100% }", "domains: { example.com: 50%, nowhere.test: 50% }"),
+        "14:",
+        "nowhere.test",
+    );
+}
+
+#[test]
+fn bad_regex_in_rules_file_names_its_position() {
+    let dir = tempdir();
+    let rules = write(
+        dir.path(),
+        "rules.yaml",
+        "provider: x\nrules:\n  - { stage: rcpt, rcpt: '(unclosed', reply: \"550 5.1.1 no\" }\n",
+    );
+    let o = mailsurge(&["validate", &rules]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{rules}:3:")), "{err}");
+    assert!(err.contains("regex"), "{err}");
+    // The scenario referring to it fails the same way.
+    let s = write(dir.path(), "s.yaml", &GOOD.replace("rules: generic", "rules: ./rules.yaml"));
+    let o = mailsurge(&["validate", &s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("rules.yaml:3:"), "{err}");
+}
+
+#[test]
+fn shipped_files_validate() {
+    let o = mailsurge(&[
+        "validate",
+        "scenarios/smoke.yaml",
+        "scenarios/black-friday.yaml",
+        "scenarios/deliverability.yaml",
+        "mock-inboxes/generic.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn failing_threshold_exits_1_with_reason() {
+    let dir = tempdir();
+    let p = write(dir.path(), "strict.yaml", &GOOD.replace("p50 < 2s", "p50 < 1us"));
+    let out = dir.path().join("out");
+    let o = mailsurge(&["run", &p, "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("p50 < 1us"), "{stdout}");
+    let s = read_json(&out.join("summary.json"));
+    assert_schema_valid(&s);
+    assert_eq!(s["verdict"], "fail");
+    assert_eq!(s["thresholds"][0]["pass"], false);
+    assert_eq!(s["counts"]["lost"], 0);
+}

@@ -1,0 +1,166 @@
+//! Shared helpers for integration tests: run the real `mailsurge` binary, start standalone
+//! servers as child processes, wait for predicates with timeouts.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mailsurge")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `mailsurge` with arguments from the repo root and returns its output.
+pub fn mailsurge(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).current_dir(repo()).output().expect("spawn mailsurge")
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let st = self.child.wait().expect("wait");
+        std::mem::forget(self);
+        st
+    }
+}
+
+/// Starts `mailsurge <args>` and waits for a stdout line from which `parse` extracts the
+/// listening address.
+pub fn spawn_listening(args: &[&str], parse: fn(&str) -> Option<SocketAddr>) -> Proc {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mailsurge");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines.next().expect("a first line").expect("read line");
+    let addr = parse(&line).unwrap_or_else(|| panic!("no address in `{line}`"));
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, addr }
+}
+
+/// Polls `f` until it returns Some or the timeout passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .expect("valid json")
+}
+
+/// Validates a summary.json against the project's copy of the v1 schema.
+pub fn assert_schema_valid(summary: &serde_json::Value) {
+    let schema = read_json(&repo().join("schema/summary.v1.schema.json"));
+    let v = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = v.iter_errors(summary).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "summary.json violates the schema: {errors:#?}");
+}
+
+/// A tiny raw SMTP conversation helper over std sockets: send a line, read one full reply.
+pub struct Raw {
+    pub r: BufReader<std::net::TcpStream>,
+    pub w: std::net::TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        Raw {
+            r: BufReader::new(s.try_clone().expect("clone")),
+            w: s,
+        }
+    }
+
+    pub fn connect_from(addr: SocketAddr, src: std::net::IpAddr) -> Raw {
+        let sock = socket2_bind(src, addr);
+        sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        Raw {
+            r: BufReader::new(sock.try_clone().expect("clone")),
+            w: sock,
+        }
+    }
+
+    /// Reads one (possibly multi-line) reply; returns its lines.
+    pub fn reply(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            if self.r.read_line(&mut l).unwrap_or(0) == 0 {
+                return out;
+            }
+            let done = l.as_bytes().get(3) != Some(&b'-');
+            out.push(l.trim_end().to_string());
+            if done {
+                return out;
+            }
+        }
+    }
+
+    pub fn code(&mut self) -> u16 {
+        self.reply().last().and_then(|l| l.get(..3)?.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn send(&mut self, s: &str) {
+        use std::io::Write;
+        self.w.write_all(s.as_bytes()).expect("write");
+    }
+
+    /// Sends a command line and returns the reply code.
+    pub fn cmd(&mut self, line: &str) -> u16 {
+        self.send(&format!("{line}\r\n"));
+        self.code()
+    }
+}
+
+/// A std TcpStream bound to a source address before connecting (via tokio's socket builder
+/// in a tiny runtime, to avoid another dependency).
+fn socket2_bind(src: std::net::IpAddr, dst: SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind(SocketAddr::new(src, 0)).expect("bind source");
+        let stream = s.connect(dst).await.expect("connect");
+        let std = stream.into_std().expect("into_std");
+        std.set_nonblocking(false).expect("blocking");
+        std
+    })
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}

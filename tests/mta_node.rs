@@ -1,0 +1,132 @@
+//! A standalone reference-MTA node (`mailsurge mta`) relaying to a standalone mock inbox
+//! (`mailsurge inbox`), both real child processes on loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+fn inbox_addr(line: &str) -> Option<SocketAddr> {
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+fn node_addr(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix("READY ")?.split_whitespace().next()?.parse().ok()
+}
+
+fn message(id: &str) -> String {
+    format!(
+        "From: a@sender.test\r\nTo: user1@example.com\r\nMessage-ID: <{id}@t>\r\nX-Mailsurge-Id: {id}\r\nSubject: t\r\n\r\nhello\r\n.\r\n"
+    )
+}
+
+#[test]
+fn node_relays_bounces_and_refuses_strangers() {
+    let dir = tempdir();
+    let receipts = dir.path().join("receipts.jsonl");
+    let inbox = spawn_listening(
+        &["inbox", "--rules", "mock-inboxes/generic.yaml", "--listen", "127.0.0.1:0", "--receipts", receipts.to_str().unwrap()],
+        inbox_addr,
+    );
+    let cfg = dir.path().join("node.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node: t-1\nregion: t\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.1/32]\n\
+             spool: {{ kind: local, dir: spool }}\nroutes: {{ example.com: [{}] }}\n\
+             egress_pools: {{ shared: [127.0.1.1] }}\n\
+             retry: {{ initial: 100ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 5s }}\n\
+             responses: deliverability\nevents: events.jsonl\n",
+            inbox.addr
+        ),
+    )
+    .unwrap();
+    let node = spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr);
+
+    // A normal message and one to an unknown user, pipelined on one connection.
+    let mut c = Raw::connect(node.addr);
+    assert_eq!(c.code(), 220);
+    assert_eq!(c.cmd("EHLO client.test"), 250);
+    for (id, rcpt) in [("m.1", "user1@example.com"), ("m.2", "nouser-1@example.com")] {
+        assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), 250);
+        assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")), 250);
+        assert_eq!(c.cmd("DATA"), 354);
+        c.send(&message(id));
+        assert_eq!(c.code(), 250, "{id} must be accepted (post-acceptance errors are events)");
+    }
+    // SMTP smuggling: a bare-LF "end of data" must not split one message into two.
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), 250);
+    assert_eq!(c.cmd("RCPT TO:<user2@example.com>"), 250);
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send("X-Mailsurge-Id: m.3\r\n\r\nhi\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<user3@example.com>\r\nDATA\r\n\r\nX-Mailsurge-Id: smuggled\r\n.\r\n");
+    let code = c.code();
+    assert!((500..600).contains(&code), "bare LF must be rejected, got {code}");
+    assert_eq!(c.cmd("RSET"), 250, "session continues after the rejection");
+    assert_eq!(c.cmd("QUIT"), 221);
+
+    // Never an open relay: a client outside relay_networks is refused at RCPT.
+    let mut stranger = Raw::connect_from(node.addr, "127.0.0.2".parse().unwrap());
+    assert_eq!(stranger.code(), 220);
+    assert_eq!(stranger.cmd("EHLO stranger.test"), 250);
+    assert_eq!(stranger.cmd("MAIL FROM:<x@y.test>"), 250);
+    assert_eq!(stranger.cmd("RCPT TO:<user1@example.com>"), 554);
+
+    // The good message arrives from the egress address; the unknown user bounces.
+    let events = dir.path().join("events.jsonl");
+    let got = wait_for(Duration::from_secs(10), || {
+        let r = std::fs::read_to_string(&receipts).ok()?;
+        let e = std::fs::read_to_string(&events).ok()?;
+        (r.contains("\"mailsurge_id\":\"m.1\"") && e.contains("\"bounced\"")).then_some((r, e))
+    });
+    let (r, e) = got.expect("receipt for m.1 and a bounce event for m.2");
+    let line = r.lines().find(|l| l.contains("m.1")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["source_ip"], "127.0.1.1");
+    assert_eq!(v["rcpt"][0], "user1@example.com");
+    assert!(v["t"].as_str().unwrap().ends_with('Z'));
+    assert!(v["size"].as_u64().unwrap() > 0);
+    assert!(!r.contains("smuggled") && !r.contains("m.3"), "{r}");
+    let bounce = e.lines().find(|l| l.contains("\"bounced\"")).unwrap();
+    assert!(bounce.contains("\"id\":\"m.2\"") && bounce.contains("5.1.1"), "{bounce}");
+    assert!(e.contains("\"accepted\"") && e.contains("\"delivered\""), "{e}");
+
+    // Nothing left in the spool once everything is terminal.
+    let spool_empty = wait_for(Duration::from_secs(5), || {
+        let n = std::fs::read_dir(dir.path().join("spool/q")).ok()?.count();
+        (n == 0).then_some(())
+    });
+    assert!(spool_empty.is_some(), "spool not emptied");
+    assert!(node.terminate().success());
+    assert!(inbox.terminate().success());
+}
+
+#[test]
+fn standalone_inbox_answers_rules_and_writes_receipts() {
+    let dir = tempdir();
+    let receipts = dir.path().join("r.jsonl");
+    let inbox = spawn_listening(
+        &["inbox", "--rules", "generic", "--listen", "127.0.0.1:0", "--receipts", receipts.to_str().unwrap()],
+        inbox_addr,
+    );
+    let mut c = Raw::connect(inbox.addr);
+    assert_eq!(c.code(), 220);
+    assert_eq!(c.cmd("EHLO x.test"), 250);
+    assert_eq!(c.cmd("MAIL FROM:<>"), 250, "null sender accepted");
+    c.send("RCPT TO:<nouser-7@example.com>\r\n");
+    let r = c.reply();
+    assert!(r[0].starts_with("550 5.1.1 <nouser-7@example.com>"), "{r:?}");
+    assert_eq!(c.cmd("RCPT TO:<bob@example.com>"), 250);
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send("Message-ID: <foreign-1@client>\r\nSubject: hi\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(c.code(), 250);
+    assert_eq!(c.cmd("QUIT"), 221);
+    assert!(inbox.terminate().success());
+    let text = std::fs::read_to_string(&receipts).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["message_id"], "<foreign-1@client>");
+    assert!(v["mailsurge_id"].is_null());
+    assert_eq!(v["rcpt"], serde_json::json!(["bob@example.com"]));
+    assert_eq!(v["source_ip"], "127.0.0.1");
+}
