@@ -17,7 +17,11 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_RUNTIME: u8 = 3;
 
 #[derive(Debug, Parser)]
-#[command(name = "mailsurge", version, about = "Load-test and region-failover harness for email delivery systems")]
+#[command(
+    name = "mailsurge",
+    version,
+    about = "Load-test and region-failover harness for email delivery systems"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -90,7 +94,10 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSURGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn config_error(e: &ConfigError) -> u8 {
@@ -99,10 +106,13 @@ fn config_error(e: &ConfigError) -> u8 {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        EXIT_RUNTIME
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            EXIT_RUNTIME
+        })
 }
 
 fn dispatch(cmd: Cmd) -> u8 {
@@ -123,7 +133,11 @@ fn dispatch(cmd: Cmd) -> u8 {
                 eprintln!("error: --rate-scale must be a positive number, not {x}");
                 return EXIT_CONFIG;
             }
-            s.apply(&Overrides { seed, duration, rate_scale });
+            s.apply(&Overrides {
+                seed,
+                duration,
+                rate_scale,
+            });
             if let Err(e) = crate::run::check_supported(&s) {
                 return config_error(&e);
             }

@@ -55,7 +55,9 @@ impl Source {
     pub fn read(path: &Path) -> Result<Source, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), None, format!("cannot read: {e}")))?;
-        let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }.to_path_buf());
+        let dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }.to_path_buf());
         Ok(Source {
             name: path.display().to_string(),
             text,
@@ -116,12 +118,20 @@ pub enum Shipped {
 /// Shipped files embedded at build time so a scenario works from any directory.
 const SHIPPED: &[(Shipped, &str, &str)] = &[
     (Shipped::Inbox, "generic", include_str!("../mock-inboxes/generic.yaml")),
-    (Shipped::Scenario, "deliverability", include_str!("../scenarios/deliverability.yaml")),
+    (
+        Shipped::Scenario,
+        "deliverability",
+        include_str!("../scenarios/deliverability.yaml"),
+    ),
 ];
 
 /// Names of the shipped files of one kind, for error messages.
 pub fn shipped_names(kind: Shipped) -> Vec<&'static str> {
-    SHIPPED.iter().filter(|(k, _, _)| *k == kind).map(|(_, n, _)| *n).collect()
+    SHIPPED
+        .iter()
+        .filter(|(k, _, _)| *k == kind)
+        .map(|(_, n, _)| *n)
+        .collect()
 }
 
 /// A reference to another config file as written in a config: a bare name means a shipped file
@@ -133,7 +143,14 @@ pub fn resolve(from: &Source, reference: &str, kind: Shipped) -> Result<Source, 
             .iter()
             .find(|(k, n, _)| *k == kind && *n == reference)
             .map(|(k, n, text)| Source {
-                name: format!("shipped:{}/{n}.yaml", if *k == Shipped::Inbox { "mock-inboxes" } else { "scenarios" }),
+                name: format!(
+                    "shipped:{}/{n}.yaml",
+                    if *k == Shipped::Inbox {
+                        "mock-inboxes"
+                    } else {
+                        "scenarios"
+                    }
+                ),
                 text: (*text).to_string(),
                 dir: None,
             })

@@ -60,8 +60,7 @@ impl FromStr for Dur {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
         const KIND: &str = "duration";
-        let (n, unit) =
-            split_number(s).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 250ms, 30s, 10m"))?;
+        let (n, unit) = split_number(s).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 250ms, 30s, 10m"))?;
         if n < 0.0 {
             return Err(UnitError::new(KIND, s, "must not be negative"));
         }
@@ -107,8 +106,7 @@ impl FromStr for Rate {
             Some((n, p)) => (n, p.trim()),
             None => (s, "s"),
         };
-        let (n, unit) =
-            split_number(num).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 2000/s"))?;
+        let (n, unit) = split_number(num).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 2000/s"))?;
         if !unit.is_empty() {
             return Err(UnitError::new(KIND, s, "expected e.g. 2000/s"));
         }
@@ -139,8 +137,7 @@ impl FromStr for Percent {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
         const KIND: &str = "percentage";
-        let (n, unit) =
-            split_number(s).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 99.5%"))?;
+        let (n, unit) = split_number(s).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 99.5%"))?;
         let frac = match unit {
             "%" => n / 100.0,
             "" => n,
@@ -167,8 +164,7 @@ impl FromStr for Size {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
         const KIND: &str = "size";
-        let (n, unit) =
-            split_number(s).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 12KiB"))?;
+        let (n, unit) = split_number(s).ok_or_else(|| UnitError::new(KIND, s, "expected e.g. 12KiB"))?;
         if n < 0.0 {
             return Err(UnitError::new(KIND, s, "must not be negative"));
         }
@@ -243,7 +239,11 @@ macro_rules! serde_unit {
 }
 
 serde_unit!(Dur, "a duration such as 250ms, 30s or 10m", |n| {
-    Err(UnitError::new("duration", &n.to_string(), "needs a unit: us, ms, s, m or h"))
+    Err(UnitError::new(
+        "duration",
+        &n.to_string(),
+        "needs a unit: us, ms, s, m or h",
+    ))
 });
 serde_unit!(Rate, "a rate such as 2000/s", |n| (n.to_string() + "/s").parse());
 serde_unit!(Percent, "a percentage such as 99.5%", |n| n.to_string().parse());

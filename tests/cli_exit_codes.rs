@@ -36,7 +36,10 @@ fn expect_config_error(text: &str, needle_pos: &str, needle_msg: &str) {
         let o = mailsurge(&[cmd, &p]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        assert!(err.contains(&format!("{p}:{needle_pos}")), "{cmd}: expected {p}:{needle_pos} in: {err}");
+        assert!(
+            err.contains(&format!("{p}:{needle_pos}")),
+            "{cmd}: expected {p}:{needle_pos} in: {err}"
+        );
         assert!(err.contains(needle_msg), "{cmd}: expected `{needle_msg}` in: {err}");
     }
 }
@@ -59,7 +62,10 @@ fn bad_threshold_names_line_and_column() {
 #[test]
 fn domain_without_provider_is_an_error() {
     expect_config_error(
-        &GOOD.replace("domains: { example.com: 100% }", "domains: { example.com: 50%, nowhere.test: 50% }"),
+        &GOOD.replace(
+            "domains: { example.com: 100% }",
+            "domains: { example.com: 50%, nowhere.test: 50% }",
+        ),
         "14:",
         "nowhere.test",
     );
@@ -79,7 +85,11 @@ fn bad_regex_in_rules_file_names_its_position() {
     assert!(err.contains(&format!("{rules}:3:")), "{err}");
     assert!(err.contains("regex"), "{err}");
     // The scenario referring to it fails the same way.
-    let s = write(dir.path(), "s.yaml", &GOOD.replace("rules: generic", "rules: ./rules.yaml"));
+    let s = write(
+        dir.path(),
+        "s.yaml",
+        &GOOD.replace("rules: generic", "rules: ./rules.yaml"),
+    );
     let o = mailsurge(&["validate", &s]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -105,7 +115,12 @@ fn failing_threshold_exits_1_with_reason() {
     let out = dir.path().join("out");
     let o = mailsurge(&["run", &p, "--out", out.to_str().unwrap(), "--quiet"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(stdout.contains("p50 < 1us"), "{stdout}");
     let s = read_json(&out.join("summary.json"));
     assert_schema_valid(&s);

@@ -27,7 +27,15 @@ fn node_relays_bounces_and_refuses_strangers() {
     let dir = tempdir();
     let receipts = dir.path().join("receipts.jsonl");
     let inbox = spawn_listening(
-        &["inbox", "--rules", "mock-inboxes/generic.yaml", "--listen", "127.0.0.1:0", "--receipts", receipts.to_str().unwrap()],
+        &[
+            "inbox",
+            "--rules",
+            "mock-inboxes/generic.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--receipts",
+            receipts.to_str().unwrap(),
+        ],
         inbox_addr,
     );
     let cfg = dir.path().join("node.yaml");
@@ -54,7 +62,11 @@ fn node_relays_bounces_and_refuses_strangers() {
         assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")), 250);
         assert_eq!(c.cmd("DATA"), 354);
         c.send(&message(id));
-        assert_eq!(c.code(), 250, "{id} must be accepted (post-acceptance errors are events)");
+        assert_eq!(
+            c.code(),
+            250,
+            "{id} must be accepted (post-acceptance errors are events)"
+        );
     }
     // SMTP smuggling: a bare-LF "end of data" must not split one message into two.
     assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), 250);
@@ -89,7 +101,10 @@ fn node_relays_bounces_and_refuses_strangers() {
     assert!(v["size"].as_u64().unwrap() > 0);
     assert!(!r.contains("smuggled") && !r.contains("m.3"), "{r}");
     let bounce = e.lines().find(|l| l.contains("\"bounced\"")).unwrap();
-    assert!(bounce.contains("\"id\":\"m.2\"") && bounce.contains("5.1.1"), "{bounce}");
+    assert!(
+        bounce.contains("\"id\":\"m.2\"") && bounce.contains("5.1.1"),
+        "{bounce}"
+    );
     assert!(e.contains("\"accepted\"") && e.contains("\"delivered\""), "{e}");
 
     // Nothing left in the spool once everything is terminal.
@@ -107,7 +122,15 @@ fn standalone_inbox_answers_rules_and_writes_receipts() {
     let dir = tempdir();
     let receipts = dir.path().join("r.jsonl");
     let inbox = spawn_listening(
-        &["inbox", "--rules", "generic", "--listen", "127.0.0.1:0", "--receipts", receipts.to_str().unwrap()],
+        &[
+            "inbox",
+            "--rules",
+            "generic",
+            "--listen",
+            "127.0.0.1:0",
+            "--receipts",
+            receipts.to_str().unwrap(),
+        ],
         inbox_addr,
     );
     let mut c = Raw::connect(inbox.addr);

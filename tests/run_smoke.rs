@@ -25,7 +25,10 @@ fn smoke_runs_end_to_end_and_accounts_for_every_message() {
         "charts/slo.svg",
     ] {
         let p = out.join(f);
-        assert!(p.metadata().map(|m| m.len() > 0).unwrap_or(false), "missing or empty {f}");
+        assert!(
+            p.metadata().map(|m| m.len() > 0).unwrap_or(false),
+            "missing or empty {f}"
+        );
     }
     let png = std::fs::read(out.join("charts/delivery-time.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -89,7 +89,11 @@ impl Inbox {
 
 impl Policy for Inbox {
     async fn connect(&self, s: &SessionInfo) -> Decision {
-        let greeting = Reply::new(220, None, &format!("mx.{}.mailsurge.test ESMTP mock inbox", self.provider));
+        let greeting = Reply::new(
+            220,
+            None,
+            &format!("mx.{}.mailsurge.test ESMTP mock inbox", self.provider),
+        );
         self.decide(s, Stage::Connect, "", &[], greeting)
     }
 
@@ -104,7 +108,13 @@ impl Policy for Inbox {
     }
 
     async fn rcpt(&self, s: &SessionInfo, env: &Envelope, rcpt: &str) -> Decision {
-        self.decide(s, Stage::Rcpt, &env.from, &[rcpt.to_string()], Reply::new(250, Some("2.1.5"), "Ok"))
+        self.decide(
+            s,
+            Stage::Rcpt,
+            &env.from,
+            &[rcpt.to_string()],
+            Reply::new(250, Some("2.1.5"), "Ok"),
+        )
     }
 
     async fn data(&self, s: &SessionInfo, env: &Envelope) -> Decision {
@@ -113,7 +123,13 @@ impl Policy for Inbox {
 
     async fn message(&self, s: &SessionInfo, env: &Envelope, body: Vec<u8>) -> Decision {
         let t_ns = crate::events::now_ns();
-        let d = self.decide(s, Stage::Message, &env.from, &env.rcpts, Reply::new(250, Some("2.0.0"), "Ok: queued"));
+        let d = self.decide(
+            s,
+            Stage::Message,
+            &env.from,
+            &env.rcpts,
+            Reply::new(250, Some("2.0.0"), "Ok: queued"),
+        );
         if d.reply.is_positive() {
             let r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body);
             // The receiver only goes away at shutdown, when losing a late receipt is moot.
@@ -135,7 +151,11 @@ pub fn limits(provider: &str) -> Limits {
 
 /// Appends receipts to a JSON-lines file until the channel closes.
 pub async fn write_receipts(mut rx: mpsc::UnboundedReceiver<Receipt>, path: &Path) -> std::io::Result<u64> {
-    let f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+    let f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
     let mut w = tokio::io::BufWriter::new(f);
     let mut n = 0u64;
     let mut line = Vec::with_capacity(512);
@@ -164,7 +184,9 @@ pub async fn run_standalone(
     seed: u64,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     let provider = rules.file.provider.clone();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -185,7 +207,14 @@ pub async fn run_standalone(
     let inbox = Arc::new(Inbox::new(&provider, rules, seed, tx));
     let stats = Arc::new(ServerStats::default());
     println!("mailsurge inbox `{provider}` listening on {local}");
-    smtp::serve(listener, inbox.clone(), limits(&provider), stats.clone(), crate::signal::terminated()).await?;
+    smtp::serve(
+        listener,
+        inbox.clone(),
+        limits(&provider),
+        stats.clone(),
+        crate::signal::terminated(),
+    )
+    .await?;
     drop(inbox);
     let n = writer.await??;
     eprintln!("mailsurge inbox `{provider}`: {n} receipts; {:?}", stats.snapshot());

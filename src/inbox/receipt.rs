@@ -104,7 +104,13 @@ mod tests {
 
     #[test]
     fn foreign_mail_keys_on_message_id() {
-        let r = Receipt::new("p", 1, vec![], "127.0.0.1".parse().unwrap(), b"Message-ID: <z@y>\r\n\r\nhi\r\n");
+        let r = Receipt::new(
+            "p",
+            1,
+            vec![],
+            "127.0.0.1".parse().unwrap(),
+            b"Message-ID: <z@y>\r\n\r\nhi\r\n",
+        );
         assert_eq!(r.key(), Some("<z@y>"));
         assert_eq!(r.mailsurge_id, None);
     }

@@ -86,8 +86,13 @@ pub enum Then {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Latency {
-    Fixed { value: Dur },
-    Uniform { min: Dur, max: Dur },
+    Fixed {
+        value: Dur,
+    },
+    Uniform {
+        min: Dur,
+        max: Dur,
+    },
     /// Long-tailed, like real provider answers; `max` caps the tail.
     Lognormal {
         median: Dur,
@@ -206,7 +211,9 @@ impl RuleSet {
         let rule = self.file.rules.iter().find(|r| {
             r.stage == ctx.stage
                 && r.sender.as_ref().is_none_or(|p| p.0.is_match(ctx.sender))
-                && r.rcpt.as_ref().is_none_or(|p| ctx.rcpts.iter().any(|x| p.0.is_match(x)))
+                && r.rcpt
+                    .as_ref()
+                    .is_none_or(|p| ctx.rcpts.iter().any(|x| p.0.is_match(x)))
         })?;
         Some(Verdict {
             reply: render(&rule.reply.0, ctx),
@@ -275,19 +282,32 @@ mod tests {
         let v = rs.decide(&Context { rcpts: &rcpts, ..ctx }, &mut rng).unwrap();
         assert_eq!(v.reply.code, 451);
         assert!(v.close);
-        assert!(rs.decide(&Context { stage: Stage::Mail, ..ctx }, &mut rng).is_none());
+        assert!(rs
+            .decide(
+                &Context {
+                    stage: Stage::Mail,
+                    ..ctx
+                },
+                &mut rng
+            )
+            .is_none());
     }
 
     #[test]
     fn errors_carry_position() {
-        let e = RuleSet::from_source(&src("provider: t\nrules:\n  - { stage: rcpt, rcpt: '(', reply: \"550 no\" }\n"))
-            .unwrap_err();
+        let e = RuleSet::from_source(&src(
+            "provider: t\nrules:\n  - { stage: rcpt, rcpt: '(', reply: \"550 no\" }\n",
+        ))
+        .unwrap_err();
         assert_eq!(e.pos.map(|p| p.0), Some(3), "{e}");
         assert!(e.to_string().contains("regex"), "{e}");
-        let e = RuleSet::from_source(&src("provider: t\nrules:\n  - { stage: teleport, reply: \"550 no\" }\n"))
-            .unwrap_err();
+        let e = RuleSet::from_source(&src(
+            "provider: t\nrules:\n  - { stage: teleport, reply: \"550 no\" }\n",
+        ))
+        .unwrap_err();
         assert_eq!(e.pos.map(|p| p.0), Some(3), "{e}");
-        let e = RuleSet::from_source(&src("provider: t\nrules:\n  - { stage: rcpt, reply: \"650 no\" }\n")).unwrap_err();
+        let e =
+            RuleSet::from_source(&src("provider: t\nrules:\n  - { stage: rcpt, reply: \"650 no\" }\n")).unwrap_err();
         assert_eq!(e.pos.map(|p| p.0), Some(3), "{e}");
     }
 

@@ -71,7 +71,10 @@ impl Record {
 
     /// Eligible for delivery-time statistics: accepted and not bounced/suppressed by design.
     pub fn eligible(&self) -> bool {
-        !matches!(self.class(), Class::RejectedAtSubmit | Class::Bounced | Class::Suppressed)
+        !matches!(
+            self.class(),
+            Class::RejectedAtSubmit | Class::Bounced | Class::Suppressed
+        )
     }
 
     /// Delivery time from the intended send time, µs; `None` = not delivered (+∞).
@@ -265,12 +268,21 @@ mod tests {
             ev(11, "r.1", Kind::Accepted),
             ev(20, "r.1", Kind::Received),
             ev(21, "r.1", Kind::Received), // duplicate
-            Event { id: "r.2".into(), ..sub.clone() },
+            Event {
+                id: "r.2".into(),
+                ..sub.clone()
+            },
             ev(11, "r.2", Kind::Accepted),
             ev(12, "r.2", Kind::Bounced),
-            Event { id: "r.3".into(), ..sub.clone() },
+            Event {
+                id: "r.3".into(),
+                ..sub.clone()
+            },
             ev(11, "r.3", Kind::Accepted), // in spool → queued
-            Event { id: "r.4".into(), ..sub.clone() },
+            Event {
+                id: "r.4".into(),
+                ..sub.clone()
+            },
             ev(11, "r.4", Kind::Accepted), // nowhere → lost
             ev(9, "r.5", Kind::Rejected),
             ev(9, "r.6", Kind::Unsubmitted),
@@ -287,7 +299,10 @@ mod tests {
         assert_eq!(c.accepted, 4);
         assert_eq!(c.rejected_at_submit, 2);
         assert_eq!(c.unsubmitted, 1);
-        assert_eq!((c.delivered, c.bounced, c.queued, c.stranded, c.lost, c.duplicates), (1, 1, 1, 1, 1, 1));
+        assert_eq!(
+            (c.delivered, c.bounced, c.queued, c.stranded, c.lost, c.duplicates),
+            (1, 1, 1, 1, 1, 1)
+        );
         c.check_identity().unwrap();
         let r1 = &l.records[&("r.1".to_string(), "u@a.test".to_string())];
         assert_eq!(r1.delivery_us(), Some(0)); // (20-5) ns → 0 µs

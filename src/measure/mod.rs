@@ -129,7 +129,10 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
         }
     }
     for region in by_region.keys() {
-        let sel: Vec<&Row<'_>> = rows.iter().filter(|r| r.rec.region.as_deref() == Some(region)).collect();
+        let sel: Vec<&Row<'_>> = rows
+            .iter()
+            .filter(|r| r.rec.region.as_deref() == Some(region))
+            .collect();
         series_by_region.insert(region.clone(), series(&sel, inp, intervals));
     }
 
@@ -370,7 +373,11 @@ mod tests {
                 node_alive: true,
             })
             .collect();
-        let a = analyze(&ev, &spooled, &inputs(&["p50 < 200ms", "p99 < 2s", "p50 < 200ms over 1s windows", "lost == 0"]));
+        let a = analyze(
+            &ev,
+            &spooled,
+            &inputs(&["p50 < 200ms", "p99 < 2s", "p50 < 200ms over 1s windows", "lost == 0"]),
+        );
         assert_eq!(a.counts.queued, 10);
         assert_eq!(a.counts.delivered, 90);
         a.identity.clone().unwrap();

@@ -128,7 +128,12 @@ impl NodeConfig {
     pub fn route(&self, domain: &str) -> Option<&[SocketAddr]> {
         self.routes
             .get(domain)
-            .or_else(|| self.routes.iter().find(|(d, _)| d.eq_ignore_ascii_case(domain)).map(|(_, a)| a))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+                    .map(|(_, a)| a)
+            })
             .or_else(|| self.routes.get("*"))
             .map(Vec::as_slice)
     }

@@ -31,15 +31,27 @@ impl Ingress {
 
 impl Policy for Ingress {
     async fn connect(&self, _s: &SessionInfo) -> Decision {
-        Decision::reply(Reply::new(220, None, &format!("{} ESMTP mailsurge reference MTA", self.hostname)))
+        Decision::reply(Reply::new(
+            220,
+            None,
+            &format!("{} ESMTP mailsurge reference MTA", self.hostname),
+        ))
     }
 
     async fn rcpt(&self, s: &SessionInfo, _env: &Envelope, rcpt: &str) -> Decision {
         if !self.may_relay(s) {
-            return Decision::reply(Reply::new(554, Some("5.7.1"), &format!("<{rcpt}>: Relay access denied")));
+            return Decision::reply(Reply::new(
+                554,
+                Some("5.7.1"),
+                &format!("<{rcpt}>: Relay access denied"),
+            ));
         }
         if !rcpt.contains('@') {
-            return Decision::reply(Reply::new(550, Some("5.1.3"), &format!("<{rcpt}>: Recipient address needs a domain")));
+            return Decision::reply(Reply::new(
+                550,
+                Some("5.1.3"),
+                &format!("<{rcpt}>: Recipient address needs a domain"),
+            ));
         }
         Decision::reply(Reply::new(250, Some("2.1.5"), "Ok"))
     }
@@ -64,7 +76,11 @@ impl Policy for Ingress {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 tracing::error!("spool write failed: {e}");
-                return Decision::reply(Reply::new(451, Some("4.3.0"), "Temporary failure writing the spool, try again"));
+                return Decision::reply(Reply::new(
+                    451,
+                    Some("4.3.0"),
+                    "Temporary failure writing the spool, try again",
+                ));
             }
             Err(e) => {
                 tracing::error!("spool task failed: {e}");

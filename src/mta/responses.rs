@@ -109,7 +109,9 @@ impl<'de> Deserialize<'de> for Factor {
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a factor such as 0.5x")))?;
         if !(n > 0.0 && n <= 1.0) {
-            return Err(serde::de::Error::custom(format!("factor `{s}` must be above 0 and at most 1")));
+            return Err(serde::de::Error::custom(format!(
+                "factor `{s}` must be above 0 and at most 1"
+            )));
         }
         Ok(Factor(n))
     }
@@ -208,7 +210,9 @@ fn valid_enhanced(p: &str) -> bool {
     let parts: Vec<&str> = p.split('.').collect();
     parts.len() == 3
         && matches!(parts[0], "2" | "4" | "5" | "x")
-        && parts[1..].iter().all(|c| *c == "x" || (!c.is_empty() && c.len() <= 3 && c.bytes().all(|b| b.is_ascii_digit())))
+        && parts[1..]
+            .iter()
+            .all(|c| *c == "x" || (!c.is_empty() && c.len() <= 3 && c.bytes().all(|b| b.is_ascii_digit())))
 }
 
 fn enhanced_matches(pattern: &str, code: &str) -> bool {
@@ -241,7 +245,11 @@ mod tests {
         let t = table();
         let v = t.classify(&Reply::new(550, Some("5.1.1"), "no such user"));
         assert_eq!((v.action, v.suppress), (Action::Bounce, true));
-        let v = t.classify(&Reply::new(421, Some("4.7.0"), "Messages temporarily deferred due to unexpected volume"));
+        let v = t.classify(&Reply::new(
+            421,
+            Some("4.7.0"),
+            "Messages temporarily deferred due to unexpected volume",
+        ));
         assert_eq!(v.action, Action::Throttle);
         assert_eq!(v.domain_rate, Some(0.5));
         let v = t.classify(&Reply::new(554, Some("5.7.1"), "Client host blocked (RBL)"));

@@ -59,7 +59,11 @@ impl LocalSpool {
             let _ = fs::remove_file(e?.path());
         }
         // Ids must not collide with a previous incarnation's files still in q/.
-        let prefix = format!("{:x}{:05x}", crate::events::now_ns() / 1000, std::process::id() & 0xfffff);
+        let prefix = format!(
+            "{:x}{:05x}",
+            crate::events::now_ns() / 1000,
+            std::process::id() & 0xfffff
+        );
         Ok(LocalSpool {
             q,
             tmp,
@@ -114,7 +118,8 @@ impl Spool for LocalSpool {
             .iter()
             .position(|&b| b == b'\n')
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("spool file {id} has no header")))?;
-        let meta: Meta = serde_json::from_slice(&buf[..nl]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let meta: Meta =
+            serde_json::from_slice(&buf[..nl]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         buf.drain(..=nl);
         Ok((meta, buf))
     }

@@ -83,8 +83,7 @@ const LEGEND_EXTRA: u32 = 8 * 3 + 28 + 12;
 const LEGEND_MIN_W: u32 = 200;
 /// Tableau-10: colours that stay distinguishable for the ~8 series a report plots.
 const PALETTE: [u32; 10] = [
-    0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd, 0x8c564b, 0xe377c2, 0x7f7f7f, 0xbcbd22,
-    0x17becf,
+    0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd, 0x8c564b, 0xe377c2, 0x7f7f7f, 0xbcbd22, 0x17becf,
 ];
 /// Reference lines are dark so they stand apart from the data colours.
 const HLINE_COLOURS: [u32; 3] = [0x000000, 0xaa0000, 0x005a00];
@@ -138,11 +137,7 @@ fn text(px: u32) -> TextStyle<'static> {
 fn sane_range(lo: f64, hi: f64, log: bool) -> (f64, f64) {
     let fallback: (f64, f64) = if log { (1.0, 10.0) } else { (0.0, 1.0) };
     let lo = if lo.is_finite() { lo } else { fallback.0 };
-    let hi = if hi.is_finite() {
-        hi
-    } else {
-        fallback.1.max(lo + 1.0)
-    };
+    let hi = if hi.is_finite() { hi } else { fallback.1.max(lo + 1.0) };
     let (mut lo, mut hi) = (lo.min(hi), lo.max(hi));
     if log && lo <= 0.0 {
         lo = (hi / 10.0).clamp(f64::MIN_POSITIVE, 1.0);
@@ -162,15 +157,9 @@ fn y_bounds(spec: &ChartSpec) -> (f64, f64) {
     if let Some((lo, hi)) = spec.y_range {
         return sane_range(lo, hi, spec.y_log);
     }
-    let ys = spec
-        .lines
-        .iter()
-        .flat_map(|l| &l.points)
-        .filter_map(|p| p.1);
+    let ys = spec.lines.iter().flat_map(|l| &l.points).filter_map(|p| p.1);
     let ys = ys.chain(spec.hlines.iter().map(|h| h.y));
-    let max = ys
-        .filter(|y| y.is_finite())
-        .fold(f64::NEG_INFINITY, f64::max);
+    let max = ys.filter(|y| y.is_finite()).fold(f64::NEG_INFINITY, f64::max);
     let lo = if spec.y_log { 1.0 } else { 0.0 };
     sane_range(lo, if max > lo { max * 1.1 } else { f64::NAN }, spec.y_log)
 }
@@ -336,8 +325,7 @@ fn marker_labels<DB: DrawingBackend>(
             })
         };
         let free = |r: &usize| {
-            !blocked(*r, left - 8, left + w + 8, true)
-                && (0..*r).all(|lower| !blocked(lower, px, px, false))
+            !blocked(*r, left - 8, left + w + 8, true) && (0..*r).all(|lower| !blocked(lower, px, px, false))
         };
         let rows = out.iter().map(|o| o.row + 1).max().unwrap_or(0);
         let row = (0..=rows).find(free).unwrap_or(rows);
@@ -461,10 +449,7 @@ mod tests {
     #[test]
     fn hostile_inputs_do_not_panic() {
         let p = |x, y| (x, Some(y));
-        let (a, b) = (
-            [p(NAN, 1.0), p(1.0, NAN), p(2.0, INF)],
-            [p(3.0, -INF), p(-5.0, 1.0)],
-        );
+        let (a, b) = ([p(NAN, 1.0), p(1.0, NAN), p(2.0, INF)], [p(3.0, -INF), p(-5.0, 1.0)]);
         let pts = [&a[..], &b, &[p(500.0, 1e300)]].concat();
         let lines = (0..12).map(|i| line(&i.to_string(), pts.clone()));
         let mut s = spec(lines.collect(), false);

@@ -32,7 +32,15 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
     let d = &s.delivery_ms;
     let _ = writeln!(o, "## Delivery time (from intended send time)\n");
     let _ = writeln!(o, "| p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|");
-    let _ = writeln!(o, "| {} | {} | {} | {} | {} |\n", ms(d.p50), ms(d.p90), ms(d.p99), ms(d.p999), ms(d.max));
+    let _ = writeln!(
+        o,
+        "| {} | {} | {} | {} | {} |\n",
+        ms(d.p50),
+        ms(d.p90),
+        ms(d.p99),
+        ms(d.p999),
+        ms(d.max)
+    );
     let _ = writeln!(
         o,
         "Uncorrected (from actual submission start, hides queueing in the generator): p50 {}, p99 {}.\n",
@@ -50,7 +58,13 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
     if !s.thresholds.is_empty() {
         let _ = writeln!(o, "## Thresholds\n\n| threshold | observed | result |\n|---|---|---|");
         for t in &s.thresholds {
-            let _ = writeln!(o, "| `{}` | {} | {} |", t.expr, t.observed_text, if t.pass { "pass" } else { "**fail**" });
+            let _ = writeln!(
+                o,
+                "| `{}` | {} | {} |",
+                t.expr,
+                t.observed_text,
+                if t.pass { "pass" } else { "**fail**" }
+            );
         }
         let _ = writeln!(o);
     }
@@ -70,7 +84,10 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         if groups.is_empty() {
             continue;
         }
-        let _ = writeln!(o, "## {title}\n\n| name | delivered | p50 | p99 | deferrals | bounced |\n|---|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "## {title}\n\n| name | delivered | p50 | p99 | deferrals | bounced |\n|---|---|---|---|---|---|"
+        );
         for (name, g) in groups {
             let _ = writeln!(
                 o,

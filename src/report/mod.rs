@@ -39,8 +39,19 @@ fn line(label: &str, pts: &[Point], f: fn(&Point) -> Option<f64>) -> Line {
     }
 }
 
-fn write_charts(dir: &Path, info: &RunInfo, a: &Analysis, marks: &[Mark]) -> anyhow::Result<Vec<(&'static str, &'static str)>> {
-    let markers: Vec<Marker> = marks.iter().map(|m| Marker { x: m.at_s, label: m.label.clone() }).collect();
+fn write_charts(
+    dir: &Path,
+    info: &RunInfo,
+    a: &Analysis,
+    marks: &[Mark],
+) -> anyhow::Result<Vec<(&'static str, &'static str)>> {
+    let markers: Vec<Marker> = marks
+        .iter()
+        .map(|m| Marker {
+            x: m.at_s,
+            label: m.label.clone(),
+        })
+        .collect();
     let x_max = a.series.len().max(1) as f64;
     let mut lines = vec![
         line("p50", &a.series, |p| p.p50),
@@ -92,17 +103,31 @@ fn write_charts(dir: &Path, info: &RunInfo, a: &Analysis, marks: &[Mark]) -> any
     };
     charts::render(&slo, dir, "slo").context("cannot render slo chart")?;
 
-    let per_s = |v: &[u64]| -> Vec<(f64, Option<f64>)> { v.iter().enumerate().map(|(i, n)| (i as f64, Some(*n as f64))).collect() };
+    let per_s = |v: &[u64]| -> Vec<(f64, Option<f64>)> {
+        v.iter().enumerate().map(|(i, n)| (i as f64, Some(*n as f64))).collect()
+    };
     let r = &a.rates;
     let throughput = ChartSpec {
         title: format!("{} — throughput", info.name),
         x_label: "run time (s)".into(),
         y_label: "messages per second".into(),
         lines: vec![
-            Line { label: "generated (intended)".into(), points: per_s(&r.generated) },
-            Line { label: "accepted".into(), points: per_s(&r.accepted) },
-            Line { label: "delivered".into(), points: per_s(&r.delivered) },
-            Line { label: "bounced".into(), points: per_s(&r.bounced) },
+            Line {
+                label: "generated (intended)".into(),
+                points: per_s(&r.generated),
+            },
+            Line {
+                label: "accepted".into(),
+                points: per_s(&r.accepted),
+            },
+            Line {
+                label: "delivered".into(),
+                points: per_s(&r.delivered),
+            },
+            Line {
+                label: "bounced".into(),
+                points: per_s(&r.bounced),
+            },
         ],
         hlines: vec![],
         markers,

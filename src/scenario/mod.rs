@@ -67,7 +67,9 @@ pub fn from_source(source: Source) -> Result<Scenario, ConfigError> {
 
     let mut providers = Vec::new();
     for p in &file.providers {
-        let line = source.find(&format!("name: {}", p.name), source.top_key_line("providers")).map_or(1, |p| p.0);
+        let line = source
+            .find(&format!("name: {}", p.name), source.top_key_line("providers"))
+            .map_or(1, |p| p.0);
         let rules_src = config::resolve(&source, &p.rules, Shipped::Inbox)
             .map_err(|m| source.error_at(&p.rules, line, format!("providers: rules: {m}")))?;
         let rules = RuleSet::from_source(&rules_src)?;
@@ -91,38 +93,65 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
     let err = |needle: &str, section: &str, msg: String| src.error_at(needle, src.top_key_line(section), msg);
 
     if f.name.trim().is_empty() || f.name.contains(['/', '\\']) {
-        return Err(err("name", "name", "name: must be non-empty and contain no path separators".into()));
+        return Err(err(
+            "name",
+            "name",
+            "name: must be non-empty and contain no path separators".into(),
+        ));
     }
     if f.duration.0.is_zero() {
         return Err(err("duration", "duration", "duration: must be longer than 0s".into()));
     }
     if f.regions.is_empty() {
-        return Err(err("regions", "regions", "regions: at least one region is needed".into()));
+        return Err(err(
+            "regions",
+            "regions",
+            "regions: at least one region is needed".into(),
+        ));
     }
     let mut seen = BTreeSet::new();
     for r in &f.regions {
         if !seen.insert(r.name.as_str()) {
-            return Err(err(&r.name, "regions", format!("regions: duplicate region `{}`", r.name)));
+            return Err(err(
+                &r.name,
+                "regions",
+                format!("regions: duplicate region `{}`", r.name),
+            ));
         }
         if r.nodes == 0 || r.nodes > MAX_NODES_PER_REGION {
             return Err(err(
                 &r.name,
                 "regions",
-                format!("regions: `{}` needs 1..={MAX_NODES_PER_REGION} nodes, not {}", r.name, r.nodes),
+                format!(
+                    "regions: `{}` needs 1..={MAX_NODES_PER_REGION} nodes, not {}",
+                    r.name, r.nodes
+                ),
             ));
         }
     }
     if f.providers.is_empty() {
-        return Err(err("providers", "providers", "providers: at least one provider is needed".into()));
+        return Err(err(
+            "providers",
+            "providers",
+            "providers: at least one provider is needed".into(),
+        ));
     }
     let mut names = BTreeSet::new();
     let mut domain_owner: BTreeMap<String, &str> = BTreeMap::new();
     for p in &f.providers {
         if !names.insert(p.name.as_str()) {
-            return Err(err(&p.name, "providers", format!("providers: duplicate provider `{}`", p.name)));
+            return Err(err(
+                &p.name,
+                "providers",
+                format!("providers: duplicate provider `{}`", p.name),
+            ));
         }
         if p.domains.is_empty() {
-            return Err(err(&p.name, "providers", format!("providers: `{}` has no domains", p.name)));
+            return Err(err(
+                &p.name,
+                "providers",
+                format!("providers: `{}` has no domains", p.name),
+            ));
         }
         for d in &p.domains {
             if let Some(other) = domain_owner.insert(d.to_ascii_lowercase(), &p.name) {
@@ -157,15 +186,27 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
     }
     let r = &f.mta.retry;
     if r.factor < 1.0 || !r.factor.is_finite() {
-        return Err(err("factor", "mta", format!("mta: retry: factor must be >= 1, not {}", r.factor)));
+        return Err(err(
+            "factor",
+            "mta",
+            format!("mta: retry: factor must be >= 1, not {}", r.factor),
+        ));
     }
     if r.initial.0.is_zero() {
-        return Err(err("initial", "mta", "mta: retry: initial must be longer than 0s".into()));
+        return Err(err(
+            "initial",
+            "mta",
+            "mta: retry: initial must be longer than 0s".into(),
+        ));
     }
 
     let t = &f.traffic;
     if t.domains.is_empty() {
-        return Err(err("domains", "traffic", "traffic: domains: at least one domain is needed".into()));
+        return Err(err(
+            "domains",
+            "traffic",
+            "traffic: domains: at least one domain is needed".into(),
+        ));
     }
     for d in t.domains.keys() {
         if !domain_owner.contains_key(&d.to_ascii_lowercase()) {
@@ -180,7 +221,11 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
         }
     }
     if t.domains.values().map(|w| w.0).sum::<f64>() <= 0.0 {
-        return Err(err("domains", "traffic", "traffic: domains: weights must not all be 0".into()));
+        return Err(err(
+            "domains",
+            "traffic",
+            "traffic: domains: weights must not all be 0".into(),
+        ));
     }
     if t.connections == 0 || t.recipients_per_message == 0 || t.tenants == 0 {
         return Err(err(
@@ -230,12 +275,19 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
             return Err(err(
                 &c.target,
                 "chaos",
-                format!("chaos: target `{}` is not a known region/<name>, node/<name> or provider/<name>", c.target),
+                format!(
+                    "chaos: target `{}` is not a known region/<name>, node/<name> or provider/<name>",
+                    c.target
+                ),
             ));
         }
     }
     if let Some(ip) = f.mta.submit.map(|a| a.ip()).filter(|ip: &IpAddr| !ip.is_loopback()) {
-        return Err(err("submit", "mta", format!("mta: submit: {ip} is not a loopback address")));
+        return Err(err(
+            "submit",
+            "mta",
+            format!("mta: submit: {ip} is not a loopback address"),
+        ));
     }
     Ok(())
 }

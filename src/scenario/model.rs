@@ -205,10 +205,7 @@ pub enum Arrival {
 #[serde(untagged)]
 pub enum RateSpec {
     Constant(Rate),
-    Curve {
-        peak: Rate,
-        curve: Curve,
-    },
+    Curve { peak: Rate, curve: Curve },
 }
 
 /// A named curve or a list of `[at, weight]` points, linearly interpolated and stretched over
@@ -255,9 +252,19 @@ impl Default for SizeSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SizeDist {
-    Fixed { size: Size },
-    Uniform { min: Size, max: Size },
-    Lognormal { median: Size, sigma: f64, #[serde(default = "default_max_size")] max: Size },
+    Fixed {
+        size: Size,
+    },
+    Uniform {
+        min: Size,
+        max: Size,
+    },
+    Lognormal {
+        median: Size,
+        sigma: f64,
+        #[serde(default = "default_max_size")]
+        max: Size,
+    },
 }
 
 fn default_max_size() -> Size {

@@ -67,7 +67,11 @@ impl CountMetric {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, m)| *m == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
@@ -143,7 +147,9 @@ impl FromStr for Threshold {
             let mut words = head.split_whitespace();
             let (kind, name) = (words.next(), words.next());
             if words.next().is_some() {
-                return Err(format!("threshold `{expr}`: scope must be `region NAME:`, `provider NAME:` or `domain NAME:`"));
+                return Err(format!(
+                    "threshold `{expr}`: scope must be `region NAME:`, `provider NAME:` or `domain NAME:`"
+                ));
             }
             scope = match (kind, name) {
                 (Some("region"), Some(n)) => Scope::Region(n.to_string()),
@@ -173,7 +179,9 @@ impl FromStr for Threshold {
         }
         let parts: Vec<&str> = rest.split_whitespace().collect();
         let [metric, op, value] = parts[..] else {
-            return Err(format!("threshold `{expr}`: expected `<metric> <op> <value>`, e.g. `p99 < 20s`"));
+            return Err(format!(
+                "threshold `{expr}`: expected `<metric> <op> <value>`, e.g. `p99 < 20s`"
+            ));
         };
         let op = match op {
             "<" => Op::Lt,
@@ -181,7 +189,11 @@ impl FromStr for Threshold {
             ">" => Op::Gt,
             ">=" => Op::Ge,
             "==" => Op::Eq,
-            _ => return Err(format!("threshold `{expr}`: unknown operator `{op}` (use < <= > >= ==)")),
+            _ => {
+                return Err(format!(
+                    "threshold `{expr}`: unknown operator `{op}` (use < <= > >= ==)"
+                ))
+            }
         };
         let metric = parse_metric(metric).ok_or_else(|| {
             format!(
@@ -190,12 +202,19 @@ impl FromStr for Threshold {
             )
         })?;
         let limit = match metric {
-            Metric::Latency(_) => value
-                .parse::<Dur>()
-                .map_err(|e| format!("threshold `{expr}`: {e}"))?
-                .as_secs_f64()
-                * 1e3,
-            Metric::Slo => value.parse::<Percent>().map_err(|e| format!("threshold `{expr}`: {e}"))?.0,
+            Metric::Latency(_) => {
+                value
+                    .parse::<Dur>()
+                    .map_err(|e| format!("threshold `{expr}`: {e}"))?
+                    .as_secs_f64()
+                    * 1e3
+            }
+            Metric::Slo => {
+                value
+                    .parse::<Percent>()
+                    .map_err(|e| format!("threshold `{expr}`: {e}"))?
+                    .0
+            }
             Metric::Count(_) => value
                 .parse::<u64>()
                 .map_err(|_| format!("threshold `{expr}`: `{value}` is not a whole number"))?
@@ -208,7 +227,9 @@ impl FromStr for Threshold {
             }
         };
         if window.is_some() && matches!(metric, Metric::Count(_)) {
-            return Err(format!("threshold `{expr}`: windows apply to p50..max, slo and throughput, not counts"));
+            return Err(format!(
+                "threshold `{expr}`: windows apply to p50..max, slo and throughput, not counts"
+            ));
         }
         Ok(Threshold {
             expr: expr.trim().to_string(),
@@ -301,7 +322,15 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        for bad in ["p50 2s", "p42 < 2s", "p50 ~ 2s", "lost == 0.5", "p50 < 2", "planet mars: p50 < 1s", "lost == 0 over 10s windows"] {
+        for bad in [
+            "p50 2s",
+            "p42 < 2s",
+            "p50 ~ 2s",
+            "lost == 0.5",
+            "p50 < 2",
+            "planet mars: p50 < 1s",
+            "lost == 0 over 10s windows",
+        ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad}");
         }
     }

@@ -113,10 +113,7 @@ impl SendOutcome {
         if !self.mail.is_success() {
             return &self.mail;
         }
-        self.rcpts
-            .iter()
-            .find(|r| !r.is_success())
-            .unwrap_or(&self.mail)
+        self.rcpts.iter().find(|r| !r.is_success()).unwrap_or(&self.mail)
     }
 }
 
@@ -155,12 +152,10 @@ impl Client {
             .await
             .map_err(|_| ClientError::Timeout { phase: "connect" })?
             .map_err(connect_err)?;
-        stream
-            .set_nodelay(true)
-            .map_err(|source| ClientError::Io {
-                phase: "connect",
-                source,
-            })?;
+        stream.set_nodelay(true).map_err(|source| ClientError::Io {
+            phase: "connect",
+            source,
+        })?;
         let io_err = |source| ClientError::Io {
             phase: "connect",
             source,
@@ -223,10 +218,7 @@ impl Client {
                 self.pipelining = true;
             } else if keyword.eq_ignore_ascii_case("SIZE") {
                 // "SIZE" alone or "SIZE 0" means no fixed limit (RFC 1870).
-                self.max_size = words
-                    .next()
-                    .and_then(|w| w.parse::<usize>().ok())
-                    .filter(|&n| n > 0);
+                self.max_size = words.next().and_then(|w| w.parse::<usize>().ok()).filter(|&n| n > 0);
             }
         }
     }
@@ -245,12 +237,7 @@ impl Client {
     /// offers PIPELINING, else lockstep. Sends RSET after a transaction that failed before the
     /// dot. `body` is the raw message with CRLF line endings; the client dot-stuffs it.
     /// A 421 at any point marks the client unusable (the outcome still reports it).
-    pub async fn send(
-        &mut self,
-        from: &str,
-        rcpts: &[String],
-        body: &[u8],
-    ) -> Result<SendOutcome, ClientError> {
+    pub async fn send(&mut self, from: &str, rcpts: &[String], body: &[u8]) -> Result<SendOutcome, ClientError> {
         if !self.usable {
             return Err(ClientError::Closed { phase: "send" });
         }
@@ -272,12 +259,7 @@ impl Client {
         result
     }
 
-    async fn transaction(
-        &mut self,
-        from: &str,
-        rcpts: &[String],
-        body: &[u8],
-    ) -> Result<SendOutcome, ClientError> {
+    async fn transaction(&mut self, from: &str, rcpts: &[String], body: &[u8]) -> Result<SendOutcome, ClientError> {
         let t = self.command_timeout;
         self.queue_mail(from, body.len());
         let mut outcome = SendOutcome {
@@ -311,8 +293,7 @@ impl Client {
                 outcome.data = Some(reply);
                 return Ok(outcome);
             }
-            let decisive =
-                outcome.mail.is_success() && outcome.rcpts.iter().any(Reply::is_success);
+            let decisive = outcome.mail.is_success() && outcome.rcpts.iter().any(Reply::is_success);
             // A server that answers 354 anyway gets the body; the outcome reports what it said.
             if !decisive && reply.code != 354 {
                 return self.reset(outcome).await;
@@ -495,10 +476,6 @@ fn check_line(phase: &'static str, s: &str) -> Result<(), ClientError> {
 /// Gives every recipient without a reply of its own the reply that ended the transaction, so
 /// `rcpts` always has one entry per recipient.
 fn fill_rcpts(outcome: &mut SendOutcome, n: usize) {
-    let last = outcome
-        .rcpts
-        .last()
-        .cloned()
-        .unwrap_or_else(|| outcome.mail.clone());
+    let last = outcome.rcpts.last().cloned().unwrap_or_else(|| outcome.mail.clone());
     outcome.rcpts.resize(n, last);
 }

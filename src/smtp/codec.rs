@@ -196,22 +196,14 @@ impl CommandError {
         match self {
             CommandError::Unknown => Reply::new(500, Some("5.5.1"), "Error: command not recognized"),
             CommandError::Syntax(s) => Reply::new(501, Some("5.5.4"), &format!("Syntax: {s}")),
-            CommandError::InvalidSender => {
-                Reply::new(501, Some("5.1.7"), "Bad sender address syntax")
-            }
-            CommandError::InvalidRecipient => {
-                Reply::new(501, Some("5.1.3"), "Bad recipient address syntax")
-            }
-            CommandError::InvalidParameter(p) => {
-                Reply::new(501, Some("5.5.4"), &format!("Invalid {p} parameter"))
-            }
+            CommandError::InvalidSender => Reply::new(501, Some("5.1.7"), "Bad sender address syntax"),
+            CommandError::InvalidRecipient => Reply::new(501, Some("5.1.3"), "Bad recipient address syntax"),
+            CommandError::InvalidParameter(p) => Reply::new(501, Some("5.5.4"), &format!("Invalid {p} parameter")),
             CommandError::UnsupportedParameter(p) => {
                 let p: String = p.chars().take(MAX_ECHOED_PARAM).collect();
                 Reply::new(555, Some("5.5.4"), &format!("Unsupported parameter {p}"))
             }
-            CommandError::Unterminated => {
-                Reply::new(500, Some("5.5.2"), "Error: line not terminated")
-            }
+            CommandError::Unterminated => Reply::new(500, Some("5.5.2"), "Error: line not terminated"),
         }
     }
 }
@@ -244,10 +236,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             };
             // smtp-proto reports an absent SIZE as 0; SIZE=0 says nothing useful either.
             let size = (from.size != 0).then_some(from.size);
-            Command::Mail {
-                from: address,
-                size,
-            }
+            Command::Mail { from: address, size }
         }
         R::Rcpt { to } => {
             if to.address.is_empty() {
@@ -329,9 +318,7 @@ impl DataReject {
     /// The reply the server sends instead of asking the policy.
     pub fn reply(&self) -> Reply {
         match self {
-            DataReject::TooBig => {
-                Reply::new(552, Some("5.3.4"), "Error: message size exceeds fixed limit")
-            }
+            DataReject::TooBig => Reply::new(552, Some("5.3.4"), "Error: message size exceeds fixed limit"),
             DataReject::BareLf => Reply::new(
                 554,
                 Some("5.6.0"),

@@ -58,19 +58,13 @@ impl Reply {
             .parse()
             .map_err(|_| format!("reply code {digits:?} is not a number"))?;
         if !(MIN_CODE..=MAX_CODE).contains(&code) {
-            return Err(format!(
-                "reply code {code} is out of range: SMTP codes are 2xx to 5xx"
-            ));
+            return Err(format!("reply code {code} is out of range: SMTP codes are 2xx to 5xx"));
         }
         let rest = &first[3..];
         let rest = match rest.strip_prefix(' ') {
             Some(r) => r.trim_start(),
             None if rest.is_empty() => rest,
-            None => {
-                return Err(format!(
-                    "reply {first:?}: the code must be followed by a space"
-                ))
-            }
+            None => return Err(format!("reply {first:?}: the code must be followed by a space")),
         };
         let (enhanced, text) = split_enhanced(code, rest)?;
         let mut reply = Reply::new(code, enhanced, text);
@@ -218,8 +212,7 @@ impl fmt::Display for Reply {
 /// its message joins lines with `'\n'`.
 impl From<smtp_proto::Response<String>> for Reply {
     fn from(r: smtp_proto::Response<String>) -> Reply {
-        let enhanced = (r.esc != [0, 0, 0])
-            .then(|| format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2]));
+        let enhanced = (r.esc != [0, 0, 0]).then(|| format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2]));
         Reply {
             code: r.code,
             enhanced,
@@ -245,10 +238,7 @@ mod tests {
 
         let r = Reply::parse_spec("421 4.7.0 line one\nline two").unwrap();
         assert_eq!(r.lines, vec!["line one", "line two"]);
-        assert_eq!(
-            r.to_wire(),
-            b"421-4.7.0 line one\r\n421 4.7.0 line two\r\n".to_vec()
-        );
+        assert_eq!(r.to_wire(), b"421-4.7.0 line one\r\n421 4.7.0 line two\r\n".to_vec());
         assert_eq!(r.to_string(), "421 4.7.0 line one / line two");
 
         let r = Reply::parse_spec("250").unwrap();

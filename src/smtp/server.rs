@@ -119,22 +119,12 @@ pub trait Policy: Send + Sync + 'static {
     }
 
     /// MAIL FROM, after the server's own checks (sequence, SIZE over the limit).
-    fn mail(
-        &self,
-        _s: &SessionInfo,
-        _from: &str,
-        _size: Option<usize>,
-    ) -> impl Future<Output = Decision> + Send {
+    fn mail(&self, _s: &SessionInfo, _from: &str, _size: Option<usize>) -> impl Future<Output = Decision> + Send {
         std::future::ready(Decision::reply(Reply::new(250, Some("2.1.0"), "Ok")))
     }
 
     /// RCPT TO, after the server's own checks (sequence, recipient count).
-    fn rcpt(
-        &self,
-        _s: &SessionInfo,
-        _env: &Envelope,
-        _rcpt: &str,
-    ) -> impl Future<Output = Decision> + Send {
+    fn rcpt(&self, _s: &SessionInfo, _env: &Envelope, _rcpt: &str) -> impl Future<Output = Decision> + Send {
         std::future::ready(Decision::reply(Reply::new(250, Some("2.1.5"), "Ok")))
     }
 
@@ -150,12 +140,7 @@ pub trait Policy: Send + Sync + 'static {
 
     /// After the final dot. `body` is dot-unstuffed with CRLF line endings. The MTA spools and
     /// fsyncs here before answering 250. Whatever the reply, the transaction is over.
-    fn message(
-        &self,
-        s: &SessionInfo,
-        env: &Envelope,
-        body: Vec<u8>,
-    ) -> impl Future<Output = Decision> + Send;
+    fn message(&self, s: &SessionInfo, env: &Envelope, body: Vec<u8>) -> impl Future<Output = Decision> + Send;
 
     /// Called once when a session ends, however it ends (not for connections refused over
     /// the limit, which never become sessions).
@@ -349,10 +334,7 @@ pub async fn serve<P: Policy>(
     drop(listener);
     // No receiver (no session yet) is not an error.
     let _ = notify.send(());
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             "{} smtp sessions still busy after the shutdown grace period; aborting them",
@@ -372,9 +354,7 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
             | io::ErrorKind::TimedOut
             | io::ErrorKind::WouldBlock
             | io::ErrorKind::OutOfMemory
-    ) || e
-        .raw_os_error()
-        .is_some_and(|n| TRANSIENT_ACCEPT_ERRNOS.contains(&n))
+    ) || e.raw_os_error().is_some_and(|n| TRANSIENT_ACCEPT_ERRNOS.contains(&n))
 }
 
 /// Tells a connection over the limit why it is closed, without involving the policy.

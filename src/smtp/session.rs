@@ -15,9 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
-use crate::smtp::codec::{
-    line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer,
-};
+use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{Decision, Envelope, Policy, ServerStats, SessionInfo, Shared};
 
@@ -32,8 +30,7 @@ const LINGER_MAX_BYTES: usize = 256 * 1024;
 
 const OK: &[u8] = b"250 2.0.0 Ok\r\n";
 const BYE: &[u8] = b"221 2.0.0 Bye\r\n";
-const VRFY_REPLY: &[u8] =
-    b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n";
+const VRFY_REPLY: &[u8] = b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n";
 const HELP_REPLY: &[u8] = b"214 2.0.0 See RFC 5321\r\n";
 
 /// Runs one session to its end; never fails (I/O errors just end it, logged at trace level).
@@ -182,8 +179,7 @@ impl Conn {
         if self.outbuf.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.outbuf)).await
-        {
+        match tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.outbuf)).await {
             Ok(r) => r?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         }
@@ -266,8 +262,7 @@ impl<P: Policy> Session<P> {
                             Flow::Close
                         }
                         Wait::Shutdown => {
-                            Reply::new(421, Some("4.3.2"), "Service shutting down")
-                                .write_wire(&mut self.conn.outbuf);
+                            Reply::new(421, Some("4.3.2"), "Service shutting down").write_wire(&mut self.conn.outbuf);
                             Flow::Close
                         }
                     }
@@ -298,11 +293,7 @@ impl<P: Policy> Session<P> {
 
     async fn command(&mut self, cmd: Command) -> io::Result<Flow> {
         if self.refused_at_connect && cmd != Command::Quit {
-            return Ok(self.protocol_error(Reply::new(
-                503,
-                Some("5.7.0"),
-                "Error: no SMTP service here",
-            )));
+            return Ok(self.protocol_error(Reply::new(503, Some("5.7.0"), "Error: no SMTP service here")));
         }
         let out = &mut self.conn.outbuf;
         match cmd {
@@ -332,11 +323,9 @@ impl<P: Policy> Session<P> {
                 out.extend_from_slice(HELP_REPLY);
                 Ok(Flow::Continue)
             }
-            Command::NotImplemented(_) => Ok(self.protocol_error(Reply::new(
-                502,
-                Some("5.5.1"),
-                "Command not implemented",
-            ))),
+            Command::NotImplemented(_) => {
+                Ok(self.protocol_error(Reply::new(502, Some("5.5.1"), "Command not implemented")))
+            }
         }
     }
 
@@ -368,9 +357,7 @@ impl<P: Policy> Session<P> {
         }
         if size.is_some_and(|s| s > self.shared.limits.max_message_size) {
             ServerStats::bump(&self.shared.stats.oversize);
-            DataReject::TooBig
-                .reply()
-                .write_wire(&mut self.conn.outbuf);
+            DataReject::TooBig.reply().write_wire(&mut self.conn.outbuf);
             return Ok(Flow::Continue);
         }
         let d = self.shared.policy.mail(&self.info, &from, size).await;
@@ -389,8 +376,7 @@ impl<P: Policy> Session<P> {
             return Ok(self.bad_sequence("Error: need MAIL command"));
         };
         if env.rcpts.len() >= self.shared.limits.max_recipients {
-            Reply::new(452, Some("4.5.3"), "Error: too many recipients")
-                .write_wire(&mut self.conn.outbuf);
+            Reply::new(452, Some("4.5.3"), "Error: too many recipients").write_wire(&mut self.conn.outbuf);
             return Ok(Flow::Continue);
         }
         let d = self.shared.policy.rcpt(&self.info, env, &to).await;
@@ -408,8 +394,7 @@ impl<P: Policy> Session<P> {
         };
         if env.rcpts.is_empty() {
             // Not the client's fault when pipelined RCPTs were all refused: no error count.
-            Reply::new(554, Some("5.5.1"), "Error: no valid recipients")
-                .write_wire(&mut self.conn.outbuf);
+            Reply::new(554, Some("5.5.1"), "Error: no valid recipients").write_wire(&mut self.conn.outbuf);
             return Ok(Flow::Continue);
         }
         let size_hint = env.size_hint;
@@ -449,9 +434,7 @@ impl<P: Policy> Session<P> {
             Err(reject) => {
                 match reject {
                     DataReject::TooBig => ServerStats::bump(&stats.oversize),
-                    DataReject::BareLf | DataReject::BareCr => {
-                        ServerStats::bump(&stats.bare_lf_rejected)
-                    }
+                    DataReject::BareLf | DataReject::BareCr => ServerStats::bump(&stats.bare_lf_rejected),
                     DataReject::LineTooLong => ServerStats::bump(&stats.too_long_lines),
                 }
                 tracing::debug!(conn_id = self.info.conn_id, ?reject, "message refused");

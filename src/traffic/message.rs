@@ -230,7 +230,9 @@ mod tests {
 
     #[test]
     fn lognormal_sizes_respect_max() {
-        let t = traffic("rate: 10/s\ndomains: { a.test: 1 }\nsize: { dist: lognormal, median: 12KiB, sigma: 1.0, max: 64KiB }\n");
+        let t = traffic(
+            "rate: 10/s\ndomains: { a.test: 1 }\nsize: { dist: lognormal, median: 12KiB, sigma: 1.0, max: 64KiB }\n",
+        );
         let mix = Mix::new(&t);
         let mut r = ChaCha8Rng::seed_from_u64(1);
         let sizes: Vec<usize> = (0..2000).map(|i| mix.draft(i, 0, &mut r).size).collect();

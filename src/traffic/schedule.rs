@@ -31,7 +31,11 @@ impl RateCurve {
     pub fn new(spec: &RateSpec, duration: Duration) -> RateCurve {
         let d = duration.as_secs_f64();
         let (peak, curve) = match spec {
-            RateSpec::Constant(r) => return RateCurve { points: vec![(0.0, r.0), (d, r.0)] },
+            RateSpec::Constant(r) => {
+                return RateCurve {
+                    points: vec![(0.0, r.0), (d, r.0)],
+                }
+            }
             RateSpec::Curve { peak, curve } => (peak.0, curve),
         };
         let raw: Vec<(f64, f64)> = match curve {
@@ -39,8 +43,11 @@ impl RateCurve {
             Curve::Named(NamedCurve::BlackFriday) => {
                 // Hour h's weight sits at the middle of its slot; the ends hold flat.
                 let slot = d / 24.0;
-                let mut v: Vec<(f64, f64)> =
-                    BLACK_FRIDAY_HOURLY.iter().enumerate().map(|(h, w)| ((h as f64 + 0.5) * slot, *w)).collect();
+                let mut v: Vec<(f64, f64)> = BLACK_FRIDAY_HOURLY
+                    .iter()
+                    .enumerate()
+                    .map(|(h, w)| ((h as f64 + 0.5) * slot, *w))
+                    .collect();
                 v.insert(0, (0.0, BLACK_FRIDAY_HOURLY[0]));
                 v.push((d, BLACK_FRIDAY_HOURLY[23]));
                 v
@@ -57,8 +64,10 @@ impl RateCurve {
                 .collect(),
         };
         let max_w = raw.iter().map(|p| p.1).fold(0.0_f64, f64::max);
-        let mut points: Vec<(f64, f64)> =
-            raw.into_iter().map(|(t, w)| (t, if max_w > 0.0 { w / max_w * peak } else { 0.0 })).collect();
+        let mut points: Vec<(f64, f64)> = raw
+            .into_iter()
+            .map(|(t, w)| (t, if max_w > 0.0 { w / max_w * peak } else { 0.0 }))
+            .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         if points.first().is_some_and(|p| p.0 > 0.0) {
             let first = points[0].1;
@@ -227,7 +236,9 @@ mod tests {
         );
         let total = c.integral(0.0, d);
         let hour = d / 24.0;
-        let peak_hour = (0..24).map(|h| c.integral(h as f64 * hour, (h + 1) as f64 * hour)).fold(0.0, f64::max);
+        let peak_hour = (0..24)
+            .map(|h| c.integral(h as f64 * hour, (h + 1) as f64 * hour))
+            .fold(0.0, f64::max);
         let share = peak_hour / total;
         assert!((share - 315.0 / 4100.0).abs() < 0.004, "peak hour share {share}");
         assert!((c.max_rate() - 1000.0).abs() < 1e-9);

@@ -74,8 +74,13 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
     let targets = Arc::new(plan.targets);
     let mut workers = Vec::new();
     for w in 0..plan.connections.max(1) as usize {
-        let (shared, builder, targets, events, counters) =
-            (shared.clone(), builder.clone(), targets.clone(), events.clone(), counters.clone());
+        let (shared, builder, targets, events, counters) = (
+            shared.clone(),
+            builder.clone(),
+            targets.clone(),
+            events.clone(),
+            counters.clone(),
+        );
         let hard_stop = plan.hard_stop;
         workers.push(tokio::spawn(async move {
             worker(w, shared, builder, targets, events, counters, hard_stop).await
@@ -83,7 +88,7 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
     }
 
     // The scheduler: release each draft at its intended time.
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x6d69_78);
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006d_6978);
     for (seq, offset) in plan.schedule.enumerate() {
         let at = plan.start + Duration::from_secs_f64(offset);
         if at > Instant::now() {
@@ -91,7 +96,9 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
         }
         let intended_ns = plan.start_ns + (offset * 1e9) as u64;
         let draft = plan.mix.draft(seq as u64, intended_ns, &mut rng);
-        counters.generated.fetch_add(draft.rcpts.len() as u64, Ordering::Relaxed);
+        counters
+            .generated
+            .fetch_add(draft.rcpts.len() as u64, Ordering::Relaxed);
         lock(&shared.queue).push_back(draft);
         shared.notify.notify_one();
     }

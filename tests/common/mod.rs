@@ -18,7 +18,11 @@ pub fn repo() -> PathBuf {
 
 /// Runs `mailsurge` with arguments from the repo root and returns its output.
 pub fn mailsurge(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).current_dir(repo()).output().expect("spawn mailsurge")
+    Command::new(bin())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("spawn mailsurge")
 }
 
 /// A child process killed on drop.
@@ -86,7 +90,10 @@ pub fn read_json(p: &Path) -> serde_json::Value {
 pub fn assert_schema_valid(summary: &serde_json::Value) {
     let schema = read_json(&repo().join("schema/summary.v1.schema.json"));
     let v = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = v.iter_errors(summary).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> = v
+        .iter_errors(summary)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "summary.json violates the schema: {errors:#?}");
 }
 
@@ -150,7 +157,10 @@ impl Raw {
 /// A std TcpStream bound to a source address before connecting (via tokio's socket builder
 /// in a tiny runtime, to avoid another dependency).
 fn socket2_bind(src: std::net::IpAddr, dst: SocketAddr) -> std::net::TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let s = tokio::net::TcpSocket::new_v4().expect("socket");
         s.bind(SocketAddr::new(src, 0)).expect("bind source");

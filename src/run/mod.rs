@@ -6,26 +6,29 @@
 //! report is computed from files left in the run directory (events and spools), never from
 //! in-memory shortcuts, so a report can be reproduced from the directory alone.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+mod live;
+mod node;
+
+use live::{receipts_to_events, write_events, LiveStats, Log, Tail};
+use node::{start_node, stop_node};
+
 use crate::config::ConfigError;
-use crate::events::{self, now_ns, Event, Kind};
+use crate::events::{self, now_ns, Event};
 use crate::inbox::{self, Inbox, Receipt};
 use crate::measure::{self, Spooled};
-use crate::mta::config::{NodeConfig, NodeLimits, SpoolConfig};
 use crate::mta::spool::LocalSpool;
 use crate::report::{self, RunInfo, Summary};
 use crate::scenario::{MtaKind, Scenario};
@@ -34,17 +37,12 @@ use crate::traffic::message::{Builder, Mix};
 use crate::traffic::schedule::{RateCurve, Schedule};
 use crate::traffic::submit::{self, Counters, Plan, Target};
 
-/// How long a node may take to print its READY line.
-const NODE_START_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a node may take to exit after SIGTERM before it is SIGKILLed.
-const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lead time between setting up and the first intended send, so the schedule starts clean.
 const START_LEAD: Duration = Duration::from_millis(300);
 /// How often the drain check reads node events.
 const DRAIN_POLL: Duration = Duration::from_millis(250);
 /// Inbox addresses default to 127.0.2.<n>; node ingress to 127.0.3.<n>.
 const INBOX_NET: [u8; 3] = [127, 0, 2];
-const NODE_NET: [u8; 3] = [127, 0, 3];
 
 /// Options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -70,21 +68,16 @@ pub fn check_supported(s: &Scenario) -> Result<(), ConfigError> {
         ));
     }
     if s.file.mta.kind == MtaKind::External {
-        return Err(s.source.error_at("external", 1, "mta: kind: external is not implemented in this version"));
+        return Err(s
+            .source
+            .error_at("external", 1, "mta: kind: external is not implemented in this version"));
     }
     if s.file.mta.spool != crate::scenario::SpoolKind::Local {
-        return Err(s.source.error_at("nats", 1, "mta: spool: nats is not implemented in this version"));
+        return Err(s
+            .source
+            .error_at("nats", 1, "mta: spool: nats is not implemented in this version"));
     }
     Ok(())
-}
-
-/// A running node process.
-struct Node {
-    name: String,
-    region: String,
-    dir: PathBuf,
-    addr: SocketAddr,
-    child: Child,
 }
 
 /// Runs a validated scenario end to end.
@@ -93,11 +86,19 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let started = chrono::Utc::now();
     let stamp = started.format("%Y%m%dT%H%M%S").to_string();
     let run_id = format!("{}-{stamp}", f.name);
-    let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
     std::fs::create_dir_all(dir.join("nodes")).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("scenario.yaml"), s.to_yaml()).context("cannot write scenario.yaml")?;
     let log = Log { quiet: opts.quiet };
-    log.line(&format!("mailsurge run `{}` seed {} → {}", f.name, f.seed, dir.display()));
+    log.line(&format!(
+        "mailsurge run `{}` seed {} → {}",
+        f.name,
+        f.seed,
+        dir.display()
+    ));
 
     // Harness-side events (generator outcomes and inbox receipts) go to one writer.
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Event>();
@@ -111,7 +112,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
     for (i, p) in s.providers.iter().enumerate() {
         let want = p.spec.listen.unwrap_or_else(|| {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(INBOX_NET[0], INBOX_NET[1], INBOX_NET[2], (i + 1) as u8)), 0)
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(INBOX_NET[0], INBOX_NET[1], INBOX_NET[2], (i + 1) as u8)),
+                0,
+            )
         });
         let listener = TcpListener::bind(want)
             .await
@@ -131,7 +135,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
             };
             smtp::serve(listener, policy, limits, Arc::new(ServerStats::default()), shutdown).await
         }));
-        log.line(&format!("inbox {:<10} {addr}  {}", p.spec.name, p.spec.domains.join(", ")));
+        log.line(&format!(
+            "inbox {:<10} {addr}  {}",
+            p.spec.name,
+            p.spec.domains.join(", ")
+        ));
     }
 
     // MTA nodes, one child process each.
@@ -143,7 +151,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
             let node = start_node(s, &dir, &r.name, &format!("{}-{n}", r.name), k, &routes)
                 .await
                 .with_context(|| format!("cannot start node {}-{n}", r.name))?;
-            log.line(&format!("node  {:<10} {}  region {}", node.name, node.addr, node.region));
+            log.line(&format!(
+                "node  {:<10} {}  region {}",
+                node.name, node.addr, node.region
+            ));
             nodes.push(node);
         }
     }
@@ -180,7 +191,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
 
     // Traffic window, then drain until every accepted message is terminal or time is up.
     let mut tail = Tail::new(nodes.iter().map(|n| n.dir.join("events.jsonl")).collect());
-    let progress_every = if opts.quiet || !std::io::stderr().is_terminal() { 5.0 } else { 1.0 };
+    let progress_every = if opts.quiet || !std::io::stderr().is_terminal() {
+        5.0
+    } else {
+        1.0
+    };
     let mut last_progress = Instant::now();
     let mut gen_done = false;
     let mut crashed: Vec<String> = Vec::new();
@@ -227,12 +242,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         }
     }
     log.finish_progress();
-    if !gen.is_finished() {
-        // Hard stop reached: the generator stops on its own at hard_stop.
-        let _ = gen.await;
-    } else {
-        let _ = gen.await;
-    }
+    // After a hard stop the generator ends by itself at `hard_stop`; either way wait for it.
+    let _ = gen.await;
 
     // Stop nodes first (their last deliveries land in the inboxes), then the inboxes.
     let mut alive = BTreeMap::new();
@@ -248,7 +259,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     writer.await.context("event writer failed")??;
 
     // Gather raw data from the run directory and measure.
-    let mut all = events::read_file(&harness_events).context("cannot read harness events")?.0;
+    let mut all = events::read_file(&harness_events)
+        .context("cannot read harness events")?
+        .0;
     let mut spooled = Vec::new();
     for n in &nodes {
         let (mut evs, torn) = events::read_file(&n.dir.join("events.jsonl")).unwrap_or_default();
@@ -270,7 +283,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let providers: BTreeMap<String, String> = s
         .providers
         .iter()
-        .flat_map(|p| p.spec.domains.iter().map(|d| (d.to_ascii_lowercase(), p.spec.name.clone())))
+        .flat_map(|p| {
+            p.spec
+                .domains
+                .iter()
+                .map(|d| (d.to_ascii_lowercase(), p.spec.name.clone()))
+        })
         .collect();
     for e in &mut all {
         if e.provider.is_none() {
@@ -301,167 +319,17 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     };
     let summary = report::write_all(&dir, &info, &analysis, &[])?;
     if !crashed.is_empty() {
-        bail!("node(s) {} exited unexpectedly; report written to {}", crashed.join(", "), dir.display());
+        bail!(
+            "node(s) {} exited unexpectedly; report written to {}",
+            crashed.join(", "),
+            dir.display()
+        );
     }
     Ok(Outcome { dir, summary })
 }
 
 fn measure_domain(rcpt: &str) -> String {
     measure::accounting::domain_of(rcpt).to_ascii_lowercase()
-}
-
-/// Writes one node's config and starts it; waits for its READY line.
-async fn start_node(
-    s: &Scenario,
-    run_dir: &Path,
-    region: &str,
-    name: &str,
-    k: u8,
-    routes: &BTreeMap<String, Vec<SocketAddr>>,
-) -> anyhow::Result<Node> {
-    let dir = run_dir.join("nodes").join(name);
-    std::fs::create_dir_all(&dir)?;
-    let responses = match &s.responses_source.dir {
-        // Shipped table: nodes embed the same file.
-        None => s.file.mta.responses.clone(),
-        Some(_) => std::fs::canonicalize(&s.responses_source.name)
-            .with_context(|| format!("cannot resolve {}", s.responses_source.name))?
-            .display()
-            .to_string(),
-    };
-    let cfg = NodeConfig {
-        node: name.to_string(),
-        region: region.to_string(),
-        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(NODE_NET[0], NODE_NET[1], NODE_NET[2], k)), 0),
-        relay_networks: vec!["127.0.0.0/8".parse()?],
-        spool: SpoolConfig::Local { dir: "spool".into() },
-        routes: routes.clone(),
-        egress_pools: s.file.mta.egress_pools.clone(),
-        default_pool: None,
-        retry: s.file.mta.retry.clone(),
-        responses,
-        events: "events.jsonl".into(),
-        limits: NodeLimits::default(),
-        seed: s.file.seed.wrapping_add(u64::from(k)),
-    };
-    let cfg_path = dir.join("node.yaml");
-    std::fs::write(&cfg_path, serde_norway::to_string(&cfg)?)?;
-    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
-    let exe = std::env::current_exe().context("cannot find the mailsurge binary")?;
-    let mut child = Command::new(exe)
-        .arg("mta")
-        .arg("--config")
-        .arg(&cfg_path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot spawn node process")?;
-    let stdout = child.stdout.take().context("node stdout missing")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(NODE_START_TIMEOUT, lines.next_line())
-        .await
-        .context("node did not report READY in time")??
-        .with_context(|| format!("node exited before READY; see {}", dir.join("stderr.log").display()))?;
-    let addr: SocketAddr = ready
-        .strip_prefix(crate::mta::READY_PREFIX)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("unexpected node output `{ready}`"))?;
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Node {
-        name: name.to_string(),
-        region: region.to_string(),
-        dir,
-        addr,
-        child,
-    })
-}
-
-/// SIGTERM, wait, SIGKILL if needed. Returns whether it exited cleanly.
-async fn stop_node(n: &mut Node) -> bool {
-    if let Ok(Some(_)) = n.child.try_wait() {
-        return false;
-    }
-    if let Some(pid) = n.child.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-    }
-    match tokio::time::timeout(NODE_STOP_TIMEOUT, n.child.wait()).await {
-        Ok(Ok(st)) => st.success(),
-        _ => {
-            let _ = n.child.kill().await;
-            false
-        }
-    }
-}
-
-/// Live figures for the progress line and the drain check.
-#[derive(Default)]
-struct LiveStats {
-    inner: Mutex<LiveInner>,
-}
-
-#[derive(Default)]
-struct LiveInner {
-    delivered: HashSet<(String, String)>,
-    dist: measure::Dist,
-}
-
-impl LiveStats {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn delivered_keys(&self) -> u64 {
-        self.lock().delivered.len() as u64
-    }
-    fn p50_text(&self) -> String {
-        self.lock().dist.quantile_ms(0.5).map_or("-".into(), |v| format!("{v:.0}ms"))
-    }
-    fn slo_text(&self, slo_ms: f64) -> String {
-        self.lock().dist.share_within(slo_ms).map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
-    }
-}
-
-/// Turns inbox receipts into `received` events (one per recipient).
-async fn receipts_to_events(mut rx: mpsc::UnboundedReceiver<Receipt>, tx: mpsc::UnboundedSender<Event>) {
-    while let Some(r) = rx.recv().await {
-        let Some(id) = r.key().map(str::to_string) else { continue };
-        for rcpt in &r.rcpt {
-            let mut e = Event::new(r.t_ns, id.clone(), Kind::Received);
-            e.provider = Some(r.provider.clone());
-            e.rcpt = Some(rcpt.clone());
-            e.intended = r.intended_ns;
-            e.submitted = r.submitted_ns;
-            e.source_ip = Some(r.source_ip.clone());
-            if tx.send(e).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Writes harness events to a file and keeps live stats.
-async fn write_events(mut rx: mpsc::UnboundedReceiver<Event>, path: PathBuf, live: Arc<LiveStats>) -> anyhow::Result<()> {
-    let f = tokio::fs::File::create(&path).await.with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = tokio::io::BufWriter::with_capacity(256 * 1024, f);
-    let mut line = Vec::with_capacity(512);
-    while let Some(e) = rx.recv().await {
-        if e.event == Kind::Received {
-            let mut l = live.lock();
-            let key = (e.id.clone(), e.rcpt.clone().unwrap_or_default());
-            if l.delivered.insert(key) {
-                let us = e.intended.map(|i| e.t.saturating_sub(i) / 1000);
-                l.dist.record(us);
-            }
-        }
-        line.clear();
-        events::write_line(&mut line, &e)?;
-        w.write_all(&line).await?;
-    }
-    w.flush().await?;
-    Ok(())
 }
 
 fn write_merged(path: &Path, all: &[Event]) -> anyhow::Result<()> {
@@ -472,72 +340,4 @@ fn write_merged(path: &Path, all: &[Event]) -> anyhow::Result<()> {
     }
     std::io::Write::flush(&mut w)?;
     Ok(())
-}
-
-/// Follows node event files as they grow, counting terminal MTA events for the drain check.
-struct Tail {
-    files: Vec<(PathBuf, u64, Vec<u8>)>,
-    terminal: HashSet<(String, String)>,
-    bounced: u64,
-}
-
-impl Tail {
-    fn new(paths: Vec<PathBuf>) -> Tail {
-        Tail {
-            files: paths.into_iter().map(|p| (p, 0, Vec::new())).collect(),
-            terminal: HashSet::new(),
-            bounced: 0,
-        }
-    }
-
-    fn poll(&mut self) {
-        use std::io::{Read, Seek, SeekFrom};
-        for (path, offset, partial) in &mut self.files {
-            let Ok(mut f) = std::fs::File::open(&*path) else { continue };
-            if f.seek(SeekFrom::Start(*offset)).is_err() {
-                continue;
-            }
-            let mut buf = Vec::new();
-            let Ok(n) = f.read_to_end(&mut buf) else { continue };
-            *offset += n as u64;
-            partial.extend_from_slice(&buf);
-            let Some(last_nl) = partial.iter().rposition(|&b| b == b'\n') else { continue };
-            let complete: Vec<u8> = partial.drain(..=last_nl).collect();
-            for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(e) = serde_json::from_slice::<Event>(line) else { continue };
-                if matches!(e.event, Kind::Bounced | Kind::Expired | Kind::Dropped) {
-                    if e.event == Kind::Bounced {
-                        self.bounced += 1;
-                    }
-                    self.terminal.insert((e.id, e.rcpt.unwrap_or_default()));
-                }
-            }
-        }
-    }
-}
-
-/// Human output: progress lines on stderr (rewritten in place on a TTY).
-struct Log {
-    quiet: bool,
-}
-
-impl Log {
-    fn tty(&self) -> bool {
-        !self.quiet && std::io::stderr().is_terminal()
-    }
-    fn line(&self, s: &str) {
-        eprintln!("{s}");
-    }
-    fn progress(&self, s: &str) {
-        if self.tty() {
-            eprint!("\r\x1b[2K{s}");
-        } else {
-            eprintln!("{s}");
-        }
-    }
-    fn finish_progress(&self) {
-        if self.tty() {
-            eprintln!();
-        }
-    }
 }

@@ -1,0 +1,121 @@
+//! Reference-MTA nodes as child processes of this binary: write each node's config, start it,
+//! wait for its READY line, and stop it (SIGTERM, then SIGKILL) — so a later chaos step can
+//! SIGKILL one like a machine failing.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::mta::config::{NodeConfig, NodeLimits, SpoolConfig};
+use crate::scenario::Scenario;
+
+/// How long a node may take to print its READY line.
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a node may take to exit after SIGTERM before it is SIGKILLed.
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Node ingress addresses are 127.0.3.<n>.
+const NODE_NET: [u8; 3] = [127, 0, 3];
+
+/// A running node process.
+pub struct Node {
+    pub name: String,
+    pub region: String,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+/// Writes one node's config and starts it; waits for its READY line.
+pub async fn start_node(
+    s: &Scenario,
+    run_dir: &Path,
+    region: &str,
+    name: &str,
+    k: u8,
+    routes: &BTreeMap<String, Vec<SocketAddr>>,
+) -> anyhow::Result<Node> {
+    let dir = run_dir.join("nodes").join(name);
+    std::fs::create_dir_all(&dir)?;
+    let responses = match &s.responses_source.dir {
+        // Shipped table: nodes embed the same file.
+        None => s.file.mta.responses.clone(),
+        Some(_) => std::fs::canonicalize(&s.responses_source.name)
+            .with_context(|| format!("cannot resolve {}", s.responses_source.name))?
+            .display()
+            .to_string(),
+    };
+    let cfg = NodeConfig {
+        node: name.to_string(),
+        region: region.to_string(),
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(NODE_NET[0], NODE_NET[1], NODE_NET[2], k)), 0),
+        relay_networks: vec!["127.0.0.0/8".parse()?],
+        spool: SpoolConfig::Local { dir: "spool".into() },
+        routes: routes.clone(),
+        egress_pools: s.file.mta.egress_pools.clone(),
+        default_pool: None,
+        retry: s.file.mta.retry.clone(),
+        responses,
+        events: "events.jsonl".into(),
+        limits: NodeLimits::default(),
+        seed: s.file.seed.wrapping_add(u64::from(k)),
+    };
+    let cfg_path = dir.join("node.yaml");
+    std::fs::write(&cfg_path, serde_norway::to_string(&cfg)?)?;
+    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let exe = std::env::current_exe().context("cannot find the mailsurge binary")?;
+    let mut child = Command::new(exe)
+        .arg("mta")
+        .arg("--config")
+        .arg(&cfg_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot spawn node process")?;
+    let stdout = child.stdout.take().context("node stdout missing")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(NODE_START_TIMEOUT, lines.next_line())
+        .await
+        .context("node did not report READY in time")??
+        .with_context(|| format!("node exited before READY; see {}", dir.join("stderr.log").display()))?;
+    let addr: SocketAddr = ready
+        .strip_prefix(crate::mta::READY_PREFIX)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("unexpected node output `{ready}`"))?;
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Node {
+        name: name.to_string(),
+        region: region.to_string(),
+        dir,
+        addr,
+        child,
+    })
+}
+
+/// SIGTERM, wait, SIGKILL if needed. Returns whether it exited cleanly.
+pub async fn stop_node(n: &mut Node) -> bool {
+    if let Ok(Some(_)) = n.child.try_wait() {
+        return false;
+    }
+    if let Some(pid) = n.child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    match tokio::time::timeout(NODE_STOP_TIMEOUT, n.child.wait()).await {
+        Ok(Ok(st)) => st.success(),
+        _ => {
+            let _ = n.child.kill().await;
+            false
+        }
+    }
+}
