@@ -130,7 +130,7 @@ impl Policy for Inbox {
             &env.rcpts,
             Reply::new(250, Some("2.0.0"), "Ok: queued"),
         );
-        if d.reply.is_positive() {
+        if d.reply.is_success() {
             let r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body);
             // The receiver only goes away at shutdown, when losing a late receipt is moot.
             let _ = self.receipts.send(r);

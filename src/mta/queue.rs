@@ -279,9 +279,9 @@ impl Queues {
         let mut retry: Vec<String> = Vec::new();
         let mut retry_verdict: Option<Verdict> = None;
         for (i, rcpt) in job.rcpts.iter().enumerate() {
-            let reply = if !out.mail.is_positive() {
+            let reply = if !out.mail.is_success() {
                 &out.mail
-            } else if let Some(r) = out.rcpts.get(i).filter(|r| !r.is_positive()) {
+            } else if let Some(r) = out.rcpts.get(i).filter(|r| !r.is_success()) {
                 r
             } else {
                 out.final_reply()

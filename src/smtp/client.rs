@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::smtp::codec::encode_data;
-use crate::smtp::reply::Reply;
+use crate::smtp::reply::{enhanced_code_of_line, Reply};
 
 /// Spare room ensured before each socket read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -121,7 +121,11 @@ impl SendOutcome {
 pub struct Client {
     stream: TcpStream,
     rbuf: Vec<u8>,
+    /// Parse position in `rbuf`.
     rstart: usize,
+    /// Where the reply being parsed starts in `rbuf`; kept until it completes (at most
+    /// smtp-proto's 4 KiB reply limit) so its raw first line can be re-read.
+    reply_start: usize,
     wbuf: Vec<u8>,
     receiver: ResponseReceiver,
     command_timeout: Duration,
@@ -146,6 +150,9 @@ impl Client {
         }
         .map_err(connect_err)?;
         if let Some(ip) = cfg.source_ip {
+            // Lets the kernel hand out local ports still in TIME_WAIT from earlier runs, which
+            // a generator churning connections from one source address quickly needs.
+            socket.set_reuseaddr(true).map_err(connect_err)?;
             socket.bind(SocketAddr::new(ip, 0)).map_err(connect_err)?;
         }
         let stream = tokio::time::timeout(cfg.connect_timeout, socket.connect(addr))
@@ -166,6 +173,7 @@ impl Client {
             stream,
             rbuf: Vec::with_capacity(READ_CHUNK),
             rstart: 0,
+            reply_start: 0,
             wbuf: Vec::with_capacity(COMMAND_RESERVE),
             receiver: ResponseReceiver::default(),
             command_timeout: cfg.command_timeout,
@@ -430,21 +438,38 @@ impl Client {
             match parsed {
                 Ok(resp) => {
                     self.receiver.reset();
-                    return Ok(Reply::from(resp));
+                    // smtp-proto stores enhanced-code parts in a u8 and saturates at 255
+                    // ("5.7.708" comes back as 5.7.255); re-read such codes from the wire.
+                    let saturated = resp.esc.contains(&u8::MAX);
+                    let mut reply = Reply::from(resp);
+                    if saturated {
+                        let raw = &self.rbuf[self.reply_start..self.rstart];
+                        if let Some(code) = enhanced_code_of_line(raw) {
+                            reply.enhanced = Some(code);
+                        }
+                    }
+                    self.reply_start = self.rstart;
+                    return Ok(reply);
                 }
                 // The receiver keeps its partial state; everything given was consumed.
                 Err(smtp_proto::Error::NeedsMoreData { .. }) => {}
                 Err(e) => {
                     self.receiver.reset();
+                    self.reply_start = self.rstart;
                     return Err(self.fail(ClientError::Protocol {
                         phase,
                         detail: format!("unparsable reply: {e}"),
                     }));
                 }
             }
-            if self.rstart == self.rbuf.len() {
+            if self.reply_start == self.rbuf.len() {
                 self.rbuf.clear();
                 self.rstart = 0;
+                self.reply_start = 0;
+            } else if self.reply_start > 0 {
+                self.rbuf.drain(..self.reply_start);
+                self.rstart -= self.reply_start;
+                self.reply_start = 0;
             }
             self.rbuf.reserve(READ_CHUNK);
             match tokio::time::timeout(t, self.stream.read_buf(&mut self.rbuf)).await {

@@ -11,6 +11,9 @@
 
 use crate::smtp::reply::Reply;
 
+/// Body buffer reserved when the client declared no SIZE: enough for a typical test message
+/// without regrowing, small enough not to matter if the policy keeps the body.
+const INITIAL_BODY_CAPACITY: usize = 4 * 1024;
 /// Longest parameter name echoed back in a 555 reply; garbage is not worth reflecting in full.
 const MAX_ECHOED_PARAM: usize = 64;
 
@@ -75,7 +78,7 @@ fn load_lanes(chunk: &[u8]) -> u64 {
 /// Index of the lowest flagged lane of a [`zero_lanes`] mask.
 #[inline]
 fn first_lane(mask: u64) -> usize {
-    (mask.trailing_zeros() / 8) as usize
+    (mask.trailing_zeros() / u8::BITS) as usize
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,6 +133,7 @@ impl LineFramer {
         if buf.len() < self.max_line {
             return Frame::NeedMore(0);
         }
+        // Here buf.len() >= max_line, so the slice is in bounds.
         match find_byte(&buf[self.max_line..], b'\n') {
             Some(j) => Frame::TooLong(self.max_line + j + 1),
             None => {
@@ -377,9 +381,8 @@ impl DataDecoder {
     /// body buffer, capped by the limit so a lying client cannot make us reserve memory.
     pub fn start(&mut self, size_hint: Option<usize>) {
         *self = DataDecoder::new(self.max_size, self.max_line);
-        if let Some(hint) = size_hint {
-            self.body.reserve(hint.min(self.max_size));
-        }
+        let expected = size_hint.unwrap_or(INITIAL_BODY_CAPACITY);
+        self.body.reserve(expected.min(self.max_size));
     }
 
     /// Bytes of body seen so far (unstuffed), including any not stored because of the limit.
@@ -480,7 +483,8 @@ impl DataDecoder {
             Ok(())
         };
         let body = std::mem::take(&mut self.body);
-        self.start(None);
+        // Reset without reserving: `start` sizes the buffer for the next message.
+        *self = DataDecoder::new(self.max_size, self.max_line);
         verdict.map(|()| body)
     }
 

@@ -10,6 +10,8 @@ use std::fmt;
 /// Lowest and highest reply codes accepted from configuration (RFC 5321 §4.2: first digit 2-5).
 const MIN_CODE: u16 = 200;
 const MAX_CODE: u16 = 599;
+/// Code, separator and CRLF around each wire line's text.
+const WIRE_LINE_OVERHEAD: usize = b"250-\r\n".len();
 /// RFC 3463 enhanced status codes allow at most three digits for subject and detail.
 const MAX_ENHANCED_PART_DIGITS: usize = 3;
 
@@ -60,6 +62,7 @@ impl Reply {
         if !(MIN_CODE..=MAX_CODE).contains(&code) {
             return Err(format!("reply code {code} is out of range: SMTP codes are 2xx to 5xx"));
         }
+        // The first three bytes were just checked to be ASCII digits: index 3 is a boundary.
         let rest = &first[3..];
         let rest = match rest.strip_prefix(' ') {
             Some(r) => r.trim_start(),
@@ -112,7 +115,7 @@ impl Reply {
     }
 
     fn wire_len_hint(&self) -> usize {
-        let per_line = 6 + self.enhanced.as_ref().map_or(0, |e| e.len() + 1);
+        let per_line = WIRE_LINE_OVERHEAD + self.enhanced.as_ref().map_or(0, |e| e.len() + 1);
         self.lines.iter().map(|l| l.len() + per_line).sum()
     }
 
@@ -177,6 +180,25 @@ fn split_enhanced(code: u16, rest: &str) -> Result<(Option<&str>, &str), String>
         ));
     }
     Ok((Some(word), text))
+}
+
+/// The enhanced status code at the start of a raw reply line (`"550 5.7.708 text"` →
+/// `"5.7.708"`), if it has one; used where smtp-proto's parsed value cannot represent it.
+pub(crate) fn enhanced_code_of_line(raw: &[u8]) -> Option<String> {
+    // Skip the code and separator; the token ends at a space or the line end.
+    let rest = raw.get(b"250 ".len()..)?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(rest.len());
+    let word = std::str::from_utf8(&rest[..end]).ok()?;
+    let parts: Vec<&str> = word.split('.').collect();
+    let well_formed = parts.len() == 3
+        && parts[0].len() == 1
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= MAX_ENHANCED_PART_DIGITS && p.bytes().all(|b| b.is_ascii_digit()));
+    well_formed.then(|| word.to_owned())
 }
 
 fn is_forbidden(b: u8) -> bool {
@@ -288,6 +310,18 @@ mod tests {
             lines: vec!["a\r\n250 forged".into()],
         };
         assert_eq!(r.to_wire(), b"250 a250 forged\r\n".to_vec());
+    }
+
+    #[test]
+    fn enhanced_code_from_a_raw_line() {
+        assert_eq!(
+            enhanced_code_of_line(b"550 5.7.708 Access denied\r\n").as_deref(),
+            Some("5.7.708")
+        );
+        assert_eq!(enhanced_code_of_line(b"550-5.7.708\r\n").as_deref(), Some("5.7.708"));
+        assert_eq!(enhanced_code_of_line(b"550 denied\r\n"), None);
+        assert_eq!(enhanced_code_of_line(b"550 5.7.7081 x\r\n"), None);
+        assert_eq!(enhanced_code_of_line(b"55"), None);
     }
 
     #[test]

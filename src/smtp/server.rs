@@ -36,7 +36,8 @@ const TRANSIENT_ACCEPT_ERRNOS: [i32; 4] = [
     24,  // EMFILE
     105, // ENOBUFS
 ];
-/// Text after the hostname in the default greeting.
+/// Text of the default greeting; the server adds its hostname in front (see
+/// [`Policy::connect`]).
 pub const DEFAULT_BANNER_TEXT: &str = "ESMTP mailsurge";
 
 /// What a policy knows about the connection when asked for a decision.
@@ -102,9 +103,10 @@ impl Decision {
 /// Decides every reply of a session. Implemented by the reference MTA (spool and relay) and
 /// by the mock inboxes (rule tables); the protocol mechanics stay in the server.
 pub trait Policy: Send + Sync + 'static {
-    /// Greeting. A 2xx greeting gets the server's hostname put in front of its text unless the
-    /// text already starts with it (RFC 5321 §4.3.1 wants the domain first; the policy does
-    /// not know [`Limits::hostname`]), so the default reads `220 <hostname> ESMTP mailsurge`.
+    /// Greeting, sent as returned. The default reads `220 <hostname> ESMTP mailsurge`: the
+    /// server puts [`Limits::hostname`] in front of a 2xx greeting whose whole text is
+    /// [`DEFAULT_BANNER_TEXT`], since RFC 5321 §4.3.1 wants the domain first and a policy does
+    /// not know the hostname; a policy writing its own greeting should start it with its name.
     /// A 421/554 with `close` rejects at connect; a non-2xx greeting without `close` leaves a
     /// session that answers 503 to everything but QUIT (RFC 5321 §3.1).
     fn connect(&self, _s: &SessionInfo) -> impl Future<Output = Decision> + Send {
@@ -142,8 +144,9 @@ pub trait Policy: Send + Sync + 'static {
     /// fsyncs here before answering 250. Whatever the reply, the transaction is over.
     fn message(&self, s: &SessionInfo, env: &Envelope, body: Vec<u8>) -> impl Future<Output = Decision> + Send;
 
-    /// Called once when a session ends, however it ends (not for connections refused over
-    /// the limit, which never become sessions).
+    /// Called once when a session ends, however it ends, except for sessions aborted because
+    /// the shutdown grace period ran out. Not called for connections refused over the limit,
+    /// which never become sessions.
     fn disconnected(&self, _s: &SessionInfo) {}
 }
 
@@ -252,7 +255,8 @@ pub(crate) struct Shared<P> {
 
 impl<P> Shared<P> {
     fn new(policy: Arc<P>, limits: Limits, stats: Arc<ServerStats>) -> Self {
-        let h = &limits.hostname;
+        // A control character in a configured hostname must not break the reply framing.
+        let h: String = limits.hostname.chars().filter(|c| !c.is_control()).collect();
         let ehlo_reply = format!(
             "250-{h}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
             limits.max_message_size
@@ -284,7 +288,10 @@ pub async fn serve<P: Policy>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared::new(policy, limits, stats));
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+    // Semaphore::new panics above MAX_PERMITS; "unlimited" configs get the maximum.
+    let permits = Arc::new(Semaphore::new(
+        shared.limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     // Capacity 1 is enough: the only message ever sent is "shut down".
     let (notify, _) = broadcast::channel::<()>(1);
     let mut tasks = JoinSet::new();

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
 use crate::smtp::reply::Reply;
-use crate::smtp::server::{Decision, Envelope, Policy, ServerStats, SessionInfo, Shared};
+use crate::smtp::server::{Decision, Envelope, Policy, ServerStats, SessionInfo, Shared, DEFAULT_BANNER_TEXT};
 
 /// Spare room ensured before each socket read; one read typically takes a whole pipelined
 /// command group or a good slice of a message.
@@ -27,6 +27,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes drained while lingering; a client still streaming is not worth waiting for.
 const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// Stack buffer for draining while lingering.
+const LINGER_READ_CHUNK: usize = 4096;
 
 const OK: &[u8] = b"250 2.0.0 Ok\r\n";
 const BYE: &[u8] = b"221 2.0.0 Bye\r\n";
@@ -44,7 +46,7 @@ pub(crate) async fn run<P: Policy>(
     let stats = Arc::clone(&shared.stats);
     ServerStats::bump(&stats.connections_total);
     stats.connections_active.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveGuard(&stats);
+    let active = ActiveGuard(&stats);
 
     if let Err(e) = stream.set_nodelay(true) {
         tracing::trace!(conn_id, %peer, "set_nodelay failed: {e}");
@@ -75,6 +77,7 @@ pub(crate) async fn run<P: Policy>(
         env: None,
         refused_at_connect: false,
         errors: 0,
+        mail_refused: false,
         framer: LineFramer::new(limits.max_command_line),
         decoder: DataDecoder::new(limits.max_message_size, limits.max_data_line),
         shutdown: Shutdown {
@@ -84,7 +87,6 @@ pub(crate) async fn run<P: Policy>(
         shared: Arc::clone(&shared),
     };
     let end = session.run().await;
-    shared.policy.disconnected(&session.info);
     match end {
         Ok(Flow::Close) => {
             if let Err(e) = session.conn.flush().await {
@@ -95,6 +97,9 @@ pub(crate) async fn run<P: Policy>(
         Ok(_) => tracing::trace!(conn_id, %peer, "client disconnected"),
         Err(e) => tracing::trace!(conn_id, %peer, "session ended by I/O error: {e}"),
     }
+    // Gauge first, hook second, so a hook reading the stats sees this session gone.
+    drop(active);
+    shared.policy.disconnected(&session.info);
 }
 
 /// Keeps `connections_active` right even if the task is aborted at shutdown.
@@ -110,7 +115,7 @@ impl Drop for ActiveGuard<'_> {
 pub(crate) async fn linger_close(stream: &mut TcpStream) {
     let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
+        let mut sink = [0u8; LINGER_READ_CHUNK];
         let mut drained = 0;
         while drained < LINGER_MAX_BYTES {
             match stream.read(&mut sink).await? {
@@ -219,7 +224,12 @@ struct Session<P> {
     env: Option<Envelope>,
     /// The greeting was negative without close: only QUIT is served.
     refused_at_connect: bool,
+    /// Protocol errors since the last accepted message (Postfix's hard error count, which
+    /// also forgives a client that delivers mail).
     errors: usize,
+    /// The policy refused the last MAIL: the 503s that a pipelining client then gets for its
+    /// RCPTs and DATA are the expected consequence (RFC 2920), not client errors.
+    mail_refused: bool,
     framer: LineFramer,
     decoder: DataDecoder,
     shutdown: Shutdown,
@@ -304,6 +314,7 @@ impl<P: Policy> Session<P> {
             Command::Data => self.data().await,
             Command::Rset => {
                 self.env = None;
+                self.mail_refused = false;
                 out.extend_from_slice(OK);
                 Ok(Flow::Continue)
             }
@@ -335,6 +346,7 @@ impl<P: Policy> Session<P> {
         if d.reply.is_success() {
             // EHLO/HELO resets any transaction in progress (RFC 5321 §4.1.4).
             self.env = None;
+            self.mail_refused = false;
             self.info.helo = Some(host);
             let canned = if extended {
                 &self.shared.ehlo_reply
@@ -356,11 +368,13 @@ impl<P: Policy> Session<P> {
             return Ok(self.bad_sequence("Error: nested MAIL command"));
         }
         if size.is_some_and(|s| s > self.shared.limits.max_message_size) {
+            self.mail_refused = true;
             ServerStats::bump(&self.shared.stats.oversize);
             DataReject::TooBig.reply().write_wire(&mut self.conn.outbuf);
             return Ok(Flow::Continue);
         }
         let d = self.shared.policy.mail(&self.info, &from, size).await;
+        self.mail_refused = !d.reply.is_success();
         if d.reply.is_success() {
             self.env = Some(Envelope {
                 from,
@@ -373,7 +387,7 @@ impl<P: Policy> Session<P> {
 
     async fn rcpt(&mut self, to: String) -> io::Result<Flow> {
         let Some(env) = &self.env else {
-            return Ok(self.bad_sequence("Error: need MAIL command"));
+            return Ok(self.need_mail());
         };
         if env.rcpts.len() >= self.shared.limits.max_recipients {
             Reply::new(452, Some("4.5.3"), "Error: too many recipients").write_wire(&mut self.conn.outbuf);
@@ -390,7 +404,7 @@ impl<P: Policy> Session<P> {
 
     async fn data(&mut self) -> io::Result<Flow> {
         let Some(env) = &self.env else {
-            return Ok(self.bad_sequence("Error: need MAIL command"));
+            return Ok(self.need_mail());
         };
         if env.rcpts.is_empty() {
             // Not the client's fault when pipelined RCPTs were all refused: no error count.
@@ -441,6 +455,9 @@ impl<P: Policy> Session<P> {
                 Decision::reply(reject.reply())
             }
         };
+        if d.reply.is_success() {
+            self.errors = 0;
+        }
         self.info.transactions = self.info.transactions.saturating_add(1);
         ServerStats::bump(&stats.transactions);
         self.apply(d).await
@@ -460,6 +477,16 @@ impl<P: Policy> Session<P> {
             tokio::time::sleep(delay).await;
         }
         Ok(())
+    }
+
+    /// 503 for RCPT/DATA outside a transaction; not counted after a refused MAIL.
+    fn need_mail(&mut self) -> Flow {
+        const TEXT: &str = "Error: need MAIL command";
+        if self.mail_refused {
+            Reply::new(503, Some("5.5.1"), TEXT).write_wire(&mut self.conn.outbuf);
+            return Flow::Continue;
+        }
+        self.bad_sequence(TEXT)
     }
 
     fn bad_sequence(&mut self, text: &str) -> Flow {
@@ -484,20 +511,11 @@ impl<P: Policy> Session<P> {
     }
 }
 
-/// Puts the hostname first in a 2xx greeting unless it is already there (see
-/// [`Policy::connect`]).
+/// Puts the hostname in front of the default greeting text (see [`Policy::connect`]); any
+/// other greeting is the policy's to word and is sent as is.
 pub(crate) fn prefix_hostname(mut reply: Reply, hostname: &str) -> Reply {
-    if !reply.is_success() {
-        return reply;
-    }
-    if let Some(first) = reply.lines.first_mut() {
-        if first.split(' ').next() != Some(hostname) {
-            *first = if first.is_empty() {
-                hostname.to_owned()
-            } else {
-                format!("{hostname} {first}")
-            };
-        }
+    if reply.is_success() && reply.lines.len() == 1 && reply.lines[0] == DEFAULT_BANNER_TEXT {
+        reply.lines[0] = format!("{hostname} {DEFAULT_BANNER_TEXT}");
     }
     reply
 }

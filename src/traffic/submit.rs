@@ -192,37 +192,34 @@ async fn worker(
             }
         }
         let t = &targets[target];
-        match outcome {
-            Some((out, submitted_ns)) if out.accepted() => {
-                for rcpt in &d.rcpts {
-                    let mut e = Event::new(submitted_ns, id.clone(), Kind::Submitted);
-                    e.rcpt = Some(rcpt.clone());
-                    e.node = Some(t.node.clone());
-                    e.region = Some(t.region.clone());
+        for (i, rcpt) in d.rcpts.iter().enumerate() {
+            // A recipient counts as submitted only if its RCPT and the final reply were 2xx.
+            let refusal = match &outcome {
+                Some((out, _)) if out.accepted() => out.rcpts.get(i).filter(|r| !r.is_success()).cloned(),
+                Some((out, _)) => Some(out.final_reply().clone()),
+                None => None,
+            };
+            let mut e = match (&outcome, refusal) {
+                (Some((out, submitted_ns)), None) => {
+                    let mut e = Event::new(*submitted_ns, id.clone(), Kind::Submitted);
                     e.code = Some(out.final_reply().code);
-                    e.intended = Some(d.intended_ns);
-                    e.submitted = Some(submitted_ns);
-                    let _ = events.send(e);
+                    e.submitted = Some(*submitted_ns);
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    e
                 }
-                counters.accepted.fetch_add(d.rcpts.len() as u64, Ordering::Relaxed);
-            }
-            other => {
-                let (code, text) = match &other {
-                    Some((out, _)) => (Some(out.final_reply().code), out.final_reply().to_string()),
-                    None => (None, format!("submission failed: {last_err}")),
-                };
-                for rcpt in &d.rcpts {
+                (_, refusal) => {
                     let mut e = Event::new(now_ns(), id.clone(), Kind::Rejected);
-                    e.rcpt = Some(rcpt.clone());
-                    e.node = Some(t.node.clone());
-                    e.region = Some(t.region.clone());
-                    e.code = code;
-                    e.text = Some(text.clone());
-                    e.intended = Some(d.intended_ns);
-                    let _ = events.send(e);
+                    e.code = refusal.as_ref().map(|r| r.code);
+                    e.text = Some(refusal.map_or_else(|| format!("submission failed: {last_err}"), |r| r.to_string()));
+                    counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    e
                 }
-                counters.rejected.fetch_add(d.rcpts.len() as u64, Ordering::Relaxed);
-            }
+            };
+            e.rcpt = Some(rcpt.clone());
+            e.node = Some(t.node.clone());
+            e.region = Some(t.region.clone());
+            e.intended = Some(d.intended_ns);
+            let _ = events.send(e);
         }
     }
     if let Some(c) = client {

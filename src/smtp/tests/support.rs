@@ -54,9 +54,9 @@ impl TestPolicy {
 impl Policy for TestPolicy {
     async fn connect(&self, s: &SessionInfo) -> Decision {
         self.peers.lock().unwrap().push(s.peer.ip());
-        self.connect.clone().unwrap_or_else(|| {
-            Decision::reply(Reply::new(220, None, crate::smtp::server::DEFAULT_BANNER_TEXT))
-        })
+        self.connect
+            .clone()
+            .unwrap_or_else(|| Decision::reply(Reply::new(220, None, crate::smtp::server::DEFAULT_BANNER_TEXT)))
     }
 
     async fn mail(&self, _s: &SessionInfo, _from: &str, _size: Option<usize>) -> Decision {
@@ -207,13 +207,11 @@ impl Raw {
                 Err(e) => panic!("bad reply from server: {e}"),
             }
             let mut chunk = [0u8; 4096];
-            let n = match tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+            // A reset counts as a close: both end the conversation.
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
                 .await
                 .expect("timed out waiting for a reply")
-            {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+                .unwrap_or_default();
             if n == 0 {
                 return None;
             }
