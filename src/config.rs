@@ -9,7 +9,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
+use serde::Deserialize;
 
 /// A config problem with the place it was found.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -167,4 +168,34 @@ pub fn resolve(from: &Source, reference: &str, kind: Shipped) -> Result<Source, 
         .ok_or_else(|| format!("`{reference}`: a shipped file can only refer to other shipped files"))?;
     let path = dir.join(reference);
     Source::read(&path).map_err(|e| e.message)
+}
+
+/// Deserializes a string and converts it with `parse`; a conversion error is reported at the
+/// string's own YAML position (that is the point of doing semantic checks inside serde).
+pub fn de_parsed<'de, D, T, E>(d: D, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    E: fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    parse(&s).map_err(D::Error::custom)
+}
+
+/// Like [`de_parsed`], for values YAML may type as a number (`421`, `0.5`) or a string (`4xx`,
+/// `0.5x`).
+pub fn de_number_or_string<'de, D, T, E>(d: D, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    E: fmt::Display,
+{
+    let text = match serde_norway::Value::deserialize(d)? {
+        serde_norway::Value::Number(n) => n.to_string(),
+        serde_norway::Value::String(s) => s,
+        other => {
+            return Err(D::Error::custom(format!(
+                "expected a number or a string, not {other:?}"
+            )))
+        }
+    };
+    parse(&text).map_err(D::Error::custom)
 }

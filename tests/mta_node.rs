@@ -45,7 +45,7 @@ fn node_relays_bounces_and_refuses_strangers() {
             "node: t-1\nregion: t\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.1/32]\n\
              spool: {{ kind: local, dir: spool }}\nroutes: {{ example.com: [{}] }}\n\
              egress_pools: {{ shared: [127.0.1.1] }}\n\
-             retry: {{ initial: 100ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 5s }}\n\
+             retry: {{ initial: 100ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 2s }}\n\
              responses: deliverability\nevents: events.jsonl\n",
             inbox.addr
         ),
@@ -57,7 +57,12 @@ fn node_relays_bounces_and_refuses_strangers() {
     let mut c = Raw::connect(node.addr);
     assert_eq!(c.code(), 220);
     assert_eq!(c.cmd("EHLO client.test"), 250);
-    for (id, rcpt) in [("m.1", "user1@example.com"), ("m.2", "nouser-1@example.com")] {
+    let cases = [
+        ("m.1", "user1@example.com"),
+        ("m.2", "nouser-1@example.com"),
+        ("m.4", "tempfail-1@example.com"),
+    ];
+    for (id, rcpt) in cases {
         assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), 250);
         assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")), 250);
         assert_eq!(c.cmd("DATA"), 354);
@@ -90,9 +95,10 @@ fn node_relays_bounces_and_refuses_strangers() {
     let got = wait_for(Duration::from_secs(10), || {
         let r = std::fs::read_to_string(&receipts).ok()?;
         let e = std::fs::read_to_string(&events).ok()?;
-        (r.contains("\"mailsurge_id\":\"m.1\"") && e.contains("\"bounced\"")).then_some((r, e))
+        (r.contains("\"mailsurge_id\":\"m.1\"") && e.contains("\"bounced\"") && e.contains("\"expired\""))
+            .then_some((r, e))
     });
-    let (r, e) = got.expect("receipt for m.1 and a bounce event for m.2");
+    let (r, e) = got.expect("receipt for m.1, a bounce event for m.2, an expiry for m.4");
     let line = r.lines().find(|l| l.contains("m.1")).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["source_ip"], "127.0.1.1");
@@ -106,6 +112,15 @@ fn node_relays_bounces_and_refuses_strangers() {
         "{bounce}"
     );
     assert!(e.contains("\"accepted\"") && e.contains("\"delivered\""), "{e}");
+    // 4xx is retried with backoff until give_up, then expires; attempts are numbered.
+    let deferred: Vec<&str> = e
+        .lines()
+        .filter(|l| l.contains("\"deferred\"") && l.contains("m.4"))
+        .collect();
+    assert!(deferred.len() >= 3, "{deferred:?}");
+    assert!(deferred.iter().any(|l| l.contains("\"attempt\":3")), "{deferred:?}");
+    let expired = e.lines().find(|l| l.contains("\"expired\"")).unwrap();
+    assert!(expired.contains("m.4") && expired.contains("451"), "{expired}");
 
     // Nothing left in the spool once everything is terminal.
     let spool_empty = wait_for(Duration::from_secs(5), || {

@@ -42,10 +42,9 @@ impl fmt::Debug for Pattern {
 
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Regex::new(&s)
-            .map(Pattern)
-            .map_err(|e| serde::de::Error::custom(format!("bad regex `{s}`: {e}")))
+        crate::config::de_parsed(d, |s| {
+            Regex::new(s).map(Pattern).map_err(|e| format!("bad regex `{s}`: {e}"))
+        })
     }
 }
 
@@ -61,10 +60,11 @@ pub struct ReplySpec(pub Reply);
 
 impl<'de> Deserialize<'de> for ReplySpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Reply::parse_spec(&s)
-            .map(ReplySpec)
-            .map_err(|e| serde::de::Error::custom(format!("bad reply `{s}`: {e}")))
+        crate::config::de_parsed(d, |s| {
+            Reply::parse_spec(s)
+                .map(ReplySpec)
+                .map_err(|e| format!("bad reply `{s}`: {e}"))
+        })
     }
 }
 

@@ -225,49 +225,48 @@ impl Queues {
     /// One delivery attempt of a job, reusing `conn` when it goes to the same place.
     async fn attempt(self: &Arc<Self>, job: Job, mut conn: Option<Conn>) -> Option<Conn> {
         let domain = job.domain.clone();
-        {
-            let Some(addrs) = self.cfg.route(&domain).map(<[SocketAddr]>::to_vec) else {
-                let r = Reply::new(550, Some("5.4.4"), &format!("no route to {domain}"));
-                self.finish_rcpts(&job, &job.rcpts, &r, &self.responses.classify(&r), None);
-                self.job_done(&job);
-                return conn;
+        let cfg = self.cfg.clone();
+        let Some(addrs) = cfg.route(&domain) else {
+            let r = Reply::new(550, Some("5.4.4"), &format!("no route to {domain}"));
+            self.finish_rcpts(&job, &job.rcpts, &r, &self.responses.classify(&r), None);
+            self.job_done(&job);
+            return conn;
+        };
+        let addr = addrs[job.route_idx % addrs.len()];
+        let src = self.egress_ip(job.pool.as_deref());
+        let reuse = matches!(&conn, Some((c, a, s, n)) if c.is_usable() && *a == addr && *s == src
+            && *n < self.cfg.limits.messages_per_connection);
+        if !reuse {
+            if let Some((c, ..)) = conn.take() {
+                c.quit().await;
+            }
+            let cfg = ClientConfig {
+                source_ip: src,
+                ..self.client.clone()
             };
-            let addr = addrs[job.route_idx % addrs.len()];
-            let src = self.egress_ip(job.pool.as_deref());
-            let reuse = matches!(&conn, Some((c, a, s, n)) if c.is_usable() && *a == addr && *s == src
-                && *n < self.cfg.limits.messages_per_connection);
-            if !reuse {
-                if let Some((c, ..)) = conn.take() {
-                    c.quit().await;
-                }
-                let cfg = ClientConfig {
-                    source_ip: src,
-                    ..self.client.clone()
-                };
-                match Client::connect(addr, &cfg).await {
-                    Ok(c) => conn = Some((c, addr, src, 0)),
-                    Err(e) => {
-                        let r = match e {
-                            crate::smtp::ClientError::Greeting(r) => r,
-                            e => Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}")),
-                        };
-                        self.attempt_failed_all(job, &r, None);
-                        return None;
-                    }
+            match Client::connect(addr, &cfg).await {
+                Ok(c) => conn = Some((c, addr, src, 0)),
+                Err(e) => {
+                    let r = match e {
+                        crate::smtp::ClientError::Greeting(r) => r,
+                        e => Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}")),
+                    };
+                    self.attempt_failed_all(job, &r, None);
+                    return None;
                 }
             }
-            let Some((client, _, _, sent)) = conn.as_mut() else {
-                return None; // invariant: set just above
-            };
-            *sent += 1;
-            let source_ip = client.local_addr().ip().to_string();
-            match client.send(&job.meta.from, &job.rcpts, &job.body).await {
-                Ok(out) => self.handle_outcome(job, &out, &source_ip),
-                Err(e) => {
-                    conn = None;
-                    let r = Reply::new(451, Some("4.4.2"), &format!("connection to {addr} lost: {e}"));
-                    self.attempt_failed_all(job, &r, Some(&source_ip));
-                }
+        }
+        let Some((client, _, _, sent)) = conn.as_mut() else {
+            return None; // invariant: set just above
+        };
+        *sent += 1;
+        let source_ip = client.local_addr().ip().to_string();
+        match client.send(&job.meta.from, &job.rcpts, &job.body).await {
+            Ok(out) => self.handle_outcome(job, &out, &source_ip),
+            Err(e) => {
+                conn = None;
+                let r = Reply::new(451, Some("4.4.2"), &format!("connection to {addr} lost: {e}"));
+                self.attempt_failed_all(job, &r, Some(&source_ip));
             }
         }
         conn

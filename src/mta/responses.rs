@@ -47,13 +47,7 @@ impl std::str::FromStr for CodePattern {
 impl<'de> Deserialize<'de> for CodePattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // YAML reads `421` as a number and `4xx` as a string; accept both.
-        let v = serde_norway::Value::deserialize(d)?;
-        let s = match v {
-            serde_norway::Value::Number(n) => n.to_string(),
-            serde_norway::Value::String(s) => s,
-            _ => return Err(serde::de::Error::custom("code must look like 421, 4xx or 55x")),
-        };
-        s.parse().map_err(serde::de::Error::custom)
+        crate::config::de_number_or_string(d, str::parse)
     }
 }
 
@@ -98,22 +92,17 @@ pub struct Factor(pub f64);
 
 impl<'de> Deserialize<'de> for Factor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_norway::Value::deserialize(d)?;
-        let s = match v {
-            serde_norway::Value::Number(n) => n.to_string(),
-            serde_norway::Value::String(s) => s,
-            _ => return Err(serde::de::Error::custom("expected a factor such as 0.5x")),
-        };
-        let n: f64 = s
-            .trim_end_matches('x')
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a factor such as 0.5x")))?;
-        if !(n > 0.0 && n <= 1.0) {
-            return Err(serde::de::Error::custom(format!(
-                "factor `{s}` must be above 0 and at most 1"
-            )));
-        }
-        Ok(Factor(n))
+        crate::config::de_number_or_string(d, |s| {
+            let n: f64 = s
+                .trim_end_matches('x')
+                .parse()
+                .map_err(|_| format!("`{s}` is not a factor such as 0.5x"))?;
+            if n > 0.0 && n <= 1.0 {
+                Ok(Factor(n))
+            } else {
+                Err(format!("factor `{s}` must be above 0 and at most 1"))
+            }
+        })
     }
 }
 

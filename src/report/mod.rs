@@ -31,6 +31,19 @@ pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis, marks: &[Mark]) -> an
     Ok(summary)
 }
 
+/// Bottom of the SLO chart: close enough to the target that a dip from 100% to 99.5% is
+/// visible, yet low enough to show the worst interval.
+fn slo_floor(a: &Analysis, target: f64) -> f64 {
+    let worst = a
+        .series
+        .iter()
+        .filter(|p| p.n > 0)
+        .filter_map(|p| p.slo)
+        .fold(1.0_f64, f64::min);
+    let lo = worst.min(target) * 100.0;
+    (lo - (100.0 - lo) * 0.5 - 1.0).clamp(0.0, 99.0).floor()
+}
+
 fn line(label: &str, pts: &[Point], f: fn(&Point) -> Option<f64>) -> Line {
     Line {
         label: label.into(),
@@ -98,7 +111,7 @@ fn write_charts(
         }],
         markers: markers.clone(),
         x_range: (0.0, x_max),
-        y_range: Some((0.0, 100.0)),
+        y_range: Some((slo_floor(a, info.slo_target), 100.0)),
         y_log: false,
     };
     charts::render(&slo, dir, "slo").context("cannot render slo chart")?;
@@ -111,24 +124,18 @@ fn write_charts(
         title: format!("{} — throughput", info.name),
         x_label: "run time (s)".into(),
         y_label: "messages per second".into(),
-        lines: vec![
-            Line {
-                label: "generated (intended)".into(),
-                points: per_s(&r.generated),
-            },
-            Line {
-                label: "accepted".into(),
-                points: per_s(&r.accepted),
-            },
-            Line {
-                label: "delivered".into(),
-                points: per_s(&r.delivered),
-            },
-            Line {
-                label: "bounced".into(),
-                points: per_s(&r.bounced),
-            },
-        ],
+        lines: [
+            ("generated (intended)", &r.generated),
+            ("accepted", &r.accepted),
+            ("delivered", &r.delivered),
+            ("bounced", &r.bounced),
+        ]
+        .into_iter()
+        .map(|(label, v)| Line {
+            label: label.into(),
+            points: per_s(v),
+        })
+        .collect(),
         hlines: vec![],
         markers,
         x_range: (0.0, r.generated.len().max(1) as f64),
