@@ -58,3 +58,16 @@ fn smoke_runs_end_to_end_and_accounts_for_every_message() {
     let resolved = std::fs::read_to_string(out.join("scenario.yaml")).unwrap();
     assert!(resolved.contains("seed: 42"), "{resolved}");
 }
+
+#[test]
+fn committed_example_run_is_schema_valid_and_balanced() {
+    let s = read_json(&repo().join("reports/examples/smoke/summary.json"));
+    assert_schema_valid(&s);
+    let c = &s["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert_eq!(n("generated"), n("rejected_at_submit") + n("accepted"));
+    assert_eq!(
+        n("accepted"),
+        n("delivered") + n("bounced") + n("suppressed") + n("expired") + n("queued") + n("lost")
+    );
+}

@@ -299,6 +299,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     }
     all.sort_by_key(|e| e.t);
     write_merged(&dir.join("events.jsonl"), &all)?;
+    // The merged file holds every line of the raw ones; keeping both doubles a run's disk use.
+    for raw in std::iter::once(harness_events.clone()).chain(nodes.iter().map(|n| n.dir.join("events.jsonl"))) {
+        let _ = std::fs::remove_file(raw);
+    }
     let inputs = measure::Inputs {
         start_ns,
         duration_s: duration.as_secs_f64(),
