@@ -192,15 +192,14 @@ fn dispatch(cmd: Cmd) -> u8 {
                     return EXIT_CONFIG;
                 }
             };
-            let rules = match crate::inbox::RuleSet::from_source(&src) {
-                Ok(r) => r,
-                Err(e) => return config_error(&e),
-            };
+            if let Err(e) = crate::inbox::RuleSet::from_source(&src) {
+                return config_error(&e);
+            }
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(crate::inbox::run_standalone(rules, listen, receipts.as_deref(), seed)) {
+            match rt.block_on(crate::inbox::run_standalone(src, listen, receipts.as_deref(), seed)) {
                 Ok(()) => EXIT_PASS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

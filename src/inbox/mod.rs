@@ -4,138 +4,153 @@
 //! Protocol handling is [`crate::smtp::server`]; this module is only policy: which reply, after
 //! how long, and what to record. Run standalone with `mailsurge inbox`, or in-process by `run`.
 
+pub mod engine;
 pub mod receipt;
 pub mod rules;
+pub mod state;
 
-use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+pub use engine::{Engine, Overlay};
 pub use receipt::Receipt;
 pub use rules::RuleSet;
 
-use crate::smtp::{self, Decision, Envelope, Limits, Policy, Reply, ServerStats, SessionInfo};
-use rules::{Context, Stage};
+use crate::smtp::{self, Decision, Envelope, Hangup, Limits, Policy, Reply, ServerStats, SessionInfo};
+use engine::{Context, Verdict};
+use rules::{Behaviour, Stage};
 
-/// A mock inbox's policy: the provider's rules plus where receipts go.
+/// A mock inbox's policy: the provider's rule engine plus where receipts go.
 pub struct Inbox {
     provider: String,
-    rules: RwLock<Arc<RuleSet>>,
-    seed: u64,
+    engine: Engine,
     receipts: mpsc::UnboundedSender<Receipt>,
+    /// Accepted messages, for the standalone inbox's exit line.
+    accepted: AtomicU64,
 }
 
 impl Inbox {
-    pub fn new(provider: &str, rules: RuleSet, seed: u64, receipts: mpsc::UnboundedSender<Receipt>) -> Inbox {
+    /// `pools` names the scenario's egress pools so `pool:` rules and pool blocks resolve.
+    pub fn new(
+        provider: &str,
+        rules: RuleSet,
+        pools: BTreeMap<String, Vec<IpAddr>>,
+        seed: u64,
+        receipts: mpsc::UnboundedSender<Receipt>,
+    ) -> Inbox {
         Inbox {
             provider: provider.to_string(),
-            rules: RwLock::new(Arc::new(rules)),
-            seed,
+            engine: Engine::new(rules, pools, seed),
             receipts,
+            accepted: AtomicU64::new(0),
         }
     }
 
-    /// Swaps the rule table; sessions pick it up at their next command.
-    pub fn set_rules(&self, rules: RuleSet) {
-        // A poisoned lock only means a panic elsewhere while swapping an Arc; the Arc is intact.
-        let mut g = self.rules.write().unwrap_or_else(|e| e.into_inner());
-        *g = Arc::new(rules);
+    /// The rule engine, for runtime changes (overlays, reloads).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
-    fn rules(&self) -> Arc<RuleSet> {
-        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// A per-decision RNG derived from (seed, connection, transaction, stage), so decisions are
-    /// reproducible per seed without a lock shared by every session.
-    fn rng(&self, s: &SessionInfo, stage: Stage, extra: usize) -> ChaCha8Rng {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.seed, s.conn_id, s.transactions, stage, extra).hash(&mut h);
-        ChaCha8Rng::seed_from_u64(h.finish())
-    }
-
-    fn decide(&self, s: &SessionInfo, stage: Stage, sender: &str, rcpts: &[String], default: Reply) -> Decision {
-        let rules = self.rules();
-        let mut rng = self.rng(s, stage, rcpts.len());
-        let ctx = Context {
-            stage,
-            sender,
-            rcpts,
-            ip: s.peer.ip(),
-            helo: s.helo.as_deref().unwrap_or(""),
+    fn decide(&self, ctx: Context<'_>, default: Reply) -> Decision {
+        let v = self.engine.decide(&ctx).unwrap_or_else(|| Verdict {
+            reply: Some(default),
+            delay: self.engine.default_delay(&ctx),
+            close: false,
+            behaviour: None,
+        });
+        let mut d = match (v.reply, v.behaviour) {
+            (None, Some(Behaviour::Reset)) => Decision::hangup(Hangup::Reset),
+            (None, Some(Behaviour::Blackhole)) => Decision::hangup(Hangup::Blackhole),
+            (None, _) => Decision::hangup(Hangup::Close),
+            (Some(r), _) => Decision::reply(r),
         };
-        let (reply, close, delay) = match rules.decide(&ctx, &mut rng) {
-            Some(v) => (v.reply, v.close, v.delay),
-            None => (default, false, rules.latency(stage, &mut rng)),
-        };
-        let mut d = Decision::reply(reply);
-        if !delay.is_zero() {
-            d = d.with_delay(delay);
+        if !v.delay.is_zero() {
+            d = d.with_delay(v.delay);
         }
-        if close {
+        if v.close {
             d = d.then_close();
         }
         d
     }
 }
 
+fn ctx<'a>(s: &'a SessionInfo, stage: Stage, sender: &'a str, rcpts: &'a [String], size: Option<usize>) -> Context<'a> {
+    Context {
+        stage,
+        conn_id: s.conn_id,
+        ip: s.peer.ip(),
+        helo: s.helo.as_deref().unwrap_or(""),
+        sender,
+        rcpts,
+        size,
+        transactions: s.transactions,
+    }
+}
+
 impl Policy for Inbox {
     async fn connect(&self, s: &SessionInfo) -> Decision {
+        self.engine.connected(s.peer.ip());
         let greeting = Reply::new(
             220,
             None,
             &format!("mx.{}.mailsurge.test ESMTP mock inbox", self.provider),
         );
-        self.decide(s, Stage::Connect, "", &[], greeting)
+        self.decide(ctx(s, Stage::Connect, "", &[], None), greeting)
     }
 
     async fn helo(&self, s: &SessionInfo, helo: &str) -> Decision {
-        let mut s2 = s.clone();
-        s2.helo = Some(helo.to_string());
-        self.decide(&s2, Stage::Ehlo, "", &[], Reply::new(250, None, "ok"))
+        let c = Context {
+            helo,
+            ..ctx(s, Stage::Ehlo, "", &[], None)
+        };
+        self.decide(c, Reply::new(250, None, "ok"))
     }
 
-    async fn mail(&self, s: &SessionInfo, from: &str, _size: Option<usize>) -> Decision {
-        self.decide(s, Stage::Mail, from, &[], Reply::new(250, Some("2.1.0"), "Ok"))
+    async fn mail(&self, s: &SessionInfo, from: &str, size: Option<usize>) -> Decision {
+        self.decide(
+            ctx(s, Stage::Mail, from, &[], size),
+            Reply::new(250, Some("2.1.0"), "Ok"),
+        )
     }
 
     async fn rcpt(&self, s: &SessionInfo, env: &Envelope, rcpt: &str) -> Decision {
+        let one = [rcpt.to_string()];
         self.decide(
-            s,
-            Stage::Rcpt,
-            &env.from,
-            &[rcpt.to_string()],
+            ctx(s, Stage::Rcpt, &env.from, &one, env.size_hint),
             Reply::new(250, Some("2.1.5"), "Ok"),
         )
     }
 
     async fn data(&self, s: &SessionInfo, env: &Envelope) -> Decision {
-        self.decide(s, Stage::Data, &env.from, &env.rcpts, Reply::new(354, None, "Go ahead"))
+        self.decide(
+            ctx(s, Stage::Data, &env.from, &env.rcpts, env.size_hint),
+            Reply::new(354, None, "Go ahead"),
+        )
     }
 
     async fn message(&self, s: &SessionInfo, env: &Envelope, body: Vec<u8>) -> Decision {
         let t_ns = crate::events::now_ns();
-        let d = self.decide(
-            s,
-            Stage::Message,
-            &env.from,
-            &env.rcpts,
-            Reply::new(250, Some("2.0.0"), "Ok: queued"),
-        );
-        if d.reply.is_success() {
+        let c = ctx(s, Stage::Message, &env.from, &env.rcpts, Some(body.len()));
+        let d = self.decide(c, Reply::new(250, Some("2.0.0"), "Ok: queued"));
+        if d.hangup.is_none() && d.reply.is_success() {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
             let r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body);
             // The receiver only goes away at shutdown, when losing a late receipt is moot.
             let _ = self.receipts.send(r);
         }
         d
+    }
+
+    fn disconnected(&self, s: &SessionInfo) {
+        self.engine.disconnected(s.peer.ip(), s.conn_id);
     }
 }
 
@@ -176,14 +191,17 @@ pub async fn write_receipts(mut rx: mpsc::UnboundedReceiver<Receipt>, path: &Pat
     Ok(n)
 }
 
-/// `mailsurge inbox`: one standalone mock inbox until Ctrl-C / SIGTERM.
+/// `mailsurge inbox`: one standalone mock inbox until Ctrl-C / SIGTERM. SIGHUP re-reads the
+/// rules file and swaps it in without dropping connections or state; a file that no longer
+/// validates is reported and the old rules stay.
 pub async fn run_standalone(
-    rules: RuleSet,
+    rules_src: crate::config::Source,
     listen: SocketAddr,
     receipts: Option<&Path>,
     seed: u64,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    let rules = RuleSet::from_source(&rules_src)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -204,7 +222,8 @@ pub async fn run_standalone(
             Ok(n)
         }),
     };
-    let inbox = Arc::new(Inbox::new(&provider, rules, seed, tx));
+    let inbox = Arc::new(Inbox::new(&provider, rules, BTreeMap::new(), seed, tx));
+    let reloader = tokio::spawn(reload_on_hangup(inbox.clone(), rules_src));
     let stats = Arc::new(ServerStats::default());
     println!("mailsurge inbox `{provider}` listening on {local}");
     smtp::serve(
@@ -215,8 +234,33 @@ pub async fn run_standalone(
         crate::signal::terminated(),
     )
     .await?;
+    reloader.abort();
+    let _ = reloader.await;
     drop(inbox);
     let n = writer.await??;
     eprintln!("mailsurge inbox `{provider}`: {n} receipts; {:?}", stats.snapshot());
     Ok(())
+}
+
+/// Reloads the rules file on every SIGHUP.
+async fn reload_on_hangup(inbox: Arc<Inbox>, src: crate::config::Source) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let fresh = match &src.dir {
+            // Shipped profiles are compiled in; there is nothing to re-read.
+            None => continue,
+            Some(_) => crate::config::Source::read(Path::new(&src.name)),
+        };
+        match fresh.and_then(|s| RuleSet::from_source(&s)) {
+            Ok(rules) => {
+                let n = rules.file.rules.len();
+                inbox.engine().set_rules(rules);
+                eprintln!("mailsurge inbox: reloaded {} ({n} rules)", src.name);
+            }
+            Err(e) => eprintln!("mailsurge inbox: reload failed, keeping the old rules: {e}"),
+        }
+    }
 }

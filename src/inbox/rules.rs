@@ -82,6 +82,135 @@ pub enum Then {
     Close,
 }
 
+/// Ways a provider misbehaves instead of (or besides) answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Behaviour {
+    /// Close the connection without a reply.
+    Disconnect,
+    /// Abort the connection with a TCP RST.
+    Reset,
+    /// Never answer; hold the connection open until the client gives up.
+    Blackhole,
+    /// Answer after `delay`, and delay every later reply on the connection the same way.
+    Tarpit,
+}
+
+/// What a rate/concurrency/message limit is counted per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitPer {
+    SourceIp,
+    Connection,
+}
+
+/// A state-keeping limit; the rule matches when the limit is exceeded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// GCRA per source IP: `rate` sustained, `burst` extra at once.
+    Rate { rate: f64, burst: u32 },
+    /// Concurrent connections per source IP (counting this one).
+    Concurrency(u32),
+    /// Messages per connection: matches from the `n+1`-th transaction on.
+    Messages(u32),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitSpec {
+    per: LimitPer,
+    #[serde(default)]
+    rate: Option<crate::units::Rate>,
+    #[serde(default)]
+    burst: Option<u32>,
+    #[serde(default)]
+    concurrency: Option<u32>,
+    #[serde(default)]
+    messages: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let l = LimitSpec::deserialize(d)?;
+        let err = serde::de::Error::custom;
+        match (l.per, l.rate, l.concurrency, l.messages) {
+            (LimitPer::SourceIp, Some(r), None, None) if r.0 > 0.0 => Ok(Limit::Rate {
+                rate: r.0,
+                burst: l.burst.unwrap_or(1).max(1),
+            }),
+            (LimitPer::SourceIp, None, Some(c), None) if l.burst.is_none() => Ok(Limit::Concurrency(c)),
+            (LimitPer::Connection, None, None, Some(m)) if l.burst.is_none() => Ok(Limit::Messages(m)),
+            _ => Err(err(
+                "limit must be one of { per: source_ip, rate: R/s, burst: N }, { per: source_ip, concurrency: N } \
+                 or { per: connection, messages: N }",
+            )),
+        }
+    }
+}
+
+/// Greylisting: the first attempt of a (source IP, sender, recipient) triple is deferred, and
+/// so is every retry until `retry_after` has passed since the first one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Greylist {
+    pub retry_after: Dur,
+}
+
+/// Message size bounds (SIZE= at `mail`, the real size at `message`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeRange {
+    #[serde(default)]
+    pub min: Option<crate::units::Size>,
+    #[serde(default)]
+    pub max: Option<crate::units::Size>,
+}
+
+/// A time window of the run, measured from when the inbox started.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    #[serde(default)]
+    pub from: Option<Dur>,
+    #[serde(default)]
+    pub until: Option<Dur>,
+}
+
+/// A source-address match: one address or CIDR block, or a list of them (`127.0.1.1`,
+/// `127.0.1.0/24`).
+#[derive(Debug, Clone)]
+pub struct Sources(pub Vec<ipnet::IpNet>);
+
+impl<'de> Deserialize<'de> for Sources {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let items = match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        items
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address or CIDR block")))
+            })
+            .collect::<Result<_, _>>()
+            .map(Sources)
+    }
+}
+
+impl Sources {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+}
+
 /// A latency distribution for one stage's reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
@@ -134,23 +263,134 @@ impl Latency {
     }
 }
 
-/// One rule of the table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One rule of the table, as written. Conditions are ANDed; the cheap ones are checked first
+/// and the state-keeping ones (`limit`, `greylist`, `probability`) last, so state only changes
+/// for traffic the rule is about.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RuleSpec {
+    stage: Stage,
+    #[serde(default)]
+    rcpt: Option<Pattern>,
+    #[serde(default)]
+    sender: Option<Pattern>,
+    #[serde(default)]
+    helo: Option<Pattern>,
+    #[serde(default)]
+    source: Option<Sources>,
+    #[serde(default)]
+    pool: Option<String>,
+    #[serde(default)]
+    size: Option<SizeRange>,
+    #[serde(default)]
+    window: Option<Window>,
+    #[serde(default)]
+    probability: Option<crate::units::Percent>,
+    #[serde(default)]
+    limit: Option<Limit>,
+    #[serde(default)]
+    greylist: Option<Greylist>,
+    #[serde(default)]
+    reply: Option<ReplySpec>,
+    #[serde(default)]
+    delay: Option<Latency>,
+    #[serde(default)]
+    then: Option<Then>,
+    #[serde(default, alias = "behavior")]
+    behaviour: Option<Behaviour>,
+}
+
+/// One validated rule.
+#[derive(Debug, Clone)]
 pub struct Rule {
     pub stage: Stage,
     /// Matches if any envelope recipient matches (for `rcpt`: the recipient being added).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rcpt: Option<Pattern>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<Pattern>,
-    pub reply: ReplySpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub then: Option<Then>,
+    pub helo: Option<Pattern>,
+    pub source: Option<Sources>,
+    /// An egress pool name of the scenario; resolved to addresses when the inbox starts.
+    pub pool: Option<String>,
+    pub size: Option<SizeRange>,
+    pub window: Option<Window>,
+    pub probability: Option<f64>,
+    pub limit: Option<Limit>,
+    pub greylist: Option<Greylist>,
+    /// `None` only for behaviours that send nothing (disconnect, reset, blackhole).
+    pub reply: Option<Reply>,
+    pub delay: Option<Latency>,
+    pub close: bool,
+    pub behaviour: Option<Behaviour>,
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = RuleSpec::deserialize(d)?;
+        let err = serde::de::Error::custom;
+        let silent = matches!(
+            r.behaviour,
+            Some(Behaviour::Disconnect | Behaviour::Reset | Behaviour::Blackhole)
+        );
+        if r.reply.is_none() && !silent {
+            return Err(err(
+                "a rule needs `reply:` (or `behaviour: disconnect | reset | blackhole`)",
+            ));
+        }
+        if r.reply.is_some() && silent {
+            return Err(err(
+                "`behaviour: disconnect | reset | blackhole` sends no reply; remove `reply:`",
+            ));
+        }
+        if r.behaviour == Some(Behaviour::Tarpit) && r.delay.is_none() {
+            return Err(err("`behaviour: tarpit` needs `delay:`"));
+        }
+        if let Some(l) = &r.delay {
+            l.check().map_err(serde::de::Error::custom)?;
+        }
+        match (&r.limit, r.stage) {
+            (Some(Limit::Concurrency(_)), s) if s != Stage::Connect => {
+                return Err(err(
+                    "a concurrency limit is checked when a connection opens: use `stage: connect`",
+                ));
+            }
+            (Some(Limit::Messages(_)), Stage::Connect | Stage::Ehlo) => {
+                return Err(err("a messages-per-connection limit needs a stage of mail or later"));
+            }
+            _ => {}
+        }
+        if r.greylist.is_some() && !matches!(r.stage, Stage::Rcpt | Stage::Data | Stage::Message) {
+            return Err(err(
+                "greylisting keys on (ip, sender, recipient): use stage rcpt, data or message",
+            ));
+        }
+        if r.rcpt.is_some() && matches!(r.stage, Stage::Connect | Stage::Ehlo | Stage::Mail) {
+            return Err(err("`rcpt:` can only match from `stage: rcpt` on"));
+        }
+        if r.sender.is_some() && matches!(r.stage, Stage::Connect | Stage::Ehlo) {
+            return Err(err("`sender:` can only match from `stage: mail` on"));
+        }
+        Ok(Rule {
+            stage: r.stage,
+            rcpt: r.rcpt,
+            sender: r.sender,
+            helo: r.helo,
+            source: r.source,
+            pool: r.pool,
+            size: r.size,
+            window: r.window,
+            probability: r.probability.map(|p| p.0),
+            limit: r.limit,
+            greylist: r.greylist,
+            reply: r.reply.map(|r| r.0),
+            delay: r.delay,
+            close: r.then == Some(Then::Close),
+            behaviour: r.behaviour,
+        })
+    }
 }
 
 /// The file format of `mock-inboxes/*.yaml`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     pub provider: String,
@@ -166,25 +406,6 @@ pub struct RuleSet {
     pub file: RuleFile,
     /// Where it came from, for messages.
     pub origin: String,
-}
-
-/// What a session knows when asking the rules.
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
-    pub stage: Stage,
-    pub sender: &'a str,
-    /// The recipient being added (rcpt stage) or all recipients (data/message).
-    pub rcpts: &'a [String],
-    pub ip: std::net::IpAddr,
-    pub helo: &'a str,
-}
-
-/// The rules' answer: a reply and what to do with it.
-#[derive(Debug, Clone)]
-pub struct Verdict {
-    pub reply: Reply,
-    pub close: bool,
-    pub delay: Duration,
 }
 
 impl RuleSet {
@@ -206,44 +427,10 @@ impl RuleSet {
         })
     }
 
-    /// First matching rule for this stage, or `None` (accept).
-    pub fn decide(&self, ctx: &Context<'_>, rng: &mut impl Rng) -> Option<Verdict> {
-        let rule = self.file.rules.iter().find(|r| {
-            r.stage == ctx.stage
-                && r.sender.as_ref().is_none_or(|p| p.0.is_match(ctx.sender))
-                && r.rcpt
-                    .as_ref()
-                    .is_none_or(|p| ctx.rcpts.iter().any(|x| p.0.is_match(x)))
-        })?;
-        Some(Verdict {
-            reply: render(&rule.reply.0, ctx),
-            close: rule.then == Some(Then::Close),
-            delay: self.latency(ctx.stage, rng),
-        })
+    /// Pool names the rules refer to, for cross-checks against a scenario's egress pools.
+    pub fn pools(&self) -> impl Iterator<Item = &str> {
+        self.file.rules.iter().filter_map(|r| r.pool.as_deref())
     }
-
-    /// Sampled reply latency for a stage (zero when the profile sets none).
-    pub fn latency(&self, stage: Stage, rng: &mut impl Rng) -> Duration {
-        self.file.latency.get(&stage).map_or(Duration::ZERO, |l| l.sample(rng))
-    }
-}
-
-/// Fills `{rcpt} {sender} {ip} {helo}` placeholders, as real providers echo them back.
-fn render(reply: &Reply, ctx: &Context<'_>) -> Reply {
-    if !reply.lines.iter().any(|l| l.contains('{')) {
-        return reply.clone();
-    }
-    let rcpt = ctx.rcpts.last().map(String::as_str).unwrap_or("");
-    let ip = ctx.ip.to_string();
-    let mut r = reply.clone();
-    for l in &mut r.lines {
-        *l = l
-            .replace("{rcpt}", rcpt)
-            .replace("{sender}", ctx.sender)
-            .replace("{ip}", &ip)
-            .replace("{helo}", ctx.helo);
-    }
-    r
 }
 
 #[cfg(test)]
@@ -257,40 +444,6 @@ mod tests {
             text: text.into(),
             dir: None,
         }
-    }
-
-    #[test]
-    fn first_match_wins_and_placeholders_fill() {
-        let rs = RuleSet::from_source(&src(
-            "provider: t\nrules:\n  - { stage: rcpt, rcpt: '^nouser', reply: \"550 5.1.1 <{rcpt}>: no such user\" }\n  - { stage: rcpt, reply: \"451 4.3.0 later\", then: close }\n",
-        ))
-        .unwrap();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let rcpts = ["nouser@x.test".to_string()];
-        let ctx = Context {
-            stage: Stage::Rcpt,
-            sender: "a@b",
-            rcpts: &rcpts,
-            ip: "127.0.0.1".parse().unwrap(),
-            helo: "h",
-        };
-        let v = rs.decide(&ctx, &mut rng).unwrap();
-        assert_eq!(v.reply.code, 550);
-        assert_eq!(v.reply.lines[0], "<nouser@x.test>: no such user");
-        assert!(!v.close);
-        let rcpts = ["ok@x.test".to_string()];
-        let v = rs.decide(&Context { rcpts: &rcpts, ..ctx }, &mut rng).unwrap();
-        assert_eq!(v.reply.code, 451);
-        assert!(v.close);
-        assert!(rs
-            .decide(
-                &Context {
-                    stage: Stage::Mail,
-                    ..ctx
-                },
-                &mut rng
-            )
-            .is_none());
     }
 
     #[test]

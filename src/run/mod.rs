@@ -126,7 +126,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         }
         let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
         tokio::spawn(receipts_to_events(rrx, ev_tx.clone()));
-        let policy = Arc::new(Inbox::new(&p.spec.name, p.rules.clone(), f.seed ^ (i as u64 + 1), rtx));
+        let pools = f.mta.egress_pools.clone();
+        let policy = Arc::new(Inbox::new(
+            &p.spec.name,
+            p.rules.clone(),
+            pools,
+            f.seed ^ (i as u64 + 1),
+            rtx,
+        ));
         let mut stop = inbox_stop_rx.clone();
         let limits = inbox::limits(&p.spec.name);
         inbox_tasks.push(tokio::spawn(async move {

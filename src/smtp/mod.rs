@@ -15,4 +15,4 @@ mod tests;
 
 pub use client::{Client, ClientConfig, ClientError, SendOutcome};
 pub use reply::Reply;
-pub use server::{serve, Decision, Envelope, Limits, Policy, ServerStats, SessionInfo, StatsSnapshot};
+pub use server::{serve, Decision, Envelope, Hangup, Limits, Policy, ServerStats, SessionInfo, StatsSnapshot};

@@ -64,6 +64,22 @@ pub struct Envelope {
     pub rcpts: Vec<String>,
 }
 
+/// Ways to end a connection *instead of* replying — how a broken or hostile provider looks
+/// from the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    /// Close the connection (FIN) without a reply.
+    Close,
+    /// Abort the connection with a TCP RST.
+    Reset,
+    /// Never answer: read and discard input until the client gives up (bounded by
+    /// [`BLACKHOLE_HOLD`] and server shutdown).
+    Blackhole,
+}
+
+/// Longest a blackholed connection is held open.
+pub const BLACKHOLE_HOLD: Duration = Duration::from_secs(600);
+
 /// A policy's answer to one protocol step.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -73,6 +89,8 @@ pub struct Decision {
     pub delay: Option<Duration>,
     /// Close the connection after sending the reply.
     pub close: bool,
+    /// Send nothing and end the connection this way (after `delay`); `reply` is ignored.
+    pub hangup: Option<Hangup>,
 }
 
 impl Decision {
@@ -81,6 +99,17 @@ impl Decision {
             reply: r,
             delay: None,
             close: false,
+            hangup: None,
+        }
+    }
+
+    /// End the connection without a reply.
+    pub fn hangup(h: Hangup) -> Decision {
+        Decision {
+            reply: Reply::new(421, Some("4.4.2"), "connection dropped"),
+            delay: None,
+            close: true,
+            hangup: Some(h),
         }
     }
 

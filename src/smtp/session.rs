@@ -17,7 +17,9 @@ use tokio::sync::broadcast;
 
 use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
 use crate::smtp::reply::Reply;
-use crate::smtp::server::{Decision, Envelope, Policy, ServerStats, SessionInfo, Shared, DEFAULT_BANNER_TEXT};
+use crate::smtp::server::{
+    Decision, Envelope, Hangup, Policy, ServerStats, SessionInfo, Shared, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT,
+};
 
 /// Spare room ensured before each socket read; one read typically takes a whole pipelined
 /// command group or a good slice of a message.
@@ -94,6 +96,7 @@ pub(crate) async fn run<P: Policy>(
             }
             linger_close(&mut session.conn.stream).await;
         }
+        Ok(Flow::Hangup(h)) => session.hang_up(h).await,
         Ok(_) => tracing::trace!(conn_id, %peer, "client disconnected"),
         Err(e) => tracing::trace!(conn_id, %peer, "session ended by I/O error: {e}"),
     }
@@ -136,6 +139,8 @@ enum Flow {
     Close,
     /// The peer went away.
     Gone,
+    /// The policy ends the connection without a reply.
+    Hangup(Hangup),
 }
 
 fn flow(close: bool) -> Flow {
@@ -239,6 +244,10 @@ struct Session<P> {
 impl<P: Policy> Session<P> {
     async fn run(&mut self) -> io::Result<Flow> {
         let d = self.shared.policy.connect(&self.info).await;
+        if let Some(h) = d.hangup {
+            self.pause(d.delay).await?;
+            return Ok(Flow::Hangup(h));
+        }
         let reply = prefix_hostname(d.reply, &self.shared.limits.hostname);
         self.refused_at_connect = !reply.is_success();
         self.pause(d.delay).await?;
@@ -343,6 +352,9 @@ impl<P: Policy> Session<P> {
     async fn helo(&mut self, host: String, extended: bool) -> io::Result<Flow> {
         let d = self.shared.policy.helo(&self.info, &host).await;
         self.pause(d.delay).await?;
+        if let Some(h) = d.hangup {
+            return Ok(Flow::Hangup(h));
+        }
         if d.reply.is_success() {
             // EHLO/HELO resets any transaction in progress (RFC 5321 §4.1.4).
             self.env = None;
@@ -466,8 +478,47 @@ impl<P: Policy> Session<P> {
     /// Sends a policy decision: flush and sleep first if delayed, then queue the reply.
     async fn apply(&mut self, d: Decision) -> io::Result<Flow> {
         self.pause(d.delay).await?;
+        if let Some(h) = d.hangup {
+            return Ok(Flow::Hangup(h));
+        }
         d.reply.write_wire(&mut self.conn.outbuf);
         Ok(flow(d.close))
+    }
+
+    /// Ends the connection without a reply. Replies already queued for earlier pipelined
+    /// commands are sent first: the provider answered those before it broke.
+    async fn hang_up(&mut self, h: Hangup) {
+        let conn_id = self.info.conn_id;
+        if let Err(e) = self.conn.flush().await {
+            tracing::trace!(conn_id, "flush before hangup failed: {e}");
+        }
+        match h {
+            Hangup::Close => {}
+            Hangup::Reset => {
+                // Zero linger makes close() send RST at once; the deprecation is about
+                // non-zero linger blocking the thread on drop, which zero does not do.
+                #[allow(deprecated)]
+                if let Err(e) = self.conn.stream.set_linger(Some(Duration::ZERO)) {
+                    tracing::trace!(conn_id, "set_linger failed: {e}");
+                }
+            }
+            Hangup::Blackhole => {
+                let Session { conn, shutdown, .. } = self;
+                let mut sink = [0u8; LINGER_READ_CHUNK];
+                let hold = async {
+                    while let Ok(n) = conn.stream.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = hold => {}
+                    () = shutdown.recv() => {}
+                    () = tokio::time::sleep(BLACKHOLE_HOLD) => {}
+                }
+            }
+        }
     }
 
     /// Flushes earlier replies before a policy delay so the client sees them on time.

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# bench-inbox.sh: is the mock inbox ever the bottleneck?
+#
+# WHAT IT MEASURES
+#   The wall-clock time Postfix's load generator needs to push the same load
+#       smtp-source -d -s 20 -m 50000 -l 1024 <addr>
+#   (20 parallel SMTP sessions that stay connected (-d), 50000 messages in total, 1024-byte
+#   bodies) into two servers:
+#     * the peer: Postfix's smtp-sink, which accepts everything and throws it away, and
+#     * `mailsurge inbox --rules mock-inboxes/<profile>.yaml`, with receipts written.
+#   The figure of merit is inbox_time / sink_time per repetition; the script prints the
+#   MEDIAN of those ratios per profile. Targets (from the issue):
+#     generic profile  <= 1.1   (the inbox is never the bottleneck)
+#     gmail profile    <= 1.3   (skipped, with a note, while mock-inboxes/gmail.yaml is absent)
+#
+# FAIRNESS (what each side does)
+#   smtp-sink  <127.0.4.1:2525> 1000   (backlog 1000; plus `-u nobody` when run as root, which
+#       smtp-sink requires). No -c/-d/-D/-w/-W: no counters, no dumps, no delays, i.e. the
+#       fastest mode smtp-sink has. Default -m 256 connection slots, far above 20 sessions.
+#   mailsurge inbox --rules mock-inboxes/<profile>.yaml --listen 127.0.4.2:2525 --receipts FILE
+#       Receipts are part of the product, so they are written, to a fresh file per run in a
+#       tmpfs directory (/dev/shm when writable, else /tmp). The profile is used as shipped,
+#       including its scripted reply latencies: that is what a scenario gets.
+#   Each timed run gets a freshly started server (start-up is not timed; only smtp-source
+#   is). Within a repetition, the sink run and the inbox run are back to back, and their
+#   order flips every repetition (sink first on odd ones, inbox first on even ones) to spread
+#   the noise of a shared machine. Everything stays on loopback (127.0.4.0/24).
+#
+# VALIDITY
+#   smtp-source (without -A) aborts with "fatal: ..." and a non-zero exit on the first reply
+#   that is not the expected positive one, so exit 0 and an empty stderr mean every message
+#   was accepted. For the inbox, the receipt file must also hold exactly 50000 lines after a
+#   graceful shutdown. A run failing either check is reported INVALID and excluded; the
+#   remaining repetitions of that profile are skipped.
+#
+# HOW TO RUN
+#   scripts/bench-inbox.sh                   # from anywhere; needs root to install postfix
+#   REPEATS=3 scripts/bench-inbox.sh
+#   Environment:
+#     REPEATS        repetitions per profile (default 5)
+#     MAILSURGE_BIN  mailsurge binary to test (default: target/release/mailsurge, built with
+#                    `cargo build --release` if missing; honours CARGO_TARGET_DIR)
+#     RUN_TIMEOUT    seconds before a single smtp-source run counts as hung (default 900)
+#   Postfix's smtp-source/smtp-sink come from Debian's `postfix` package, installed here if
+#   missing (the postfix daemon itself is never started). Not root and not installed: prints
+#   "SKIPPED: ..." and exits 0.
+#
+# READING THE OUTPUT
+#   One line per timed run: repetition, server, seconds, messages/s, and the server's CPU
+#   seconds during the run (CPU% of one core; ~100% per busy thread means CPU-bound; far
+#   below means it is waiting, e.g. on scripted latency). Then per profile: the ratio of each
+#   repetition, their median, and PASS/FAIL against the target. Exit status: 0 when the
+#   benchmark ran (targets missed or not; these are measurements), 1 when a run was INVALID
+#   or something broke.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+REPEATS="${REPEATS:-5}"
+RUN_TIMEOUT="${RUN_TIMEOUT:-900}"
+SESSIONS=20
+MESSAGES=50000
+LENGTH=1024
+SINK_ADDR=127.0.4.1
+INBOX_ADDR=127.0.4.2
+PORT=2525
+
+[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "error: REPEATS must be a positive integer" >&2; exit 2; }
+
+# --- tools -------------------------------------------------------------------------------
+PATH="$PATH:/usr/sbin:/sbin"
+if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; then
+  if [[ $EUID -ne 0 ]]; then
+    echo "SKIPPED: smtp-source/smtp-sink (Debian package postfix) are not installed and installing needs root"
+    exit 0
+  fi
+  echo "== installing Debian's postfix package (for smtp-source and smtp-sink; the daemon is not started)"
+  export DEBIAN_FRONTEND=noninteractive
+  # `apt-get update` only when there are no package lists yet or the install fails.
+  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || ! apt-get install -y -q postfix >/dev/null; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q postfix >/dev/null
+  fi
+  if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; then
+    echo "error: postfix installed but smtp-source/smtp-sink not found" >&2
+    exit 1
+  fi
+fi
+for t in ss timeout awk; do
+  command -v "$t" >/dev/null || { echo "error: $t is required" >&2; exit 1; }
+done
+
+if [[ -n "${MAILSURGE_BIN:-}" ]]; then
+  BIN="$MAILSURGE_BIN"
+else
+  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mailsurge"
+  if [[ ! -x "$BIN" ]]; then
+    echo "== building the release binary (cargo build --release)"
+    cargo build --release
+  fi
+fi
+[[ -x "$BIN" ]] || { echo "error: mailsurge binary $BIN not found or not executable" >&2; exit 1; }
+
+PROFILES=(generic)
+TARGETS=(1.1)
+if [[ -f mock-inboxes/gmail.yaml ]]; then
+  PROFILES+=(gmail)
+  TARGETS+=(1.3)
+else
+  echo "gmail profile missing, skipping that comparison"
+fi
+[[ -f mock-inboxes/generic.yaml ]] || { echo "error: mock-inboxes/generic.yaml not found" >&2; exit 1; }
+
+# --- scratch space and cleanup ----------------------------------------------------------
+if [[ -d /dev/shm && -w /dev/shm ]]; then SCRATCH_PARENT=/dev/shm; else SCRATCH_PARENT=/tmp; fi
+WORK="$(mktemp -d "$SCRATCH_PARENT/bench-inbox.XXXXXX")"
+SERVER_PID=""
+
+stop_server() {
+  # Graceful stop (SIGTERM: mailsurge flushes receipts and prints its stats), SIGKILL after 10 s.
+  local pid="$SERVER_PID"
+  [[ -n "$pid" ]] || return 0
+  SERVER_PID=""
+  kill -TERM "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+  stop_server
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM HUP
+
+listening() { ss -Hltn 2>/dev/null | awk '{print $4}' | grep -qx -e "$1:$PORT" -e "0.0.0.0:$PORT" -e "\*:$PORT" -e "\[::\]:$PORT"; }
+
+for a in "$SINK_ADDR" "$INBOX_ADDR"; do
+  if listening "$a"; then
+    echo "error: $a:$PORT (or the wildcard address on port $PORT) is already in use" >&2
+    exit 1
+  fi
+done
+
+# Starts a server in the background (SERVER_PID) and waits until it listens on $1.
+start_server() {
+  local addr="$1" log="$2"
+  shift 2
+  "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    listening "$addr" && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "error: server did not come up on $addr:$PORT: $*" >&2
+  sed 's/^/    /' "$log" >&2
+  SERVER_PID=""
+  return 1
+}
+
+cpu_seconds() { # utime+stime of a process (all its threads), in seconds
+  local ticks
+  ticks="$(getconf CLK_TCK)"
+  awk -v t="$ticks" '{ sub(/^.*\) /, ""); print ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+SINK_CMD=(smtp-sink)
+if [[ $EUID -eq 0 ]]; then SINK_CMD+=(-u nobody); fi
+SINK_CMD+=("$SINK_ADDR:$PORT" 1000)
+SOURCE_ARGS=(-d -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH")
+
+# One timed run. Sets RUN_SECS, RUN_OK (1/0) and prints one result line.
+timed_run() {
+  local rep="$1" label="$2" addr="$3" profile="${4:-}"
+  local log="$WORK/server.log" err="$WORK/source.err" receipts="$WORK/receipts.jsonl"
+  rm -f "$receipts"
+  if [[ -z "$profile" ]]; then
+    start_server "$addr" "$log" "${SINK_CMD[@]}"
+  else
+    start_server "$addr" "$log" "$BIN" inbox --rules "mock-inboxes/$profile.yaml" \
+      --listen "$addr:$PORT" --receipts "$receipts"
+  fi
+  local cpu0 t0 t1 rc=0 cpu1
+  cpu0="$(cpu_seconds "$SERVER_PID")"
+  t0="$EPOCHREALTIME"
+  timeout --foreground "$RUN_TIMEOUT" smtp-source "${SOURCE_ARGS[@]}" "$addr:$PORT" >/dev/null 2>"$err" || rc=$?
+  t1="$EPOCHREALTIME"
+  cpu1="$(cpu_seconds "$SERVER_PID")"
+  stop_server
+
+  RUN_SECS="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+  local cpu problems=()
+  cpu="$(awk -v a="$cpu0" -v b="$cpu1" -v w="$RUN_SECS" 'BEGIN { printf "%.2fs cpu (%3.0f%%)", b - a, 100 * (b - a) / w }')"
+  if ((rc == 124)); then
+    problems+=("smtp-source timed out after ${RUN_TIMEOUT}s")
+  elif ((rc != 0)); then
+    problems+=("smtp-source exit status $rc")
+  fi
+  if [[ -s "$err" ]]; then
+    problems+=("smtp-source: $(head -n 3 "$err" | tr '\n' ' ')")
+  fi
+  if [[ -n "$profile" ]]; then
+    local n=0
+    if [[ -f "$receipts" ]]; then n="$(wc -l <"$receipts")"; fi
+    if ((n != MESSAGES)); then problems+=("$n receipts, expected $MESSAGES"); fi
+  fi
+  printf '  rep %d  %-16s %8.3f s  %7.0f msg/s  server %s\n' "$rep" "$label" "$RUN_SECS" \
+    "$(awk -v s="$RUN_SECS" -v m="$MESSAGES" 'BEGIN { print m / s }')" "$cpu"
+  if ((${#problems[@]})); then
+    RUN_OK=0
+    echo "  INVALID run ($label): messages were not all accepted, this measurement means nothing:"
+    printf '    - %s\n' "${problems[@]}"
+    if [[ -s "$log" ]]; then sed 's/^/    server: /' "$log" | tail -n 5; fi
+  else
+    RUN_OK=1
+  fi
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# --- header -------------------------------------------------------------------------------
+echo "== mailsurge inbox vs Postfix smtp-sink"
+echo "binary:   $BIN ($(date -r "$BIN" '+%F %T'); tree $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
+echo "postfix:  $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?')   cpus: $(nproc)   load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "source:   smtp-source ${SOURCE_ARGS[*]} <addr>:$PORT"
+echo "sink:     ${SINK_CMD[*]}"
+echo "inbox:    $BIN inbox --rules mock-inboxes/<profile>.yaml --listen $INBOX_ADDR:$PORT --receipts $WORK/receipts.jsonl"
+echo "repeats:  $REPEATS per profile (sink/inbox order flips every repetition)"
+
+# --- runs -----------------------------------------------------------------------------------
+broken=0
+declare -A RATIOS=() VERDICT=()
+for ((p = 0; p < ${#PROFILES[@]}; p++)); do
+  prof="${PROFILES[$p]}"
+  echo
+  echo "== profile $prof (target ratio <= ${TARGETS[$p]})"
+  RATIOS[$prof]=""
+  for ((rep = 1; rep <= REPEATS; rep++)); do
+    if ((rep % 2)); then order=(sink inbox); else order=(inbox sink); fi
+    sink_s="" inbox_s="" ok=1
+    for who in "${order[@]}"; do
+      if [[ $who == sink ]]; then
+        timed_run "$rep" "smtp-sink" "$SINK_ADDR"
+        sink_s="$RUN_SECS"
+      else
+        timed_run "$rep" "inbox $prof" "$INBOX_ADDR" "$prof"
+        inbox_s="$RUN_SECS"
+      fi
+      ((RUN_OK)) || ok=0
+    done
+    if ((!ok)); then
+      broken=1
+      VERDICT[$prof]="INVALID"
+      echo "  skipping the remaining repetitions of profile $prof"
+      break
+    fi
+    r="$(awk -v i="$inbox_s" -v s="$sink_s" 'BEGIN { printf "%.3f", i / s }')"
+    echo "  rep $rep  ratio inbox/sink = $r"
+    RATIOS[$prof]+="$r "
+  done
+done
+
+# --- summary -------------------------------------------------------------------------------
+echo
+echo "== summary (median of per-repetition inbox/sink time ratios)"
+for ((p = 0; p < ${#PROFILES[@]}; p++)); do
+  prof="${PROFILES[$p]}" target="${TARGETS[$p]}"
+  if [[ "${VERDICT[$prof]:-}" == INVALID ]]; then
+    echo "  $prof: INVALID (messages rejected or lost; see above)  ratios so far: ${RATIOS[$prof]:-none}"
+    continue
+  fi
+  m="$(tr ' ' '\n' <<<"${RATIOS[$prof]}" | grep . | median)"
+  verdict="$(awk -v m="$m" -v t="$target" 'BEGIN { print (m <= t) ? "PASS" : "FAIL" }')"
+  printf '  %-8s median ratio %.3f  (target <= %s)  %s   [ratios: %s]\n' "$prof" "$m" "$target" "$verdict" \
+    "${RATIOS[$prof]% }"
+done
+if [[ ${#PROFILES[@]} -eq 1 ]]; then echo "  gmail    skipped: mock-inboxes/gmail.yaml missing"; fi
+exit "$broken"

@@ -1,0 +1,278 @@
+//! The rule engine: evaluates a provider's rule table for one SMTP stage, with the state it
+//! keeps ([`super::state`]) and the runtime overlays the chaos timeline drives.
+//!
+//! First matching rule wins; no match means the stage's normal success reply, after the
+//! stage's latency. Overlays (block a pool, add latency, refuse connections) sit in front of
+//! the rules and can be set and cleared at any time without touching rule state.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::time::Instant;
+
+use super::rules::{Behaviour, Limit, Rule, RuleSet, Stage};
+use super::state::State;
+use crate::smtp::Reply;
+
+/// What a session knows when asking the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub stage: Stage,
+    pub conn_id: u64,
+    pub ip: IpAddr,
+    pub helo: &'a str,
+    pub sender: &'a str,
+    /// The recipient being added (rcpt stage) or all recipients (data/message).
+    pub rcpts: &'a [String],
+    /// SIZE= at mail, the received size at message.
+    pub size: Option<usize>,
+    /// Messages completed on this connection before this one.
+    pub transactions: u32,
+}
+
+/// The engine's answer for one stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// `None`: send nothing (see `behaviour`).
+    pub reply: Option<Reply>,
+    pub delay: Duration,
+    pub close: bool,
+    pub behaviour: Option<Behaviour>,
+}
+
+/// Runtime changes to a provider, applied on top of its rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Overlay {
+    /// Refuse new connections from `sources` (all if `None`) at connect with `reply`, then
+    /// close — an IP reputation block of one egress pool.
+    Block { sources: Option<Vec<IpAddr>>, reply: Reply },
+    /// Add this much to every reply.
+    Latency(Duration),
+    /// Provider down: every new connection gets this behaviour (reset or blackhole).
+    Down(Behaviour),
+}
+
+/// Rules + state + overlays of one provider.
+pub struct Engine {
+    rules: RwLock<Arc<RuleSet>>,
+    /// Egress pool name → addresses, to resolve `pool:` conditions.
+    pools: BTreeMap<String, Vec<IpAddr>>,
+    seed: u64,
+    start: Instant,
+    state: State,
+    overlays: RwLock<Vec<Overlay>>,
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    // A poisoned lock only means a panic elsewhere during a swap of plain data.
+    l.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet, pools: BTreeMap<String, Vec<IpAddr>>, seed: u64) -> Engine {
+        Engine {
+            rules: RwLock::new(Arc::new(rules)),
+            pools,
+            seed,
+            start: Instant::now(),
+            state: State::default(),
+            overlays: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        read(&self.rules)
+    }
+
+    /// Swaps the rule table (SIGHUP reload); state tables are kept.
+    pub fn set_rules(&self, rules: RuleSet) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
+    pub fn add_overlay(&self, o: Overlay) {
+        self.overlays.write().unwrap_or_else(|p| p.into_inner()).push(o);
+    }
+
+    /// Removes overlays matching `pred` (a chaos `restore` or the end of a `for:`).
+    pub fn remove_overlays(&self, pred: impl Fn(&Overlay) -> bool) {
+        self.overlays
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|o| !pred(o));
+    }
+
+    pub fn overlays(&self) -> Vec<Overlay> {
+        read(&self.overlays)
+    }
+
+    /// Addresses of an egress pool, for overlays that block one.
+    pub fn pool(&self, name: &str) -> Option<&[IpAddr]> {
+        self.pools.get(name).map(Vec::as_slice)
+    }
+
+    pub fn connected(&self, ip: IpAddr) -> u32 {
+        self.state.connected(ip)
+    }
+
+    pub fn disconnected(&self, ip: IpAddr, conn_id: u64) {
+        self.state.disconnected(ip, conn_id)
+    }
+
+    /// Decides a stage. `None` means "the normal success reply"; its delay comes from
+    /// [`Engine::default_delay`].
+    pub fn decide(&self, ctx: &Context<'_>) -> Option<Verdict> {
+        let overlays = read(&self.overlays);
+        let extra = self.extra_delay(&overlays, ctx.conn_id);
+        if ctx.stage == Stage::Connect {
+            for o in &overlays {
+                match o {
+                    Overlay::Down(b) => {
+                        return Some(Verdict {
+                            reply: None,
+                            delay: Duration::ZERO,
+                            close: true,
+                            behaviour: Some(*b),
+                        })
+                    }
+                    Overlay::Block { sources, reply } if sources.as_ref().is_none_or(|s| s.contains(&ctx.ip)) => {
+                        return Some(Verdict {
+                            reply: Some(render(reply, ctx)),
+                            delay: extra,
+                            close: true,
+                            behaviour: None,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let rules = self.rules();
+        let now = Instant::now();
+        let (idx, rule) = rules
+            .file
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(i, r)| self.matches(*i, r, ctx, now))?;
+        let mut rng = self.rng(idx, ctx, 1);
+        let delay = match &rule.delay {
+            Some(l) => l.sample(&mut rng),
+            None => self.stage_latency(&rules, ctx.stage, &mut rng),
+        };
+        if rule.behaviour == Some(Behaviour::Tarpit) {
+            self.state.set_tarpit(ctx.conn_id, delay);
+        }
+        Some(Verdict {
+            reply: rule.reply.as_ref().map(|r| render(r, ctx)),
+            delay: delay + extra,
+            close: rule.close || matches!(rule.behaviour, Some(Behaviour::Disconnect | Behaviour::Reset)),
+            behaviour: rule.behaviour,
+        })
+    }
+
+    /// Delay of the normal reply: the stage's latency plus overlays and tarpits.
+    pub fn default_delay(&self, ctx: &Context<'_>) -> Duration {
+        let rules = self.rules();
+        let mut rng = self.rng(usize::MAX, ctx, 0);
+        self.stage_latency(&rules, ctx.stage, &mut rng) + self.extra_delay(&read(&self.overlays), ctx.conn_id)
+    }
+
+    fn stage_latency(&self, rules: &RuleSet, stage: Stage, rng: &mut ChaCha8Rng) -> Duration {
+        rules.file.latency.get(&stage).map_or(Duration::ZERO, |l| l.sample(rng))
+    }
+
+    fn extra_delay(&self, overlays: &[Overlay], conn_id: u64) -> Duration {
+        let added: Duration = overlays
+            .iter()
+            .map(|o| match o {
+                Overlay::Latency(d) => *d,
+                _ => Duration::ZERO,
+            })
+            .sum();
+        added + self.state.tarpit(conn_id).unwrap_or_default()
+    }
+
+    fn matches(&self, idx: usize, r: &Rule, ctx: &Context<'_>, now: Instant) -> bool {
+        if r.stage != ctx.stage {
+            return false;
+        }
+        let cheap = r.sender.as_ref().is_none_or(|p| p.0.is_match(ctx.sender))
+            && r.rcpt
+                .as_ref()
+                .is_none_or(|p| ctx.rcpts.iter().any(|x| p.0.is_match(x)))
+            && r.helo.as_ref().is_none_or(|p| p.0.is_match(ctx.helo))
+            && r.source.as_ref().is_none_or(|s| s.contains(&ctx.ip))
+            && r.pool
+                .as_ref()
+                .is_none_or(|p| self.pools.get(p).is_some_and(|ips| ips.contains(&ctx.ip)))
+            && r.size.as_ref().is_none_or(|s| {
+                ctx.size
+                    .is_some_and(|n| s.min.is_none_or(|m| n as u64 >= m.0) && s.max.is_none_or(|m| n as u64 <= m.0))
+            })
+            && r.window.as_ref().is_none_or(|w| {
+                let t = now.duration_since(self.start);
+                w.from.is_none_or(|f| t >= f.0) && w.until.is_none_or(|u| t < u.0)
+            });
+        if !cheap {
+            return false;
+        }
+        // State-keeping conditions last, so only traffic the rule is about changes state.
+        if let Some(g) = &r.greylist {
+            let triple = hash(&(ctx.ip, ctx.sender, ctx.rcpts.first()));
+            if !self.state.greylisted(idx, triple, g.retry_after.0, now) {
+                return false;
+            }
+        }
+        let limited = match r.limit {
+            None => true,
+            Some(Limit::Rate { rate, burst }) => self.state.over_rate(idx, ctx.ip, rate, burst, now),
+            Some(Limit::Concurrency(n)) => self.state.open_connections(ctx.ip) > n,
+            Some(Limit::Messages(n)) => ctx.transactions >= n,
+        };
+        if !limited {
+            return false;
+        }
+        match r.probability {
+            None => true,
+            Some(p) => self.rng(idx, ctx, 2).random::<f64>() < p,
+        }
+    }
+
+    /// A per-decision RNG keyed by what is being decided (rule, stage, source, envelope) and
+    /// how often that same thing was decided before — so the same seed gives the same answers
+    /// whatever order connections arrive in, and a retry draws a fresh number.
+    fn rng(&self, idx: usize, ctx: &Context<'_>, purpose: u8) -> ChaCha8Rng {
+        let key = hash(&(idx, ctx.stage, ctx.ip, ctx.helo, ctx.sender, ctx.rcpts, purpose));
+        let n = if purpose == 2 { self.state.occurrence(key) } else { 0 };
+        ChaCha8Rng::seed_from_u64(hash(&(self.seed, key, n)))
+    }
+}
+
+fn hash(v: &impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// Fills `{rcpt} {sender} {ip} {helo}` placeholders, as real providers echo them back.
+fn render(reply: &Reply, ctx: &Context<'_>) -> Reply {
+    if !reply.lines.iter().any(|l| l.contains('{')) {
+        return reply.clone();
+    }
+    let rcpt = ctx.rcpts.last().map(String::as_str).unwrap_or("");
+    let ip = ctx.ip.to_string();
+    let mut r = reply.clone();
+    for l in &mut r.lines {
+        *l = l
+            .replace("{rcpt}", rcpt)
+            .replace("{sender}", ctx.sender)
+            .replace("{ip}", &ip)
+            .replace("{helo}", ctx.helo);
+    }
+    r
+}
