@@ -35,6 +35,10 @@ pub struct Inbox {
     receipts: mpsc::UnboundedSender<Receipt>,
     /// Accepted messages, for the standalone inbox's exit line.
     accepted: AtomicU64,
+    /// Hashes of message keys seen (X-Mailsurge-Id, else Message-ID): the duplicate check,
+    /// 8 bytes per message — the only state kept per finished message.
+    seen: std::sync::Mutex<std::collections::HashSet<u64>>,
+    duplicates: AtomicU64,
 }
 
 impl Inbox {
@@ -51,6 +55,35 @@ impl Inbox {
             engine: Engine::new(rules, pools, seed),
             receipts,
             accepted: AtomicU64::new(0),
+            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            duplicates: AtomicU64::new(0),
+        }
+    }
+
+    /// (accepted messages, of which duplicates) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.accepted.load(Ordering::Relaxed),
+            self.duplicates.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Marks a receipt as a duplicate if its key was received before for any of its
+    /// recipients (per recipient, since one message may arrive in one transaction per domain).
+    fn check_duplicate(&self, r: &mut Receipt) {
+        use std::hash::{Hash, Hasher};
+        let Some(key) = r.key() else { return };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dup = false;
+        for rcpt in &r.rcpt {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (key, rcpt.to_ascii_lowercase()).hash(&mut h);
+            dup |= !seen.insert(h.finish());
+        }
+        drop(seen);
+        if dup {
+            r.duplicate = true;
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -142,7 +175,8 @@ impl Policy for Inbox {
         let d = self.decide(c, Reply::new(250, Some("2.0.0"), "Ok: queued"));
         if d.hangup.is_none() && d.reply.is_success() {
             self.accepted.fetch_add(1, Ordering::Relaxed);
-            let r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body);
+            let mut r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body);
+            self.check_duplicate(&mut r);
             // The receiver only goes away at shutdown, when losing a late receipt is moot.
             let _ = self.receipts.send(r);
         }
@@ -236,9 +270,13 @@ pub async fn run_standalone(
     .await?;
     reloader.abort();
     let _ = reloader.await;
+    let (_, duplicates) = inbox.counts();
     drop(inbox);
     let n = writer.await??;
-    eprintln!("mailsurge inbox `{provider}`: {n} receipts; {:?}", stats.snapshot());
+    eprintln!(
+        "mailsurge inbox `{provider}`: {n} receipts, {duplicates} duplicates; {:?}",
+        stats.snapshot()
+    );
     Ok(())
 }
 

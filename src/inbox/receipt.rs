@@ -25,6 +25,9 @@ pub struct Receipt {
     pub intended_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_ns: Option<u64>,
+    /// This message id was received before (an extra delivery).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// The identity headers of a message.
@@ -79,6 +82,7 @@ impl Receipt {
             provider: provider.to_string(),
             intended_ns: id.intended_ns,
             submitted_ns: id.submitted_ns,
+            duplicate: false,
         }
     }
 

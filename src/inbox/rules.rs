@@ -465,6 +465,45 @@ mod tests {
     }
 
     #[test]
+    fn misused_keys_are_rejected_where_they_stand() {
+        let cases = [
+            (
+                "{ stage: mail, limit: { per: source_ip, concurrency: 5 }, reply: \"421 x\" }",
+                "stage: connect",
+            ),
+            (
+                "{ stage: mail, behaviour: tarpit, reply: \"250 ok\" }",
+                "needs `delay:`",
+            ),
+            ("{ stage: rcpt, behaviour: reset, reply: \"550 x\" }", "sends no reply"),
+            ("{ stage: rcpt }", "needs `reply:`"),
+            ("{ stage: mail, rcpt: 'x', reply: \"550 x\" }", "from `stage: rcpt` on"),
+            (
+                "{ stage: connect, greylist: { retry_after: 1s }, reply: \"451 x\" }",
+                "greylisting",
+            ),
+            (
+                "{ stage: mail, limit: { per: source_ip, rate: 5/s, concurrency: 2 }, reply: \"421 x\" }",
+                "limit must be",
+            ),
+            (
+                "{ stage: mail, source: 300.1.1.1, reply: \"550 x\" }",
+                "not an IP address",
+            ),
+            (
+                "{ stage: mail, probability: 150%, reply: \"550 x\" }",
+                "between 0% and 100%",
+            ),
+            ("{ stage: mail, reply: \"250 ok\", colour: red }", "colour"),
+        ];
+        for (rule, want) in cases {
+            let e = RuleSet::from_source(&src(&format!("provider: t\nrules:\n  - {rule}\n"))).unwrap_err();
+            assert_eq!(e.pos.map(|p| p.0), Some(3), "{rule}: {e}");
+            assert!(e.to_string().contains(want), "{rule}: `{e}` lacks `{want}`");
+        }
+    }
+
+    #[test]
     fn latency_is_bounded_and_seeded() {
         let l = Latency::Lognormal {
             median: "15ms".parse().unwrap(),
