@@ -124,7 +124,9 @@ fn node_relays_bounces_and_refuses_strangers() {
 
     // Nothing left in the spool once everything is terminal.
     let spool_empty = wait_for(Duration::from_secs(5), || {
-        let n = std::fs::read_dir(dir.path().join("spool/q")).ok()?.count();
+        let n = mailsurge::mta::spool::LogSpool::scan(&dir.path().join("spool"))
+            .ok()?
+            .len();
         (n == 0).then_some(())
     });
     assert!(spool_empty.is_some(), "spool not emptied");

@@ -66,14 +66,11 @@ impl Policy for Ingress {
             rcpts: env.rcpts.clone(),
             received_ns,
         };
-        let spool = self.spool.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let id = spool.store(&meta, &body)?;
-            Ok::<_, std::io::Error>((id, meta, body))
-        })
-        .await;
-        let (spool_id, mut meta, body) = match stored {
-            Ok(Ok(x)) => x,
+        let body = std::sync::Arc::new(body);
+        let stored = self.spool.store(meta.clone(), body.clone()).await;
+        let mut meta = meta;
+        let spool_id = match stored {
+            Ok(Ok(id)) => id,
             Ok(Err(e)) => {
                 tracing::error!("spool write failed: {e}");
                 return Decision::reply(Reply::new(
@@ -82,14 +79,14 @@ impl Policy for Ingress {
                     "Temporary failure writing the spool, try again",
                 ));
             }
-            Err(e) => {
-                tracing::error!("spool task failed: {e}");
+            Err(_) => {
+                tracing::error!("spool committer went away");
                 return Decision::reply(Reply::new(451, Some("4.3.0"), "Temporary local problem, try again"));
             }
         };
         if meta.msg_id.is_empty() {
             // Foreign mail without a Message-ID is tracked by its spool id.
-            meta.msg_id = spool_id.clone();
+            meta.msg_id = format!("{spool_id:016x}");
         }
         for rcpt in &meta.rcpts {
             let mut e = Event::new(now_ns(), meta.msg_id.clone(), Kind::Accepted);
@@ -97,7 +94,7 @@ impl Policy for Ingress {
             e.code = Some(250);
             self.events.emit(e);
         }
-        let reply = Reply::new(250, Some("2.0.0"), &format!("Ok: queued as {spool_id}"));
+        let reply = Reply::new(250, Some("2.0.0"), &format!("Ok: queued as {spool_id:016X}"));
         self.queues.submit(spool_id, meta, body);
         Decision::reply(reply)
     }

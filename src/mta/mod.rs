@@ -26,7 +26,7 @@ pub use config::NodeConfig;
 use eventlog::EventLog;
 use queue::Queues;
 use responses::ResponseTable;
-use spool::{LocalSpool, Spool};
+use spool::{LogSpool, Spool};
 
 /// How long a stopping node waits for in-flight deliveries before exiting anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -50,7 +50,7 @@ pub async fn run_node(
     let cfg = Arc::new(cfg);
     let spool_dir = cfg.spool_dir().to_path_buf();
     let spool: Arc<dyn Spool> =
-        Arc::new(LocalSpool::open(&spool_dir).with_context(|| format!("cannot open spool {}", spool_dir.display()))?);
+        Arc::new(LogSpool::open(&spool_dir).with_context(|| format!("cannot open spool {}", spool_dir.display()))?);
     let events = Arc::new(
         EventLog::open(&cfg.events, &cfg.node, &cfg.region)
             .with_context(|| format!("cannot open events file {}", cfg.events.display()))?,
@@ -59,16 +59,10 @@ pub async fn run_node(
     let queues = Queues::new(cfg.clone(), responses, spool.clone(), events.clone(), stop_rx);
 
     // Recovery: everything still in the spool was acknowledged and is not done.
-    let ids = spool.enumerate().context("cannot list spool")?;
-    let mut recovered = 0usize;
-    for id in ids {
-        match spool.load(&id) {
-            Ok((meta, body)) => {
-                queues.submit(id, meta, body);
-                recovered += 1;
-            }
-            Err(e) => tracing::error!("spool file {id} unreadable, left in place: {e}"),
-        }
+    let recovered = spool.recover().context("cannot read the spool")?;
+    let n_recovered = recovered.len();
+    for r in recovered {
+        queues.submit(r.id, r.meta, Arc::new(r.body));
     }
 
     let listener = TcpListener::bind(cfg.listen)
@@ -77,7 +71,7 @@ pub async fn run_node(
     let local = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{READY_PREFIX}{local} recovered={recovered}")?;
+        writeln!(out, "{READY_PREFIX}{local} recovered={n_recovered}")?;
         out.flush()?;
     }
     let ingress = Arc::new(ingress::Ingress {

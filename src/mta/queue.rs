@@ -121,9 +121,8 @@ impl Queues {
     }
 
     /// Queues a freshly accepted (or recovered) message: one job per recipient domain.
-    pub fn submit(self: &Arc<Self>, spool_id: SpoolId, meta: Meta, body: Vec<u8>) {
+    pub fn submit(self: &Arc<Self>, spool_id: SpoolId, meta: Meta, body: Arc<Vec<u8>>) {
         let meta = Arc::new(meta);
-        let body = Arc::new(body);
         let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
         for rcpt in &meta.rcpts {
             if lock(&self.suppressed).contains(&rcpt.to_ascii_lowercase()) {
@@ -143,11 +142,11 @@ impl Queues {
             self.remove_from_spool(spool_id);
             return;
         }
-        lock(&self.pending).insert(spool_id.clone(), by_domain.len());
+        lock(&self.pending).insert(spool_id, by_domain.len());
         for (domain, rcpts) in by_domain {
             self.live.fetch_add(1, Ordering::Relaxed);
             self.enqueue(Job {
-                spool_id: spool_id.clone(),
+                spool_id,
                 meta: meta.clone(),
                 body: body.clone(),
                 domain,
@@ -394,17 +393,13 @@ impl Queues {
             }
         };
         if done {
-            self.remove_from_spool(job.spool_id.clone());
+            self.remove_from_spool(job.spool_id);
         }
     }
 
     fn remove_from_spool(&self, id: SpoolId) {
-        let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = spool.remove(&id) {
-                tracing::warn!("cannot remove {id} from spool: {e}");
-            }
-        });
+        // Appends 8 bytes to a buffered file: cheap enough for the async context.
+        self.spool.remove(id);
     }
 
     /// The source address for the next connection: round-robin over the pool's addresses.

@@ -29,7 +29,7 @@ use crate::config::ConfigError;
 use crate::events::{self, now_ns, Event};
 use crate::inbox::{self, Inbox, Receipt};
 use crate::measure::{self, Spooled};
-use crate::mta::spool::LocalSpool;
+use crate::mta::spool::LogSpool;
 use crate::report::{self, RunInfo, Summary};
 use crate::scenario::{MtaKind, Scenario};
 use crate::smtp::{self, ServerStats};
@@ -276,7 +276,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
             log.line(&format!("node {}: {torn} torn event lines skipped", n.name));
         }
         all.append(&mut evs);
-        for m in LocalSpool::scan(&n.dir.join("spool")).unwrap_or_default() {
+        for m in LogSpool::scan(&n.dir.join("spool")).unwrap_or_default() {
             for rcpt in &m.rcpts {
                 spooled.push(Spooled {
                     msg_id: m.msg_id.clone(),

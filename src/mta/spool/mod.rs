@@ -1,0 +1,51 @@
+//! The MTA's durable spool: where an accepted message lives until it is delivered, bounced or
+//! expired. `250` is only sent after [`Spool::store`] resolves, i.e. after fsync.
+//!
+//! Behind a trait (after KumoMTA's `spool` crate: store / remove / recover) so a shared-queue
+//! backend (NATS JetStream, SPEC §9) can replace local disk. The local backend is a
+//! group-commit segment log ([`log::LogSpool`]): one fdatasync makes a whole batch durable, so
+//! throughput does not collapse to one fsync per message.
+
+pub mod log;
+
+use std::io;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+pub use log::LogSpool;
+
+/// A spooled message's identity in one spool: segment number in the high 32 bits, record
+/// number in the low 32.
+pub type SpoolId = u64;
+
+/// The envelope and identity kept beside the body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// `X-Mailsurge-Id`, else `Message-ID`, else the spool id: what events are keyed on.
+    pub msg_id: String,
+    pub from: String,
+    pub rcpts: Vec<String>,
+    /// When the node accepted it (ns since epoch); retries give up relative to this.
+    pub received_ns: u64,
+}
+
+/// A message found in the spool at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovered {
+    pub id: SpoolId,
+    pub meta: Meta,
+    pub body: Vec<u8>,
+}
+
+/// Durable message storage.
+pub trait Spool: Send + Sync + 'static {
+    /// Queues the message for the next commit; the receiver resolves once it is durable.
+    fn store(&self, meta: Meta, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>>;
+    /// Forgets a message that reached a terminal state. Not fsynced: if the removal is lost in
+    /// a crash the message is delivered again — a countable duplicate, never a loss.
+    fn remove(&self, id: SpoolId);
+    /// Everything stored and not removed, for restart recovery (call once, at start).
+    fn recover(&self) -> io::Result<Vec<Recovered>>;
+}
