@@ -159,7 +159,7 @@ impl Engine {
             .iter()
             .enumerate()
             .find(|(i, r)| self.matches(*i, r, ctx, now))?;
-        let mut rng = self.rng(idx, ctx, 1);
+        let mut rng = self.latency_rng(idx, ctx);
         let delay = match &rule.delay {
             Some(l) => l.sample(&mut rng),
             None => self.stage_latency(&rules, ctx.stage, &mut rng),
@@ -178,7 +178,7 @@ impl Engine {
     /// Delay of the normal reply: the stage's latency plus overlays and tarpits.
     pub fn default_delay(&self, ctx: &Context<'_>) -> Duration {
         let rules = self.rules();
-        let mut rng = self.rng(usize::MAX, ctx, 0);
+        let mut rng = self.latency_rng(usize::MAX, ctx);
         self.stage_latency(&rules, ctx.stage, &mut rng) + self.extra_delay(&read(&self.overlays), ctx.conn_id)
     }
 
@@ -239,17 +239,30 @@ impl Engine {
         }
         match r.probability {
             None => true,
-            Some(p) => self.rng(idx, ctx, 2).random::<f64>() < p,
+            Some(p) => self.decision_rng(idx, ctx).random::<f64>() < p,
         }
     }
 
-    /// A per-decision RNG keyed by what is being decided (rule, stage, source, envelope) and
-    /// how often that same thing was decided before — so the same seed gives the same answers
-    /// whatever order connections arrive in, and a retry draws a fresh number.
-    fn rng(&self, idx: usize, ctx: &Context<'_>, purpose: u8) -> ChaCha8Rng {
-        let key = hash(&(idx, ctx.stage, ctx.ip, ctx.helo, ctx.sender, ctx.rcpts, purpose));
-        let n = if purpose == 2 { self.state.occurrence(key) } else { 0 };
+    /// The RNG for a rule's probability: keyed by what is being decided (rule, stage, source,
+    /// envelope) and how often that same thing was decided before — so the same seed gives the
+    /// same answers whatever order connections arrive in, and a retry draws a fresh number.
+    fn decision_rng(&self, idx: usize, ctx: &Context<'_>) -> ChaCha8Rng {
+        let key = hash(&(idx, ctx.stage, ctx.ip, ctx.helo, ctx.sender, ctx.rcpts));
+        let n = self.state.occurrence(key);
         ChaCha8Rng::seed_from_u64(hash(&(self.seed, key, n)))
+    }
+
+    /// The RNG for latency samples: varies per connection, message and stage without shared
+    /// state (timing is not reproducible anyway, so there is nothing to gain from a lock here).
+    fn latency_rng(&self, idx: usize, ctx: &Context<'_>) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(hash(&(
+            self.seed,
+            idx,
+            ctx.conn_id,
+            ctx.transactions,
+            ctx.stage,
+            ctx.rcpts,
+        )))
     }
 }
 
