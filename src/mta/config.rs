@@ -63,6 +63,13 @@ pub struct NodeLimits {
     pub max_connections: usize,
     /// Outbound connections per destination domain.
     pub domain_connections: usize,
+    /// Messages per second per destination domain; unlimited when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_rate: Option<crate::units::Rate>,
+    /// Outbound connections per egress pool, over all domains; 0 = unlimited.
+    pub pool_connections: usize,
+    /// Inbound connections per client IP.
+    pub connections_per_ip: usize,
     /// Messages sent on one outbound connection before it is recycled.
     pub messages_per_connection: u32,
 }
@@ -74,6 +81,9 @@ impl Default for NodeLimits {
             max_recipients: 100,
             max_connections: 1024,
             domain_connections: 8,
+            domain_rate: None,
+            pool_connections: 0,
+            connections_per_ip: 256,
             messages_per_connection: 1000,
         }
     }

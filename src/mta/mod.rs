@@ -9,6 +9,7 @@
 pub mod config;
 pub mod eventlog;
 pub mod ingress;
+pub mod pace;
 pub mod queue;
 pub mod responses;
 pub mod spool;
@@ -84,6 +85,7 @@ pub async fn run_node(
     let limits = Limits {
         hostname: ingress.hostname.clone(),
         max_connections: cfg.limits.max_connections,
+        max_connections_per_ip: cfg.limits.connections_per_ip,
         max_message_size: cfg.limits.max_message_size.0 as usize,
         max_recipients: cfg.limits.max_recipients,
         ..Limits::default()

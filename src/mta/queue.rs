@@ -10,8 +10,9 @@
 //! - retries back off exponentially with jitter; a message whose next retry would fall past
 //!   `give_up` (measured from acceptance) expires instead;
 //! - `reroute` switches the job's egress pool, `failover` moves to the domain's next route
-//!   address; both retry after the normal backoff. `throttle` retries like `defer` (rate cuts
-//!   per domain and pool are a later step of the scheduler).
+//!   address; both retry after the normal backoff. `throttle` also cuts the domain's
+//!   connections and rate by `domain_rate` for `for` ([`super::pace`]), then retries;
+//! - egress pools can cap their outbound connections over all domains (`pool_connections`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -21,14 +22,21 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::config::NodeConfig;
 use super::eventlog::EventLog;
+use super::pace::Pace;
 use super::responses::{Action, ResponseTable, Verdict};
 use super::spool::{Meta, Spool, SpoolId};
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig, Reply};
+
+/// A `throttle` rule without `domain_rate:` halves the domain's pace...
+pub const DEFAULT_THROTTLE_FACTOR: f64 = 0.5;
+/// ...for this long without `for:`.
+pub const DEFAULT_THROTTLE_HOLD: Duration = Duration::from_secs(30);
 
 /// How long an idle worker keeps its outbound connection before closing it.
 pub const WORKER_IDLE: Duration = Duration::from_secs(2);
@@ -49,15 +57,23 @@ pub struct Job {
     pub route_idx: usize,
 }
 
-/// An outbound connection: client, where it goes, from which source, messages sent on it.
-type Conn = (Client, SocketAddr, Option<IpAddr>, u32);
+/// An outbound connection and what it is bound to.
+struct Conn {
+    client: Client,
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    /// Messages sent on it, for recycling.
+    sent: u32,
+    /// The egress pool's connection slot, released when the connection is dropped.
+    _slot: Option<OwnedSemaphorePermit>,
+}
 
-#[derive(Default)]
 struct DomainState {
     ready: VecDeque<Job>,
     workers: usize,
     idle: usize,
     notify: Arc<Notify>,
+    pace: Pace,
 }
 
 /// The queue manager of one node.
@@ -78,6 +94,8 @@ pub struct Queues {
     live: AtomicUsize,
     /// Jobs a worker is sending right now.
     busy: AtomicUsize,
+    /// Connection slots per egress pool (absent: unlimited).
+    pool_slots: HashMap<String, Arc<Semaphore>>,
 }
 
 impl Queues {
@@ -93,6 +111,14 @@ impl Queues {
             ..ClientConfig::default()
         };
         let seed = cfg.seed;
+        let pool_slots = match cfg.limits.pool_connections {
+            0 => HashMap::new(),
+            n => cfg
+                .egress_pools
+                .keys()
+                .map(|p| (p.clone(), Arc::new(Semaphore::new(n))))
+                .collect(),
+        };
         Arc::new(Queues {
             cfg,
             responses,
@@ -107,6 +133,7 @@ impl Queues {
             stopping,
             live: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
+            pool_slots,
         })
     }
 
@@ -162,10 +189,10 @@ impl Queues {
         let domain = job.domain.clone();
         let spawn = {
             let mut map = lock(&self.domains);
-            let st = map.entry(domain.clone()).or_default();
+            let st = map.entry(domain.clone()).or_insert_with(|| self.domain_state());
             st.ready.push_back(job);
             st.notify.notify_one();
-            let spawn = st.idle < st.ready.len() && st.workers < self.cfg.limits.domain_connections.max(1);
+            let spawn = st.idle < st.ready.len() && st.workers < st.pace.connections(Instant::now());
             if spawn {
                 st.workers += 1;
             }
@@ -184,8 +211,9 @@ impl Queues {
         loop {
             let notify = {
                 let mut map = lock(&self.domains);
-                let st = map.entry(domain.to_string()).or_default();
-                if *self.stopping.borrow() {
+                let st = map.entry(domain.to_string()).or_insert_with(|| self.domain_state());
+                // Stopping, or more workers than a throttled domain now allows: retire.
+                if *self.stopping.borrow() || st.workers > st.pace.connections(Instant::now()) {
                     st.workers -= 1;
                     return None;
                 }
@@ -205,7 +233,9 @@ impl Queues {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = stopping.changed() => {}
             }
-            lock(&self.domains).entry(domain.to_string()).or_default().idle -= 1;
+            if let Some(st) = lock(&self.domains).get_mut(domain) {
+                st.idle -= 1;
+            }
         }
     }
 
@@ -216,8 +246,38 @@ impl Queues {
             conn = self.attempt(job, conn).await;
             self.busy.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some((c, ..)) = conn {
-            c.quit().await;
+        if let Some(c) = conn {
+            c.client.quit().await;
+        }
+    }
+
+    fn domain_state(&self) -> DomainState {
+        let l = &self.cfg.limits;
+        DomainState {
+            ready: VecDeque::new(),
+            workers: 0,
+            idle: 0,
+            notify: Arc::new(Notify::new()),
+            pace: Pace::new(l.domain_connections, l.domain_rate.map(|r| r.0)),
+        }
+    }
+
+    /// Cuts a domain's pacing after a `throttle` verdict.
+    fn throttle(&self, domain: &str, factor: f64, hold: Duration) {
+        let mut map = lock(&self.domains);
+        let st = map.entry(domain.to_string()).or_insert_with(|| self.domain_state());
+        if st.pace.cut(factor, hold, Instant::now()) {
+            tracing::info!("throttling {domain}: x{factor} for {hold:?}");
+        }
+    }
+
+    /// Waits for the domain's next send slot under its rate limit.
+    async fn pace(&self, domain: &str) {
+        let wait = lock(&self.domains)
+            .get_mut(domain)
+            .map_or(Duration::ZERO, |st| st.pace.reserve(Instant::now()));
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -233,18 +293,31 @@ impl Queues {
         };
         let addr = addrs[job.route_idx % addrs.len()];
         let src = self.egress_ip(job.pool.as_deref());
-        let reuse = matches!(&conn, Some((c, a, s, n)) if c.is_usable() && *a == addr && *s == src
-            && *n < self.cfg.limits.messages_per_connection);
+        let reuse = matches!(&conn, Some(c) if c.client.is_usable() && c.addr == addr && c.src == src
+            && c.sent < self.cfg.limits.messages_per_connection);
         if !reuse {
-            if let Some((c, ..)) = conn.take() {
-                c.quit().await;
+            if let Some(c) = conn.take() {
+                c.client.quit().await;
             }
+            let slot = match self.pool_name(job.pool.as_deref()).and_then(|p| self.pool_slots.get(p)) {
+                // acquire_owned only fails on a closed semaphore, and these are never closed.
+                Some(sem) => sem.clone().acquire_owned().await.ok(),
+                None => None,
+            };
             let cfg = ClientConfig {
                 source_ip: src,
                 ..self.client.clone()
             };
             match Client::connect(addr, &cfg).await {
-                Ok(c) => conn = Some((c, addr, src, 0)),
+                Ok(client) => {
+                    conn = Some(Conn {
+                        client,
+                        addr,
+                        src,
+                        sent: 0,
+                        _slot: slot,
+                    })
+                }
                 Err(e) => {
                     let r = match e {
                         crate::smtp::ClientError::Greeting(r) => r,
@@ -255,10 +328,12 @@ impl Queues {
                 }
             }
         }
-        let Some((client, _, _, sent)) = conn.as_mut() else {
+        self.pace(&domain).await;
+        let Some(c) = conn.as_mut() else {
             return None; // invariant: set just above
         };
-        *sent += 1;
+        c.sent += 1;
+        let client = &mut c.client;
         let source_ip = client.local_addr().ip().to_string();
         match client.send(&job.meta.from, &job.rcpts, &job.body).await {
             Ok(out) => self.handle_outcome(job, &out, &source_ip),
@@ -363,6 +438,11 @@ impl Queues {
         match v.action {
             Action::Reroute => job.pool = v.pool.clone(),
             Action::Failover => job.route_idx += 1,
+            Action::Throttle => self.throttle(
+                &job.domain,
+                v.domain_rate.unwrap_or(DEFAULT_THROTTLE_FACTOR),
+                v.hold.unwrap_or(DEFAULT_THROTTLE_HOLD),
+            ),
             _ => {}
         }
         let me = self.clone();
@@ -402,14 +482,17 @@ impl Queues {
         self.spool.remove(id);
     }
 
+    /// The pool a job sends from: its override, the configured default, `shared`, or the first.
+    fn pool_name<'a>(&'a self, pool: Option<&'a str>) -> Option<&'a str> {
+        let pools = &self.cfg.egress_pools;
+        pool.or(self.cfg.default_pool.as_deref())
+            .or_else(|| pools.contains_key("shared").then_some("shared"))
+            .or_else(|| pools.keys().next().map(String::as_str))
+    }
+
     /// The source address for the next connection: round-robin over the pool's addresses.
     fn egress_ip(&self, pool: Option<&str>) -> Option<IpAddr> {
-        let pools = &self.cfg.egress_pools;
-        let name = pool
-            .or(self.cfg.default_pool.as_deref())
-            .or_else(|| pools.contains_key("shared").then_some("shared"))
-            .or_else(|| pools.keys().next().map(String::as_str))?;
-        let ips = pools.get(name)?;
+        let ips = self.cfg.egress_pools.get(self.pool_name(pool)?)?;
         (!ips.is_empty()).then(|| ips[self.pool_rr.fetch_add(1, Ordering::Relaxed) % ips.len()])
     }
 }

@@ -186,6 +186,9 @@ pub struct Limits {
     pub hostname: String,
     /// Concurrent sessions; more get `421 4.7.0 Too many connections`.
     pub max_connections: usize,
+    /// Concurrent sessions from one client IP; more get `421 4.7.0 Too many connections from
+    /// your host` (Postfix's `smtpd_client_connection_count_limit`).
+    pub max_connections_per_ip: usize,
     /// Longest command line, CRLF included.
     pub max_command_line: usize,
     /// Longest message line, CRLF included; longer lines get the message refused (500 5.5.2).
@@ -207,6 +210,7 @@ impl Default for Limits {
         Limits {
             hostname: "localhost".to_owned(),
             max_connections: 1024,
+            max_connections_per_ip: usize::MAX,
             max_command_line: 2048,
             max_data_line: 10_000,
             max_message_size: 32 * 1024 * 1024,
@@ -325,6 +329,7 @@ pub async fn serve<P: Policy>(
     let (notify, _) = broadcast::channel::<()>(1);
     let mut tasks = JoinSet::new();
     let mut next_conn_id: u64 = 0;
+    let per_ip = Arc::new(PerIp::default());
     let mut shutdown = std::pin::pin!(shutdown);
 
     let result = loop {
@@ -340,6 +345,12 @@ pub async fn serve<P: Policy>(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(ip_slot) = per_ip.take(peer.ip(), shared.limits.max_connections_per_ip) else {
+                        ServerStats::bump(&shared.stats.connections_refused_limit);
+                        tracing::debug!(%peer, "connection refused: per-IP limit reached");
+                        tasks.spawn(refuse_with(stream, "Too many connections from your host"));
+                        continue;
+                    };
                     match Arc::clone(&permits).try_acquire_owned() {
                         Ok(permit) => {
                             next_conn_id += 1;
@@ -349,6 +360,7 @@ pub async fn serve<P: Policy>(
                             tasks.spawn(async move {
                                 session::run(shared, stream, peer, id, rx).await;
                                 drop(permit);
+                                drop(ip_slot);
                             });
                         }
                         Err(_) => {
@@ -394,8 +406,42 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
 }
 
 /// Tells a connection over the limit why it is closed, without involving the policy.
-async fn refuse(mut stream: TcpStream) {
-    let reply = Reply::new(421, Some("4.7.0"), "Too many connections").to_wire();
+/// Open sessions per client IP; a slot is given back when its guard drops.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct PerIpSlot(Arc<PerIp>, std::net::IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<PerIpSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot(Arc::clone(self), ip))
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+async fn refuse(stream: TcpStream) {
+    refuse_with(stream, "Too many connections").await
+}
+
+async fn refuse_with(mut stream: TcpStream, text: &str) {
+    let reply = Reply::new(421, Some("4.7.0"), text).to_wire();
     let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, async {
         stream.write_all(&reply).await?;
         session::linger_close(&mut stream).await;

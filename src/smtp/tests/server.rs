@@ -294,6 +294,31 @@ async fn too_many_connections_get_421() {
 }
 
 #[tokio::test]
+async fn too_many_connections_from_one_ip_get_421_while_others_pass() {
+    let limits = Limits {
+        max_connections_per_ip: 2,
+        ..test_limits()
+    };
+    let srv = TestServer::start(TestPolicy::default(), limits).await;
+    let mut a = srv.raw().await;
+    a.expect(220).await;
+    let mut b = srv.raw().await;
+    b.expect(220).await;
+    let mut c = srv.raw().await;
+    let r = c.expect(421).await;
+    assert_eq!(r.text(), "Too many connections from your host");
+    c.expect_closed().await;
+    let mut other = Raw::connect_from(srv.addr, "127.0.0.9".parse().unwrap()).await;
+    other.expect(220).await;
+    a.cmd("QUIT", 221).await;
+    a.expect_closed().await;
+    drop(a);
+    srv.eventually(|s| s.stats.snapshot().connections_active == 2).await;
+    let mut d = srv.raw().await;
+    d.expect(220).await;
+}
+
+#[tokio::test]
 async fn idle_timeout_closes_with_421() {
     let limits = Limits {
         command_timeout: Duration::from_millis(150),

@@ -187,6 +187,20 @@ impl Raw {
         }
     }
 
+    /// Connects from a chosen loopback source address (another "client host").
+    pub async fn connect_from(addr: SocketAddr, src: std::net::IpAddr) -> Raw {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(src, 0)).unwrap();
+        let stream = tokio::time::timeout(WAIT, sock.connect(addr)).await.unwrap().unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+            rx: ResponseReceiver::default(),
+            wire: Vec::new(),
+        }
+    }
+
     pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).await.unwrap();
     }
