@@ -193,6 +193,12 @@ timed_run() {
   t0="$EPOCHREALTIME"
   timeout --foreground "$RUN_TIMEOUT" smtp-source "${SOURCE_ARGS[@]}" "$addr:$PORT" >/dev/null 2>"$err" || rc=$?
   t1="$EPOCHREALTIME"
+  # Ctrl-C reaches smtp-source too; `timeout` then exits 128+signal, which bash does not treat
+  # as its own interruption, so stop here explicitly (the EXIT trap cleans up).
+  if ((rc == 129 || rc == 130 || rc == 143)); then
+    echo "interrupted" >&2
+    exit "$rc"
+  fi
   cpu1="$(cpu_seconds "$SERVER_PID")"
   stop_server
 
@@ -212,8 +218,11 @@ timed_run() {
     if [[ -f "$receipts" ]]; then n="$(wc -l <"$receipts")"; fi
     if ((n != MESSAGES)); then problems+=("$n receipts, expected $MESSAGES"); fi
   fi
-  printf '  rep %d  %-16s %8.3f s  %7.0f msg/s  server %s\n' "$rep" "$label" "$RUN_SECS" \
-    "$(awk -v s="$RUN_SECS" -v m="$MESSAGES" 'BEGIN { print m / s }')" "$cpu"
+  local rate="invalid"
+  if ((${#problems[@]} == 0)); then
+    rate="$(awk -v s="$RUN_SECS" -v m="$MESSAGES" 'BEGIN { printf "%.0f", m / s }')"
+  fi
+  printf '  rep %d  %-16s %8.3f s  %7s msg/s  server %s\n' "$rep" "$label" "$RUN_SECS" "$rate" "$cpu"
   if ((${#problems[@]})); then
     RUN_OK=0
     echo "  INVALID run ($label): messages were not all accepted, this measurement means nothing:"
@@ -228,7 +237,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 
 # --- header -------------------------------------------------------------------------------
 echo "== mailsurge inbox vs Postfix smtp-sink"
-echo "binary:   $BIN ($(date -r "$BIN" '+%F %T'); tree $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
+echo "binary:   $BIN (built $(date -r "$BIN" '+%F %T'); source tree now: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
 echo "postfix:  $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?')   cpus: $(nproc)   load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "source:   smtp-source ${SOURCE_ARGS[*]} <addr>:$PORT"
 echo "sink:     ${SINK_CMD[*]}"

@@ -119,6 +119,13 @@ pub enum Shipped {
 /// Shipped files embedded at build time so a scenario works from any directory.
 const SHIPPED: &[(Shipped, &str, &str)] = &[
     (Shipped::Inbox, "generic", include_str!("../mock-inboxes/generic.yaml")),
+    (Shipped::Inbox, "gmail", include_str!("../mock-inboxes/gmail.yaml")),
+    (Shipped::Inbox, "yahoo", include_str!("../mock-inboxes/yahoo.yaml")),
+    (Shipped::Inbox, "aol", include_str!("../mock-inboxes/aol.yaml")),
+    (Shipped::Inbox, "outlook", include_str!("../mock-inboxes/outlook.yaml")),
+    (Shipped::Inbox, "icloud", include_str!("../mock-inboxes/icloud.yaml")),
+    (Shipped::Inbox, "comcast", include_str!("../mock-inboxes/comcast.yaml")),
+    (Shipped::Inbox, "att", include_str!("../mock-inboxes/att.yaml")),
     (
         Shipped::Scenario,
         "deliverability",

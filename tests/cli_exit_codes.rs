@@ -104,6 +104,13 @@ fn shipped_files_validate() {
         "scenarios/black-friday.yaml",
         "scenarios/deliverability.yaml",
         "mock-inboxes/generic.yaml",
+        "mock-inboxes/gmail.yaml",
+        "mock-inboxes/yahoo.yaml",
+        "mock-inboxes/aol.yaml",
+        "mock-inboxes/outlook.yaml",
+        "mock-inboxes/icloud.yaml",
+        "mock-inboxes/comcast.yaml",
+        "mock-inboxes/att.yaml",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -65,7 +65,8 @@ pub struct Engine {
     seed: u64,
     start: Instant,
     state: State,
-    overlays: RwLock<Vec<Overlay>>,
+    /// Swapped whole on change, so a decision takes one cheap `Arc` clone, not a `Vec` copy.
+    overlays: RwLock<Arc<Vec<Overlay>>>,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -81,7 +82,7 @@ impl Engine {
             seed,
             start: Instant::now(),
             state: State::default(),
-            overlays: RwLock::new(Vec::new()),
+            overlays: RwLock::new(Arc::new(Vec::new())),
         }
     }
 
@@ -95,19 +96,20 @@ impl Engine {
     }
 
     pub fn add_overlay(&self, o: Overlay) {
-        self.overlays.write().unwrap_or_else(|p| p.into_inner()).push(o);
+        let mut g = self.overlays.write().unwrap_or_else(|p| p.into_inner());
+        let mut v = (**g).clone();
+        v.push(o);
+        *g = Arc::new(v);
     }
 
     /// Removes overlays matching `pred` (a chaos `restore` or the end of a `for:`).
     pub fn remove_overlays(&self, pred: impl Fn(&Overlay) -> bool) {
-        self.overlays
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|o| !pred(o));
+        let mut g = self.overlays.write().unwrap_or_else(|p| p.into_inner());
+        *g = Arc::new(g.iter().filter(|o| !pred(o)).cloned().collect());
     }
 
     pub fn overlays(&self) -> Vec<Overlay> {
-        read(&self.overlays)
+        read(&self.overlays).as_ref().clone()
     }
 
     /// Addresses of an egress pool, for overlays that block one.
@@ -129,7 +131,7 @@ impl Engine {
         let overlays = read(&self.overlays);
         let extra = self.extra_delay(&overlays, ctx.conn_id);
         if ctx.stage == Stage::Connect {
-            for o in &overlays {
+            for o in overlays.iter() {
                 match o {
                     Overlay::Down(b) => {
                         return Some(Verdict {
@@ -159,10 +161,9 @@ impl Engine {
             .iter()
             .enumerate()
             .find(|(i, r)| self.matches(*i, r, ctx, now))?;
-        let mut rng = self.latency_rng(idx, ctx);
         let delay = match &rule.delay {
-            Some(l) => l.sample(&mut rng),
-            None => self.stage_latency(&rules, ctx.stage, &mut rng),
+            Some(l) => l.sample(&mut self.latency_rng(idx, ctx)),
+            None => self.stage_latency(&rules, idx, ctx),
         };
         if rule.behaviour == Some(Behaviour::Tarpit) {
             self.state.set_tarpit(ctx.conn_id, delay);
@@ -178,12 +179,16 @@ impl Engine {
     /// Delay of the normal reply: the stage's latency plus overlays and tarpits.
     pub fn default_delay(&self, ctx: &Context<'_>) -> Duration {
         let rules = self.rules();
-        let mut rng = self.latency_rng(usize::MAX, ctx);
-        self.stage_latency(&rules, ctx.stage, &mut rng) + self.extra_delay(&read(&self.overlays), ctx.conn_id)
+        self.stage_latency(&rules, usize::MAX, ctx) + self.extra_delay(&read(&self.overlays), ctx.conn_id)
     }
 
-    fn stage_latency(&self, rules: &RuleSet, stage: Stage, rng: &mut ChaCha8Rng) -> Duration {
-        rules.file.latency.get(&stage).map_or(Duration::ZERO, |l| l.sample(rng))
+    /// The stage's configured latency; the RNG is only built when there is one to sample.
+    fn stage_latency(&self, rules: &RuleSet, idx: usize, ctx: &Context<'_>) -> Duration {
+        rules
+            .file
+            .latency
+            .get(&ctx.stage)
+            .map_or(Duration::ZERO, |l| l.sample(&mut self.latency_rng(idx, ctx)))
     }
 
     fn extra_delay(&self, overlays: &[Overlay], conn_id: u64) -> Duration {

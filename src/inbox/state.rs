@@ -26,6 +26,8 @@ pub struct State {
     grey: Mutex<HashMap<(usize, u64), Instant>>,
     /// Connections that hit a tarpit, and by how much their replies are slowed.
     tarpit: Mutex<HashMap<u64, Duration>>,
+    /// Entries in `tarpit`, so the common case (none) skips the lock on every reply.
+    tarpits: std::sync::atomic::AtomicUsize,
     /// How often a decision key was seen, so a retry draws a fresh random number.
     seen: Mutex<HashMap<u64, u32>>,
 }
@@ -75,7 +77,10 @@ impl State {
             }
         }
         drop(c);
-        lock(&self.tarpit).remove(&conn_id);
+        if self.tarpits.load(std::sync::atomic::Ordering::Relaxed) > 0 && lock(&self.tarpit).remove(&conn_id).is_some()
+        {
+            self.tarpits.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Greylisting: true (defer) on the first sight of a triple and until `retry_after` has
@@ -92,10 +97,15 @@ impl State {
     }
 
     pub fn set_tarpit(&self, conn_id: u64, d: Duration) {
-        lock(&self.tarpit).insert(conn_id, d);
+        if lock(&self.tarpit).insert(conn_id, d).is_none() {
+            self.tarpits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub fn tarpit(&self, conn_id: u64) -> Option<Duration> {
+        if self.tarpits.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
         lock(&self.tarpit).get(&conn_id).copied()
     }
 

@@ -248,6 +248,62 @@ mod tests {
         assert_eq!(t.classify(&Reply::new(250, None, "ok")).action, Action::Deliver);
     }
 
+    /// The shipped table against the reply texts the shipped provider profiles send.
+    #[test]
+    fn shipped_table_understands_shipped_profiles() {
+        let here = Source {
+            name: "t".into(),
+            text: String::new(),
+            dir: None,
+        };
+        let src = crate::config::resolve(&here, "deliverability", crate::config::Shipped::Scenario).unwrap();
+        let t = ResponseTable::from_source(&src).unwrap();
+        let unknown_users = [
+            Reply::new(
+                550,
+                Some("5.1.1"),
+                "The email account that you tried to reach does not exist.",
+            ),
+            Reply::new(
+                554,
+                None,
+                "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0]",
+            ),
+            Reply::new(
+                550,
+                Some("5.5.0"),
+                "Requested action not taken: mailbox unavailable (S2017062302)",
+            ),
+            Reply::new(
+                550,
+                Some("5.2.1"),
+                "<x@att.net>... Addressee unknown, relay=[127.0.1.1]",
+            ),
+            Reply::new(550, Some("5.1.1"), "Not our Customer"),
+        ];
+        for r in &unknown_users {
+            let v = t.classify(r);
+            assert_eq!((v.action, v.suppress), (Action::Bounce, true), "{r}");
+        }
+        let v = t.classify(&Reply::new(
+            421,
+            Some("4.7.0"),
+            "[TSS04] Messages from 127.0.1.1 temporarily deferred due to unexpected volume or user complaints",
+        ));
+        assert_eq!(v.action, Action::Throttle);
+        let v = t.classify(&Reply::new(
+            554,
+            Some("5.7.1"),
+            "Service unavailable; Client host [127.0.1.1] blocked using zen.spamhaus.org",
+        ));
+        assert_eq!(v.action, Action::Reroute);
+        assert_eq!(
+            t.classify(&Reply::new(451, Some("4.3.0"), "Temporary System Problem"))
+                .action,
+            Action::Defer
+        );
+    }
+
     #[test]
     fn bad_tables_fail_with_position() {
         let src = Source {
