@@ -170,3 +170,94 @@ fn standalone_inbox_answers_rules_and_writes_receipts() {
     assert_eq!(v["rcpt"], serde_json::json!(["bob@example.com"]));
     assert_eq!(v["source_ip"], "127.0.0.1");
 }
+
+#[test]
+fn post_acceptance_errors_are_dropped_events_not_rejects() {
+    let dir = tempdir();
+    let receipts = dir.path().join("receipts.jsonl");
+    let inbox = spawn_listening(
+        &[
+            "inbox",
+            "--rules",
+            "generic",
+            "--listen",
+            "127.0.0.1:0",
+            "--receipts",
+            receipts.to_str().unwrap(),
+        ],
+        inbox_addr,
+    );
+    let cfg = dir.path().join("node.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node: s-1\nregion: s\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.0/8]\n\
+             spool: {{ kind: local, dir: spool }}\nroutes: {{ example.com: [{}] }}\n\
+             events: events.jsonl\n\
+             screen: {{ unsubscribed: '^unsub[-.]', tenant_rate: 1/s, tenant_burst: 1 }}\n",
+            inbox.addr
+        ),
+    )
+    .unwrap();
+    let node = spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr);
+    let mut c = Raw::connect(node.addr);
+    assert_eq!(c.code(), 220);
+    assert_eq!(c.cmd("EHLO client.test"), 250);
+    let mut send = |from: &str, rcpt: &str, body: &str| {
+        assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")), 250);
+        assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")), 250);
+        assert_eq!(c.cmd("DATA"), 354);
+        c.send(body);
+        c.send(".\r\n");
+        assert_eq!(c.code(), 250, "accepted at SMTP time whatever happens later");
+    };
+    let msg = |id: &str| format!("From: t@x.test\r\nX-Mailsurge-Id: {id}\r\n\r\nhi\r\n");
+    send("t1@x.test", "unsub-7@example.com", &msg("s.1"));
+    send("t2@x.test", "nouser-1@example.com", &msg("s.2"));
+    send(
+        "t3@x.test",
+        "user1@example.com",
+        "X-Mailsurge-Id: s.3\r\nno from header\r\n\r\nhi\r\n",
+    );
+    send("t4@x.test", "user2@example.com", &msg("s.4"));
+    send("t4@x.test", "user3@example.com", &msg("s.5")); // over t4's 1/s limit
+    let events = dir.path().join("events.jsonl");
+    // s.2 bounces (5.1.1, suppress): the same recipient later is dropped without an attempt.
+    let bounced = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&events)
+            .ok()
+            .filter(|e| e.contains("\"bounced\""))
+    });
+    assert!(bounced.is_some());
+    send("t5@x.test", "nouser-1@example.com", &msg("s.6"));
+    let e = wait_for(Duration::from_secs(10), || {
+        let e = std::fs::read_to_string(&events).ok()?;
+        (e.matches("\"dropped\"").count() >= 4 && e.contains("\"s.4\"")).then_some(e)
+    })
+    .expect("dropped events");
+    let reason = |id: &str| -> String {
+        let l = e
+            .lines()
+            .find(|l| l.contains("\"dropped\"") && l.contains(&format!("\"{id}\"")))
+            .unwrap_or("");
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+        v["text"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(reason("s.1"), "recipient unsubscribed");
+    assert_eq!(reason("s.3"), "message does not parse: a header line has no colon");
+    assert_eq!(reason("s.5"), "tenant t4@x.test is over its sending limit");
+    assert_eq!(reason("s.6"), "recipient is on the bounce list");
+    let s6_attempts = e
+        .lines()
+        .filter(|l| l.contains("\"s.6\"") && l.contains("\"attempt\""))
+        .count();
+    assert_eq!(s6_attempts, 0, "suppressed recipients are never attempted");
+    let delivered = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&receipts)
+            .ok()
+            .filter(|r| r.contains("\"s.4\""))
+    });
+    assert!(delivered.is_some(), "t4's first message goes through");
+    assert!(node.terminate().success());
+    assert!(inbox.terminate().success());
+}

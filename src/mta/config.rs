@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub events: PathBuf,
     #[serde(default)]
     pub limits: NodeLimits,
+    /// Post-acceptance screening (bounce/unsubscribe lists, tenant limits, parse checks).
+    #[serde(default)]
+    pub screen: super::screen::ScreenConfig,
     /// Seed for retry jitter.
     #[serde(default)]
     pub seed: u64,

@@ -95,7 +95,7 @@ impl Policy for Ingress {
             self.events.emit(e);
         }
         let reply = Reply::new(250, Some("2.0.0"), &format!("Ok: queued as {spool_id:016X}"));
-        self.queues.submit(spool_id, meta, body);
+        self.queues.submit(spool_id, meta, body, true);
         Decision::reply(reply)
     }
 }

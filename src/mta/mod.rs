@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod pace;
 pub mod queue;
 pub mod responses;
+pub mod screen;
 pub mod spool;
 
 use std::io::Write;
@@ -63,7 +64,7 @@ pub async fn run_node(
     let recovered = spool.recover().context("cannot read the spool")?;
     let n_recovered = recovered.len();
     for r in recovered {
-        queues.submit(r.id, r.meta, Arc::new(r.body));
+        queues.submit(r.id, r.meta, Arc::new(r.body), false);
     }
 
     let listener = TcpListener::bind(cfg.listen)

@@ -14,7 +14,7 @@
 //!   connections and rate by `domain_rate` for `for` ([`super::pace`]), then retries;
 //! - egress pools can cap their outbound connections over all domains (`pool_connections`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,7 @@ use super::config::NodeConfig;
 use super::eventlog::EventLog;
 use super::pace::Pace;
 use super::responses::{Action, ResponseTable, Verdict};
+use super::screen::Screen;
 use super::spool::{Meta, Spool, SpoolId};
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig, Reply};
@@ -86,7 +87,7 @@ pub struct Queues {
     domains: Mutex<HashMap<String, DomainState>>,
     /// Outstanding jobs per spooled message; at zero the spool file is removed.
     pending: Mutex<HashMap<SpoolId, usize>>,
-    suppressed: Mutex<HashSet<String>>,
+    screen: Screen,
     rng: Mutex<ChaCha8Rng>,
     pool_rr: AtomicUsize,
     stopping: watch::Receiver<bool>,
@@ -111,6 +112,7 @@ impl Queues {
             ..ClientConfig::default()
         };
         let seed = cfg.seed;
+        let screen = Screen::new(cfg.screen.clone());
         let pool_slots = match cfg.limits.pool_connections {
             0 => HashMap::new(),
             n => cfg
@@ -127,7 +129,7 @@ impl Queues {
             client,
             domains: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
-            suppressed: Mutex::new(HashSet::new()),
+            screen,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             pool_rr: AtomicUsize::new(0),
             stopping,
@@ -147,15 +149,21 @@ impl Queues {
         self.busy.load(Ordering::Relaxed)
     }
 
-    /// Queues a freshly accepted (or recovered) message: one job per recipient domain.
-    pub fn submit(self: &Arc<Self>, spool_id: SpoolId, meta: Meta, body: Arc<Vec<u8>>) {
+    /// Queues a message: one job per recipient domain. A `fresh` message (just accepted, not
+    /// recovered from the spool) is screened first; drops become `dropped` events.
+    pub fn submit(self: &Arc<Self>, spool_id: SpoolId, meta: Meta, body: Arc<Vec<u8>>, fresh: bool) {
         let meta = Arc::new(meta);
+        let whole = if fresh {
+            self.screen.message(&meta.from, &body, Instant::now())
+        } else {
+            None
+        };
         let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
         for rcpt in &meta.rcpts {
-            if lock(&self.suppressed).contains(&rcpt.to_ascii_lowercase()) {
+            if let Some(reason) = whole.clone().or_else(|| self.screen.recipient(rcpt)) {
                 let mut e = Event::new(now_ns(), meta.msg_id.clone(), Kind::Dropped);
                 e.rcpt = Some(rcpt.clone());
-                e.text = Some("recipient is on the suppression list".into());
+                e.text = Some(reason.to_string());
                 self.events.emit(e);
                 continue;
             }
@@ -402,7 +410,7 @@ impl Queues {
             e.source_ip = source_ip.map(str::to_string);
             self.events.emit(e);
             if v.suppress {
-                lock(&self.suppressed).insert(rcpt.to_ascii_lowercase());
+                self.screen.suppress(rcpt);
             }
         }
         kind == Kind::Deferred

@@ -62,6 +62,7 @@ pub async fn start_node(
         responses,
         events: "events.jsonl".into(),
         limits: NodeLimits::default(),
+        screen: s.file.mta.screen.clone(),
         seed: s.file.seed.wrapping_add(u64::from(k)),
     };
     let cfg_path = dir.join("node.yaml");

@@ -95,6 +95,9 @@ pub struct Mta {
     /// MTA response table: shipped name or path (SPEC §4).
     #[serde(default = "default_responses")]
     pub responses: String,
+    /// Post-acceptance screening passed to every node.
+    #[serde(default)]
+    pub screen: crate::mta::screen::ScreenConfig,
     /// `kind: external`: where the generator submits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submit: Option<std::net::SocketAddr>,
@@ -111,6 +114,7 @@ impl Default for Mta {
             retry: Retry::default(),
             egress_pools: BTreeMap::new(),
             responses: default_responses(),
+            screen: Default::default(),
             submit: None,
             bounces: None,
         }
