@@ -9,7 +9,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ const SUBMITTERS: usize = 8;
 /// Acknowledged messages between kills.
 const ACKED_PER_ROUND: usize = 300;
 
-fn start_node(cfg: &Path) -> (Child, SocketAddr) {
+/// Starts a node; the returned `Proc` kills it on drop, so a failing test leaves no orphan.
+fn start_node(cfg: &Path) -> Proc {
     use std::io::BufRead;
     let mut child = Command::new(bin())
         .args(["mta", "--config", cfg.to_str().unwrap()])
@@ -41,7 +42,7 @@ fn start_node(cfg: &Path) -> (Child, SocketAddr) {
         .parse()
         .unwrap();
     std::thread::spawn(move || for _ in out.lines() {});
-    (child, addr)
+    Proc { child, addr }
 }
 
 #[test]
@@ -105,7 +106,10 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
                 }
                 let Some(c) = client.as_mut() else { continue };
                 let id = format!("kill.{}", seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-                let body = format!("X-Mailsurge-Id: {id}\r\nSubject: k\r\n\r\n{}\r\n", "x".repeat(1000));
+                let body = format!(
+                    "From: s@k.test\r\nX-Mailsurge-Id: {id}\r\nSubject: k\r\n\r\n{}\r\n",
+                    "x".repeat(1000)
+                );
                 match c
                     .send("s@k.test", &["u@example.com".to_string()], body.as_bytes())
                     .await
@@ -122,7 +126,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     let mut node = start_node(&cfg);
     let mut kills = 0;
     for round in 0..=rounds {
-        *target.lock().unwrap() = Some(node.1);
+        *target.lock().unwrap() = Some(node.addr);
         let want = (round + 1) * ACKED_PER_ROUND;
         let until = Instant::now() + Duration::from_secs(60);
         while acked.lock().unwrap().len() < want {
@@ -137,8 +141,8 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
             break;
         }
         // kill -9 in the middle of the load, then restart on the same spool.
-        node.0.kill().unwrap();
-        node.0.wait().unwrap();
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
         kills += 1;
         *target.lock().unwrap() = None;
         node = start_node(&cfg);
@@ -176,11 +180,6 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
         "kill test: {kills} kills, {} acknowledged, 0 lost, {duplicates} duplicates, {unacked_delivered} delivered without an ack",
         acked.len()
     );
-    let (mut child, _) = node;
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
+    assert!(node.terminate().success());
     drop(inbox);
 }

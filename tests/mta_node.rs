@@ -194,7 +194,7 @@ fn post_acceptance_errors_are_dropped_events_not_rejects() {
             "node: s-1\nregion: s\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.0/8]\n\
              spool: {{ kind: local, dir: spool }}\nroutes: {{ example.com: [{}] }}\n\
              events: events.jsonl\n\
-             screen: {{ unsubscribed: '^unsub[-.]', tenant_rate: 1/s, tenant_burst: 1 }}\n",
+             screen: {{ unsubscribed: '^unsub[-.]', tenant_rate: 1/s, tenant_burst: 1, require_from: true }}\n",
             inbox.addr
         ),
     )

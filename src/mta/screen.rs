@@ -35,7 +35,9 @@ pub struct ScreenConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_rate: Option<Rate>,
     pub tenant_burst: u32,
-    /// Drop messages whose header block is malformed or has no `From:`.
+    /// Also drop messages without a `From:` header (RFC 5322 requires one). Off by default:
+    /// like Postfix, which adds missing headers rather than refusing, the reference MTA only
+    /// drops header blocks that do not parse at all.
     pub require_from: bool,
 }
 
@@ -46,7 +48,7 @@ impl Default for ScreenConfig {
             unsubscribed: None,
             tenant_rate: None,
             tenant_burst: DEFAULT_TENANT_BURST,
-            require_from: true,
+            require_from: false,
         }
     }
 }
@@ -101,10 +103,8 @@ impl Screen {
 
     /// Checks a whole message; `Some` drops every recipient.
     pub fn message(&self, sender: &str, body: &[u8], now: Instant) -> Option<Drop> {
-        if self.cfg.require_from {
-            if let Err(why) = check_headers(body) {
-                return Some(Drop::Unparseable(why));
-            }
+        if let Err(why) = check_headers(body, self.cfg.require_from) {
+            return Some(Drop::Unparseable(why));
         }
         let rate = self.cfg.tenant_rate?.0;
         if rate <= 0.0 {
@@ -140,14 +140,18 @@ impl Screen {
 const MAX_HEADER_BLOCK: usize = 256 * 1024;
 
 /// A minimal RFC 5322 header check: every line of the header block is a field (`name:`) or a
-/// folded continuation, and there is a `From:` field.
-pub fn check_headers(body: &[u8]) -> Result<(), &'static str> {
+/// folded continuation, and, with `require_from`, there is a `From:` field.
+pub fn check_headers(body: &[u8], require_from: bool) -> Result<(), &'static str> {
     let mut seen_from = false;
     let mut first = true;
     for line in body[..body.len().min(MAX_HEADER_BLOCK)].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
-            return if seen_from { Ok(()) } else { Err("no From: header") };
+            return if seen_from || !require_from {
+                Ok(())
+            } else {
+                Err("no From: header")
+            };
         }
         if line[0] == b' ' || line[0] == b'\t' {
             if first {
@@ -166,7 +170,7 @@ pub fn check_headers(body: &[u8]) -> Result<(), &'static str> {
         seen_from |= name.eq_ignore_ascii_case(b"from");
     }
     // No blank line: the whole message is headers (the body is optional).
-    if seen_from {
+    if seen_from || !require_from {
         Ok(())
     } else {
         Err("no From: header")
@@ -179,18 +183,19 @@ mod tests {
 
     #[test]
     fn header_check() {
-        assert!(check_headers(b"From: a@b\r\nSubject: x\r\n\r\nbody\r\n").is_ok());
-        assert!(check_headers(b"Subject: folded\r\n more\r\nFrom: a@b\r\n").is_ok());
+        assert!(check_headers(b"From: a@b\r\nSubject: x\r\n\r\nbody\r\n", true).is_ok());
+        assert!(check_headers(b"Subject: folded\r\n more\r\nFrom: a@b\r\n", true).is_ok());
         assert_eq!(
-            check_headers(b"Subject: x\r\n\r\nFrom: in body\r\n"),
+            check_headers(b"Subject: x\r\n\r\nFrom: in body\r\n", true),
             Err("no From: header")
         );
+        assert!(check_headers(b"Subject: x\r\n\r\nno From needed\r\n", false).is_ok());
         assert_eq!(
-            check_headers(b"this is not a header\r\n\r\n"),
+            check_headers(b"this is not a header\r\n\r\n", false),
             Err("a header line has no colon")
         );
-        assert!(check_headers(b" From: a\r\n\r\n").is_err());
-        assert!(check_headers(b"Fr om: a\r\n\r\n").is_err());
+        assert!(check_headers(b" From: a\r\n\r\n", false).is_err());
+        assert!(check_headers(b"Fr om: a\r\n\r\n", false).is_err());
     }
 
     #[test]

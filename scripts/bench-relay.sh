@@ -1,0 +1,694 @@
+#!/usr/bin/env bash
+# bench-relay.sh: durable relay end to end, mailsurge's reference MTA against Postfix.
+#
+# WHAT IT MEASURES
+#   The same load from Postfix's load generator
+#       smtp-source -d -s 20 -m 10000 -l 1024 -t user@example.com <relay>:2525
+#   (20 parallel SMTP sessions that stay connected (-d), 10000 messages in total, 1024-byte
+#   bodies) is sent to two relays on this machine, each forwarding everything for example.com
+#   to one Postfix smtp-sink (127.0.5.3:2525):
+#     * Postfix 3.x from Debian's package, run as a private instance (127.0.5.1:2525), and
+#     * `mailsurge mta --config node.yaml` (127.0.5.2:2525).
+#   A run is timed from the start of smtp-source until the sink has received all 10000
+#   messages (end to end: accept, make durable, queue, deliver). The figure of merit is
+#   postfix_time / mailsurge_time per repetition; the script prints the MEDIAN of those
+#   ratios. Target (from the issue): >= 5, i.e. mailsurge at least 5x faster, both durable.
+#
+# FAIRNESS (what each side does)
+#   Durability: both relays acknowledge a message (250 after the final dot) only once it is on
+#   disk. Postfix's cleanup(8) fsync()s every queue file before the 250; that is compiled in
+#   and cannot be turned off. mailsurge's spool group-commits with fdatasync (250 only after
+#   the batch is durable). Both spools live in the same scratch directory on the same real
+#   file system (default under /var/tmp; tmpfs/ramfs is refused: fsync would be a no-op).
+#   Concurrency: 20 inbound sessions for both (Postfix: one smtpd process per session,
+#   default_process_limit = 100 >= 20; mailsurge: async tasks on its tokio runtime).
+#   Outbound to the sink: at most 20 connections for both, reused for many messages
+#   (Postfix: smtp_destination_concurrency_limit = 20, its default, with its default slow
+#   start from initial_destination_concurrency = 5 and its default connection cache;
+#   mailsurge: limits.domain_connections = 20, connections reused up to 1000 messages).
+#   Postfix instance (config_directory, queue_directory, data_directory all private, in the
+#   scratch directory; /etc/postfix and the system instance are not touched):
+#       compatibility_level = 3.6            current defaults, no backwards-compatibility mode
+#       inet_interfaces = loopback-only, inet_protocols = ipv4
+#                                            (master.cf listens on 127.0.5.1:2525 only)
+#       mynetworks = 127.0.0.0/8             smtp-source may relay (smtpd_relay_restrictions
+#                                            left at its default: permit_mynetworks, ...)
+#       mydestination =, local_recipient_maps =, alias_maps =, alias_database =
+#                                            pure relay: no local delivery at all
+#       transport_maps = inline:{example.com=smtp:[127.0.5.3]:2525}
+#                                            the same route as mailsurge's `routes:`; the
+#                                            brackets mean no MX lookup
+#       default_transport = error:...        any other domain bounces; nothing leaves loopback
+#       smtp_dns_support_level = disabled    no DNS at all
+#       myhostname = relay.bench.invalid     no lookup of the machine's name
+#       maillog_file = <run dir>/maillog     logging through postlogd (no syslogd needed); the
+#                                            counterpart of mailsurge's events file
+#       master.cf: Debian's stock services with their stock limits, minus those a relay
+#       without TLS or local delivery never starts (tlsmgr, local, virtual, lmtp, the pipe(8)
+#       examples), with chroot = n (the private queue directory has no chroot jail), and the
+#       smtpd inet service on 127.0.5.1:2525 instead of port 25.
+#   Everything else is Postfix's default, including in_flow_delay = 1s (its input flow
+#   control), qmgr and cleanup settings, smtp_connection_cache_on_demand = yes, and no TLS
+#   (smtp-sink offers none). mailsurge node config: the one written below (responses:
+#   deliverability, an events file, retry settings irrelevant when nothing fails).
+#   Each timed run starts a fresh sink (fresh counter) and a freshly started relay with an
+#   EMPTY queue/spool in a new directory (start-up is not timed). `sync` runs before each
+#   timed run so that write-back from the previous run does not land in this one. Within a
+#   repetition the two runs are back to back and their order flips every repetition
+#   (Postfix first on odd ones, mailsurge first on even ones) to spread the noise of a shared
+#   machine. Everything stays on loopback (127.0.5.0/24).
+#
+# VALIDITY
+#   smtp-source (without -A) aborts with "fatal: ..." and a non-zero exit on the first reply
+#   that is not the expected positive one, so exit 0 and an empty stderr mean every message
+#   was accepted. The sink (smtp-sink -c) counts messages; its counter must reach 10000 within
+#   RUN_TIMEOUT and be exactly 10000 once the relay has stopped (no duplicates). Postfix: its
+#   log must show 10000 `status=sent` and no deferred/bounced/expired, and its queue must be
+#   empty. mailsurge: its events file must hold 10000 "delivered" events and no deferred or
+#   bounced ones. A run failing any check is reported INVALID and the remaining repetitions
+#   are skipped.
+#
+# HOW TO RUN
+#   scripts/bench-relay.sh                   # from anywhere; needs root (Postfix's master runs
+#   REPEATS=5 scripts/bench-relay.sh         #   as root; the package is installed if missing)
+#   Environment:
+#     REPEATS        repetitions (default 3); each is one Postfix run and one mailsurge run
+#     MAILSURGE_BIN  mailsurge binary to test (default: target/release/mailsurge, built with
+#                    `cargo build --release` if missing; honours CARGO_TARGET_DIR)
+#     RUN_TIMEOUT    seconds before a single run counts as hung (default 600)
+#     SPOOL_PARENT   where the scratch directory (queues, spools, logs) goes (default
+#                    /var/tmp); must be a real disk file system
+#     KEEP_WORK=1    keep the scratch directory (configs, logs) and print its path
+#   Not root: prints "SKIPPED: ..." and exits 0. Debian's `postfix` package is installed when
+#   missing (DEBIAN_FRONTEND=noninteractive); if its postinst starts the system instance
+#   (port 25), that instance is left alone: this script uses 127.0.5.x:2525 only.
+#
+# READING THE OUTPUT
+#   First a reference run, "direct": the same smtp-source load straight into the sink, no
+#   relay. It is the floor of this harness (not part of any ratio): a relay whose time is
+#   close to it is limited by the load generator, not by itself.
+#   Then one line per timed run: repetition, relay, end-to-end seconds and messages/s, when
+#   smtp-source was done (ingress), the relay's CPU seconds during the run (Postfix: all
+#   processes of the instance; mailsurge: all threads) with CPU% of one core (the machine has
+#   `nproc` cores), the sink's CPU, and the whole machine's busy/iowait share over the run
+#   (of all cores). A relay near 100% x cores, or a machine near 100% busy, is CPU-bound;
+#   high iowait points at the disk (fsync). "sink sessions" is how many connections the relay
+#   opened to the sink. Postfix's own warnings are counted and the first one shown (with
+#   one busy destination its qmgr warns that the destination uses up all active queue
+#   entries; that is expected here). Then: the ratio of each repetition, their median, and
+#   PASS/FAIL against the target. Exit status: 0 when the benchmark ran (target met or not; these are
+#   measurements), 1 when a run was INVALID or something broke.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+REPEATS="${REPEATS:-3}"
+RUN_TIMEOUT="${RUN_TIMEOUT:-600}"
+SPOOL_PARENT="${SPOOL_PARENT:-/var/tmp}"
+KEEP_WORK="${KEEP_WORK:-0}"
+SESSIONS=20
+MESSAGES=10000
+LENGTH=1024
+RCPT=user@example.com
+DOMAIN=example.com
+OUT_CONNECTIONS=20 # Postfix smtp_destination_concurrency_limit = mailsurge domain_connections
+PF_ADDR=127.0.5.1
+MS_ADDR=127.0.5.2
+SINK_ADDR=127.0.5.3
+PORT=2525
+TARGET=5
+
+[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "error: REPEATS must be a positive integer" >&2; exit 2; }
+[[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUN_TIMEOUT must be a positive integer" >&2; exit 2; }
+
+# --- tools -------------------------------------------------------------------------------
+PATH="$PATH:/usr/sbin:/sbin"
+if [[ $EUID -ne 0 ]]; then
+  if ! command -v postfix >/dev/null; then
+    echo "SKIPPED: Postfix (Debian package postfix) is not installed and installing needs root"
+  else
+    echo "SKIPPED: a private Postfix instance needs root (its master process runs as root)"
+  fi
+  exit 0
+fi
+if ! command -v postfix >/dev/null || ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; then
+  echo "== installing Debian's postfix package"
+  export DEBIAN_FRONTEND=noninteractive
+  # `apt-get update` only when there are no package lists yet or the install fails.
+  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || ! apt-get install -y -q postfix >/dev/null; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q postfix >/dev/null
+  fi
+  for t in postfix smtp-source smtp-sink; do
+    command -v "$t" >/dev/null || { echo "error: postfix installed but $t not found" >&2; exit 1; }
+  done
+fi
+if ! perl -MTime::HiRes -e 1 2>/dev/null; then
+  echo "== installing perl (the sink's counter is read with Time::HiRes)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q perl >/dev/null
+fi
+for t in ss timeout awk perl mkfifo getent; do
+  command -v "$t" >/dev/null || { echo "error: $t is required" >&2; exit 1; }
+done
+getent passwd postfix >/dev/null || { echo "error: user postfix missing (broken postfix install?)" >&2; exit 1; }
+getent group postdrop >/dev/null || { echo "error: group postdrop missing (broken postfix install?)" >&2; exit 1; }
+PF_DAEMON_DIR="$(postconf -dh daemon_directory)"
+
+if [[ -n "${MAILSURGE_BIN:-}" ]]; then
+  BIN="$MAILSURGE_BIN"
+else
+  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mailsurge"
+  if [[ ! -x "$BIN" ]]; then
+    echo "== building the release binary (cargo build --release)"
+    cargo build --release
+  fi
+fi
+[[ -x "$BIN" ]] || { echo "error: mailsurge binary $BIN not found or not executable" >&2; exit 1; }
+
+# --- scratch space and cleanup ----------------------------------------------------------
+[[ -d "$SPOOL_PARENT" ]] || { echo "error: SPOOL_PARENT $SPOOL_PARENT is not a directory" >&2; exit 1; }
+fstype="$(df --output=fstype "$SPOOL_PARENT" | tail -n 1)"
+case "$fstype" in
+  tmpfs | ramfs)
+    echo "error: $SPOOL_PARENT is $fstype: fsync would be a no-op there; set SPOOL_PARENT to a disk" >&2
+    exit 1
+    ;;
+esac
+WORK="$(mktemp -d "$SPOOL_PARENT/bench-relay.XXXXXX")"
+chmod 755 "$WORK" # Postfix's daemons (user postfix) must reach the queue directory
+RUN_DIR=""
+PF_CONF="" # config directory of the running Postfix instance, if any
+MS_PID=""
+SINK_PID=""
+HELPER_PID=""
+DONE_FD=""
+
+pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+wait_gone() { # pid, tenths of a second
+  local i
+  for ((i = 0; i < $2; i++)); do
+    pid_alive "$1" || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+pf_master_pid() {
+  local p=""
+  [[ -n "$PF_CONF" && -r "$RUN_DIR/postfix/queue/pid/master.pid" ]] || return 1
+  read -r p <"$RUN_DIR/postfix/queue/pid/master.pid" || true
+  p="${p// /}"
+  [[ -n "$p" ]] && echo "$p"
+}
+
+children_of() { # pids whose parent is $1
+  local p s f
+  for p in /proc/[0-9]*; do
+    { read -r s <"$p/stat"; } 2>/dev/null || continue
+    s="${s##*) }"
+    read -r -a f <<<"$s"
+    [[ "${f[1]}" == "$1" ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+
+stop_postfix() {
+  [[ -n "$PF_CONF" ]] || return 0
+  local conf="$PF_CONF" master
+  master="$(pf_master_pid || true)"
+  postfix -c "$conf" stop >>"$RUN_DIR/postfix/control.log" 2>&1 || true
+  if [[ -n "$master" ]] && ! wait_gone "$master" 150; then
+    echo "  warning: postfix stop did not finish; aborting the instance" >&2
+    postfix -c "$conf" abort >>"$RUN_DIR/postfix/control.log" 2>&1 || true
+    local c
+    for c in $(children_of "$master"); do kill -KILL "$c" 2>/dev/null || true; done
+    kill -KILL "$master" 2>/dev/null || true
+    wait_gone "$master" 50 || true
+  fi
+  PF_CONF=""
+}
+
+stop_mailsurge() {
+  # Graceful stop (SIGTERM: finishes in-flight work, flushes events), SIGKILL after 15 s.
+  local pid="$MS_PID"
+  [[ -n "$pid" ]] || return 0
+  MS_PID=""
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_gone "$pid" 150 || kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_sink() {
+  if [[ -n "$SINK_PID" ]]; then
+    kill -TERM "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=""
+  fi
+  if [[ -n "$HELPER_PID" ]]; then
+    # The helper ends at EOF of the sink's output; give it a moment, then stop it.
+    wait_gone "$HELPER_PID" 50 || kill -TERM "$HELPER_PID" 2>/dev/null || true
+    wait "$HELPER_PID" 2>/dev/null || true
+    HELPER_PID=""
+  fi
+  if [[ -n "$DONE_FD" ]]; then
+    exec {DONE_FD}<&-
+    DONE_FD=""
+  fi
+}
+
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+  stop_postfix
+  stop_mailsurge
+  stop_sink
+  if [[ "$KEEP_WORK" == 1 ]]; then
+    echo "scratch directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM HUP
+
+listeners() { # every listening TCP socket, "addr:port"
+  ss -Hltn 2>/dev/null | awk '{print $4}'
+}
+port_taken() { listeners | grep -qx -e "$1:$PORT" -e "0.0.0.0:$PORT" -e "\*:$PORT" -e "\[::\]:$PORT"; }
+listening_pid() { # addr -> pid of the process listening on addr:PORT
+  ss -Hltnp "sport = :$PORT" 2>/dev/null | awk -v a="$1:$PORT" '$4 == a' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2
+}
+
+for a in "$PF_ADDR" "$MS_ADDR" "$SINK_ADDR"; do
+  if port_taken "$a"; then
+    echo "error: $a:$PORT (or the wildcard address on port $PORT) is already in use" >&2
+    exit 1
+  fi
+done
+
+TCK="$(getconf CLK_TCK)"
+NCPU="$(nproc)"
+
+proc_ticks() { # pid [with-children: 1] -> utime+stime (+cutime+cstime) in ticks
+  local s f
+  { read -r s <"/proc/$1/stat"; } 2>/dev/null || { echo 0; return 0; }
+  s="${s##*) }"
+  read -r -a f <<<"$s"
+  if [[ "${2:-0}" == 1 ]]; then
+    echo $((f[11] + f[12] + f[13] + f[14]))
+  else
+    echo $((f[11] + f[12]))
+  fi
+}
+
+postfix_ticks() { # the whole instance: master (with reaped children) + live children
+  local m="$1" total c
+  total="$(proc_ticks "$m" 1)"
+  for c in $(children_of "$m"); do
+    total=$((total + $(proc_ticks "$c")))
+  done
+  echo "$total"
+}
+
+machine_ticks() { # "busy iowait total" over all cores (busy = user+nice+system+irq+softirq)
+  awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8; t = 0; for (i = 2; i <= NF; i++) t += $i; print b, $6, t; exit }' /proc/stat
+}
+
+# --- the sink ---------------------------------------------------------------------------
+# smtp-sink -c prints "sess=N quit=N mesg=N\r" (flushed) after every message and session end.
+# Its stdout goes through a FIFO to a small Perl reader that records the time at which the
+# message counter reaches MESSAGES (written to the DONE FIFO the script waits on, so nothing
+# polls) and, at EOF, the final "mesg sess" counters.
+# shellcheck disable=SC2016  # Perl code, expanded by Perl
+SINK_READER='
+use strict; use warnings; use Time::HiRes qw(time);
+my ($want, $done, $final) = @ARGV;
+my ($buf, $mesg, $sess, $signalled) = ("", 0, 0, 0);
+while (sysread(STDIN, my $chunk, 65536)) {
+  $buf .= $chunk;
+  while ($buf =~ s/^([^\r]*)\r//) {
+    my $rec = $1;
+    next unless $rec =~ /sess=(\d+) quit=\d+ mesg=(\d+)/;
+    ($sess, $mesg) = ($1, $2);
+    if (!$signalled && $mesg >= $want) {
+      my $t = time;
+      open(my $fh, ">", $done) or die "open $done: $!";
+      printf $fh "%.6f %d\n", $t, $mesg;
+      close $fh;
+      $signalled = 1;
+    }
+  }
+}
+open(my $fh, ">", $final) or die "open $final: $!";
+print $fh "$mesg $sess\n";
+close $fh;
+'
+
+start_sink() {
+  local dir="$1"
+  mkfifo "$dir/sink.fifo" "$dir/done.fifo"
+  # Opened read-write so that neither side blocks on open and a late reader loses nothing.
+  exec {DONE_FD}<>"$dir/done.fifo"
+  perl -e "$SINK_READER" "$MESSAGES" "$dir/done.fifo" "$dir/sink.final" <"$dir/sink.fifo" &
+  HELPER_PID=$!
+  smtp-sink -u nobody -c "$SINK_ADDR:$PORT" 1000 >"$dir/sink.fifo" 2>"$dir/sink.err" &
+  SINK_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    if [[ "$(listening_pid "$SINK_ADDR")" == "$SINK_PID" ]]; then return 0; fi
+    pid_alive "$SINK_PID" || break
+    sleep 0.05
+  done
+  echo "error: smtp-sink did not come up on $SINK_ADDR:$PORT" >&2
+  sed 's/^/    /' "$dir/sink.err" >&2
+  return 1
+}
+
+# --- the relays -------------------------------------------------------------------------
+write_postfix_config() {
+  local d="$1"
+  mkdir -p "$d/etc" "$d/queue" "$d/data"
+  chown postfix "$d/data"
+  cat >"$d/etc/main.cf" <<EOF
+# Private Postfix instance for scripts/bench-relay.sh: a pure relay to smtp-sink.
+compatibility_level = 3.6
+config_directory = $d/etc
+queue_directory = $d/queue
+data_directory = $d/data
+daemon_directory = $PF_DAEMON_DIR
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = postfix-bench
+maillog_file = $d/maillog
+myhostname = relay.bench.invalid
+mydomain = bench.invalid
+myorigin = \$myhostname
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+mydestination =
+relay_domains =
+local_recipient_maps =
+alias_maps =
+alias_database =
+transport_maps = inline:{$DOMAIN=smtp:[$SINK_ADDR]:$PORT}
+default_transport = error:5.3.0 no route outside $DOMAIN in this benchmark
+smtp_dns_support_level = disabled
+# Both are Postfix's defaults, stated here because the comparison depends on them.
+default_process_limit = 100
+smtp_destination_concurrency_limit = $OUT_CONNECTIONS
+EOF
+  # Debian's stock master.cf services, chroot = n, smtpd on the benchmark address only.
+  cat >"$d/etc/master.cf" <<EOF
+$PF_ADDR:$PORT inet n - n - - smtpd
+pickup    unix  n - n 60    1 pickup
+cleanup   unix  n - n -     0 cleanup
+qmgr      unix  n - n 300   1 qmgr
+rewrite   unix  - - n -     - trivial-rewrite
+bounce    unix  - - n -     0 bounce
+defer     unix  - - n -     0 bounce
+trace     unix  - - n -     0 bounce
+verify    unix  - - n -     1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -     - proxymap
+proxywrite unix - - n -     1 proxymap
+smtp      unix  - - n -     - smtp
+relay     unix  - - n -     - smtp
+showq     unix  n - n -     - showq
+error     unix  - - n -     - error
+retry     unix  - - n -     - error
+discard   unix  - - n -     - discard
+anvil     unix  - - n -     1 anvil
+scache    unix  - - n -     1 scache
+postlog   unix-dgram n - n - 1 postlogd
+EOF
+}
+
+RELAY_PID="" # the process whose CPU is measured (mailsurge, or Postfix's master)
+
+start_postfix() {
+  local d="$RUN_DIR/postfix"
+  write_postfix_config "$d"
+  PF_CONF="$d/etc"
+  if ! postfix -c "$PF_CONF" check >"$d/control.log" 2>&1 || ! postfix -c "$PF_CONF" start >>"$d/control.log" 2>&1; then
+    echo "error: the Postfix instance did not start:" >&2
+    cat "$d/control.log" "$d/maillog" 2>/dev/null | sed 's/^/    /' | tail -n 15 >&2
+    return 1
+  fi
+  local i master="" qmgr_up=0 c
+  for ((i = 0; i < 200; i++)); do
+    master="$(pf_master_pid || true)"
+    if [[ -n "$master" ]] && [[ "$(listening_pid "$PF_ADDR")" == "$master" ]]; then
+      for c in $(children_of "$master"); do
+        if [[ "$(cat "/proc/$c/comm" 2>/dev/null)" == qmgr ]]; then qmgr_up=1; fi
+      done
+      ((qmgr_up)) && break
+    fi
+    sleep 0.05
+  done
+  if ((!qmgr_up)); then
+    echo "error: the Postfix instance did not come up on $PF_ADDR:$PORT" >&2
+    tail -n 15 "$d/maillog" 2>/dev/null | sed 's/^/    /' >&2
+    return 1
+  fi
+  RELAY_PID="$master"
+}
+
+start_mailsurge() {
+  local d="$RUN_DIR/mailsurge"
+  mkdir -p "$d"
+  cat >"$d/node.yaml" <<EOF
+node: bench-1
+region: bench
+listen: $MS_ADDR:$PORT
+relay_networks: [127.0.0.0/8]
+spool: { kind: local, dir: spool }
+routes: { $DOMAIN: [$SINK_ADDR:$PORT] }
+retry: { initial: 1s, factor: 2, max_delay: 20s, jitter: 20%, give_up: 2m }
+responses: deliverability
+events: events.jsonl
+limits: { domain_connections: $OUT_CONNECTIONS }
+EOF
+  "$BIN" mta --config "$d/node.yaml" >"$d/stdout.log" 2>"$d/stderr.log" &
+  MS_PID=$!
+  local line="" i
+  # The node prints "READY <addr> recovered=N" once it listens.
+  for ((i = 0; i < 300; i++)); do
+    { read -r line <"$d/stdout.log"; } 2>/dev/null || true
+    [[ -n "$line" ]] && break
+    pid_alive "$MS_PID" || break
+    sleep 0.05
+  done
+  if [[ "$line" != "READY $MS_ADDR:$PORT recovered=0" ]]; then
+    echo "error: mailsurge mta did not come up (stdout: '${line}')" >&2
+    sed 's/^/    /' "$d/stderr.log" | tail -n 15 >&2
+    return 1
+  fi
+  RELAY_PID="$MS_PID"
+}
+
+# --- one timed run ----------------------------------------------------------------------
+SOURCE_ARGS=(-d -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" -t "$RCPT")
+RUN_SECS=""
+RUN_OK=0
+
+relay_ticks() { # CPU ticks of the relay under test so far
+  case $1 in
+    postfix) postfix_ticks "$RELAY_PID" ;;
+    mailsurge) proc_ticks "$RELAY_PID" ;;
+    *) echo 0 ;;
+  esac
+}
+
+timed_run() {
+  local rep="$1" who="$2" addr label
+  RUN_DIR="$WORK/rep$rep-$who"
+  mkdir -p "$RUN_DIR"
+  case $who in
+    postfix) addr="$PF_ADDR" label="postfix" ;;
+    mailsurge) addr="$MS_ADDR" label="mailsurge" ;;
+    direct) addr="$SINK_ADDR" label="direct" ;; # reference: no relay, straight into the sink
+  esac
+  RUN_OK=0
+  RUN_SECS=""
+  start_sink "$RUN_DIR" || return 1
+  case $who in
+    postfix) start_postfix || return 1 ;;
+    mailsurge) start_mailsurge || return 1 ;;
+  esac
+  sync
+
+  local err="$RUN_DIR/source.err" rc=0 relay0 relay1 sink0 sink1 m0 m1 t0 t1 t_src done_line="" t_end=""
+  relay0="$(relay_ticks "$who")"
+  sink0="$(proc_ticks "$SINK_PID")"
+  m0="$(machine_ticks)"
+  t0="$EPOCHREALTIME"
+  timeout --foreground "$RUN_TIMEOUT" smtp-source "${SOURCE_ARGS[@]}" "$addr:$PORT" >/dev/null 2>"$err" || rc=$?
+  t_src="$EPOCHREALTIME"
+  # Ctrl-C reaches smtp-source too; `timeout` then exits 128+signal, which bash does not treat
+  # as its own interruption, so stop here explicitly (the EXIT trap cleans up).
+  if ((rc == 129 || rc == 130 || rc == 143)); then
+    echo "interrupted" >&2
+    exit "$rc"
+  fi
+  local left
+  left="$(awk -v a="$t0" -v b="$t_src" -v T="$RUN_TIMEOUT" 'BEGIN { l = T - (b - a); print (l < 1) ? 1 : int(l) }')"
+  if ((rc == 0)); then
+    # The sink reader writes "<time> <count>" to the DONE FIFO when the count reaches MESSAGES.
+    read -r -t "$left" -u "$DONE_FD" done_line || true
+  fi
+  t1="$EPOCHREALTIME"
+  m1="$(machine_ticks)"
+  sink1="$(proc_ticks "$SINK_PID")"
+  relay1="$(relay_ticks "$who")"
+  t_end="${done_line%% *}"
+
+  local problems=()
+  if ((rc == 124)); then
+    problems+=("smtp-source timed out after ${RUN_TIMEOUT}s")
+  elif ((rc != 0)); then
+    problems+=("smtp-source exit status $rc")
+  fi
+  if [[ -s "$err" ]]; then problems+=("smtp-source: $(head -n 3 "$err" | tr '\n' ' ')"); fi
+  if ((rc == 0)) && [[ -z "$t_end" ]]; then
+    problems+=("the sink did not receive $MESSAGES messages within ${RUN_TIMEOUT}s")
+  fi
+
+  # Let Postfix finish removing delivered queue files (the sink counts at the dot, before
+  # the relay has processed the 250), then stop the relay and the sink.
+  if [[ $who == postfix ]]; then
+    local i n_queued=0
+    for ((i = 0; i < 100; i++)); do
+      n_queued="$(find "$RUN_DIR/postfix/queue/"{incoming,active,deferred,hold,maildrop,corrupt} -type f 2>/dev/null | wc -l)"
+      ((n_queued == 0)) && break
+      sleep 0.1
+    done
+    if ((n_queued)); then problems+=("$n_queued queue files left in the Postfix queue"); fi
+    stop_postfix
+  elif [[ $who == mailsurge ]]; then
+    stop_mailsurge
+  fi
+  stop_sink
+
+  local final_mesg=0 final_sess=0
+  if [[ -s "$RUN_DIR/sink.final" ]]; then read -r final_mesg final_sess <"$RUN_DIR/sink.final"; fi
+  if [[ -n "$t_end" ]] && ((final_mesg != MESSAGES)); then
+    problems+=("the sink received $final_mesg messages in total, expected exactly $MESSAGES")
+  fi
+  local extra=""
+  if [[ $who == postfix ]]; then
+    local log="$RUN_DIR/postfix/maillog" sent bad warn
+    sent="$(count_matches 'status=sent' "$log")"
+    bad="$(count_matches -E 'status=(deferred|bounced|expired)' "$log")"
+    if ((sent != MESSAGES)); then problems+=("Postfix logged $sent status=sent, expected $MESSAGES"); fi
+    if ((bad)); then problems+=("Postfix logged $bad deferred/bounced/expired deliveries"); fi
+    warn="$(count_matches 'warning:' "$log")"
+    if ((warn)); then extra="  postfix warnings: $warn (e.g. $(grep -m1 -o 'warning:.*' "$log" | cut -c1-80))"; fi
+  elif [[ $who == mailsurge ]]; then
+    local ev="$RUN_DIR/mailsurge/events.jsonl" delivered bad
+    delivered="$(count_matches '"event":"delivered"' "$ev")"
+    bad="$(count_matches -E '"event":"(deferred|bounced|expired|dropped)"' "$ev")"
+    if ((delivered != MESSAGES)); then problems+=("mailsurge logged $delivered delivered events, expected $MESSAGES"); fi
+    if ((bad)); then problems+=("mailsurge logged $bad deferred/bounced/expired/dropped events"); fi
+  fi
+
+  local end_ref="${t_end:-$t1}"
+  RUN_SECS="$(awk -v a="$t0" -v b="$end_ref" 'BEGIN { printf "%.3f", b - a }')"
+  local rate="invalid" ingress cpu sinkcpu machine
+  if ((${#problems[@]} == 0)); then
+    rate="$(awk -v s="$RUN_SECS" -v m="$MESSAGES" 'BEGIN { printf "%.0f", m / s }')"
+  fi
+  ingress="$(awk -v a="$t0" -v b="$t_src" 'BEGIN { printf "%.2f", b - a }')"
+  cpu="$(awk -v a="$relay0" -v b="$relay1" -v w="$RUN_SECS" -v t="$TCK" 'BEGIN { c = (b - a) / t; printf "%.1fs (%3.0f%%)", c, 100 * c / w }')"
+  if [[ $who == direct ]]; then cpu="-"; fi
+  sinkcpu="$(awk -v a="$sink0" -v b="$sink1" -v t="$TCK" 'BEGIN { printf "%.1fs", (b - a) / t }')"
+  machine="$(awk -v x="$m0" -v y="$m1" 'BEGIN { split(x, a, " "); split(y, b, " "); t = b[3] - a[3]; if (t <= 0) t = 1;
+    printf "busy %2.0f%% iowait %2.0f%%", 100 * (b[1] - a[1]) / t, 100 * (b[2] - a[2]) / t }')"
+  printf '  rep %s  %-9s %8.3f s %6s msg/s  ingress %6.2f s  relay cpu %-13s sink cpu %-5s machine %s  sink sessions %s\n' \
+    "$rep" "$label" "$RUN_SECS" "$rate" "$ingress" "$cpu" "$sinkcpu" "$machine" "$final_sess"
+  if [[ -n "$extra" ]]; then echo "       $extra"; fi
+  if ((${#problems[@]})); then
+    echo "  INVALID run ($label): this measurement means nothing:"
+    printf '    - %s\n' "${problems[@]}"
+    if [[ $who == postfix ]]; then
+      grep -v 'status=sent' "$RUN_DIR/postfix/maillog" 2>/dev/null | grep -E 'warning|error|fatal|panic|status=' | tail -n 5 | sed 's/^/    postfix: /' || true
+    elif [[ $who == mailsurge ]]; then
+      tail -n 5 "$RUN_DIR/mailsurge/stderr.log" 2>/dev/null | sed 's/^/    mailsurge: /' || true
+    fi
+    return 0
+  fi
+  RUN_OK=1
+  if [[ "$KEEP_WORK" != 1 ]]; then rm -rf "$RUN_DIR"; fi
+}
+
+count_matches() { # grep args... -> number of matching lines (0 when none or no file)
+  local n
+  n="$(grep -c "$@" 2>/dev/null)" || true
+  echo "${n:-0}"
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# --- header -------------------------------------------------------------------------------
+sys_pf="not running"
+if [[ -r /var/spool/postfix/pid/master.pid ]]; then
+  read -r p </var/spool/postfix/pid/master.pid || true
+  p="${p// /}"
+  if pid_alive "$p"; then sys_pf="running (pid $p; left alone, this script uses $PF_ADDR/$MS_ADDR/$SINK_ADDR:$PORT)"; fi
+fi
+echo "== durable relay end to end: Postfix vs mailsurge mta, into smtp-sink"
+echo "binary:    $BIN (built $(date -r "$BIN" '+%F %T'); source tree now: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
+echo "package:   Postfix $(postconf -dh mail_version) (Debian $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?')); system instance: $sys_pf"
+echo "machine:   cpus $NCPU   load $(cut -d' ' -f1-3 /proc/loadavg)   spools on $SPOOL_PARENT ($fstype, $(df -P "$SPOOL_PARENT" | awk 'NR == 2 { print $1 }'))"
+echo "source:    smtp-source ${SOURCE_ARGS[*]} <relay>:$PORT"
+echo "sink:      smtp-sink -u nobody -c $SINK_ADDR:$PORT 1000   (fresh per run)"
+echo "postfix:   private instance on $PF_ADDR:$PORT, transport $DOMAIN -> smtp:[$SINK_ADDR]:$PORT, fsync per queue file,"
+echo "           smtp_destination_concurrency_limit=$OUT_CONNECTIONS (default), default_process_limit=100 (default)"
+echo "mailsurge: $BIN mta --config node.yaml   listen $MS_ADDR:$PORT, route $DOMAIN -> $SINK_ADDR:$PORT,"
+echo "           group-commit fdatasync spool, limits.domain_connections=$OUT_CONNECTIONS"
+echo "repeats:   $REPEATS (order flips every repetition)   target: median postfix/mailsurge >= $TARGET"
+
+# --- runs -----------------------------------------------------------------------------------
+broken=0
+RATIOS=""
+echo
+echo "reference: smtp-source straight into smtp-sink, no relay (the harness's floor; not part of the ratio)"
+if ! timed_run "-" direct || ((!RUN_OK)); then
+  echo "  INVALID: the load generator and the sink alone do not work here; nothing to compare"
+  exit 1
+fi
+echo "timed runs:"
+for ((rep = 1; rep <= REPEATS; rep++)); do
+  if ((rep % 2)); then order=(postfix mailsurge); else order=(mailsurge postfix); fi
+  pf_s="" ms_s="" ok=1
+  for who in "${order[@]}"; do
+    if ! timed_run "$rep" "$who"; then
+      echo "  run failed to start ($who); see above"
+      ok=0
+      break
+    fi
+    ((RUN_OK)) || { ok=0; break; }
+    if [[ $who == postfix ]]; then pf_s="$RUN_SECS"; else ms_s="$RUN_SECS"; fi
+  done
+  if ((!ok)); then
+    broken=1
+    echo "  skipping the remaining repetitions"
+    break
+  fi
+  r="$(awk -v p="$pf_s" -v m="$ms_s" 'BEGIN { printf "%.2f", p / m }')"
+  echo "  rep $rep  ratio postfix/mailsurge = $r"
+  RATIOS+="$r "
+done
+
+# --- summary -------------------------------------------------------------------------------
+echo
+echo "== summary (median of per-repetition postfix_time / mailsurge_time)"
+if ((broken)); then
+  echo "  INVALID (a run was rejected, lost messages, or did not start; see above)  ratios so far: ${RATIOS:-none}"
+  exit 1
+fi
+m="$(tr ' ' '\n' <<<"$RATIOS" | grep . | median)"
+verdict="$(awk -v m="$m" -v t="$TARGET" 'BEGIN { print (m >= t) ? "PASS" : "FAIL" }')"
+printf '  median ratio %.2f  (target >= %s)  %s   [ratios: %s]\n' "$m" "$TARGET" "$verdict" "${RATIOS% }"
+exit 0
