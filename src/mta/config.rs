@@ -71,6 +71,9 @@ pub struct NodeLimits {
     pub domain_rate: Option<crate::units::Rate>,
     /// Outbound connections per egress pool, over all domains; 0 = unlimited.
     pub pool_connections: usize,
+    /// Messages per second per egress pool, over all domains; unlimited when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_rate: Option<crate::units::Rate>,
     /// Inbound connections per client IP.
     pub connections_per_ip: usize,
     /// Messages sent on one outbound connection before it is recycled.
@@ -86,6 +89,7 @@ impl Default for NodeLimits {
             domain_connections: 8,
             domain_rate: None,
             pool_connections: 0,
+            pool_rate: None,
             connections_per_ip: 256,
             messages_per_connection: 1000,
         }

@@ -97,6 +97,8 @@ pub struct Queues {
     busy: AtomicUsize,
     /// Connection slots per egress pool (absent: unlimited).
     pool_slots: HashMap<String, Arc<Semaphore>>,
+    /// Send pacing per egress pool (rate only; its connections are `pool_slots`).
+    pool_paces: HashMap<String, Mutex<Pace>>,
 }
 
 impl Queues {
@@ -121,6 +123,14 @@ impl Queues {
                 .map(|p| (p.clone(), Arc::new(Semaphore::new(n))))
                 .collect(),
         };
+        let pool_paces = match cfg.limits.pool_rate {
+            Some(r) => cfg
+                .egress_pools
+                .keys()
+                .map(|p| (p.clone(), Mutex::new(Pace::new(usize::MAX, Some(r.0)))))
+                .collect(),
+            None => HashMap::new(),
+        };
         Arc::new(Queues {
             cfg,
             responses,
@@ -136,6 +146,7 @@ impl Queues {
             live: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             pool_slots,
+            pool_paces,
         })
     }
 
@@ -279,11 +290,16 @@ impl Queues {
         }
     }
 
-    /// Waits for the domain's next send slot under its rate limit.
-    async fn pace(&self, domain: &str) {
-        let wait = lock(&self.domains)
+    /// Waits for the next send slot under the domain's and the egress pool's rate limits.
+    async fn pace(&self, domain: &str, pool: Option<&str>) {
+        let now = Instant::now();
+        let domain_wait = lock(&self.domains)
             .get_mut(domain)
-            .map_or(Duration::ZERO, |st| st.pace.reserve(Instant::now()));
+            .map_or(Duration::ZERO, |st| st.pace.reserve(now));
+        let pool_wait = pool
+            .and_then(|p| self.pool_paces.get(p))
+            .map_or(Duration::ZERO, |p| lock(p).reserve(now));
+        let wait = domain_wait.max(pool_wait);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -336,7 +352,7 @@ impl Queues {
                 }
             }
         }
-        self.pace(&domain).await;
+        self.pace(&domain, self.pool_name(job.pool.as_deref())).await;
         let Some(c) = conn.as_mut() else {
             return None; // invariant: set just above
         };
