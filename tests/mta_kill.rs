@@ -8,8 +8,6 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,30 +19,6 @@ const SUBMITTERS: usize = 8;
 /// Acknowledged messages between kills.
 const ACKED_PER_ROUND: usize = 300;
 
-/// Starts a node; the returned `Proc` kills it on drop, so a failing test leaves no orphan.
-fn start_node(cfg: &Path) -> Proc {
-    use std::io::BufRead;
-    let mut child = Command::new(bin())
-        .args(["mta", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .strip_prefix("READY ")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    std::thread::spawn(move || for _ in out.lines() {});
-    Proc { child, addr }
-}
-
 #[test]
 fn sigkill_under_load_loses_nothing_acknowledged() {
     let rounds: usize = std::env::var("MAILSURGE_KILL_ROUNDS")
@@ -53,30 +27,9 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
         .unwrap_or(2);
     let dir = tempdir();
     let receipts = dir.path().join("receipts.jsonl");
-    let inbox = spawn_listening(
-        &[
-            "inbox",
-            "--rules",
-            "generic",
-            "--listen",
-            "127.0.0.1:0",
-            "--receipts",
-            receipts.to_str().unwrap(),
-        ],
-        |l| l.rsplit(' ').next()?.parse().ok(),
-    );
-    let cfg = dir.path().join("node.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "node: k-1\nregion: k\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.0/8]\n\
-             spool: {{ kind: local, dir: spool }}\nroutes: {{ example.com: [{}] }}\n\
-             retry: {{ initial: 100ms, factor: 2, max_delay: 1s, jitter: 10%, give_up: 60s }}\n\
-             events: events.jsonl\n",
-            inbox.addr
-        ),
-    )
-    .unwrap();
+    let inbox = start_inbox(dir.path(), "generic");
+    let node_cfg = "relay_networks: [127.0.0.0/8]\n\
+                    retry: { initial: 100ms, factor: 2, max_delay: 1s, jitter: 10%, give_up: 60s }\n";
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,7 +76,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
         }));
     }
 
-    let mut node = start_node(&cfg);
+    let mut node = start_node(dir.path(), "k-1", inbox.addr, node_cfg);
     let mut kills = 0;
     for round in 0..=rounds {
         *target.lock().unwrap() = Some(node.addr);
@@ -145,7 +98,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
         node.child.wait().unwrap();
         kills += 1;
         *target.lock().unwrap() = None;
-        node = start_node(&cfg);
+        node = start_node(dir.path(), "k-1", inbox.addr, node_cfg);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for s in submitters {

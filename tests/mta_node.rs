@@ -3,18 +3,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-
-fn inbox_addr(line: &str) -> Option<SocketAddr> {
-    line.rsplit(' ').next()?.parse().ok()
-}
-
-fn node_addr(line: &str) -> Option<SocketAddr> {
-    line.strip_prefix("READY ")?.split_whitespace().next()?.parse().ok()
-}
 
 fn message(id: &str) -> String {
     format!(
@@ -26,32 +17,14 @@ fn message(id: &str) -> String {
 fn node_relays_bounces_and_refuses_strangers() {
     let dir = tempdir();
     let receipts = dir.path().join("receipts.jsonl");
-    let inbox = spawn_listening(
-        &[
-            "inbox",
-            "--rules",
-            "mock-inboxes/generic.yaml",
-            "--listen",
-            "127.0.0.1:0",
-            "--receipts",
-            receipts.to_str().unwrap(),
-        ],
-        inbox_addr,
+    let inbox = start_inbox(dir.path(), "mock-inboxes/generic.yaml");
+    let node = start_node(
+        dir.path(),
+        "t-1",
+        inbox.addr,
+        "relay_networks: [127.0.0.1/32]\negress_pools: { shared: [127.0.1.1] }\n\
+         retry: { initial: 100ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 2s }\nresponses: deliverability\n",
     );
-    let cfg = dir.path().join("node.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "node: t-1\nregion: t\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.1/32]\n\
-             spool: {{ kind: local, dir: spool }}\nroutes: {{ example.com: [{}] }}\n\
-             egress_pools: {{ shared: [127.0.1.1] }}\n\
-             retry: {{ initial: 100ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 2s }}\n\
-             responses: deliverability\nevents: events.jsonl\n",
-            inbox.addr
-        ),
-    )
-    .unwrap();
-    let node = spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr);
 
     // A normal message and one to an unknown user, pipelined on one connection.
     let mut c = Raw::connect(node.addr);
@@ -175,31 +148,14 @@ fn standalone_inbox_answers_rules_and_writes_receipts() {
 fn post_acceptance_errors_are_dropped_events_not_rejects() {
     let dir = tempdir();
     let receipts = dir.path().join("receipts.jsonl");
-    let inbox = spawn_listening(
-        &[
-            "inbox",
-            "--rules",
-            "generic",
-            "--listen",
-            "127.0.0.1:0",
-            "--receipts",
-            receipts.to_str().unwrap(),
-        ],
-        inbox_addr,
+    let inbox = start_inbox(dir.path(), "generic");
+    let node = start_node(
+        dir.path(),
+        "s-1",
+        inbox.addr,
+        "relay_networks: [127.0.0.0/8]\n\
+         screen: { unsubscribed: '^unsub[-.]', tenant_rate: 1/s, tenant_burst: 1, require_from: true }\n",
     );
-    let cfg = dir.path().join("node.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "node: s-1\nregion: s\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.0/8]\n\
-             spool: {{ kind: local, dir: spool }}\nroutes: {{ example.com: [{}] }}\n\
-             events: events.jsonl\n\
-             screen: {{ unsubscribed: '^unsub[-.]', tenant_rate: 1/s, tenant_burst: 1, require_from: true }}\n",
-            inbox.addr
-        ),
-    )
-    .unwrap();
-    let node = spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr);
     let mut c = Raw::connect(node.addr);
     assert_eq!(c.code(), 220);
     assert_eq!(c.cmd("EHLO client.test"), 250);

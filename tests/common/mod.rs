@@ -67,6 +67,48 @@ pub fn spawn_listening(args: &[&str], parse: fn(&str) -> Option<SocketAddr>) -> 
     Proc { child, addr }
 }
 
+/// The address a standalone inbox prints (`... listening on ADDR`).
+pub fn inbox_addr(line: &str) -> Option<SocketAddr> {
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+/// The address in a node's `READY ADDR recovered=N` line.
+pub fn node_addr(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix("READY ")?.split_whitespace().next()?.parse().ok()
+}
+
+/// A standalone inbox with the given rules, writing receipts to `dir/receipts.jsonl`.
+pub fn start_inbox(dir: &Path, rules: &str) -> Proc {
+    let receipts = dir.join("receipts.jsonl");
+    spawn_listening(
+        &[
+            "inbox",
+            "--rules",
+            rules,
+            "--listen",
+            "127.0.0.1:0",
+            "--receipts",
+            receipts.to_str().unwrap(),
+        ],
+        inbox_addr,
+    )
+}
+
+/// Writes `dir/node.yaml` (routing example.com to `inbox`, spool and events in `dir`, plus
+/// `extra` config lines) and starts a node on it.
+pub fn start_node(dir: &Path, name: &str, inbox: SocketAddr, extra: &str) -> Proc {
+    let cfg = dir.join("node.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node: {name}\nregion: test\nlisten: 127.0.0.1:0\nspool: {{ kind: local, dir: spool }}\n\
+             routes: {{ example.com: [{inbox}] }}\nevents: events.jsonl\n{extra}"
+        ),
+    )
+    .unwrap();
+    spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr)
+}
+
 /// Polls `f` until it returns Some or the timeout passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;

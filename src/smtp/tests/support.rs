@@ -174,24 +174,22 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .unwrap()
-            .unwrap();
-        Raw {
-            stream,
-            buf: Vec::new(),
-            pos: 0,
-            rx: ResponseReceiver::default(),
-            wire: Vec::new(),
-        }
+        Raw::new(
+            tokio::time::timeout(WAIT, TcpStream::connect(addr))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
     }
 
     /// Connects from a chosen loopback source address (another "client host").
     pub async fn connect_from(addr: SocketAddr, src: std::net::IpAddr) -> Raw {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind(SocketAddr::new(src, 0)).unwrap();
-        let stream = tokio::time::timeout(WAIT, sock.connect(addr)).await.unwrap().unwrap();
+        Raw::new(tokio::time::timeout(WAIT, sock.connect(addr)).await.unwrap().unwrap())
+    }
+
+    fn new(stream: TcpStream) -> Raw {
         Raw {
             stream,
             buf: Vec::new(),
