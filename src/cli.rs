@@ -70,6 +70,15 @@ pub enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Merge HdrHistogram interval logs (latency.hlog) from several hosts or runs, by tag and
+    /// absolute second; prints each tag's percentiles and writes the merged log with --out.
+    Merge {
+        #[arg(required = true)]
+        hlogs: Vec<PathBuf>,
+        /// Write the merged interval log here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run one standalone reference MTA node until SIGTERM.
     Mta {
         /// Node config (SPEC §4).
@@ -207,6 +216,7 @@ fn dispatch(cmd: Cmd) -> u8 {
                 }
             }
         }
+        Cmd::Merge { hlogs, out } => merge(&hlogs, out.as_deref()),
         Cmd::Mta { config } => {
             let (cfg, src) = match crate::mta::NodeConfig::load(&config) {
                 Ok(x) => x,
@@ -244,6 +254,40 @@ fn validate(path: &Path) -> Result<&'static str, ConfigError> {
         scenario::from_source(src)?;
         Ok("scenario")
     }
+}
+
+fn merge(hlogs: &[PathBuf], out: Option<&Path>) -> u8 {
+    use crate::measure::hlog;
+    let paths: Vec<&Path> = hlogs.iter().map(PathBuf::as_path).collect();
+    let merged = match hlog::read_merge(&paths) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    for (tag, m) in &merged {
+        let t = hlog::total(m);
+        let ms = |q: f64| t.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<12} {} values over {} s  p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            if tag.is_empty() { "(untagged)" } else { tag },
+            t.len(),
+            m.len(),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            t.max() as f64 / 1000.0
+        );
+    }
+    if let Some(out) = out {
+        if let Err(e) = hlog::write_merged(out, &merged) {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            return EXIT_RUNTIME;
+        }
+        println!("merged log: {}", out.display());
+    }
+    EXIT_PASS
 }
 
 fn print_outcome(o: &crate::run::Outcome) {

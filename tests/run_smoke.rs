@@ -23,6 +23,7 @@ fn smoke_runs_end_to_end_and_accounts_for_every_message() {
         "charts/delivery-time.svg",
         "charts/slo.png",
         "charts/slo.svg",
+        "latency.hlog",
     ] {
         let p = out.join(f);
         assert!(
@@ -53,6 +54,20 @@ fn smoke_runs_end_to_end_and_accounts_for_every_message() {
     let received = events.lines().filter(|l| l.contains("\"event\":\"received\"")).count() as u64;
     assert_eq!(received, n("delivered") + n("duplicates"));
     assert_eq!(events.lines().count() as u64, n("events"));
+
+    // The interval log holds one finite value per delivered message, and merges.
+    let merged = mailsurge(&[
+        "merge",
+        out.join("latency.hlog").to_str().unwrap(),
+        out.join("latency.hlog").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&merged.stdout);
+    assert_eq!(merged.status.code(), Some(0), "{text}");
+    let delivery_line = text.lines().find(|l| l.starts_with("delivery")).unwrap_or_default();
+    assert!(
+        delivery_line.contains(&format!(" {} values", 2 * n("delivered"))),
+        "{text}"
+    );
 
     // The resolved scenario is itself a valid scenario with the seed in it.
     let resolved = std::fs::read_to_string(out.join("scenario.yaml")).unwrap();

@@ -5,6 +5,7 @@
 //! a report from the files of a finished run and get the same numbers.
 
 pub mod accounting;
+pub mod hlog;
 pub mod latency;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,9 @@ pub struct Analysis {
     pub slo_compliance: f64,
     pub slo_pass: bool,
     pub series: Vec<Point>,
+    /// Per-second distributions by intended time, for `latency.hlog`: corrected and uncorrected.
+    pub intervals: Vec<Dist>,
+    pub uncorrected_intervals: Vec<Dist>,
     pub series_by_region: BTreeMap<String, Vec<Point>>,
     pub rates: Rates,
     pub by_region: BTreeMap<String, Group>,
@@ -116,6 +120,8 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
     let slo_pass = slo_compliance >= inp.slo_target;
     let intervals = (inp.duration_s.ceil() as usize).max(1);
     let overall_series = series(&all, inp, intervals);
+    let interval_dists = per_interval(&all, inp, intervals);
+    let uncorrected_intervals = per_interval_by(&all, inp, intervals, Record::uncorrected_us);
 
     let mut series_by_region = BTreeMap::new();
     let mut by_region: BTreeMap<String, Group> = BTreeMap::new();
@@ -159,6 +165,8 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
         slo_compliance,
         slo_pass,
         series: overall_series,
+        intervals: interval_dists,
+        uncorrected_intervals,
         series_by_region,
         rates,
         by_region,
@@ -197,15 +205,19 @@ fn dist_of(rows: &[&Row<'_>], f: fn(&Record) -> Option<u64>) -> Dist {
     d
 }
 
-/// Eligible rows grouped into 1 s intervals by intended time.
-fn per_interval(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Dist> {
+/// Eligible rows grouped into 1 s intervals by intended time, valued by `f`.
+fn per_interval_by(rows: &[&Row<'_>], inp: &Inputs, intervals: usize, f: fn(&Record) -> Option<u64>) -> Vec<Dist> {
     let mut v = vec![Dist::new(); intervals];
     for r in rows.iter().filter(|r| r.rec.eligible()) {
         let Some(i) = r.rec.intended else { continue };
         let idx = (i.saturating_sub(inp.start_ns) / 1_000_000_000) as usize;
-        v[idx.min(intervals - 1)].record(r.rec.delivery_us());
+        v[idx.min(intervals - 1)].record(f(r.rec));
     }
     v
+}
+
+fn per_interval(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Dist> {
+    per_interval_by(rows, inp, intervals, Record::delivery_us)
 }
 
 fn series(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Point> {

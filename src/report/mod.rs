@@ -24,11 +24,28 @@ pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis, marks: &[Mark]) -> an
     let summary = Summary::new(info, a);
     let json = serde_json::to_string_pretty(&summary)?;
     std::fs::write(dir.join("summary.json"), json + "\n").context("cannot write summary.json")?;
+    crate::measure::hlog::write(
+        &dir.join("latency.hlog"),
+        crate::events::from_ns(info.start_ns),
+        &[
+            hlog_series("delivery", &a.intervals),
+            hlog_series("uncorrected", &a.uncorrected_intervals),
+        ],
+    )
+    .context("cannot write latency.hlog")?;
     let chart_dir = dir.join("charts");
     let written = write_charts(&chart_dir, info, a, marks)?;
     let md = markdown::render(&summary, &written);
     std::fs::write(dir.join("report.md"), md).context("cannot write report.md")?;
     Ok(summary)
+}
+
+/// Per-second histograms of one tag for `latency.hlog` (interval i starts i seconds in).
+fn hlog_series<'a>(tag: &'a str, v: &'a [crate::measure::Dist]) -> crate::measure::hlog::Series<'a> {
+    crate::measure::hlog::Series {
+        tag,
+        intervals: v.iter().enumerate().map(|(i, d)| (i as f64, &d.finite)).collect(),
+    }
 }
 
 /// Bottom of the SLO chart: close enough to the target that a dip from 100% to 99.5% is

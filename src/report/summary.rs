@@ -86,6 +86,8 @@ pub struct Fault {
 #[derive(Debug, Clone)]
 pub struct RunInfo {
     pub name: String,
+    /// Wall-clock ns of the schedule's offset 0 (the hlog's StartTime).
+    pub start_ns: u64,
     pub seed: u64,
     pub run_id: String,
     pub started_at: String,

@@ -321,6 +321,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let analysis = measure::analyze(&all, &spooled, &inputs);
     let info = RunInfo {
         name: f.name.clone(),
+        start_ns,
         seed: f.seed,
         run_id,
         started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
