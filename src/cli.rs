@@ -70,6 +70,38 @@ pub enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Load any SMTP server: open-loop at a rate (intended times) or closed-loop `max` like
+    /// smtp-source. Writes summary.json with counts and submission latency.
+    Gen {
+        /// The server to load (loopback only), e.g. 127.0.0.1:2525.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Messages per second (open loop, e.g. 2000/s) or `max` (closed loop).
+        #[arg(long)]
+        rate: crate::gen::GenRate,
+        /// How long to generate (open loop).
+        #[arg(long)]
+        duration: Option<Dur>,
+        /// How many messages to send.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Submission connections, each reused.
+        #[arg(long, default_value_t = 20)]
+        connections: u32,
+        /// Message size, e.g. 1KiB.
+        #[arg(long, default_value = "1KiB")]
+        size: crate::units::Size,
+        /// Recipient domain.
+        #[arg(long, default_value = "example.com")]
+        domain: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory (default reports/gen-<UTC timestamp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Merge HdrHistogram interval logs (latency.hlog) from several hosts or runs, by tag and
     /// absolute second; prints each tag's percentiles and writes the merged log with --out.
     Merge {
@@ -217,6 +249,76 @@ fn dispatch(cmd: Cmd) -> u8 {
             }
         }
         Cmd::Merge { hlogs, out } => merge(&hlogs, out.as_deref()),
+        Cmd::Gen {
+            target,
+            rate,
+            duration,
+            count,
+            connections,
+            size,
+            domain,
+            seed,
+            out,
+            quiet,
+        } => {
+            if duration.is_none() && count.is_none() {
+                eprintln!("error: give --duration D or --count N");
+                return EXIT_CONFIG;
+            }
+            let o = crate::gen::GenOptions {
+                target,
+                rate,
+                duration: duration.map(|d| d.0),
+                count,
+                connections,
+                size,
+                domain,
+                seed,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match rt.block_on(crate::gen::run(&o)) {
+                Ok(s) => {
+                    let dir = out.unwrap_or_else(crate::gen::default_out);
+                    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+                        let json = serde_json::to_string_pretty(&s).map_err(std::io::Error::other)?;
+                        std::fs::write(dir.join("summary.json"), json + "\n")
+                    });
+                    if let Err(e) = written {
+                        eprintln!("error: cannot write {}: {e}", dir.display());
+                        return EXIT_RUNTIME;
+                    }
+                    let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}ms"));
+                    if !quiet {
+                        eprintln!("summary: {}", dir.join("summary.json").display());
+                    }
+                    println!(
+                        "gen {}: {} generated, {} accepted, {} rejected in {:.2}s ({}/s); submit p50 {} p99 {} (uncorrected p50 {} p99 {})",
+                        s.mode,
+                        s.counts.generated,
+                        s.counts.accepted,
+                        s.counts.rejected_at_submit,
+                        s.wall_s,
+                        s.accepted_per_s,
+                        ms(s.submit_ms.p50),
+                        ms(s.submit_ms.p99),
+                        ms(s.submit_ms.uncorrected_p50),
+                        ms(s.submit_ms.uncorrected_p99)
+                    );
+                    EXIT_PASS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    if e.to_string().contains("loopback") || e.to_string().contains("--count") {
+                        EXIT_CONFIG
+                    } else {
+                        EXIT_RUNTIME
+                    }
+                }
+            }
+        }
         Cmd::Mta { config } => {
             let (cfg, src) = match crate::mta::NodeConfig::load(&config) {
                 Ok(x) => x,

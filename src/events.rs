@@ -65,6 +65,9 @@ pub struct Event {
     /// When submission actually started, ns since epoch (submitted/received).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted: Option<u64>,
+    /// When the submission's final reply arrived, ns since epoch (submitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<u64>,
     /// Egress or client source address (delivered/received).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
@@ -86,6 +89,7 @@ impl Event {
             attempt: None,
             intended: None,
             submitted: None,
+            acked: None,
             source_ip: None,
         }
     }

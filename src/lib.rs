@@ -21,11 +21,13 @@
 //! - [`measure`]: accounting and delivery-time statistics (SPEC §5).
 //! - [`report`]: summary.json, report.md and charts (SPEC §6).
 //! - [`run`]: the orchestrator behind `mailsurge run`.
+//! - [`gen`]: `mailsurge gen`, the generator alone against any SMTP server.
 //! - [`cli`]: the command line (SPEC §7); `main.rs` only calls it.
 
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod gen;
 pub mod inbox;
 pub mod measure;
 pub mod mta;

@@ -177,7 +177,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         _ => 1 << 20,
     };
     let plan = Plan {
-        schedule: Schedule::new(RateCurve::new(&f.traffic.rate, duration), f.traffic.arrival, f.seed),
+        arrivals: submit::Arrivals::Open(Box::new(Schedule::new(
+            RateCurve::new(&f.traffic.rate, duration),
+            f.traffic.arrival,
+            f.seed,
+        ))),
         mix: Mix::new(&f.traffic),
         builder: Builder::new(&run_id, max_size),
         seed: f.seed,

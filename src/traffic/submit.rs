@@ -21,6 +21,9 @@ use super::schedule::Schedule;
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig};
 
+/// Marks a closed-loop draft: its intended time is set when it is actually sent.
+const CLOSED_LOOP_INTENDED: u64 = 0;
+
 /// Attempts per message when the connection fails under it (a new connection each time).
 const MAX_SUBMIT_ATTEMPTS: u32 = 3;
 
@@ -42,8 +45,17 @@ pub struct Counters {
 }
 
 /// Everything the generator needs.
+/// When messages are released to the connections.
+pub enum Arrivals {
+    /// Open loop: each message at its intended time, whatever the target's speed.
+    Open(Box<Schedule>),
+    /// Closed loop (like smtp-source): `count` messages, each sent as soon as a connection is
+    /// free; its "intended" time is when it was sent, so there is no queueing to correct for.
+    Closed { count: u64 },
+}
+
 pub struct Plan {
-    pub schedule: Schedule,
+    pub arrivals: Arrivals,
     pub mix: Mix,
     pub builder: Builder,
     pub seed: u64,
@@ -87,20 +99,34 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
         }));
     }
 
-    // The scheduler: release each draft at its intended time.
+    // The scheduler: release each draft at its intended time (open loop) or all at once.
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006d_6978);
-    for (seq, offset) in plan.schedule.enumerate() {
-        let at = plan.start + Duration::from_secs_f64(offset);
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
+    match plan.arrivals {
+        Arrivals::Open(schedule) => {
+            for (seq, offset) in schedule.enumerate() {
+                let at = plan.start + Duration::from_secs_f64(offset);
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at).await;
+                }
+                let intended_ns = plan.start_ns + (offset * 1e9) as u64;
+                let draft = plan.mix.draft(seq as u64, intended_ns, &mut rng);
+                counters
+                    .generated
+                    .fetch_add(draft.rcpts.len() as u64, Ordering::Relaxed);
+                lock(&shared.queue).push_back(draft);
+                shared.notify.notify_one();
+            }
         }
-        let intended_ns = plan.start_ns + (offset * 1e9) as u64;
-        let draft = plan.mix.draft(seq as u64, intended_ns, &mut rng);
-        counters
-            .generated
-            .fetch_add(draft.rcpts.len() as u64, Ordering::Relaxed);
-        lock(&shared.queue).push_back(draft);
-        shared.notify.notify_one();
+        Arrivals::Closed { count } => {
+            for seq in 0..count {
+                let draft = plan.mix.draft(seq, CLOSED_LOOP_INTENDED, &mut rng);
+                counters
+                    .generated
+                    .fetch_add(draft.rcpts.len() as u64, Ordering::Relaxed);
+                lock(&shared.queue).push_back(draft);
+            }
+            shared.notify.notify_waiters();
+        }
     }
     shared.done_scheduling.store(true, Ordering::Release);
     shared.notify.notify_waiters();
@@ -159,11 +185,12 @@ async fn worker(
     // Spread workers over targets; on failure move to the next one.
     let mut target = index % targets.len();
     let mut client: Option<Client> = None;
-    while let Some(d) = next_draft(&shared, hard_stop).await {
+    while let Some(mut d) = next_draft(&shared, hard_stop).await {
         let id = builder.id(d.seq);
         let from = builder.sender(d.tenant);
         let mut last_err = String::new();
         let mut outcome = None;
+        let mut acked_ns = 0;
         for _ in 0..MAX_SUBMIT_ATTEMPTS {
             if client.as_ref().is_none_or(|c| !c.is_usable()) {
                 client = None;
@@ -178,9 +205,13 @@ async fn worker(
             }
             let Some(c) = client.as_mut() else { continue };
             let submitted_ns = now_ns();
+            if d.intended_ns == CLOSED_LOOP_INTENDED {
+                d.intended_ns = submitted_ns;
+            }
             let body = builder.build(&d, submitted_ns);
             match c.send(&from, &d.rcpts, &body).await {
                 Ok(out) => {
+                    acked_ns = now_ns();
                     outcome = Some((out, submitted_ns));
                     break;
                 }
@@ -204,6 +235,7 @@ async fn worker(
                     let mut e = Event::new(*submitted_ns, id.clone(), Kind::Submitted);
                     e.code = Some(out.final_reply().code);
                     e.submitted = Some(*submitted_ns);
+                    e.acked = Some(acked_ns);
                     counters.accepted.fetch_add(1, Ordering::Relaxed);
                     e
                 }

@@ -1,0 +1,183 @@
+//! `mailsurge gen`: load any SMTP server with the same generator `run` uses — open-loop at a
+//! rate (intended times, coordinated-omission-correct) or closed-loop `max` like Postfix's
+//! `smtp-source` — and write a small summary.json with submission latency.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::events::{now_ns, Event, Kind};
+use crate::measure::Dist;
+use crate::scenario::{Arrival, RateSpec, SizeSpec, Traffic};
+use crate::traffic::message::{Builder, Mix};
+use crate::traffic::schedule::{RateCurve, Schedule};
+use crate::traffic::submit::{self, Arrivals, Counters, Plan, Target};
+use crate::units::{Percent, Rate, Size};
+
+/// Upper bound on any `gen` run, so a load loop always stops by itself.
+pub const MAX_GEN_TIME: Duration = Duration::from_secs(3600);
+/// After an open-loop window, how long queued submissions may still finish.
+pub const GEN_DRAIN: Duration = Duration::from_secs(30);
+
+/// `--rate`: messages per second, or `max` (closed loop).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GenRate {
+    Max,
+    PerSecond(Rate),
+}
+
+impl std::str::FromStr for GenRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "max" {
+            return Ok(GenRate::Max);
+        }
+        let r: Rate = s.parse().map_err(|e| format!("{e}"))?;
+        if r.0 <= 0.0 {
+            return Err("rate must be above 0/s".into());
+        }
+        Ok(GenRate::PerSecond(r))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub target: SocketAddr,
+    pub rate: GenRate,
+    pub duration: Option<Duration>,
+    pub count: Option<u64>,
+    pub connections: u32,
+    pub size: Size,
+    pub domain: String,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenCounts {
+    pub generated: u64,
+    pub accepted: u64,
+    pub rejected_at_submit: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmitMs {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub uncorrected_p50: Option<f64>,
+    pub uncorrected_p99: Option<f64>,
+}
+
+/// `summary.json` of a `gen` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenSummary {
+    pub schema: &'static str,
+    pub target: String,
+    pub mode: String,
+    pub wall_s: f64,
+    pub counts: GenCounts,
+    /// Accepted messages per second of wall time.
+    pub accepted_per_s: f64,
+    /// Submission latency: from intended time (open loop) or send start (closed loop) to the
+    /// final reply; `uncorrected_*` always from send start.
+    pub submit_ms: SubmitMs,
+}
+
+/// Runs the generator against `target` and summarises it.
+pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
+    if !o.target.ip().is_loopback() {
+        anyhow::bail!("--target {}: mailsurge only sends to loopback addresses", o.target);
+    }
+    let traffic = Traffic {
+        rate: RateSpec::Constant(match o.rate {
+            GenRate::PerSecond(r) => r,
+            GenRate::Max => Rate(1.0),
+        }),
+        arrival: Arrival::Poisson,
+        domains: [(o.domain.clone(), Percent(1.0))].into(),
+        size: SizeSpec::Fixed(o.size),
+        tenants: 1,
+        recipients_per_message: 1,
+        connections: o.connections,
+    };
+    let (arrivals, window) = match (o.rate, o.duration, o.count) {
+        (GenRate::Max, _, Some(n)) => (Arrivals::Closed { count: n }, MAX_GEN_TIME),
+        (GenRate::Max, _, None) => anyhow::bail!("--rate max needs --count N (closed loop, like smtp-source -m)"),
+        (GenRate::PerSecond(r), d, n) => {
+            let d = d.unwrap_or_else(|| Duration::from_secs_f64(n.unwrap_or(0) as f64 / r.0));
+            let curve = RateCurve::new(&RateSpec::Constant(r), d);
+            (
+                Arrivals::Open(Box::new(Schedule::new(curve, Arrival::Poisson, o.seed))),
+                d + GEN_DRAIN,
+            )
+        }
+    };
+    let run_id = format!("gen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+    let start = Instant::now() + Duration::from_millis(100);
+    let start_ns = now_ns() + 100_000_000;
+    let plan = Plan {
+        arrivals,
+        mix: Mix::new(&traffic),
+        builder: Builder::new(&run_id, o.size.0 as usize),
+        seed: o.seed,
+        connections: o.connections.max(1),
+        targets: vec![Target {
+            node: "target".into(),
+            region: "-".into(),
+            addr: o.target,
+        }],
+        start_ns,
+        start,
+        hard_stop: start + window.min(MAX_GEN_TIME),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let counters = Arc::new(Counters::default());
+    let collect = tokio::spawn(async move {
+        let (mut corrected, mut uncorrected) = (Dist::new(), Dist::new());
+        while let Some(e) = rx.recv().await {
+            if let (Kind::Submitted, Some(acked)) = (e.event, e.acked) {
+                corrected.record(e.intended.map(|i| acked.saturating_sub(i) / 1000));
+                uncorrected.record(e.submitted.map(|s| acked.saturating_sub(s) / 1000));
+            }
+        }
+        (corrected, uncorrected)
+    });
+    submit::run(plan, tx, counters.clone()).await;
+    let wall_s = (now_ns().saturating_sub(start_ns)) as f64 / 1e9;
+    let (corrected, uncorrected) = collect.await.context("collector failed")?;
+    let c = &counters;
+    let accepted = c.accepted.load(Ordering::Relaxed);
+    let r3 = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
+    Ok(GenSummary {
+        schema: "mailsurge.gen/v1",
+        target: o.target.to_string(),
+        mode: match o.rate {
+            GenRate::Max => "closed-loop".into(),
+            GenRate::PerSecond(r) => format!("open-loop {r}"),
+        },
+        wall_s: (wall_s * 1000.0).round() / 1000.0,
+        counts: GenCounts {
+            generated: c.generated.load(Ordering::Relaxed),
+            accepted,
+            rejected_at_submit: c.rejected.load(Ordering::Relaxed) + c.unsubmitted.load(Ordering::Relaxed),
+        },
+        accepted_per_s: (accepted as f64 / wall_s.max(1e-9)).round(),
+        submit_ms: SubmitMs {
+            p50: r3(corrected.quantile_ms(0.5)),
+            p99: r3(corrected.quantile_ms(0.99)),
+            uncorrected_p50: r3(uncorrected.quantile_ms(0.5)),
+            uncorrected_p99: r3(uncorrected.quantile_ms(0.99)),
+        },
+    })
+}
+
+/// Default output directory of a `gen` run.
+pub fn default_out() -> PathBuf {
+    PathBuf::from("reports").join(format!("gen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")))
+}
