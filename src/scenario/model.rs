@@ -229,6 +229,8 @@ pub enum NamedCurve {
     Flat,
     /// A compressed retail peak day: hourly weights, evening peak.
     BlackFriday,
+    /// Three bursts over a low base (a marathon's start, halfway and finish notifications).
+    Waves,
 }
 
 /// Where a curve point sits: a duration into the window or a share of it.

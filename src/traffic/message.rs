@@ -96,7 +96,35 @@ impl Mix {
 /// one slice copy.
 pub struct Builder {
     run_id: String,
+    /// Plain-text part material: wrapped lines.
     filler: Vec<u8>,
+    /// HTML part material: the same words as `<p>` paragraphs.
+    html: Vec<u8>,
+}
+
+/// MIME boundary of every generated message; it cannot occur in the filler (no `=` there).
+const BOUNDARY: &str = "=_mailsurge_alt_1";
+/// Share of the body given to the text/plain part; the rest is HTML, as in marketing mail.
+const TEXT_SHARE: f64 = 0.35;
+
+/// Appends about `len` bytes of `material`, cut at line ends so the part stays CRLF text;
+/// repeats the material for parts larger than it.
+fn append_lines(m: &mut Vec<u8>, material: &[u8], len: usize) {
+    let mut need = len;
+    while need > 0 && !material.is_empty() {
+        let take = need.min(material.len());
+        let cut = material[..take].windows(2).rposition(|w| w == b"\r\n").map_or_else(
+            || {
+                material
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .map_or(material.len(), |i| i + 2)
+            },
+            |i| i + 2,
+        );
+        m.extend_from_slice(&material[..cut]);
+        need = need.saturating_sub(cut);
+    }
 }
 
 /// Pre-rendered body text: 76-character lines, as a mail client would wrap.
@@ -127,9 +155,16 @@ fn filler(len: usize) -> Vec<u8> {
 impl Builder {
     /// `max_size` bounds the pre-rendered body; larger messages repeat it.
     pub fn new(run_id: &str, max_size: usize) -> Builder {
+        let text = filler(max_size.clamp(4096, 1 << 20));
+        let html = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .flat_map(|l| [b"<p>".as_slice(), l.strip_suffix(b"\r").unwrap_or(l), b"</p>\r\n"].concat())
+            .collect();
         Builder {
             run_id: run_id.to_string(),
-            filler: filler(max_size.clamp(4096, 1 << 20)),
+            filler: text,
+            html,
         }
     }
 
@@ -156,7 +191,11 @@ impl Builder {
              X-Mailsurge-Intended: {intended}\r\n\
              X-Mailsurge-Submitted: {submitted_ns}\r\n\
              MIME-Version: 1.0\r\n\
+             Content-Type: multipart/alternative; boundary=\"{BOUNDARY}\"\r\n\
+             \r\n\
+             --{BOUNDARY}\r\n\
              Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: 7bit\r\n\
              \r\n",
             t = d.tenant,
             to = d.rcpts.join(", "),
@@ -165,20 +204,15 @@ impl Builder {
             intended = d.intended_ns,
         )
         .into_bytes();
-        let mut need = d.size.saturating_sub(m.len());
-        while need > 0 {
-            // Cut at a line end so the body stays well-formed CRLF text.
-            let take = need.min(self.filler.len());
-            let cut = self.filler[..take]
-                .windows(2)
-                .rposition(|w| w == b"\r\n")
-                .map_or(self.filler.len().min(take.max(78)), |i| i + 2);
-            m.extend_from_slice(&self.filler[..cut]);
-            need = need.saturating_sub(cut.max(1));
-        }
-        if !m.ends_with(b"\r\n") {
-            m.extend_from_slice(b"\r\n");
-        }
+        const HTML_HEAD: &[u8] = b"--=_mailsurge_alt_1\r\nContent-Type: text/html; charset=utf-8\r\n\
+            Content-Transfer-Encoding: 7bit\r\n\r\n<html><body>\r\n";
+        const CLOSE: &[u8] = b"</body></html>\r\n--=_mailsurge_alt_1--\r\n";
+        let body = d.size.saturating_sub(m.len() + HTML_HEAD.len() + CLOSE.len());
+        let text_len = (body as f64 * TEXT_SHARE) as usize;
+        append_lines(&mut m, &self.filler, text_len);
+        m.extend_from_slice(HTML_HEAD);
+        append_lines(&mut m, &self.html, body.saturating_sub(text_len));
+        m.extend_from_slice(CLOSE);
         m
     }
 }
@@ -217,7 +251,12 @@ mod tests {
             size: 12 * 1024,
         };
         let m = b.build(&d, 1_700_000_000_500_000_000);
-        assert!(m.len() >= 12 * 1024 && m.len() < 12 * 1024 + 200, "{}", m.len());
+        assert!(m.len() >= 12 * 1024 - 100 && m.len() < 12 * 1024 + 200, "{}", m.len());
+        let text = String::from_utf8(m.clone()).unwrap();
+        assert!(text.contains("Content-Type: multipart/alternative; boundary=\"=_mailsurge_alt_1\""));
+        assert!(text.contains("Content-Type: text/html") && text.contains("<p>"));
+        assert!(text.ends_with("--=_mailsurge_alt_1--\r\n"));
+        assert_eq!(text.matches("--=_mailsurge_alt_1\r\n").count(), 2, "two parts");
         let id = crate::inbox::receipt::parse_identity(&m);
         assert_eq!(id.mailsurge_id.as_deref(), Some("run1.7"));
         assert_eq!(id.intended_ns, Some(1_700_000_000_000_000_000));
@@ -225,7 +264,7 @@ mod tests {
         // Well-formed CRLF: no bare LF anywhere.
         assert!(m.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r'));
         let big = Draft { size: 3 << 20, ..d };
-        assert!(b.build(&big, 0).len() >= 3 << 20);
+        assert!(b.build(&big, 0).len() >= (3 << 20) - 100);
     }
 
     #[test]

@@ -19,6 +19,13 @@ pub const BLACK_FRIDAY_HOURLY: [f64; 24] = [
     7.43, 8.13, 7.43, 5.63, 3.73,
 ];
 
+/// `waves`: the base rate between bursts, as a share of peak.
+const WAVE_BASE: f64 = 0.2;
+/// `waves`: where the bursts peak, as shares of the window.
+const WAVE_CENTRES: [f64; 3] = [1.0 / 6.0, 3.0 / 6.0, 5.0 / 6.0];
+/// `waves`: half the width of a burst, as a share of the window.
+const WAVE_HALF_WIDTH: f64 = 0.05;
+
 /// Messages/s as a piecewise-linear function of seconds into the traffic window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateCurve {
@@ -50,6 +57,17 @@ impl RateCurve {
                     .collect();
                 v.insert(0, (0.0, BLACK_FRIDAY_HOURLY[0]));
                 v.push((d, BLACK_FRIDAY_HOURLY[23]));
+                v
+            }
+            Curve::Named(NamedCurve::Waves) => {
+                // Base 20% of peak; each wave ramps up and down over a tenth of the window.
+                let mut v = vec![(0.0, WAVE_BASE)];
+                for centre in WAVE_CENTRES {
+                    v.push(((centre - WAVE_HALF_WIDTH) * d, WAVE_BASE));
+                    v.push((centre * d, 1.0));
+                    v.push(((centre + WAVE_HALF_WIDTH) * d, WAVE_BASE));
+                }
+                v.push((d, WAVE_BASE));
                 v
             }
             Curve::Points(p) => p
@@ -242,6 +260,25 @@ mod tests {
         let share = peak_hour / total;
         assert!((share - 315.0 / 4100.0).abs() < 0.004, "peak hour share {share}");
         assert!((c.max_rate() - 1000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn waves_have_three_bursts() {
+        let c = RateCurve::new(
+            &RateSpec::Curve {
+                peak: Rate(600.0),
+                curve: Curve::Named(NamedCurve::Waves),
+            },
+            secs(60),
+        );
+        assert_eq!(c.rate_at(10.0), 600.0);
+        assert_eq!(c.rate_at(30.0), 600.0);
+        assert_eq!(c.rate_at(50.0), 600.0);
+        assert!((c.rate_at(20.0) - 120.0).abs() < 1e-9, "base between waves");
+        let v: Vec<f64> = Schedule::new(c, Arrival::Poisson, 3).collect();
+        let in_wave = v.iter().filter(|t| (7.0..13.0).contains(*t)).count();
+        let between = v.iter().filter(|t| (17.0..23.0).contains(*t)).count();
+        assert!(in_wave > 2 * between, "{in_wave} vs {between}");
     }
 
     #[test]
