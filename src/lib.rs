@@ -22,6 +22,7 @@
 //! - [`report`]: summary.json, report.md and charts (SPEC §6).
 //! - [`run`]: the orchestrator behind `mailsurge run`.
 //! - [`gen`]: `mailsurge gen`, the generator alone against any SMTP server.
+//! - [`sync`]: the poison-tolerant mutex lock every stateful module uses.
 //! - [`cli`]: the command line (SPEC §7); `main.rs` only calls it.
 
 pub mod cli;
@@ -36,5 +37,6 @@ pub mod run;
 pub mod scenario;
 pub mod signal;
 pub mod smtp;
+pub mod sync;
 pub mod traffic;
 pub mod units;

@@ -73,7 +73,7 @@ impl Inbox {
     fn check_duplicate(&self, r: &mut Receipt) {
         use std::hash::{Hash, Hasher};
         let Some(key) = r.key() else { return };
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::sync::lock(&self.seen);
         let mut dup = false;
         for rcpt in &r.rcpt {
             let mut h = std::collections::hash_map::DefaultHasher::new();

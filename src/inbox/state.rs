@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// Largest size of any state table before it is pruned; ~100 bytes per entry.
 pub const MAX_ENTRIES: usize = 1_000_000;
 
@@ -30,11 +32,6 @@ pub struct State {
     tarpits: std::sync::atomic::AtomicUsize,
     /// How often a decision key was seen, so a retry draws a fresh random number.
     seen: Mutex<HashMap<u64, u32>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The tables stay structurally valid even if a holder panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl State {

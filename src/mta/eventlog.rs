@@ -37,14 +37,14 @@ impl EventLog {
     pub fn emit(&self, mut e: Event) {
         e.node = Some(self.node.clone());
         e.region = Some(self.region.clone());
-        let mut w = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = crate::sync::lock(&self.out);
         if let Err(err) = events::write_line(&mut *w, &e) {
             tracing::warn!("events file write failed: {err}");
         }
     }
 
     pub fn flush(&self) {
-        let mut w = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = crate::sync::lock(&self.out);
         if let Err(err) = w.flush() {
             tracing::warn!("events file flush failed: {err}");
         }

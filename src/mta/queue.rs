@@ -33,6 +33,7 @@ use super::screen::Screen;
 use super::spool::{Meta, Spool, SpoolId};
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig, Reply};
+use crate::sync::lock;
 
 /// A `throttle` rule without `domain_rate:` halves the domain's pace...
 pub const DEFAULT_THROTTLE_FACTOR: f64 = 0.5;
@@ -519,10 +520,4 @@ impl Queues {
         let ips = self.cfg.egress_pools.get(self.pool_name(pool)?)?;
         (!ips.is_empty()).then(|| ips[self.pool_rr.fetch_add(1, Ordering::Relaxed) % ips.len()])
     }
-}
-
-/// Locks a std mutex; a poisoned lock only means another task panicked mid-update of plain
-/// collections, which stay structurally valid, so carrying on beats cascading the panic.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

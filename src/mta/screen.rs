@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::inbox::rules::Pattern;
+use crate::sync::lock;
 use crate::units::Rate;
 
 /// Default burst for tenant limits: a campaign starts with a short spike.
@@ -80,11 +81,6 @@ pub struct Screen {
     suppressed: Mutex<HashSet<String>>,
     /// Tenant → GCRA theoretical arrival time.
     tenants: Mutex<HashMap<String, Instant>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain sets and maps stay valid even if a holder panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Screen {

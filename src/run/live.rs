@@ -28,7 +28,7 @@ struct LiveInner {
 
 impl LiveStats {
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
     pub fn delivered_keys(&self) -> u64 {
         self.lock().delivered.len() as u64

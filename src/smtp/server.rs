@@ -414,7 +414,7 @@ struct PerIpSlot(Arc<PerIp>, std::net::IpAddr);
 
 impl PerIp {
     fn take(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<PerIpSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0);
         let n = m.entry(ip).or_insert(0);
         if *n >= limit {
             return None;
@@ -426,7 +426,7 @@ impl PerIp {
 
 impl Drop for PerIpSlot {
     fn drop(&mut self) {
-        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0 .0);
         if let Some(n) = m.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {

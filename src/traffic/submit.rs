@@ -20,6 +20,7 @@ use super::message::{Builder, Draft, Mix};
 use super::schedule::Schedule;
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig};
+use crate::sync::lock;
 
 /// Marks a closed-loop draft: its intended time is set when it is actually sent.
 const CLOSED_LOOP_INTENDED: u64 = 0;
@@ -257,9 +258,4 @@ async fn worker(
     if let Some(c) = client {
         c.quit().await;
     }
-}
-
-/// Locks a std mutex; the queue stays valid even if a holder panicked.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

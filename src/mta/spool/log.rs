@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::{Meta, Recovered, Spool, SpoolId};
+use crate::sync::lock;
 
 /// Segments are rotated past this size.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -83,11 +84,6 @@ pub struct LogSpool {
     books: Arc<Mutex<Books>>,
     recovered: Mutex<Option<Vec<Recovered>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain bookkeeping stays consistent even if a holder panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LogSpool {
