@@ -22,12 +22,14 @@
 //! - [`report`]: summary.json, report.md and charts (SPEC §6).
 //! - [`run`]: the orchestrator behind `mailsurge run`.
 //! - [`gen`]: `mailsurge gen`, the generator alone against any SMTP server.
+//! - [`gcra`]: the rate-with-burst check behind inbox rate limits and MTA tenant limits.
 //! - [`sync`]: the poison-tolerant mutex lock every stateful module uses.
 //! - [`cli`]: the command line (SPEC §7); `main.rs` only calls it.
 
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod gcra;
 pub mod gen;
 pub mod inbox;
 pub mod measure;

@@ -35,22 +35,13 @@ pub struct State {
 }
 
 impl State {
-    /// GCRA (the virtual-scheduling form): returns true when the request is over the limit.
-    /// A conforming request advances the theoretical arrival time by one emission interval.
+    /// Per-(rule, source IP) GCRA ([`crate::gcra`]): true when the request is over the limit.
     pub fn over_rate(&self, rule: usize, ip: IpAddr, rate: f64, burst: u32, now: Instant) -> bool {
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let tolerance = interval * burst.saturating_sub(1);
         let mut g = lock(&self.gcra);
         if g.len() >= MAX_ENTRIES {
             g.retain(|_, tat| *tat > now);
         }
-        let tat = g.entry((rule, ip)).or_insert(now);
-        let t = (*tat).max(now);
-        if t > now + tolerance {
-            return true;
-        }
-        *tat = t + interval;
-        false
+        crate::gcra::over_limit(g.entry((rule, ip)).or_insert(now), now, rate, burst)
     }
 
     /// A connection opened; returns how many are open from that IP now (this one included).

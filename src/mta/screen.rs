@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -106,15 +105,11 @@ impl Screen {
         if rate <= 0.0 {
             return None;
         }
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let tolerance = interval * self.cfg.tenant_burst.saturating_sub(1);
         let mut t = lock(&self.tenants);
         let tat = t.entry(sender.to_ascii_lowercase()).or_insert(now);
-        let at = (*tat).max(now);
-        if at > now + tolerance {
+        if crate::gcra::over_limit(tat, now, rate, self.cfg.tenant_burst) {
             return Some(Drop::TenantOverLimit(sender.to_string()));
         }
-        *tat = at + interval;
         None
     }
 
