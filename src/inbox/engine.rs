@@ -125,29 +125,29 @@ impl Engine {
         self.state.disconnected(ip, conn_id)
     }
 
-    /// Decides a stage. `None` means "the normal success reply"; its delay comes from
-    /// [`Engine::default_delay`].
-    pub fn decide(&self, ctx: &Context<'_>) -> Option<Verdict> {
+    /// Decides a stage: overlays first, then the first matching rule, else `default` (the
+    /// stage's normal reply) after the stage's latency.
+    pub fn decide(&self, ctx: &Context<'_>, default: Reply) -> Verdict {
         let overlays = read(&self.overlays);
         let extra = self.extra_delay(&overlays, ctx.conn_id);
         if ctx.stage == Stage::Connect {
             for o in overlays.iter() {
                 match o {
                     Overlay::Down(b) => {
-                        return Some(Verdict {
+                        return Verdict {
                             reply: None,
                             delay: Duration::ZERO,
                             close: true,
                             behaviour: Some(*b),
-                        })
+                        }
                     }
                     Overlay::Block { sources, reply } if sources.as_ref().is_none_or(|s| s.contains(&ctx.ip)) => {
-                        return Some(Verdict {
+                        return Verdict {
                             reply: Some(render(reply, ctx)),
                             delay: extra,
                             close: true,
                             behaviour: None,
-                        })
+                        }
                     }
                     _ => {}
                 }
@@ -155,12 +155,20 @@ impl Engine {
         }
         let rules = self.rules();
         let now = Instant::now();
-        let (idx, rule) = rules
+        let Some((idx, rule)) = rules
             .file
             .rules
             .iter()
             .enumerate()
-            .find(|(i, r)| self.matches(*i, r, ctx, now))?;
+            .find(|(i, r)| self.matches(*i, r, ctx, now))
+        else {
+            return Verdict {
+                reply: Some(default),
+                delay: self.stage_latency(&rules, usize::MAX, ctx) + extra,
+                close: false,
+                behaviour: None,
+            };
+        };
         let delay = match &rule.delay {
             Some(l) => l.sample(&mut self.latency_rng(idx, ctx)),
             None => self.stage_latency(&rules, idx, ctx),
@@ -168,18 +176,12 @@ impl Engine {
         if rule.behaviour == Some(Behaviour::Tarpit) {
             self.state.set_tarpit(ctx.conn_id, delay);
         }
-        Some(Verdict {
+        Verdict {
             reply: rule.reply.as_ref().map(|r| render(r, ctx)),
             delay: delay + extra,
             close: rule.close || matches!(rule.behaviour, Some(Behaviour::Disconnect | Behaviour::Reset)),
             behaviour: rule.behaviour,
-        })
-    }
-
-    /// Delay of the normal reply: the stage's latency plus overlays and tarpits.
-    pub fn default_delay(&self, ctx: &Context<'_>) -> Duration {
-        let rules = self.rules();
-        self.stage_latency(&rules, usize::MAX, ctx) + self.extra_delay(&read(&self.overlays), ctx.conn_id)
+        }
     }
 
     /// The stage's configured latency; the RNG is only built when there is one to sample.
@@ -271,7 +273,9 @@ impl Engine {
     }
 }
 
-fn hash(v: &impl Hash) -> u64 {
+/// SipHash with fixed keys: stable within a build, which is what seeded decisions and the
+/// duplicate check need.
+pub(crate) fn hash(v: &impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     v.hash(&mut h);
     h.finish()

@@ -25,7 +25,7 @@ pub use receipt::Receipt;
 pub use rules::RuleSet;
 
 use crate::smtp::{self, Decision, Envelope, Hangup, Limits, Policy, Reply, ServerStats, SessionInfo};
-use engine::{Context, Verdict};
+use engine::Context;
 use rules::{Behaviour, Stage};
 
 /// A mock inbox's policy: the provider's rule engine plus where receipts go.
@@ -71,14 +71,11 @@ impl Inbox {
     /// Marks a receipt as a duplicate if its key was received before for any of its
     /// recipients (per recipient, since one message may arrive in one transaction per domain).
     fn check_duplicate(&self, r: &mut Receipt) {
-        use std::hash::{Hash, Hasher};
         let Some(key) = r.key() else { return };
         let mut seen = crate::sync::lock(&self.seen);
         let mut dup = false;
         for rcpt in &r.rcpt {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (key, rcpt.to_ascii_lowercase()).hash(&mut h);
-            dup |= !seen.insert(h.finish());
+            dup |= !seen.insert(engine::hash(&(key, rcpt.to_ascii_lowercase())));
         }
         drop(seen);
         if dup {
@@ -93,12 +90,7 @@ impl Inbox {
     }
 
     fn decide(&self, ctx: Context<'_>, default: Reply) -> Decision {
-        let v = self.engine.decide(&ctx).unwrap_or_else(|| Verdict {
-            reply: Some(default),
-            delay: self.engine.default_delay(&ctx),
-            close: false,
-            behaviour: None,
-        });
+        let v = self.engine.decide(&ctx, default);
         let mut d = match (v.reply, v.behaviour) {
             (None, Some(Behaviour::Reset)) => Decision::hangup(Hangup::Reset),
             (None, Some(Behaviour::Blackhole)) => Decision::hangup(Hangup::Blackhole),
