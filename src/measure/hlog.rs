@@ -66,13 +66,13 @@ pub fn read_merge(paths: &[&Path]) -> Result<Merged, String> {
     let mut de = Deserializer::new();
     for p in paths {
         let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let mut base = Duration::ZERO;
+        let (mut start, mut base) = (None, None);
         for entry in IntervalLogIterator::new(&bytes) {
             match entry.map_err(|e| format!("{}: not an interval log: {e:?}", p.display()))? {
-                LogEntry::BaseTime(t) => base = t,
-                LogEntry::StartTime(t) if base.is_zero() => base = t,
-                LogEntry::StartTime(_) => {}
+                LogEntry::BaseTime(t) => base = Some(t),
+                LogEntry::StartTime(t) => start = Some(t),
                 LogEntry::Interval(h) => {
+                    let base = *base.get_or_insert_with(|| implied_base(start, h.start_timestamp()));
                     let raw = base64_decode(h.encoded_histogram())
                         .ok_or_else(|| format!("{}: bad base64 in an interval", p.display()))?;
                     let hist: Histogram<u64> = de
@@ -91,6 +91,18 @@ pub fn read_merge(paths: &[&Path]) -> Result<Merged, String> {
         }
     }
     Ok(merged)
+}
+
+/// The base time of a log without a `#[BaseTime: ]` line, decided at its first interval the
+/// way HdrHistogram's own readers do (Java `HistogramLogReader`, Python `hdrh.log`): a
+/// timestamp more than a year before `#[StartTime: ]` is relative to it, anything else is
+/// absolute (seconds since the epoch, base 0) — what writers that never set a base time emit.
+fn implied_base(start: Option<Duration>, first_timestamp: Duration) -> Duration {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    match start {
+        Some(s) if first_timestamp + YEAR < s => s,
+        _ => Duration::ZERO,
+    }
 }
 
 /// Writes a merged log (per tag, one interval per absolute second).
@@ -210,6 +222,40 @@ mod tests {
         let again = read_merge(&[&out]).unwrap();
         assert_eq!(total(&again["delivery"]).len(), 6);
         assert_eq!(total(&again["delivery"]).max(), total(d).max());
+    }
+
+    /// Logs from other writers: absolute timestamps with no `BaseTime` line (HdrHistogram's
+    /// default), relative ones with only a `StartTime`, and an explicit `BaseTime: 0`.
+    #[test]
+    fn reads_base_time_like_hdrhistogram_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("own.hlog");
+        let h = hist(&[1000, 2000, 3000]);
+        write(
+            &own,
+            UNIX_EPOCH,
+            &[Series {
+                tag: "delivery",
+                intervals: vec![(0.0, &h)],
+            }],
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&own).unwrap();
+        let payload = text.lines().find_map(|l| l.split(',').nth(4)).unwrap();
+        let start = "#[StartTime: 1700000000.000 (seconds since epoch), Tue Nov 14 22:13:20 UTC 2023]";
+        let cases = [
+            ("absolute", format!("{start}\n1700000001.250,1.000,3.000,{payload}\n")),
+            ("relative", format!("{start}\n\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n1.250,1.000,3.000,{payload}\n")),
+            ("base 0", format!("#[BaseTime: 0.000 (seconds since epoch)]\n{start}\n1700000001.250,1.000,3.000,{payload}\n")),
+        ];
+        for (name, log) in cases {
+            let p = dir.path().join("other.hlog");
+            std::fs::write(&p, log).unwrap();
+            let m = read_merge(&[&p]).unwrap();
+            let seconds: Vec<u64> = m[""].keys().copied().collect();
+            assert_eq!(seconds, [1_700_000_001], "{name}");
+            assert_eq!(total(&m[""]).len(), 3, "{name}");
+        }
     }
 
     #[test]
