@@ -107,7 +107,13 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         connections: o.connections,
     };
     let (arrivals, window) = match (o.rate, o.duration, o.count) {
-        (GenRate::Max, _, Some(n)) => (Arrivals::Closed { count: n }, MAX_GEN_TIME),
+        (GenRate::Max, _, Some(n)) => (
+            Arrivals::Closed {
+                count: Some(n),
+                duration: None,
+            },
+            MAX_GEN_TIME,
+        ),
         (GenRate::Max, _, None) => anyhow::bail!("--rate max needs --count N (closed loop, like smtp-source -m)"),
         (GenRate::PerSecond(r), d, n) => {
             let d = d.unwrap_or_else(|| Duration::from_secs_f64(n.unwrap_or(0) as f64 / r.0));

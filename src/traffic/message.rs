@@ -2,7 +2,7 @@
 //! how big it is, and its bytes — headers carrying the identity of SPEC §5 plus a body cut
 //! from pre-rendered text, so building a message is a few copies, not string formatting.
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 
@@ -15,16 +15,26 @@ pub const BOUNCE_DOMAIN: &str = "bounces.mailsurge.test";
 const MAILBOXES_PER_DOMAIN: u32 = 100_000;
 
 /// Smallest message we generate: the identity headers alone take about this much.
-const MIN_SIZE: usize = 512;
+const MIN_SIZE: u64 = 512;
 
-/// The per-message decisions of the mix, drawn from the seeded RNG in schedule order.
-#[derive(Debug, Clone, PartialEq)]
+/// One scheduled message: the per-message decisions of the mix, drawn from the seeded RNG in
+/// schedule order.
+///
+/// This is what the generator keeps per message between its release by the schedule and its
+/// submission, and open loop never slows the schedule, so under overload the backlog of drafts
+/// grows without bound. Hence a 32-byte `Copy` struct with no heap part (SPEC §8: tracked state
+/// ≤ 64 B per message; a `VecDeque` at most doubles that right after it grows). Recipients are
+/// not stored: `rcpt_key` seeds them and [`Mix::recipients`] spells them out only when the
+/// message is submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Draft {
     pub seq: u64,
     pub intended_ns: u64,
+    /// Seed of this message's recipients; same key, same recipients.
+    pub rcpt_key: u64,
     pub tenant: u32,
-    pub rcpts: Vec<String>,
-    pub size: usize,
+    /// Target size in bytes (sizes are capped at 4 GiB, far past any SMTP size limit).
+    pub size: u32,
 }
 
 /// The traffic mix of a scenario, ready to draw from.
@@ -49,8 +59,26 @@ impl Mix {
         }
     }
 
+    /// Recipients of each message (envelope RCPTs); counts are per recipient (SPEC §5).
+    pub fn recipients_per_message(&self) -> u32 {
+        self.rcpts
+    }
+
     pub fn draft(&self, seq: u64, intended_ns: u64, rng: &mut ChaCha8Rng) -> Draft {
-        let rcpts = (0..self.rcpts)
+        Draft {
+            seq,
+            intended_ns,
+            rcpt_key: rng.random(),
+            tenant: rng.random_range(0..self.tenants),
+            size: self.sample_size(rng),
+        }
+    }
+
+    /// The envelope recipients of a draft, drawn from its own RNG seeded by `rcpt_key`, so they
+    /// are the same whenever they are spelled out and cost nothing while the draft waits.
+    pub fn recipients(&self, d: &Draft) -> Vec<String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(d.rcpt_key);
+        (0..self.rcpts)
             .map(|_| {
                 let mut x = rng.random::<f64>() * self.total_weight;
                 let mut domain = &self.domains[self.domains.len() - 1].0;
@@ -63,17 +91,10 @@ impl Mix {
                 }
                 format!("user{}@{domain}", rng.random_range(0..MAILBOXES_PER_DOMAIN))
             })
-            .collect();
-        Draft {
-            seq,
-            intended_ns,
-            tenant: rng.random_range(0..self.tenants),
-            rcpts,
-            size: self.sample_size(rng),
-        }
+            .collect()
     }
 
-    fn sample_size(&self, rng: &mut ChaCha8Rng) -> usize {
+    fn sample_size(&self, rng: &mut ChaCha8Rng) -> u32 {
         let s = match &self.size {
             SizeSpec::Fixed(s) | SizeSpec::Dist(SizeDist::Fixed { size: s }) => s.0,
             SizeSpec::Dist(SizeDist::Uniform { min, max }) => {
@@ -88,7 +109,7 @@ impl Mix {
                 d.map_or(median.0 as f64, |d| d.sample(rng)).min(max.0 as f64) as u64
             }
         };
-        (s as usize).max(MIN_SIZE)
+        s.clamp(MIN_SIZE, u32::MAX as u64) as u32
     }
 }
 
@@ -178,8 +199,9 @@ impl Builder {
         format!("{}.{seq}", self.run_id)
     }
 
-    /// The full message with CRLF line endings, `size` bytes or a little more.
-    pub fn build(&self, d: &Draft, submitted_ns: u64) -> Vec<u8> {
+    /// The full message to `rcpts` (from [`Mix::recipients`]) with CRLF line endings, `size`
+    /// bytes or a little more.
+    pub fn build(&self, d: &Draft, rcpts: &[String], submitted_ns: u64) -> Vec<u8> {
         let date = chrono::DateTime::<chrono::Utc>::from(crate::events::from_ns(d.intended_ns)).to_rfc2822();
         let mut m = format!(
             "From: Tenant {t} <news@t{t}.sender.mailsurge.test>\r\n\
@@ -198,7 +220,7 @@ impl Builder {
              Content-Transfer-Encoding: 7bit\r\n\
              \r\n",
             t = d.tenant,
-            to = d.rcpts.join(", "),
+            to = rcpts.join(", "),
             run = self.run_id,
             seq = d.seq,
             intended = d.intended_ns,
@@ -207,7 +229,7 @@ impl Builder {
         const HTML_HEAD: &[u8] = b"--=_mailsurge_alt_1\r\nContent-Type: text/html; charset=utf-8\r\n\
             Content-Transfer-Encoding: 7bit\r\n\r\n<html><body>\r\n";
         const CLOSE: &[u8] = b"</body></html>\r\n--=_mailsurge_alt_1--\r\n";
-        let body = d.size.saturating_sub(m.len() + HTML_HEAD.len() + CLOSE.len());
+        let body = (d.size as usize).saturating_sub(m.len() + HTML_HEAD.len() + CLOSE.len());
         let text_len = (body as f64 * TEXT_SHARE) as usize;
         append_lines(&mut m, &self.filler, text_len);
         m.extend_from_slice(HTML_HEAD);
@@ -220,7 +242,6 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     fn traffic(yaml: &str) -> Traffic {
         serde_norway::from_str(yaml).unwrap()
@@ -235,9 +256,38 @@ mod tests {
         let a: Vec<Draft> = (0..4000).map(|i| mix.draft(i, 0, &mut r1)).collect();
         let b: Vec<Draft> = (0..4000).map(|i| mix.draft(i, 0, &mut r2)).collect();
         assert_eq!(a, b);
-        let to_a = a.iter().filter(|d| d.rcpts[0].ends_with("@a.test")).count();
+        let rcpts: Vec<Vec<String>> = a.iter().map(|d| mix.recipients(d)).collect();
+        assert_eq!(rcpts, b.iter().map(|d| mix.recipients(d)).collect::<Vec<_>>());
+        let to_a = rcpts.iter().filter(|r| r[0].ends_with("@a.test")).count();
         assert!((2800..3200).contains(&to_a), "{to_a}");
         assert!(a.iter().all(|d| d.tenant < 3));
+        let other: Vec<Draft> = (0..4000)
+            .map(|i| mix.draft(i, 0, &mut ChaCha8Rng::seed_from_u64(6)))
+            .collect();
+        assert_ne!(a, other, "another seed, other messages");
+    }
+
+    /// The open-loop backlog holds one draft per late message; a `VecDeque` of them costs
+    /// between 1× and 2× the struct, so 32 bytes keeps the worst case at SPEC §8's 64 B.
+    #[test]
+    fn draft_fits_the_tracked_state_budget() {
+        assert!(std::mem::size_of::<Draft>() <= 32, "{}", std::mem::size_of::<Draft>());
+    }
+
+    #[test]
+    fn recipients_are_per_message_and_repeatable() {
+        let t = traffic("rate: 10/s\ndomains: { a.test: 50%, b.test: 50% }\nrecipients_per_message: 3\n");
+        let mix = Mix::new(&t);
+        assert_eq!(mix.recipients_per_message(), 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let drafts: Vec<Draft> = (0..200).map(|i| mix.draft(i, 0, &mut rng)).collect();
+        let all: Vec<Vec<String>> = drafts.iter().map(|d| mix.recipients(d)).collect();
+        assert!(all.iter().all(|r| r.len() == 3));
+        assert_eq!(all[17], mix.recipients(&drafts[17]), "spelled out again, the same");
+        let distinct: std::collections::HashSet<&Vec<String>> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "every message has its own recipients");
+        let to_b = all.iter().flatten().filter(|r| r.ends_with("@b.test")).count();
+        assert!((200..400).contains(&to_b), "{to_b} of 600 to b.test");
     }
 
     #[test]
@@ -246,11 +296,12 @@ mod tests {
         let d = Draft {
             seq: 7,
             intended_ns: 1_700_000_000_000_000_000,
+            rcpt_key: 1,
             tenant: 2,
-            rcpts: vec!["user1@a.test".into()],
             size: 12 * 1024,
         };
-        let m = b.build(&d, 1_700_000_000_500_000_000);
+        let rcpts = ["user1@a.test".to_string()];
+        let m = b.build(&d, &rcpts, 1_700_000_000_500_000_000);
         assert!(m.len() >= 12 * 1024 - 100 && m.len() < 12 * 1024 + 200, "{}", m.len());
         let text = String::from_utf8(m.clone()).unwrap();
         assert!(text.contains("Content-Type: multipart/alternative; boundary=\"=_mailsurge_alt_1\""));
@@ -264,7 +315,7 @@ mod tests {
         // Well-formed CRLF: no bare LF anywhere.
         assert!(m.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r'));
         let big = Draft { size: 3 << 20, ..d };
-        assert!(b.build(&big, 0).len() >= (3 << 20) - 100);
+        assert!(b.build(&big, &rcpts, 0).len() >= (3 << 20) - 100);
     }
 
     #[test]
@@ -274,7 +325,7 @@ mod tests {
         );
         let mix = Mix::new(&t);
         let mut r = ChaCha8Rng::seed_from_u64(1);
-        let sizes: Vec<usize> = (0..2000).map(|i| mix.draft(i, 0, &mut r).size).collect();
+        let sizes: Vec<u32> = (0..2000).map(|i| mix.draft(i, 0, &mut r).size).collect();
         assert!(sizes.iter().all(|s| *s <= 64 * 1024));
         let mut sorted = sizes.clone();
         sorted.sort();

@@ -1,13 +1,14 @@
 //! Submission: plays the schedule against SMTP targets over reused connections.
 //!
-//! One scheduler task releases each message at its intended time into a shared queue; a fixed
-//! pool of connection workers takes them from there. When workers fall behind, messages wait in
-//! the queue with their intended time unchanged — backpressure is measured, never hidden
-//! (the oha/goose approach to coordinated omission).
+//! Open loop: one scheduler task releases each message at its intended time into a shared queue
+//! (the [`Backlog`]); a fixed pool of connection workers takes them from there. When workers
+//! fall behind, messages wait in the queue with their intended time unchanged — backpressure is
+//! measured, never hidden (the oha/goose approach to coordinated omission). Closed loop: each
+//! worker draws its next message when it is free, so nothing waits.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,16 +46,23 @@ pub struct Counters {
     pub unsubmitted: AtomicU64,
 }
 
-/// Everything the generator needs.
 /// When messages are released to the connections.
 pub enum Arrivals {
     /// Open loop: each message at its intended time, whatever the target's speed.
     Open(Box<Schedule>),
-    /// Closed loop (like smtp-source): `count` messages, each sent as soon as a connection is
-    /// free; its "intended" time is when it was sent, so there is no queueing to correct for.
-    Closed { count: u64 },
+    /// Closed loop (like smtp-source): each message is drawn when a connection is free to send
+    /// it, and its "intended" time is when it was sent, so there is no queueing to correct for.
+    /// Ends after `count` messages or `duration` after the start, whichever comes first (at
+    /// least one of them should be set; otherwise the hard stop ends it). A message a
+    /// connection is already sending when the duration ends still finishes: running out of time
+    /// is how a duration-bounded loop ends, not a failure.
+    Closed {
+        count: Option<u64>,
+        duration: Option<Duration>,
+    },
 }
 
+/// Everything the generator needs.
 pub struct Plan {
     pub arrivals: Arrivals,
     pub mix: Mix,
@@ -70,112 +78,208 @@ pub struct Plan {
     pub hard_stop: Instant,
 }
 
-struct Shared {
+/// Messages the open-loop schedule has released and no connection has taken yet.
+///
+/// Open loop never slows the schedule, so when the target falls behind this is the structure
+/// that grows with the backlog: its per-message cost is the generator's tracked state (SPEC §8,
+/// ≤ 64 B per message; `tests/tracked_state.rs` measures it). Entries are 32-byte `Copy`
+/// [`Draft`]s; recipients and bytes are made only when a connection takes one.
+#[derive(Default)]
+pub struct Backlog {
     queue: Mutex<VecDeque<Draft>>,
     notify: Notify,
-    done_scheduling: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Backlog {
+    /// Releases a draft to the connections.
+    pub fn push(&self, d: Draft) {
+        lock(&self.queue).push_back(d);
+        self.notify.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// No more drafts will come: connections waiting on an empty backlog give up.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Removes and returns everything still queued (after the hard stop).
+    pub fn take_all(&self) -> VecDeque<Draft> {
+        std::mem::take(&mut *lock(&self.queue))
+    }
+
+    /// The oldest draft, waiting for one; `None` once closed and empty, or at `hard_stop`.
+    pub async fn pop(&self, hard_stop: Instant) -> Option<Draft> {
+        loop {
+            let notified = self.notify.notified();
+            if Instant::now() >= hard_stop {
+                return None;
+            }
+            if let Some(d) = lock(&self.queue).pop_front() {
+                return Some(d);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(hard_stop) => {}
+            }
+        }
+    }
+}
+
+/// Closed-loop source: drafts are drawn on demand, in sequence order under one lock, so the
+/// same seed gives the same messages whichever connection asks first, and nothing is queued.
+struct ClosedLoop {
+    /// The mix RNG and the next sequence number.
+    next: Mutex<(ChaCha8Rng, u64)>,
+    count: Option<u64>,
+    /// No new message is started at or after this instant.
+    deadline: Instant,
+}
+
+enum Source {
+    Open(Backlog),
+    /// Boxed: the RNG state is large and there is one per run.
+    Closed(Box<ClosedLoop>),
+}
+
+/// What the connection workers share.
+struct Shared {
+    source: Source,
+    mix: Mix,
+    builder: Builder,
+    targets: Vec<Target>,
+    events: mpsc::UnboundedSender<Event>,
+    counters: Arc<Counters>,
+    start: Instant,
+    hard_stop: Instant,
+}
+
+impl Shared {
+    /// The next message for a free connection, or `None` when the generator is done.
+    async fn next_draft(&self) -> Option<Draft> {
+        let c = match &self.source {
+            Source::Open(backlog) => return backlog.pop(self.hard_stop).await,
+            Source::Closed(c) => c,
+        };
+        if Instant::now() < self.start {
+            tokio::time::sleep_until(self.start).await;
+        }
+        if Instant::now() >= c.deadline.min(self.hard_stop) {
+            return None;
+        }
+        let mut next = lock(&c.next);
+        let (rng, seq) = &mut *next;
+        if c.count.is_some_and(|n| *seq >= n) {
+            return None;
+        }
+        let d = self.mix.draft(*seq, CLOSED_LOOP_INTENDED, rng);
+        *seq += 1;
+        self.counters
+            .generated
+            .fetch_add(self.mix.recipients_per_message().into(), Ordering::Relaxed);
+        Some(d)
+    }
+}
+
+/// The RNG the mix draws from; seeded apart from the schedule's.
+fn mix_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x006d_6978)
 }
 
 /// Runs the whole generation; returns when every message is submitted, rejected or given up.
 pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc<Counters>) {
+    let (source, schedule) = match plan.arrivals {
+        Arrivals::Open(schedule) => (Source::Open(Backlog::default()), Some(schedule)),
+        Arrivals::Closed { count, duration } => {
+            let c = ClosedLoop {
+                next: Mutex::new((mix_rng(plan.seed), 0)),
+                count,
+                deadline: duration.map_or(plan.hard_stop, |d| plan.start + d),
+            };
+            (Source::Closed(Box::new(c)), None)
+        }
+    };
     let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::new()),
-        notify: Notify::new(),
-        done_scheduling: false.into(),
+        source,
+        mix: plan.mix,
+        builder: plan.builder,
+        targets: plan.targets,
+        events,
+        counters,
+        start: plan.start,
+        hard_stop: plan.hard_stop,
     });
-    let builder = Arc::new(plan.builder);
-    let targets = Arc::new(plan.targets);
-    let mut workers = Vec::new();
-    for w in 0..plan.connections.max(1) as usize {
-        let (shared, builder, targets, events, counters) = (
-            shared.clone(),
-            builder.clone(),
-            targets.clone(),
-            events.clone(),
-            counters.clone(),
-        );
-        let hard_stop = plan.hard_stop;
-        workers.push(tokio::spawn(async move {
-            worker(w, shared, builder, targets, events, counters, hard_stop).await
-        }));
-    }
+    let workers: Vec<_> = (0..plan.connections.max(1) as usize)
+        .map(|w| tokio::spawn(worker(w, shared.clone())))
+        .collect();
+    let per_message = u64::from(shared.mix.recipients_per_message());
 
-    // The scheduler: release each draft at its intended time (open loop) or all at once.
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x006d_6978);
-    match plan.arrivals {
-        Arrivals::Open(schedule) => {
-            for (seq, offset) in schedule.enumerate() {
-                let at = plan.start + Duration::from_secs_f64(offset);
-                if at > Instant::now() {
-                    tokio::time::sleep_until(at).await;
-                }
-                let intended_ns = plan.start_ns + (offset * 1e9) as u64;
-                let draft = plan.mix.draft(seq as u64, intended_ns, &mut rng);
-                counters
-                    .generated
-                    .fetch_add(draft.rcpts.len() as u64, Ordering::Relaxed);
-                lock(&shared.queue).push_back(draft);
-                shared.notify.notify_one();
+    // The open-loop scheduler: release each draft at its intended time.
+    if let (Source::Open(backlog), Some(schedule)) = (&shared.source, schedule) {
+        let mut rng = mix_rng(plan.seed);
+        for (seq, offset) in schedule.enumerate() {
+            let at = plan.start + Duration::from_secs_f64(offset);
+            if at > Instant::now() {
+                tokio::time::sleep_until(at).await;
             }
+            let intended_ns = plan.start_ns + (offset * 1e9) as u64;
+            let draft = shared.mix.draft(seq as u64, intended_ns, &mut rng);
+            shared.counters.generated.fetch_add(per_message, Ordering::Relaxed);
+            backlog.push(draft);
         }
-        Arrivals::Closed { count } => {
-            for seq in 0..count {
-                let draft = plan.mix.draft(seq, CLOSED_LOOP_INTENDED, &mut rng);
-                counters
-                    .generated
-                    .fetch_add(draft.rcpts.len() as u64, Ordering::Relaxed);
-                lock(&shared.queue).push_back(draft);
-            }
-            shared.notify.notify_waiters();
-        }
+        backlog.close();
     }
-    shared.done_scheduling.store(true, Ordering::Release);
-    shared.notify.notify_waiters();
     for w in workers {
         let _ = w.await;
     }
-    // Anything left was intended but never submitted before the hard stop.
-    let left: Vec<Draft> = lock(&shared.queue).drain(..).collect();
-    for d in left {
-        for rcpt in &d.rcpts {
-            let mut e = Event::new(now_ns(), builder.id(d.seq), Kind::Unsubmitted);
-            e.rcpt = Some(rcpt.clone());
-            e.intended = Some(d.intended_ns);
-            e.text = Some("not submitted before the run ended".into());
-            let _ = events.send(e);
-            counters.unsubmitted.fetch_add(1, Ordering::Relaxed);
+    let counters = &shared.counters;
+    match &shared.source {
+        // Anything left was intended but never submitted before the hard stop.
+        Source::Open(backlog) => {
+            for d in backlog.take_all() {
+                for rcpt in shared.mix.recipients(&d) {
+                    let mut e = Event::new(now_ns(), shared.builder.id(d.seq), Kind::Unsubmitted);
+                    e.rcpt = Some(rcpt);
+                    e.intended = Some(d.intended_ns);
+                    e.text = Some("not submitted before the run ended".into());
+                    let _ = shared.events.send(e);
+                    counters.unsubmitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        // A count the hard stop cut short: the rest were asked for and never sent. They were
+        // never due at any time, so they are counted without per-message events.
+        Source::Closed(c) => {
+            let drawn = lock(&c.next).1;
+            if let Some(left) = c.count.map(|n| n.saturating_sub(drawn) * per_message) {
+                counters.generated.fetch_add(left, Ordering::Relaxed);
+                counters.unsubmitted.fetch_add(left, Ordering::Relaxed);
+            }
         }
     }
 }
 
-async fn next_draft(shared: &Shared, hard_stop: Instant) -> Option<Draft> {
-    loop {
-        let notified = shared.notify.notified();
-        if Instant::now() >= hard_stop {
-            return None;
-        }
-        if let Some(d) = lock(&shared.queue).pop_front() {
-            return Some(d);
-        }
-        if shared.done_scheduling.load(Ordering::Acquire) {
-            return None;
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(hard_stop) => {}
-        }
-    }
-}
-
-async fn worker(
-    index: usize,
-    shared: Arc<Shared>,
-    builder: Arc<Builder>,
-    targets: Arc<Vec<Target>>,
-    events: mpsc::UnboundedSender<Event>,
-    counters: Arc<Counters>,
-    hard_stop: Instant,
-) {
+async fn worker(index: usize, shared: Arc<Shared>) {
+    let Shared {
+        mix,
+        builder,
+        targets,
+        events,
+        counters,
+        ..
+    } = &*shared;
     if targets.is_empty() {
         return;
     }
@@ -186,7 +290,9 @@ async fn worker(
     // Spread workers over targets; on failure move to the next one.
     let mut target = index % targets.len();
     let mut client: Option<Client> = None;
-    while let Some(mut d) = next_draft(&shared, hard_stop).await {
+    while let Some(mut d) = shared.next_draft().await {
+        // Only now, with a connection free to send it, does the message take heap space.
+        let rcpts = mix.recipients(&d);
         let id = builder.id(d.seq);
         let from = builder.sender(d.tenant);
         let mut last_err = String::new();
@@ -209,8 +315,8 @@ async fn worker(
             if d.intended_ns == CLOSED_LOOP_INTENDED {
                 d.intended_ns = submitted_ns;
             }
-            let body = builder.build(&d, submitted_ns);
-            match c.send(&from, &d.rcpts, &body).await {
+            let body = builder.build(&d, &rcpts, submitted_ns);
+            match c.send(&from, &rcpts, &body).await {
                 Ok(out) => {
                     acked_ns = now_ns();
                     outcome = Some((out, submitted_ns));
@@ -224,7 +330,7 @@ async fn worker(
             }
         }
         let t = &targets[target];
-        for (i, rcpt) in d.rcpts.iter().enumerate() {
+        for (i, rcpt) in rcpts.iter().enumerate() {
             // A recipient counts as submitted only if its RCPT and the final reply were 2xx.
             let refusal = match &outcome {
                 Some((out, _)) if out.accepted() => out.rcpts.get(i).filter(|r| !r.is_success()).cloned(),
