@@ -79,7 +79,7 @@ pub enum Cmd {
         /// Messages per second (open loop, e.g. 2000/s) or `max` (closed loop).
         #[arg(long)]
         rate: crate::gen::GenRate,
-        /// How long to generate (open loop).
+        /// How long to generate (open loop), or to keep sending (closed loop `max`).
         #[arg(long)]
         duration: Option<Dur>,
         /// How many messages to send.

@@ -1,6 +1,7 @@
 //! `mailsurge gen`: load any SMTP server with the same generator `run` uses — open-loop at a
 //! rate (intended times, coordinated-omission-correct) or closed-loop `max` like Postfix's
-//! `smtp-source` — and write a small summary.json with submission latency.
+//! `smtp-source`, for a count or a duration — and write a small summary.json with submission
+//! latency.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use crate::units::{Percent, Rate, Size};
 
 /// Upper bound on any `gen` run, so a load loop always stops by itself.
 pub const MAX_GEN_TIME: Duration = Duration::from_secs(3600);
-/// After an open-loop window, how long queued submissions may still finish.
+/// After the `--duration` window, how long queued (open loop) or under-way (closed loop)
+/// submissions may still finish.
 pub const GEN_DRAIN: Duration = Duration::from_secs(30);
 
 /// `--rate`: messages per second, or `max` (closed loop).
@@ -107,14 +109,16 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         connections: o.connections,
     };
     let (arrivals, window) = match (o.rate, o.duration, o.count) {
-        (GenRate::Max, _, Some(n)) => (
+        (GenRate::Max, None, None) => anyhow::bail!("--rate max needs --duration D or --count N"),
+        // Closed loop until the count is sent or the duration is up, whichever comes first.
+        // After the duration, sends already under way get GEN_DRAIN to finish.
+        (GenRate::Max, d, count) => (
             Arrivals::Closed {
-                count: Some(n),
-                duration: None,
+                count,
+                duration: d.map(|d| d.min(MAX_GEN_TIME)),
             },
-            MAX_GEN_TIME,
+            d.map_or(MAX_GEN_TIME, |d| d + GEN_DRAIN),
         ),
-        (GenRate::Max, _, None) => anyhow::bail!("--rate max needs --count N (closed loop, like smtp-source -m)"),
         (GenRate::PerSecond(r), d, n) => {
             let d = d.unwrap_or_else(|| Duration::from_secs_f64(n.unwrap_or(0) as f64 / r.0));
             let curve = RateCurve::new(&RateSpec::Constant(r), d);
