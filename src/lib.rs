@@ -28,6 +28,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dsn;
 pub mod events;
 pub mod gcra;
 pub mod gen;

@@ -4,6 +4,7 @@
 //! Protocol handling is [`crate::smtp::server`]; this module is only policy: which reply, after
 //! how long, and what to record. Run standalone with `mailsurge inbox`, or in-process by `run`.
 
+pub mod bounces;
 pub mod engine;
 pub mod receipt;
 pub mod rules;

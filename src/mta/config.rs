@@ -51,6 +51,12 @@ pub struct NodeConfig {
     /// Seed for retry jitter.
     #[serde(default)]
     pub seed: u64,
+    /// Mail an RFC 3464 delivery status notification to the envelope sender when recipients
+    /// bounce or expire, as a production MTA does. Off by default: in `mailsurge run` the
+    /// harness reads this node's events instead; on when the node stands in for an external
+    /// MTA whose bounces the harness counts through its bounce inbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dsn: bool,
 }
 
 fn default_responses() -> String {

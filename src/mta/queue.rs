@@ -412,12 +412,22 @@ impl Queues {
     }
 
     /// Emits the events for recipients with one verdict; returns true if they must be retried.
-    fn finish_rcpts(&self, job: &Job, rcpts: &[String], reply: &Reply, v: &Verdict, source_ip: Option<&str>) -> bool {
+    fn finish_rcpts(
+        self: &Arc<Self>,
+        job: &Job,
+        rcpts: &[String],
+        reply: &Reply,
+        v: &Verdict,
+        source_ip: Option<&str>,
+    ) -> bool {
         let kind = match v.action {
             Action::Deliver => Kind::Delivered,
             Action::Bounce => Kind::Bounced,
             Action::Defer | Action::Throttle | Action::Reroute | Action::Failover => Kind::Deferred,
         };
+        if kind == Kind::Bounced {
+            self.notify_sender(job, rcpts, reply, "");
+        }
         for rcpt in rcpts {
             let mut e = Event::new(now_ns(), job.meta.msg_id.clone(), kind);
             e.rcpt = Some(rcpt.clone());
@@ -449,6 +459,7 @@ impl Queues {
         .max(0.0);
         let age_s = now_ns().saturating_sub(job.meta.received_ns) as f64 / 1e9;
         if age_s + delay > r.give_up.as_secs_f64() {
+            self.notify_sender(&job, &job.rcpts, &last, "4.4.7");
             for rcpt in &job.rcpts {
                 let mut e = Event::new(now_ns(), job.meta.msg_id.clone(), Kind::Expired);
                 e.rcpt = Some(rcpt.clone());
@@ -481,24 +492,92 @@ impl Queues {
         });
     }
 
+    /// With `dsn: true`, queues a delivery status notification to the envelope sender for
+    /// recipients that failed for good (`status` overrides the reply's enhanced code, e.g.
+    /// 4.4.7 for an expiry). Never for the null sender: a bounce is not bounced. The original
+    /// stays in the spool (an extra pending count) until the notice itself is
+    /// durable, so a crash before that point sends the notice again rather than never.
+    fn notify_sender(self: &Arc<Self>, job: &Job, rcpts: &[String], reply: &Reply, status: &str) {
+        if !self.cfg.dsn || job.meta.from.is_empty() || rcpts.is_empty() {
+            return;
+        }
+        let status = match (status, reply.enhanced.as_deref()) {
+            ("", Some(e)) => e.to_string(),
+            ("", None) => format!("{}.0.0", reply.code / 100),
+            (s, _) => s.to_string(),
+        };
+        let remote = self
+            .cfg
+            .route(&job.domain)
+            .and_then(|r| r.get(job.route_idx))
+            .map(|a| a.ip().to_string());
+        let recipients: Vec<crate::dsn::RecipientStatus> = rcpts
+            .iter()
+            .map(|r| crate::dsn::RecipientStatus {
+                recipient: r.clone(),
+                action: crate::dsn::Action::Failed,
+                status: status.clone(),
+                diagnostic: Some(reply.to_string()),
+                remote_mta: remote.clone(),
+            })
+            .collect();
+        let unique = format!("{}.dsn.{:x}.{}", self.cfg.node, job.spool_id, now_ns());
+        let host = format!("{}.mailsurge.test", self.cfg.node);
+        let body = crate::dsn::Notice {
+            reporting_mta: &host,
+            to: &job.meta.from,
+            arrival_ns: job.meta.received_ns,
+            recipients: &recipients,
+            original: &job.body,
+            unique: &unique,
+        }
+        .render(now_ns());
+        let meta = Meta {
+            msg_id: unique,
+            from: String::new(),
+            rcpts: vec![job.meta.from.clone()],
+            received_ns: now_ns(),
+        };
+        let body = Arc::new(body);
+        *lock(&self.pending).entry(job.spool_id).or_insert(0) += 1;
+        let stored = self.spool.store(meta.clone(), body.clone());
+        let (me, original) = (self.clone(), job.spool_id);
+        tokio::spawn(async move {
+            match stored.await {
+                Ok(Ok(id)) => {
+                    me.submit(id, meta, body, false);
+                    me.release(original);
+                }
+                // The original stays spooled: a restart recovers it and tries again.
+                Ok(Err(e)) => tracing::warn!("cannot spool a delivery status notification: {e}"),
+                Err(_) => tracing::warn!("spool closed before a delivery status notification was stored"),
+            }
+        });
+    }
+
     /// A job reached a terminal state for all its recipients.
     fn job_done(&self, job: &Job) {
         self.live.fetch_sub(1, Ordering::Relaxed);
+        self.release(job.spool_id);
+    }
+
+    /// Drops one pending count of a spooled message; the last one removes it from the spool.
+    fn release(&self, spool_id: SpoolId) {
         let done = {
             let mut p = lock(&self.pending);
-            match p.get_mut(&job.spool_id) {
+            match p.get_mut(&spool_id) {
                 Some(n) if *n > 1 => {
                     *n -= 1;
                     false
                 }
                 _ => {
-                    p.remove(&job.spool_id);
+                    p.remove(&spool_id);
                     true
                 }
             }
         };
         if done {
-            self.remove_from_spool(job.spool_id);
+            self.remove_from_spool(spool_id);
         }
     }
 

@@ -27,6 +27,7 @@ use node::{start_node, stop_node};
 
 use crate::config::ConfigError;
 use crate::events::{self, now_ns, Event};
+use crate::inbox::bounces::{BounceInbox, EXTERNAL_NODE};
 use crate::inbox::{self, Inbox, Receipt};
 use crate::measure::{self, Spooled};
 use crate::mta::spool::LogSpool;
@@ -66,11 +67,6 @@ pub fn check_supported(s: &Scenario) -> Result<(), ConfigError> {
             1,
             "chaos: the chaos timeline is not implemented in this version; remove `chaos:` to run",
         ));
-    }
-    if s.file.mta.kind == MtaKind::External {
-        return Err(s
-            .source
-            .error_at("external", 1, "mta: kind: external is not implemented in this version"));
     }
     if s.file.mta.spool != crate::scenario::SpoolKind::Local {
         return Err(s
@@ -149,10 +145,44 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         ));
     }
 
-    // MTA nodes, one child process each.
+    // The bounce inbox, when the MTA is external: its DSNs are our only view of its failures.
+    let external = f.mta.kind == MtaKind::External;
+    let bounces = if external {
+        let b = f.mta.bounces.clone().unwrap_or_default();
+        let listener = TcpListener::bind(b.listen)
+            .await
+            .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;
+        let addr = listener.local_addr()?;
+        let policy = Arc::new(BounceInbox::new(&b.domain, ev_tx.clone()));
+        let mut stop = inbox_stop_rx.clone();
+        let served = policy.clone();
+        inbox_tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            smtp::serve(
+                listener,
+                served,
+                inbox::limits("bounces"),
+                Arc::new(ServerStats::default()),
+                shutdown,
+            )
+            .await
+        }));
+        log.line(&format!("inbox {:<10} {addr}  {} (DSNs)", "bounces", b.domain));
+        log.line(&format!(
+            "mta   external   {}  (route the domains above to their inboxes; regions are not used)",
+            f.mta.submit.map_or("-".into(), |a| a.to_string())
+        ));
+        Some((policy, b.domain))
+    } else {
+        None
+    };
+
+    // MTA nodes, one child process each (none when the MTA is external).
     let mut nodes = Vec::new();
     let mut k = 0u8;
-    for r in &f.regions {
+    for r in f.regions.iter().filter(|_| !external) {
         for n in 1..=r.nodes {
             k += 1;
             let node = start_node(s, &dir, &r.name, &format!("{}-{n}", r.name), k, &routes)
@@ -183,17 +213,27 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
             f.seed,
         ))),
         mix: Mix::new(&f.traffic),
-        builder: Builder::new(&run_id, max_size),
+        builder: match &bounces {
+            Some((_, domain)) => Builder::new(&run_id, max_size).with_bounce_domain(domain),
+            None => Builder::new(&run_id, max_size),
+        },
         seed: f.seed,
         connections: f.traffic.connections,
-        targets: nodes
-            .iter()
-            .map(|n| Target {
-                node: n.name.clone(),
-                region: n.region.clone(),
-                addr: n.addr,
-            })
-            .collect(),
+        targets: match f.mta.submit.filter(|_| external) {
+            Some(addr) => vec![Target {
+                node: EXTERNAL_NODE.into(),
+                region: EXTERNAL_NODE.into(),
+                addr,
+            }],
+            None => nodes
+                .iter()
+                .map(|n| Target {
+                    node: n.name.clone(),
+                    region: n.region.clone(),
+                    addr: n.addr,
+                })
+                .collect(),
+        },
         start_ns,
         start,
         hard_stop,
@@ -225,7 +265,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
             }
         }
         let accepted = counters.accepted.load(Ordering::Relaxed);
-        let terminal = live.delivered_keys() + tail.terminal.len() as u64;
+        let dsn_terminal = bounces.as_ref().map_or(0, |(b, _)| b.terminal());
+        let terminal = live.delivered_keys() + tail.terminal.len() as u64 + dsn_terminal;
         let now = Instant::now();
         if now.duration_since(last_progress).as_secs_f64() >= progress_every {
             last_progress = now;
@@ -235,7 +276,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
                 duration.as_secs_f64(),
                 counters.generated.load(Ordering::Relaxed),
                 live.delivered_keys(),
-                tail.bounced,
+                tail.bounced + dsn_terminal,
                 live.p50_text(),
                 live.slo_text(s.file.slo.delivery_time.as_secs_f64() * 1e3),
             ));
@@ -266,6 +307,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     for t in inbox_tasks {
         let _ = t.await;
     }
+    // The bounce inbox holds an event sender too; the writer ends when the last one goes.
+    let bounce_stats = bounces.map(|(b, _)| b.stats());
     drop(ev_tx);
     writer.await.context("event writer failed")??;
 
@@ -301,6 +344,13 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
                 .map(|d| (d.to_ascii_lowercase(), p.spec.name.clone()))
         })
         .collect();
+    if let Some(st) = bounce_stats {
+        log.line(&format!(
+            "bounce inbox: {} messages, {} bounced, {} expired, {} delay notices, {} unattributed",
+            st.messages, st.bounced, st.expired, st.delayed, st.unattributed
+        ));
+        external_accounting(&mut all, &mut spooled);
+    }
     for e in &mut all {
         if e.provider.is_none() {
             if let Some(p) = e.rcpt.as_deref().and_then(|r| providers.get(&measure_domain(r))) {
@@ -342,6 +392,46 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         );
     }
     Ok(Outcome { dir, summary })
+}
+
+/// What mailsurge can know of an external MTA: its 250 to a submission is the acceptance, and
+/// a recipient whose last DSN was a delay notice is still in its queue. Everything else that
+/// was accepted and neither received nor bounced by the end of the drain is `lost` — the
+/// harness cannot look into the external queue, and never assumes.
+fn external_accounting(all: &mut Vec<Event>, spooled: &mut Vec<Spooled>) {
+    let mut accepted: Vec<Event> = Vec::new();
+    let mut delayed: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for e in all.iter() {
+        let key = || (e.id.clone(), e.rcpt.clone().unwrap_or_default());
+        match e.event {
+            events::Kind::Submitted if e.acked.is_some() => {
+                let mut a = Event::new(e.acked.unwrap_or(e.t), e.id.clone(), events::Kind::Accepted);
+                a.node = Some(EXTERNAL_NODE.into());
+                a.region = Some(EXTERNAL_NODE.into());
+                a.rcpt = e.rcpt.clone();
+                accepted.push(a);
+            }
+            events::Kind::Deferred => {
+                delayed.entry(key()).or_insert(true);
+            }
+            events::Kind::Bounced | events::Kind::Expired | events::Kind::Received => {
+                delayed.insert(key(), false);
+            }
+            _ => {}
+        }
+    }
+    all.append(&mut accepted);
+    spooled.extend(
+        delayed
+            .into_iter()
+            .filter(|(_, still)| *still)
+            .map(|((msg_id, rcpt), _)| Spooled {
+                msg_id,
+                rcpt,
+                node: EXTERNAL_NODE.into(),
+                node_alive: true,
+            }),
+    );
 }
 
 fn measure_domain(rcpt: &str) -> String {

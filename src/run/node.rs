@@ -64,6 +64,8 @@ pub async fn start_node(
         limits: NodeLimits::default(),
         screen: s.file.mta.screen.clone(),
         seed: s.file.seed.wrapping_add(u64::from(k)),
+        // The harness reads the node's events; DSNs would only be mail to nowhere.
+        dsn: false,
     };
     let cfg_path = dir.join("node.yaml");
     std::fs::write(&cfg_path, serde_norway::to_string(&cfg)?)?;

@@ -102,7 +102,8 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
     if f.duration.0.is_zero() {
         return Err(err("duration", "duration", "duration: must be longer than 0s".into()));
     }
-    if f.regions.is_empty() {
+    let external = f.mta.kind == MtaKind::External;
+    if f.regions.is_empty() && !external {
         return Err(err(
             "regions",
             "regions",
@@ -288,6 +289,60 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
             "mta",
             format!("mta: submit: {ip} is not a loopback address"),
         ));
+    }
+    if let Some(b) = &f.mta.bounces {
+        if !b.listen.ip().is_loopback() {
+            return Err(err(
+                "bounces",
+                "mta",
+                format!("mta: bounces: listen {} is not a loopback address", b.listen),
+            ));
+        }
+        if b.domain.trim().is_empty()
+            || b.domain.contains(['@', ' '])
+            || domain_owner.contains_key(&b.domain.to_ascii_lowercase())
+        {
+            return Err(err(
+                "bounces",
+                "mta",
+                format!(
+                    "mta: bounces: domain `{}` must be a bare domain that no provider serves",
+                    b.domain
+                ),
+            ));
+        }
+    }
+    if external {
+        if f.mta.submit.is_none() {
+            return Err(err(
+                "external",
+                "mta",
+                "mta: kind: external needs `submit: HOST:PORT` (where the generator submits)".into(),
+            ));
+        }
+        // The external MTA routes by a transport map the user writes; a harness-chosen
+        // address would change every run, so each provider needs a fixed one.
+        if let Some(p) = f.providers.iter().find(|p| p.listen.is_none()) {
+            return Err(err(
+                &p.name,
+                "providers",
+                format!(
+                    "providers: `{}` needs a fixed `listen: 127.x.y.z:PORT` with mta kind: external (the external MTA's transport map points at it)",
+                    p.name
+                ),
+            ));
+        }
+        if !f.chaos.is_empty()
+            && f.chaos
+                .iter()
+                .any(|c| c.target.starts_with("region/") || c.target.starts_with("node/"))
+        {
+            return Err(err(
+                "chaos",
+                "chaos",
+                "chaos: region/ and node/ targets need the reference MTA; with kind: external only provider/ targets apply".into(),
+            ));
+        }
     }
     Ok(())
 }

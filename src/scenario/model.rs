@@ -27,6 +27,8 @@ pub struct ScenarioFile {
     pub slo: Slo,
     #[serde(default)]
     pub thresholds: Vec<Threshold>,
+    /// Reference-MTA nodes by region; may be left out when the MTA is external.
+    #[serde(default)]
     pub regions: Vec<Region>,
     #[serde(default)]
     pub mta: Mta,
@@ -130,6 +132,16 @@ fn default_responses() -> String {
 pub struct Bounces {
     pub domain: String,
     pub listen: std::net::SocketAddr,
+}
+
+impl Default for Bounces {
+    /// `bounces.mailsurge.test` on 127.0.2.250:2525, the address SPEC §2's example uses.
+    fn default() -> Self {
+        Bounces {
+            domain: crate::traffic::message::BOUNCE_DOMAIN.to_string(),
+            listen: std::net::SocketAddr::from(([127, 0, 2, 250], 2525)),
+        }
+    }
 }
 
 /// Retry schedule: exponential backoff with jitter, given up after `give_up` → `expired`.

@@ -8,7 +8,8 @@ use rand_distr::{Distribution, LogNormal};
 
 use crate::scenario::{SizeDist, SizeSpec, Traffic};
 
-/// Envelope-sender domain of generated mail; a later bounce inbox owns it.
+/// Default envelope-sender domain of generated mail; the harness's bounce inbox owns it
+/// (`mta: bounces: domain` changes it).
 pub const BOUNCE_DOMAIN: &str = "bounces.mailsurge.test";
 
 /// Distinct recipient mailboxes per domain; enough that no mailbox is unrealistically hot.
@@ -117,6 +118,8 @@ impl Mix {
 /// one slice copy.
 pub struct Builder {
     run_id: String,
+    /// Envelope-sender domain, where DSNs go.
+    bounce_domain: String,
     /// Plain-text part material: wrapped lines.
     filler: Vec<u8>,
     /// HTML part material: the same words as `<p>` paragraphs.
@@ -183,15 +186,23 @@ impl Builder {
             .flat_map(|l| [b"<p>".as_slice(), l.strip_suffix(b"\r").unwrap_or(l), b"</p>\r\n"].concat())
             .collect();
         Builder {
+            bounce_domain: BOUNCE_DOMAIN.to_string(),
             run_id: run_id.to_string(),
             filler: text,
             html,
         }
     }
 
-    /// The envelope sender for a tenant (VERP-free: one bounce address per tenant).
+    /// Sends bounces to `domain` instead of [`BOUNCE_DOMAIN`].
+    pub fn with_bounce_domain(mut self, domain: &str) -> Builder {
+        self.bounce_domain = domain.to_string();
+        self
+    }
+
+    /// The envelope sender for a tenant (VERP-free: one bounce address per tenant; a DSN is
+    /// attributed by the returned `X-Mailsurge-Id` header instead).
     pub fn sender(&self, tenant: u32) -> String {
-        format!("t{tenant}@{BOUNCE_DOMAIN}")
+        format!("t{tenant}@{}", self.bounce_domain)
     }
 
     /// `X-Mailsurge-Id` of a sequence number.
