@@ -34,6 +34,22 @@ pub enum Kind {
     Dropped,
     /// Inbox: a receipt (the message arrived).
     Received,
+    /// Harness: a chaos action began (`text`: e.g. `kill region/us-east`; `node`, `region` or
+    /// `provider` name its target). Not a message event: `id` is `fault.<n>`.
+    Fault,
+    /// Harness: a timed chaos action (`for:`) ended; same `id` as its `fault`.
+    FaultEnd,
+    /// Generator: its balancer stopped sending to a node (failed health check or submission).
+    Evicted,
+    /// Generator: its balancer sends to a node again (health checks pass).
+    Admitted,
+}
+
+impl Kind {
+    /// Events about the run itself (faults, balancer changes), not about one message.
+    pub fn is_control(self) -> bool {
+        matches!(self, Kind::Fault | Kind::FaultEnd | Kind::Evicted | Kind::Admitted)
+    }
 }
 
 /// One event line. Optional fields are omitted when empty to keep the file small.

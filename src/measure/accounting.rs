@@ -142,7 +142,7 @@ impl Ledger {
     /// Folds events (any order) and spool leftovers into per-recipient records.
     pub fn build(events: &[Event], spooled: &[Spooled]) -> Ledger {
         let mut records: HashMap<(String, String), Record> = HashMap::new();
-        for e in events {
+        for e in events.iter().filter(|e| !e.event.is_control()) {
             let rcpt = e.rcpt.clone().unwrap_or_default();
             let r = records.entry((e.id.clone(), rcpt)).or_default();
             match e.event {
@@ -168,6 +168,7 @@ impl Ledger {
                 Kind::Bounced => r.bounced = true,
                 Kind::Expired => r.expired = true,
                 Kind::Dropped => r.dropped = true,
+                Kind::Fault | Kind::FaultEnd | Kind::Evicted | Kind::Admitted => {}
                 Kind::Received => {
                     r.receipts += 1;
                     r.first_received = Some(r.first_received.map_or(e.t, |f| f.min(e.t)));
