@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::summary::Summary;
+use super::summary::{Fault, Summary};
 
 fn ms(v: Option<f64>) -> String {
     match v {
@@ -101,6 +101,7 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         }
         let _ = writeln!(o);
     }
+    faults(&mut o, s);
     if !charts.is_empty() {
         let _ = writeln!(o, "## Charts\n");
         for (title, path) in charts {
@@ -108,4 +109,63 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         }
     }
     o
+}
+
+/// The "Faults" section: one row per chaos action with its failover metrics (SPEC §5; see
+/// `measure::faults` for the definitions). Nothing when the scenario has no chaos.
+fn faults(o: &mut String, s: &Summary) {
+    if s.faults.is_empty() {
+        return;
+    }
+    let secs = |v: Option<f64>, none: &str| v.map_or_else(|| none.to_string(), |x| format!("{x:.3} s"));
+    let _ = writeln!(
+        o,
+        "## Faults\n\n| at | action | target | detection | recovery | delayed | lost | duplicates | stranded |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for f in &s.faults {
+        let _ = writeln!(
+            o,
+            "| {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} |",
+            f.at_s,
+            action(f),
+            f.target,
+            secs(f.detection_s, "none"),
+            secs(f.recovery_s, "**not recovered**"),
+            f.delayed,
+            f.lost,
+            f.duplicates,
+            match (f.stranded, f.stranded_undelivered) {
+                (Some(d), Some(u)) => format!("{d} delivered after restore, {u} undelivered"),
+                (Some(d), None) => format!("{d} delivered after restore"),
+                _ => "—".into(),
+            }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nDetection: fault → first eviction (region/node) or deferral (provider); for a restore, first \
+         admission or receipt. Recovery: fault → start of 10 s of per-second SLO compliance ≥ target. \
+         Counts cover mail intended from the fault until recovery (or the action's end, if later).\n"
+    );
+}
+
+/// The action with its parameters (`kill refuse`, `block pool shared`, `latency +500ms`).
+fn action(f: &Fault) -> String {
+    let mut a = f.action.clone();
+    if let Some(mx) = f.mx {
+        a.push_str(&format!(" mx{mx}"));
+    }
+    for v in [
+        &f.mode,
+        &f.pool.as_ref().map(|p| format!("pool {p}")),
+        &f.add.as_ref().map(|d| format!("+{d}")),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        a.push(' ');
+        a.push_str(v);
+    }
+    a
 }

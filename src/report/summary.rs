@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{Analysis, Counts, Dist, Group};
+use crate::measure::{Analysis, Counts, Dist, FaultMetrics, Group};
 
 pub const SCHEMA: &str = "mailsurge.summary/v1";
 
@@ -70,6 +70,9 @@ pub struct GroupLine {
     pub bounced: u64,
 }
 
+/// One chaos action's failover metrics (SPEC §5; definitions in [`crate::measure::faults`]).
+/// Times in seconds since the run's offset 0; `detection_s` / `recovery_s` are `null` when
+/// there was no reaction / no recovery. Keys after `duplicates` are extras the schema allows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fault {
     pub at_s: f64,
@@ -80,6 +83,53 @@ pub struct Fault {
     pub delayed: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// `fault.<n>` of its events.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// When it ended: its `for:` window closed, or the matching `restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<u32>,
+    /// End of the intended-time window `delayed` and `duplicates` count.
+    #[serde(default)]
+    pub window_end_s: f64,
+    /// Kill of a region/node: mail in its spool at the kill delivered only after the restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<u64>,
+    /// Kill of a region/node: that mail never delivered nor otherwise finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stranded_undelivered: Option<u64>,
+}
+
+impl Fault {
+    fn new(f: &FaultMetrics) -> Fault {
+        Fault {
+            at_s: r3(f.at_s.max(0.0)),
+            action: f.action.clone(),
+            target: f.target.clone(),
+            detection_s: f.detection_s.map(r3),
+            recovery_s: f.recovery_s.map(r3),
+            delayed: f.delayed,
+            lost: f.lost,
+            duplicates: f.duplicates,
+            id: f.id.clone(),
+            end_s: f.end_s.map(r3),
+            mode: f.mode.clone(),
+            pool: f.pool.clone(),
+            add: f.add.clone(),
+            mx: f.mx,
+            window_end_s: r3(f.window_end_s.max(0.0)),
+            stranded: f.stranded.map(|s| s.delivered_after_restore),
+            stranded_undelivered: f.stranded.map(|s| s.undelivered),
+        }
+    }
 }
 
 /// Run facts that are not measurements.
@@ -176,7 +226,7 @@ impl Summary {
                 .collect(),
             by_region: a.by_region.iter().map(|(k, g)| (k.clone(), group(g))).collect(),
             by_provider: a.by_provider.iter().map(|(k, g)| (k.clone(), group(g))).collect(),
-            faults: Vec::new(),
+            faults: a.faults.iter().map(Fault::new).collect(),
             reasons,
         }
     }
