@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::events::{now_ns, Event, Kind};
 use crate::measure::Dist;
 use crate::scenario::{Arrival, RateSpec, SizeSpec, Traffic};
+use crate::traffic::balance::Balancer;
 use crate::traffic::message::{Builder, Mix};
 use crate::traffic::schedule::{RateCurve, Schedule};
 use crate::traffic::submit::{self, Arrivals, Counters, Plan, Target};
@@ -131,22 +132,27 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
     let run_id = format!("gen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
     let start = Instant::now() + Duration::from_millis(100);
     let start_ns = now_ns() + 100_000_000;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let plan = Plan {
         arrivals,
         mix: Mix::new(&traffic),
         builder: Builder::new(&run_id, o.size.0 as usize),
         seed: o.seed,
         connections: o.connections.max(1),
-        targets: vec![Target {
-            node: "target".into(),
-            region: "-".into(),
-            addr: o.target,
-        }],
+        // One target and no heartbeats: nothing is ever evicted (see Balancer::heartbeats).
+        balancer: Balancer::new(
+            vec![Target {
+                node: "target".into(),
+                region: "-".into(),
+                addr: o.target,
+            }],
+            vec![1.0],
+            tx.clone(),
+        ),
         start_ns,
         start,
         hard_stop: start + window.min(MAX_GEN_TIME),
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let counters = Arc::new(Counters::default());
     let collect = tokio::spawn(async move {
         let (mut corrected, mut uncorrected) = (Dist::new(), Dist::new());

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailsurge::scenario::{Arrival, RateSpec, Traffic};
+use mailsurge::traffic::balance::Balancer;
 use mailsurge::traffic::message::{Builder, Draft, Mix};
 use mailsurge::traffic::schedule::{RateCurve, Schedule};
 use mailsurge::traffic::submit::{self, Arrivals, Backlog, Counters, Plan, Target};
@@ -120,6 +121,8 @@ fn generator_under_overload_holds_at_most_64_bytes_per_message() {
         let before = net();
         let start = tokio::time::Instant::now();
         let window = Duration::from_secs(2);
+        // No event consumer: a stalled target produces none before the measurement anyway.
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
         let plan = Plan {
             arrivals: Arrivals::Open(Box::new(Schedule::new(
                 RateCurve::new(&RateSpec::Constant(Rate(150_000.0)), window),
@@ -130,17 +133,19 @@ fn generator_under_overload_holds_at_most_64_bytes_per_message() {
             builder: Builder::new("overload", 4096),
             seed: 7,
             connections: 4,
-            targets: vec![Target {
-                node: "stalled".into(),
-                region: "-".into(),
-                addr: stalled.local_addr().unwrap(),
-            }],
+            balancer: Balancer::new(
+                vec![Target {
+                    node: "stalled".into(),
+                    region: "-".into(),
+                    addr: stalled.local_addr().unwrap(),
+                }],
+                vec![1.0],
+                events.clone(),
+            ),
             start_ns: 1_700_000_000_000_000_000,
             start,
             hard_stop: start + window + Duration::from_secs(5),
         };
-        // No event consumer: a stalled target produces none before the measurement anyway.
-        let (events, _) = tokio::sync::mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         // Dropped with the runtime once measured; its stalled connections would wait minutes.
         tokio::spawn(submit::run(plan, events, counters.clone()));

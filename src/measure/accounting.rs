@@ -150,6 +150,13 @@ impl Ledger {
                     r.generated = true;
                     r.intended = r.intended.or(e.intended);
                     r.submitted = r.submitted.or(e.submitted);
+                    // The MTA's 250 is the acceptance. Its own `accepted` line can die in a
+                    // SIGKILL before it is flushed; the generator's record of the 250 cannot.
+                    if !r.accepted {
+                        r.region = e.region.clone();
+                        r.node = e.node.clone();
+                    }
+                    r.accepted = true;
                 }
                 Kind::Rejected | Kind::Unsubmitted => {
                     r.generated = true;

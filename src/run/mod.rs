@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,21 +19,25 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+mod chaos;
 mod live;
 mod node;
+mod providers;
 
-use live::{receipts_to_events, write_events, LiveStats, Log, Tail};
+use live::{write_events, LiveStats, Log, Tail};
 use node::{start_node, stop_node};
+use providers::ProviderRt;
 
 use crate::config::ConfigError;
 use crate::events::{self, now_ns, Event};
+use crate::inbox;
 use crate::inbox::bounces::{BounceInbox, EXTERNAL_NODE};
-use crate::inbox::{self, Inbox, Receipt};
 use crate::measure::{self, Spooled};
 use crate::mta::spool::LogSpool;
 use crate::report::{self, RunInfo, Summary};
 use crate::scenario::{MtaKind, Scenario};
 use crate::smtp::{self, ServerStats};
+use crate::traffic::balance::Balancer;
 use crate::traffic::message::{Builder, Mix};
 use crate::traffic::schedule::{RateCurve, Schedule};
 use crate::traffic::submit::{self, Counters, Plan, Target};
@@ -42,8 +46,6 @@ use crate::traffic::submit::{self, Counters, Plan, Target};
 const START_LEAD: Duration = Duration::from_millis(300);
 /// How often the drain check reads node events.
 const DRAIN_POLL: Duration = Duration::from_millis(250);
-/// Inbox addresses default to 127.0.2.<n>; node ingress to 127.0.3.<n>.
-const INBOX_NET: [u8; 3] = [127, 0, 2];
 
 /// Options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -61,13 +63,6 @@ pub struct Outcome {
 
 /// Scenario features this build cannot run yet; refused before anything starts (exit 2).
 pub fn check_supported(s: &Scenario) -> Result<(), ConfigError> {
-    if !s.file.chaos.is_empty() {
-        return Err(s.source.error_at(
-            "chaos",
-            1,
-            "chaos: the chaos timeline is not implemented in this version; remove `chaos:` to run",
-        ));
-    }
     if s.file.mta.spool != crate::scenario::SpoolKind::Local {
         return Err(s
             .source
@@ -102,46 +97,21 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let harness_events = dir.join("nodes").join("harness.events.jsonl");
     let writer = tokio::spawn(write_events(ev_rx, harness_events.clone(), live.clone()));
 
-    // Inboxes.
+    // Inboxes, in-process; one listener per MX host.
     let (stop_inboxes, inbox_stop_rx) = watch::channel(false);
     let mut inbox_tasks = Vec::new();
+    let mut providers = ProviderRt::start_all(s, &ev_tx).await?;
     let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
-    for (i, p) in s.providers.iter().enumerate() {
-        let want = p.spec.listen.unwrap_or_else(|| {
-            SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(INBOX_NET[0], INBOX_NET[1], INBOX_NET[2], (i + 1) as u8)),
-                0,
-            )
-        });
-        let listener = TcpListener::bind(want)
-            .await
-            .with_context(|| format!("provider `{}`: cannot listen on {want}", p.spec.name))?;
-        let addr = listener.local_addr()?;
-        for d in &p.spec.domains {
-            routes.insert(d.to_ascii_lowercase(), vec![addr]);
+    for p in &providers {
+        for d in &p.domains {
+            routes.insert(d.to_ascii_lowercase(), p.addrs());
         }
-        let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
-        tokio::spawn(receipts_to_events(rrx, ev_tx.clone()));
-        let pools = f.mta.egress_pools.clone();
-        let policy = Arc::new(Inbox::new(
-            &p.spec.name,
-            p.rules.clone(),
-            pools,
-            f.seed ^ (i as u64 + 1),
-            rtx,
-        ));
-        let mut stop = inbox_stop_rx.clone();
-        let limits = inbox::limits(&p.spec.name);
-        inbox_tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            smtp::serve(listener, policy, limits, Arc::new(ServerStats::default()), shutdown).await
-        }));
+        let addrs: Vec<String> = p.addrs().iter().map(ToString::to_string).collect();
         log.line(&format!(
-            "inbox {:<10} {addr}  {}",
-            p.spec.name,
-            p.spec.domains.join(", ")
+            "inbox {:<10} {}  {}",
+            p.name,
+            addrs.join(" "),
+            p.domains.join(", ")
         ));
     }
 
@@ -206,6 +176,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         crate::scenario::SizeSpec::Fixed(x) => x.0 as usize,
         _ => 1 << 20,
     };
+    let balancer = balancer_for(s, &nodes, ev_tx.clone());
+    // Heartbeats evict dead nodes and re-admit restored ones (reference MTA only: an external
+    // MTA is one address the harness does not manage).
+    let heartbeats = (!external).then(|| tokio::spawn(balancer.clone().heartbeats(hard_stop)));
     let plan = Plan {
         arrivals: submit::Arrivals::Open(Box::new(Schedule::new(
             RateCurve::new(&f.traffic.rate, duration),
@@ -219,21 +193,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         },
         seed: f.seed,
         connections: f.traffic.connections,
-        targets: match f.mta.submit.filter(|_| external) {
-            Some(addr) => vec![Target {
-                node: EXTERNAL_NODE.into(),
-                region: EXTERNAL_NODE.into(),
-                addr,
-            }],
-            None => nodes
-                .iter()
-                .map(|n| Target {
-                    node: n.name.clone(),
-                    region: n.region.clone(),
-                    addr: n.addr,
-                })
-                .collect(),
-        },
+        balancer: balancer.clone(),
         start_ns,
         start,
         hard_stop,
@@ -250,13 +210,35 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let mut last_progress = Instant::now();
     let mut gen_done = false;
     let mut crashed: Vec<String> = Vec::new();
+    let steps = chaos::timeline(&f.chaos);
+    let mut next_step = 0;
     loop {
-        tokio::time::sleep(DRAIN_POLL).await;
+        // Sleep until the next poll or the next chaos step, whichever is first.
+        let poll_at = Instant::now() + DRAIN_POLL;
+        let step_at = steps.get(next_step).map(|st| start + st.at);
+        tokio::time::sleep_until(step_at.map_or(poll_at, |t| t.min(poll_at))).await;
+        while let Some(st) = steps.get(next_step).filter(|st| Instant::now() >= start + st.at) {
+            next_step += 1;
+            let world = chaos::World {
+                nodes: &mut nodes,
+                providers: &mut providers,
+                pools: &f.mta.egress_pools,
+                events: &ev_tx,
+            };
+            let at = Instant::now().saturating_duration_since(start).as_secs_f64();
+            match chaos::apply(st, world).await {
+                Ok(text) => log.line(&format!("t={at:>6.1}s chaos: {text}")),
+                Err(e) => {
+                    log.line(&format!("t={at:>6.1}s chaos step failed: {e:#}"));
+                    bail!("chaos step `{}` failed: {e:#}", chaos::describe(&st.action));
+                }
+            }
+        }
         if !gen_done && gen.is_finished() {
             gen_done = true;
         }
         tail.poll();
-        for n in &mut nodes {
+        for n in nodes.iter_mut().filter(|n| !n.down) {
             if let Ok(Some(status)) = n.child.try_wait() {
                 if !crashed.contains(&n.name) {
                     crashed.push(n.name.clone());
@@ -281,7 +263,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
                 live.slo_text(s.file.slo.delivery_time.as_secs_f64() * 1e3),
             ));
         }
-        if gen_done && terminal >= accepted {
+        // A pending chaos step (a restore, say) is part of the run: wait for it.
+        if gen_done && terminal >= accepted && next_step >= steps.len() {
             break;
         }
         if now >= hard_stop {
@@ -307,7 +290,18 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     for t in inbox_tasks {
         let _ = t.await;
     }
-    // The bounce inbox holds an event sender too; the writer ends when the last one goes.
+    for p in &mut providers {
+        p.stop().await;
+    }
+    // Inboxes hold the receipt senders that feed the event writer.
+    drop(providers);
+    // The balancer, its heartbeats and the bounce inbox hold event senders too; the writer
+    // ends when the last one goes.
+    if let Some(h) = heartbeats {
+        h.abort();
+        let _ = h.await;
+    }
+    drop(balancer);
     let bounce_stats = bounces.map(|(b, _)| b.stats());
     drop(ev_tx);
     writer.await.context("event writer failed")??;
@@ -349,7 +343,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
             "bounce inbox: {} messages, {} bounced, {} expired, {} delay notices, {} unattributed",
             st.messages, st.bounced, st.expired, st.delayed, st.unattributed
         ));
-        external_accounting(&mut all, &mut spooled);
+        external_accounting(&all, &mut spooled);
     }
     for e in &mut all {
         if e.provider.is_none() {
@@ -383,7 +377,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         slo_ms: inputs.slo_ms,
         slo_target: inputs.slo_target,
     };
-    let summary = report::write_all(&dir, &info, &analysis, &[])?;
+    let summary = report::write_all(&dir, &info, &analysis)?;
     if !crashed.is_empty() {
         bail!(
             "node(s) {} exited unexpectedly; report written to {}",
@@ -394,23 +388,47 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     Ok(Outcome { dir, summary })
 }
 
-/// What mailsurge can know of an external MTA: its 250 to a submission is the acceptance, and
-/// a recipient whose last DSN was a delay notice is still in its queue. Everything else that
+/// The generator's balancer: every node, weighted by its region's `weight` split over the
+/// region's nodes; or the one submission address of an external MTA.
+fn balancer_for(s: &Scenario, nodes: &[node::Node], events: mpsc::UnboundedSender<Event>) -> Arc<Balancer> {
+    let f = &s.file;
+    if let Some(addr) = f.mta.submit.filter(|_| f.mta.kind == MtaKind::External) {
+        let t = Target {
+            node: EXTERNAL_NODE.into(),
+            region: EXTERNAL_NODE.into(),
+            addr,
+        };
+        return Balancer::new(vec![t], vec![1.0], events);
+    }
+    let weight = |region: &str| {
+        f.regions
+            .iter()
+            .find(|r| r.name == region)
+            .map_or(1.0, |r| r.weight / f64::from(r.nodes.max(1)))
+    };
+    Balancer::new(
+        nodes
+            .iter()
+            .map(|n| Target {
+                node: n.name.clone(),
+                region: n.region.clone(),
+                addr: n.addr,
+            })
+            .collect(),
+        nodes.iter().map(|n| weight(&n.region)).collect(),
+        events,
+    )
+}
+
+/// What mailsurge can know of an external MTA: its 250 to a submission is the acceptance (as
+/// for every run, see the ledger), and a recipient whose last DSN was a delay notice is still in its queue. Everything else that
 /// was accepted and neither received nor bounced by the end of the drain is `lost` — the
 /// harness cannot look into the external queue, and never assumes.
-fn external_accounting(all: &mut Vec<Event>, spooled: &mut Vec<Spooled>) {
-    let mut accepted: Vec<Event> = Vec::new();
+fn external_accounting(all: &[Event], spooled: &mut Vec<Spooled>) {
     let mut delayed: BTreeMap<(String, String), bool> = BTreeMap::new();
     for e in all.iter() {
         let key = || (e.id.clone(), e.rcpt.clone().unwrap_or_default());
         match e.event {
-            events::Kind::Submitted if e.acked.is_some() => {
-                let mut a = Event::new(e.acked.unwrap_or(e.t), e.id.clone(), events::Kind::Accepted);
-                a.node = Some(EXTERNAL_NODE.into());
-                a.region = Some(EXTERNAL_NODE.into());
-                a.rcpt = e.rcpt.clone();
-                accepted.push(a);
-            }
             events::Kind::Deferred => {
                 delayed.entry(key()).or_insert(true);
             }
@@ -420,7 +438,6 @@ fn external_accounting(all: &mut Vec<Event>, spooled: &mut Vec<Spooled>) {
             _ => {}
         }
     }
-    all.append(&mut accepted);
     spooled.extend(
         delayed
             .into_iter()

@@ -28,6 +28,8 @@ pub struct Node {
     pub dir: PathBuf,
     pub addr: SocketAddr,
     pub child: Child,
+    /// Killed by the chaos timeline: its exit is intended, not a crash.
+    pub down: bool,
 }
 
 /// Writes one node's config and starts it; waits for its READY line.
@@ -69,7 +71,57 @@ pub async fn start_node(
     };
     let cfg_path = dir.join("node.yaml");
     std::fs::write(&cfg_path, serde_norway::to_string(&cfg)?)?;
-    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let (child, addr) = spawn(&dir).await?;
+    Ok(Node {
+        name: name.to_string(),
+        region: region.to_string(),
+        dir,
+        addr,
+        child,
+        down: false,
+    })
+}
+
+/// SIGKILL, like a machine failing: no flush, no goodbye. Its spool stays as it was.
+pub async fn kill_node(n: &mut Node) {
+    let _ = n.child.kill().await;
+    n.down = true;
+}
+
+/// Restarts a killed node on the same spool and the same address (so clients and health checks
+/// find it where it was); it recovers its spool before it prints READY.
+pub async fn restart_node(n: &mut Node) -> anyhow::Result<()> {
+    let cfg_path = n.dir.join("node.yaml");
+    let text = std::fs::read_to_string(&cfg_path)?;
+    let mut cfg: NodeConfig = serde_norway::from_str(&text)?;
+    cfg.listen = n.addr;
+    std::fs::write(&cfg_path, serde_norway::to_string(&cfg)?)?;
+    // A SIGKILL can leave a torn last event line; end it so the new process's first line is
+    // not glued to it (the torn line is then skipped alone, and counted).
+    let events = n.dir.join("events.jsonl");
+    if let Ok(bytes) = std::fs::read(&events) {
+        if bytes.last().is_some_and(|&b| b != b'\n') {
+            use std::io::Write as _;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&events)?
+                .write_all(b"\n")?;
+        }
+    }
+    let (child, addr) = spawn(&n.dir).await?;
+    n.child = child;
+    n.addr = addr;
+    n.down = false;
+    Ok(())
+}
+
+/// Starts `mailsurge mta --config <dir>/node.yaml` and waits for READY.
+async fn spawn(dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let cfg_path = dir.join("node.yaml");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))?;
     let exe = std::env::current_exe().context("cannot find the mailsurge binary")?;
     let mut child = Command::new(exe)
         .arg("mta")
@@ -94,13 +146,7 @@ pub async fn start_node(
         .with_context(|| format!("unexpected node output `{ready}`"))?;
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Node {
-        name: name.to_string(),
-        region: region.to_string(),
-        dir,
-        addr,
-        child,
-    })
+    Ok((child, addr))
 }
 
 /// SIGTERM, wait, SIGKILL if needed. Returns whether it exited cleanly.

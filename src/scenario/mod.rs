@@ -282,6 +282,57 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        let bad = |msg: String| {
+            Err(err(
+                &c.target,
+                "chaos",
+                format!("chaos: {} at {}: {msg}", c.target, c.at),
+            ))
+        };
+        let provider = f.providers.iter().find(|p| kind == "provider" && p.name == name);
+        match c.action {
+            ChaosKind::Block | ChaosKind::Latency if provider.is_none() => {
+                return bad(format!("{:?} applies to provider/<name> targets only", c.action).to_lowercase());
+            }
+            ChaosKind::Block => match &c.pool {
+                None => return bad("block needs `pool:` (the egress pool the provider blocks)".into()),
+                Some(pool) if !f.mta.egress_pools.contains_key(pool) => {
+                    return bad(format!("pool `{pool}` is not in mta: egress_pools"));
+                }
+                _ => {}
+            },
+            ChaosKind::Latency if c.add.is_none() => return bad("latency needs `add:` (e.g. 500ms)".into()),
+            ChaosKind::Kill if provider.is_none() && c.mode.is_some() => {
+                return bad("`mode:` applies to provider kills only (nodes are SIGKILLed)".into());
+            }
+            _ => {}
+        }
+        if let Some(mx) = c.mx {
+            if provider.is_none_or(|p| mx == 0 || mx > p.mx) {
+                return bad(format!("mx {mx} is not an MX of the target (1..=its `mx:`)"));
+            }
+        }
+        if let Some(r) = &c.reply {
+            if let Err(e) = crate::smtp::Reply::parse_spec(r) {
+                return bad(format!("reply: {e}"));
+            }
+        }
+    }
+    for p in &f.providers {
+        if p.mx == 0 || p.mx > 4 {
+            return Err(err(
+                &p.name,
+                "providers",
+                format!("providers: `{}` mx must be 1..=4", p.name),
+            ));
+        }
+    }
+    if let Some(r) = f.regions.iter().find(|r| !(r.weight.is_finite() && r.weight > 0.0)) {
+        return Err(err(
+            &r.name,
+            "regions",
+            format!("regions: `{}` weight must be above 0", r.name),
+        ));
     }
     if let Some(ip) = f.mta.submit.map(|a| a.ip()).filter(|ip: &IpAddr| !ip.is_loopback()) {
         return Err(err(

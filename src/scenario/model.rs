@@ -60,6 +60,18 @@ pub struct Region {
     pub name: String,
     #[serde(default = "one")]
     pub nodes: u32,
+    /// Share of submissions relative to other regions (the generator's balancer splits it
+    /// evenly over the region's healthy nodes).
+    #[serde(default = "weight_one", skip_serializing_if = "is_weight_one")]
+    pub weight: f64,
+}
+
+fn weight_one() -> f64 {
+    1.0
+}
+
+fn is_weight_one(w: &f64) -> bool {
+    *w == 1.0
 }
 
 fn one() -> u32 {
@@ -176,9 +188,16 @@ pub struct Provider {
     /// Inbox rule table: shipped profile name or path (SPEC §3).
     #[serde(default = "default_rules")]
     pub rules: String,
-    /// Fixed listen address; default chosen by the harness.
+    /// Fixed listen address (of the first MX); default chosen by the harness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<std::net::SocketAddr>,
+    /// MX hosts (1..=4): the MTA routes to them in order and fails over down the list.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub mx: u32,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 fn default_rules() -> String {
@@ -307,6 +326,9 @@ pub struct ChaosAction {
     pub mode: Option<KillMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<Dur>,
+    /// `kill provider/X`: only this MX host (1-based); default every MX.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::balance::Balancer;
 use super::message::{Builder, Draft, Mix};
 use super::schedule::Schedule;
 use crate::events::{now_ns, Event, Kind};
@@ -25,6 +26,9 @@ use crate::sync::lock;
 
 /// Marks a closed-loop draft: its intended time is set when it is actually sent.
 const CLOSED_LOOP_INTENDED: u64 = 0;
+
+/// How often a worker looks again while every node is evicted.
+const NO_TARGET_WAIT: Duration = Duration::from_millis(50);
 
 /// Attempts per message when the connection fails under it (a new connection each time).
 const MAX_SUBMIT_ATTEMPTS: u32 = 3;
@@ -69,7 +73,8 @@ pub struct Plan {
     pub builder: Builder,
     pub seed: u64,
     pub connections: u32,
-    pub targets: Vec<Target>,
+    /// Where to submit: healthy MTA nodes, by weight.
+    pub balancer: Arc<Balancer>,
     /// Wall-clock ns of offset 0 of the schedule.
     pub start_ns: u64,
     /// Monotonic instant of offset 0.
@@ -159,7 +164,8 @@ struct Shared {
     source: Source,
     mix: Mix,
     builder: Builder,
-    targets: Vec<Target>,
+    balancer: Arc<Balancer>,
+    workers: usize,
     events: mpsc::UnboundedSender<Event>,
     counters: Arc<Counters>,
     start: Instant,
@@ -167,6 +173,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// A healthy target for connection worker `index`, waiting while none is; `None` at the
+    /// hard stop.
+    async fn healthy_target(&self, index: usize) -> Option<(usize, SocketAddr)> {
+        loop {
+            if let Some(t) = self.balancer.pick(index, self.workers) {
+                return Some(t);
+            }
+            if Instant::now() >= self.hard_stop {
+                return None;
+            }
+            tokio::time::sleep(NO_TARGET_WAIT).await;
+        }
+    }
+
     /// The next message for a free connection, or `None` when the generator is done.
     async fn next_draft(&self) -> Option<Draft> {
         let c = match &self.source {
@@ -215,7 +235,8 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
         source,
         mix: plan.mix,
         builder: plan.builder,
-        targets: plan.targets,
+        balancer: plan.balancer,
+        workers: plan.connections.max(1) as usize,
         events,
         counters,
         start: plan.start,
@@ -275,20 +296,22 @@ async fn worker(index: usize, shared: Arc<Shared>) {
     let Shared {
         mix,
         builder,
-        targets,
+        balancer,
         events,
         counters,
         ..
     } = &*shared;
-    if targets.is_empty() {
+    if balancer.is_empty() {
         return;
     }
     let cfg = ClientConfig {
         helo: "generator.mailsurge.test".into(),
         ..ClientConfig::default()
     };
-    // Spread workers over targets; on failure move to the next one.
-    let mut target = index % targets.len();
+    // (target index, its address, the balancer epoch it was picked in): re-picked whenever
+    // the healthy set changes, so load moves back to a re-admitted node.
+    let mut current: Option<(usize, SocketAddr, u64)> = None;
+    let mut target = 0usize;
     let mut client: Option<Client> = None;
     while let Some(mut d) = shared.next_draft().await {
         // Only now, with a connection free to send it, does the message take heap space.
@@ -298,14 +321,32 @@ async fn worker(index: usize, shared: Arc<Shared>) {
         let mut last_err = String::new();
         let mut outcome = None;
         let mut acked_ns = 0;
-        for _ in 0..MAX_SUBMIT_ATTEMPTS {
+        let mut attempts = 0;
+        while attempts < MAX_SUBMIT_ATTEMPTS {
+            let epoch = balancer.epoch();
+            if current.is_none_or(|(_, _, e)| e != epoch) {
+                // Waiting for a healthy node does not use up an attempt: with every node
+                // down the message waits (its intended time unchanged), it is not refused.
+                let Some((i, addr)) = shared.healthy_target(index).await else {
+                    last_err = "no healthy MTA node before the run ended".into();
+                    break;
+                };
+                if current.is_some_and(|(j, _, _)| j != i) {
+                    client = None;
+                }
+                current = Some((i, addr, epoch));
+                target = i;
+            }
+            let Some((_, addr, _)) = current else { continue };
+            attempts += 1;
             if client.as_ref().is_none_or(|c| !c.is_usable()) {
                 client = None;
-                match Client::connect(targets[target].addr, &cfg).await {
+                match Client::connect(addr, &cfg).await {
                     Ok(c) => client = Some(c),
                     Err(e) => {
                         last_err = e.to_string();
-                        target = (target + 1) % targets.len();
+                        balancer.failed(target, &format!("submission connect: {e}"));
+                        current = None;
                         continue;
                     }
                 }
@@ -325,11 +366,13 @@ async fn worker(index: usize, shared: Arc<Shared>) {
                 Err(e) => {
                     last_err = e.to_string();
                     client = None;
-                    target = (target + 1) % targets.len();
+                    balancer.failed(target, &format!("submission: {e}"));
+                    current = None;
                 }
             }
         }
-        let t = &targets[target];
+        let t = balancer.target(target);
+        let (node, region) = t.map_or(("-".to_string(), "-".to_string()), |t| (t.node, t.region));
         for (i, rcpt) in rcpts.iter().enumerate() {
             // A recipient counts as submitted only if its RCPT and the final reply were 2xx.
             let refusal = match &outcome {
@@ -355,8 +398,8 @@ async fn worker(index: usize, shared: Arc<Shared>) {
                 }
             };
             e.rcpt = Some(rcpt.clone());
-            e.node = Some(t.node.clone());
-            e.region = Some(t.region.clone());
+            e.node = Some(node.clone());
+            e.region = Some(region.clone());
             e.intended = Some(d.intended_ns);
             let _ = events.send(e);
         }

@@ -1,0 +1,170 @@
+//! The mock inbox providers of a run, in-process: one rule engine per provider, served on one
+//! loopback address per MX host, and the levers the chaos timeline pulls on them.
+//!
+//! A provider with `mx: 2` has a primary and a secondary MX (two listeners, one engine and one
+//! state, as a real provider's MX hosts share a backend); the MTA's route list names them in
+//! order, so killing the primary exercises MX failover.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::live::receipts_to_events;
+use crate::events::Event;
+use crate::inbox::rules::Behaviour;
+use crate::inbox::{self, Inbox, Overlay, Receipt};
+use crate::scenario::{KillMode, Scenario};
+use crate::smtp::{self, ServerStats};
+
+/// Default MX addresses: the first MX of provider i on 127.0.2.<i+1>, further MXes m on
+/// 127.0.<10+m>.<i+1> (127.0.3.x belongs to MTA nodes).
+fn default_addr(provider: usize, mx: u32) -> SocketAddr {
+    let third = if mx == 1 { 2 } else { 10 + mx as u8 };
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, third, (provider + 1) as u8)), 0)
+}
+
+/// One MX host: its address and the server task while it listens.
+struct Mx {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// One provider at run time.
+pub struct ProviderRt {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub inbox: Arc<Inbox>,
+    mxs: Vec<Mx>,
+}
+
+impl ProviderRt {
+    /// MX addresses in preference order (the MTA's route list for the provider's domains).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.mxs.iter().map(|m| m.addr).collect()
+    }
+
+    /// Starts every provider of the scenario; receipts become events on `events`.
+    pub async fn start_all(s: &Scenario, events: &mpsc::UnboundedSender<Event>) -> anyhow::Result<Vec<ProviderRt>> {
+        let mut out = Vec::new();
+        for (i, p) in s.providers.iter().enumerate() {
+            let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
+            tokio::spawn(receipts_to_events(rrx, events.clone()));
+            let inbox = Arc::new(Inbox::new(
+                &p.spec.name,
+                p.rules.clone(),
+                s.file.mta.egress_pools.clone(),
+                s.file.seed ^ (i as u64 + 1),
+                rtx,
+            ));
+            let mut rt = ProviderRt {
+                name: p.spec.name.clone(),
+                domains: p.spec.domains.clone(),
+                inbox,
+                mxs: Vec::new(),
+            };
+            for m in 1..=p.spec.mx.max(1) {
+                let want = match p.spec.listen {
+                    Some(a) if m == 1 => a,
+                    _ => default_addr(i, m),
+                };
+                let listener = TcpListener::bind(want)
+                    .await
+                    .with_context(|| format!("provider `{}`: cannot listen on {want}", p.spec.name))?;
+                let addr = listener.local_addr()?;
+                let (stop, _) = watch::channel(false);
+                let mut mx = Mx { addr, stop, task: None };
+                rt.serve(&mut mx, listener);
+                rt.mxs.push(mx);
+            }
+            out.push(rt);
+        }
+        Ok(out)
+    }
+
+    fn serve(&self, mx: &mut Mx, listener: TcpListener) {
+        let _ = mx.stop.send(false);
+        let mut stop = mx.stop.subscribe();
+        let policy = self.inbox.clone();
+        let limits = inbox::limits(&self.name);
+        mx.task = Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            smtp::serve(listener, policy, limits, Arc::new(ServerStats::default()), shutdown).await
+        }));
+    }
+
+    /// The MX hosts a chaos action hits: one (1-based `mx`) or all.
+    fn selected(&mut self, mx: Option<u32>) -> impl Iterator<Item = &mut Mx> {
+        self.mxs
+            .iter_mut()
+            .enumerate()
+            .filter(move |(i, _)| mx.is_none_or(|m| m as usize == i + 1))
+            .map(|(_, m)| m)
+    }
+
+    /// Takes MX hosts down. `refuse` closes the listener (connections refused) and ends open
+    /// sessions; `reset` and `blackhole` keep listening and misbehave on every new
+    /// connection. With several MXes and one selected, only `refuse` can single it out (the
+    /// behaviours are provider-wide, as they live in the shared engine).
+    pub fn kill(&mut self, mode: KillMode, mx: Option<u32>) {
+        match mode {
+            KillMode::Refuse => {
+                for m in self.selected(mx) {
+                    let _ = m.stop.send(true);
+                }
+            }
+            KillMode::Reset => self.inbox.engine().add_overlay(Overlay::Down(Behaviour::Reset)),
+            KillMode::Blackhole => self.inbox.engine().add_overlay(Overlay::Down(Behaviour::Blackhole)),
+        }
+    }
+
+    /// Brings every MX back: listeners reopened on their old addresses, `Down` overlays gone.
+    pub async fn restore(&mut self) -> anyhow::Result<()> {
+        self.inbox.engine().remove_overlays(|o| matches!(o, Overlay::Down(_)));
+        let name = self.name.clone();
+        let mut reopened = Vec::new();
+        for (i, m) in self.mxs.iter_mut().enumerate() {
+            let down = m.task.as_ref().is_none_or(|t| t.is_finished()) || *m.stop.borrow();
+            if down {
+                if let Some(t) = m.task.take() {
+                    let _ = t.await;
+                }
+                let l = TcpListener::bind(m.addr)
+                    .await
+                    .with_context(|| format!("provider `{name}`: cannot listen again on {}", m.addr))?;
+                reopened.push((i, l));
+            }
+        }
+        for (i, l) in reopened {
+            let mut mx = std::mem::replace(
+                &mut self.mxs[i],
+                Mx {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    stop: watch::channel(false).0,
+                    task: None,
+                },
+            );
+            self.serve(&mut mx, l);
+            self.mxs[i] = mx;
+        }
+        Ok(())
+    }
+
+    /// Stops every listener and waits for the servers to finish.
+    pub async fn stop(&mut self) {
+        for m in &mut self.mxs {
+            let _ = m.stop.send(true);
+        }
+        for m in &mut self.mxs {
+            if let Some(t) = m.task.take() {
+                let _ = t.await;
+            }
+        }
+    }
+}
