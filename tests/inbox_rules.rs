@@ -173,10 +173,14 @@ async fn greylist_defers_then_accepts_after_retry_after() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(c.cmd("RCPT TO:<u1@y.test>").await, 250, "after retry_after");
     assert_eq!(c.cmd("RCPT TO:<u2@y.test>").await, 451, "a new triple starts over");
-    // The same triple from another source IP is a different triple.
+    // Another address of the same /24 is the same client (Postgrey's --lookup-by-subnet)...
     let mut d = C::hello(s.addr, "127.0.0.3").await;
     assert_eq!(d.cmd("MAIL FROM:<a@x.test>").await, 250);
-    assert_eq!(d.cmd("RCPT TO:<u1@y.test>").await, 451);
+    assert_eq!(d.cmd("RCPT TO:<u1@y.test>").await, 250);
+    // ...another /24 is a different triple.
+    let mut e = C::hello(s.addr, "127.0.9.3").await;
+    assert_eq!(e.cmd("MAIL FROM:<a@x.test>").await, 250);
+    assert_eq!(e.cmd("RCPT TO:<u1@y.test>").await, 451);
 }
 
 async fn coin_flips(seed: u64) -> Vec<u16> {

@@ -230,7 +230,13 @@ impl Engine {
         }
         // State-keeping conditions last, so only traffic the rule is about changes state.
         if let Some(g) = &r.greylist {
-            let triple = hash(&(ctx.ip, ctx.sender, ctx.rcpts.first()));
+            // Postgrey's default (--lookup-by-subnet): the client's /24 (IPv6: /64), so an MTA
+            // retrying from another address of its pool is still the same client.
+            let net = match ctx.ip {
+                IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & 0xffff_ff00)),
+                IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & !((1u128 << 64) - 1))),
+            };
+            let triple = hash(&(net, ctx.sender, ctx.rcpts.first()));
             if !self.state.greylisted(idx, triple, g.retry_after.0, now) {
                 return false;
             }

@@ -28,13 +28,16 @@
 //!   window if `recovery_s` is `None`; and at least until the action's end — its `fault_end`, or
 //!   for an action without one the first later `restore` of the same target (for a killed node,
 //!   also a `restore` of its region).
-//! - **delayed**: eligible recipients intended in the window delivered later than the SLO
-//!   (delivery time from intended time > `slo.delivery_time`) or not at all.
+//! - **delayed**: eligible recipients delivered later than the SLO (delivery time from intended
+//!   time > `slo.delivery_time`) or not at all, that were intended in the window or — for a
+//!   `kill` — held unfinished by a killed node when it died.
 //! - **lost**: recipients of class `lost` intended in the window, plus — for a `kill` of a region
 //!   or node — `lost` recipients owned by (first accepted by) a node of the target before the
 //!   kill, whichever their intended time. Each is counted once per action; a recipient owned by
 //!   a node killed twice is attributed to the first kill after its acceptance.
-//! - **duplicates**: extra receipts (receipts − 1) of recipients intended in the window.
+//! - **duplicates**: extra receipts (receipts − 1) of recipients intended in the window or —
+//!   for a `kill` — accepted by a killed node before it died (delivered, but not yet struck
+//!   from its spool, so the restarted node delivers them again).
 //! - **stranded** (`kill` of a region or node only): recipients accepted by a node of the target
 //!   before the kill (and after any earlier kill of that node) with no terminal event
 //!   (`delivered`, `received`, `bounced`, `expired`, `dropped`) before the kill, first received
@@ -347,10 +350,21 @@ pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &
         let mut stranded = is_kill.then(Stranded::default);
         for ((id, rcpt), r) in ledger.generated() {
             let in_window = r.intended.is_some_and(|t| t >= t0 && t < w_end);
-            if in_window {
-                if r.eligible() && r.delivery_us().is_none_or(|us| us > slo_us) {
-                    delayed += 1;
-                }
+            let trail = trails.get(&(id.as_str(), rcpt.as_str()));
+            // A killed node's own mail is the fault's too, whenever it was intended: what it
+            // had not finished is delayed until the restore, and what it had delivered but not
+            // yet struck from its spool is delivered again (a duplicate).
+            let held = is_kill
+                && trail.is_some_and(|tr| {
+                    tr.accepts
+                        .iter()
+                        .any(|&(t, n, reg)| t < t0 && kill_of(n, reg, t) == Some(i))
+                });
+            let unfinished = held && trail.is_none_or(|tr| tr.first_terminal.is_none_or(|t| t >= t0));
+            if (in_window || unfinished) && r.eligible() && r.delivery_us().is_none_or(|us| us > slo_us) {
+                delayed += 1;
+            }
+            if in_window || held {
                 duplicates += u64::from(r.receipts.saturating_sub(1));
             }
             let class = r.class();
@@ -358,7 +372,6 @@ pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &
                 lost += u64::from(in_window && class == Class::Lost);
                 continue;
             }
-            let trail = trails.get(&(id.as_str(), rcpt.as_str()));
             // Owned: first accepted by a node this kill was the first to hit after that.
             let owned = class == Class::Lost
                 && trail
@@ -370,11 +383,7 @@ pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &
             lost += u64::from((in_window && class == Class::Lost) || owned);
             // Stranded: accepted by a node of the target, killed before it finished with it.
             let Some(tr) = trail else { continue };
-            let was_here = tr
-                .accepts
-                .iter()
-                .any(|&(t, n, reg)| t < t0 && kill_of(n, reg, t) == Some(i));
-            if !was_here || tr.first_terminal.is_some_and(|t| t < t0) {
+            if !unfinished {
                 continue;
             }
             let s = stranded.as_mut().expect("kill");
@@ -569,7 +578,7 @@ mod tests {
         assert!(close(k.recovery_s, 3.0), "{:?}", k.recovery_s);
         assert!(close(k.end_s, 20.0), "ends at the restore: {:?}", k.end_s);
         assert!(close(Some(k.window_end_s), 20.0), "window extends to the restore");
-        assert_eq!(k.delayed, 30, "the 3 s of slow mail");
+        assert_eq!(k.delayed, 34, "the 3 s of slow mail, and the 4 east never finished");
         assert_eq!(
             k.lost, 4,
             "east-owned mail accepted before the kill, intended before it"
@@ -713,7 +722,7 @@ mod tests {
             })
         );
         assert_eq!(f.lost, 1, "r.3006, owned by the killed node");
-        assert_eq!(f.duplicates, 0, "r.3003 was intended before the fault");
+        assert_eq!(f.duplicates, 1, "r.3003: held by the killed node, delivered twice");
         assert!(close(f.end_s, 20.0));
     }
 
@@ -815,7 +824,7 @@ mod tests {
         let md = crate::report::markdown::render(&summary, &[]);
         assert!(md.contains("## Faults"), "{md}");
         assert!(
-            md.contains("| 10.0 s | kill | region/east | 0.300 s | 3.000 s | 30 | 4 | 1 | 0 delivered after restore, 4 undelivered |"),
+            md.contains("| 10.0 s | kill | region/east | 0.300 s | 3.000 s | 34 | 4 | 1 | 0 delivered after restore, 4 undelivered |"),
             "{md}"
         );
         assert!(

@@ -84,6 +84,10 @@ pub struct NodeLimits {
     pub connections_per_ip: usize,
     /// Messages sent on one outbound connection before it is recycled.
     pub messages_per_connection: u32,
+    /// Outbound connect, reply and DATA timeout. RFC 5321 suggests minutes (Postfix: 30 s
+    /// connect, 300 s replies); a day compressed into minutes needs the same proportion in
+    /// seconds, or one blackholed provider parks mail past the whole run.
+    pub delivery_timeout: crate::units::Dur,
 }
 
 impl Default for NodeLimits {
@@ -98,6 +102,7 @@ impl Default for NodeLimits {
             pool_rate: None,
             connections_per_ip: 256,
             messages_per_connection: 1000,
+            delivery_timeout: crate::units::Dur(std::time::Duration::from_secs(30)),
         }
     }
 }

@@ -40,6 +40,10 @@ pub const DEFAULT_THROTTLE_FACTOR: f64 = 0.5;
 /// ...for this long without `for:`.
 pub const DEFAULT_THROTTLE_HOLD: Duration = Duration::from_secs(30);
 
+/// How long a route address that refused a connection is skipped before it is tried again
+/// (production MTAs remember a dead MX host for minutes; seconds suit a compressed day).
+pub const ROUTE_DOWN_HOLD: Duration = Duration::from_secs(5);
+
 /// How long an idle worker keeps its outbound connection before closing it.
 pub const WORKER_IDLE: Duration = Duration::from_secs(2);
 
@@ -100,6 +104,8 @@ pub struct Queues {
     pool_slots: HashMap<String, Arc<Semaphore>>,
     /// Send pacing per egress pool (rate only; its connections are `pool_slots`).
     pool_paces: HashMap<String, Mutex<Pace>>,
+    /// Route addresses that refused a connection, until when to skip them.
+    routes_down: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
 impl Queues {
@@ -110,8 +116,12 @@ impl Queues {
         events: Arc<EventLog>,
         stopping: watch::Receiver<bool>,
     ) -> Arc<Queues> {
+        let t = cfg.limits.delivery_timeout.0;
         let client = ClientConfig {
             helo: format!("{}.mailsurge.test", cfg.node),
+            connect_timeout: t,
+            command_timeout: t,
+            data_timeout: t,
             ..ClientConfig::default()
         };
         let seed = cfg.seed;
@@ -148,6 +158,7 @@ impl Queues {
             busy: AtomicUsize::new(0),
             pool_slots,
             pool_paces,
+            routes_down: Mutex::new(HashMap::new()),
         })
     }
 
@@ -306,6 +317,21 @@ impl Queues {
         }
     }
 
+    /// The route address to use: the first from `start` (in list order, wrapping) that has not
+    /// refused a connection in the last [`ROUTE_DOWN_HOLD`]; the `start` one if all have.
+    fn pick_route(&self, addrs: &[SocketAddr], start: usize) -> SocketAddr {
+        let now = Instant::now();
+        let down = lock(&self.routes_down);
+        (0..addrs.len())
+            .map(|k| addrs[(start + k) % addrs.len()])
+            .find(|a| down.get(a).is_none_or(|until| *until <= now))
+            .unwrap_or(addrs[start % addrs.len()])
+    }
+
+    fn mark_down(&self, addr: SocketAddr) {
+        lock(&self.routes_down).insert(addr, Instant::now() + ROUTE_DOWN_HOLD);
+    }
+
     /// One delivery attempt of a job, reusing `conn` when it goes to the same place.
     async fn attempt(self: &Arc<Self>, job: Job, mut conn: Option<Conn>) -> Option<Conn> {
         let domain = job.domain.clone();
@@ -316,11 +342,18 @@ impl Queues {
             self.job_done(&job);
             return conn;
         };
-        let addr = addrs[job.route_idx % addrs.len()];
         let src = self.egress_ip(job.pool.as_deref());
-        let reuse = matches!(&conn, Some(c) if c.client.is_usable() && c.addr == addr && c.src == src
-            && c.sent < self.cfg.limits.messages_per_connection);
-        if !reuse {
+        // MX hosts in order from the job's route, skipping hosts that just refused: like
+        // Postfix, one attempt walks down the MX list before it counts as failed.
+        let mut tries = 0;
+        let addr = loop {
+            tries += 1;
+            let addr = self.pick_route(addrs, job.route_idx);
+            let reuse = matches!(&conn, Some(c) if c.client.is_usable() && c.addr == addr && c.src == src
+                && c.sent < self.cfg.limits.messages_per_connection);
+            if reuse {
+                break addr;
+            }
             if let Some(c) = conn.take() {
                 c.client.quit().await;
             }
@@ -341,18 +374,25 @@ impl Queues {
                         src,
                         sent: 0,
                         _slot: slot,
-                    })
+                    });
+                    break addr;
                 }
                 Err(e) => {
                     let r = match e {
                         crate::smtp::ClientError::Greeting(r) => r,
-                        e => Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}")),
+                        e => {
+                            self.mark_down(addr);
+                            if tries < addrs.len() && self.pick_route(addrs, job.route_idx) != addr {
+                                continue;
+                            }
+                            Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}"))
+                        }
                     };
                     self.attempt_failed_all(job, &r, None);
                     return None;
                 }
             }
-        }
+        };
         self.pace(&domain, self.pool_name(job.pool.as_deref())).await;
         let Some(c) = conn.as_mut() else {
             return None; // invariant: set just above

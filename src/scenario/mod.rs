@@ -318,6 +318,21 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
             }
         }
     }
+    for t in &f.thresholds {
+        let (known, what, name) = match &t.scope {
+            threshold::Scope::All => (true, "", ""),
+            threshold::Scope::Region(r) => (f.regions.iter().any(|x| &x.name == r), "region", r.as_str()),
+            threshold::Scope::Provider(p) => (f.providers.iter().any(|x| &x.name == p), "provider", p.as_str()),
+            threshold::Scope::Domain(d) => (domain_owner.contains_key(&d.to_ascii_lowercase()), "domain", d.as_str()),
+        };
+        if !known {
+            return Err(err(
+                &t.expr,
+                "thresholds",
+                format!("thresholds: `{}`: there is no {what} `{name}` in this scenario", t.expr),
+            ));
+        }
+    }
     for p in &f.providers {
         if p.mx == 0 || p.mx > 4 {
             return Err(err(

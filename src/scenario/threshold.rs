@@ -288,8 +288,33 @@ impl Threshold {
 }
 
 impl<'de> Deserialize<'de> for Threshold {
+    /// A string, or the scoped form written without quotes — `- region us-east: p99 < 10s` —
+    /// which YAML reads as a one-key map (SPEC §2 writes it that way). A visitor rather than
+    /// an untagged enum, so an error keeps the threshold's own line and column.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::de_parsed(d, str::parse)
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Threshold;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a threshold such as `p99 < 10s` or `region us-east: p99 < 10s`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Threshold, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Threshold, A::Error> {
+                use serde::de::Error as _;
+                let Some((scope, expr)) = m.next_entry::<String, String>()? else {
+                    return Err(A::Error::custom("empty threshold"));
+                };
+                if m.next_key::<String>()?.is_some() {
+                    return Err(A::Error::custom(
+                        "a scoped threshold is one `scope name: expression` pair",
+                    ));
+                }
+                format!("{scope}: {expr}").parse().map_err(A::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
