@@ -98,20 +98,21 @@ fn bad_regex_in_rules_file_names_its_position() {
 
 #[test]
 fn shipped_files_validate() {
-    let o = mailsurge(&[
-        "validate",
-        "scenarios/smoke.yaml",
-        "scenarios/black-friday.yaml",
-        "scenarios/deliverability.yaml",
-        "mock-inboxes/generic.yaml",
-        "mock-inboxes/gmail.yaml",
-        "mock-inboxes/yahoo.yaml",
-        "mock-inboxes/aol.yaml",
-        "mock-inboxes/outlook.yaml",
-        "mock-inboxes/icloud.yaml",
-        "mock-inboxes/comcast.yaml",
-        "mock-inboxes/att.yaml",
-    ]);
+    // Every shipped scenario and rule table, found on disk so a new one cannot be forgotten.
+    let mut files: Vec<String> = Vec::new();
+    for dir in ["scenarios", "mock-inboxes"] {
+        for e in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p.to_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(files.len() >= 17, "{files:?}");
+    let args: Vec<&str> = std::iter::once("validate")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let o = mailsurge(&args);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }
 

@@ -28,6 +28,7 @@
 //!   window if `recovery_s` is `None`; and at least until the action's end — its `fault_end`, or
 //!   for an action without one the first later `restore` of the same target (for a killed node,
 //!   also a `restore` of its region).
+//! - For a `provider/X` target every count below covers mail to that provider only.
 //! - **delayed**: eligible recipients delivered later than the SLO (delivery time from intended
 //!   time > `slo.delivery_time`) or not at all, that were intended in the window or — for a
 //!   `kill` — held unfinished by a killed node when it died.
@@ -349,6 +350,14 @@ pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &
         let (mut delayed, mut lost, mut duplicates) = (0, 0, 0);
         let mut stranded = is_kill.then(Stranded::default);
         for ((id, rcpt), r) in ledger.generated() {
+            // A provider's fault is about that provider's mail only; faults overlap in time,
+            // and another provider's trouble in the same window is not this one's.
+            if let Target::Provider(p) = &a.target {
+                let domain = crate::measure::accounting::domain_of(rcpt).to_ascii_lowercase();
+                if inp.providers.get(&domain) != Some(p) {
+                    continue;
+                }
+            }
             let in_window = r.intended.is_some_and(|t| t >= t0 && t < w_end);
             let trail = trails.get(&(id.as_str(), rcpt.as_str()));
             // A killed node's own mail is the fault's too, whenever it was intended: what it
