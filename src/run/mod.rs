@@ -280,6 +280,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     // After a hard stop the generator ends by itself at `hard_stop`; either way wait for it.
     let _ = gen.await;
 
+    // No more heartbeats: stopping the nodes is not a failure to report.
+    if let Some(h) = heartbeats {
+        h.abort();
+        let _ = h.await;
+    }
     // Stop nodes first (their last deliveries land in the inboxes), then the inboxes.
     let mut alive = BTreeMap::new();
     for n in &mut nodes {
@@ -297,10 +302,6 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     drop(providers);
     // The balancer, its heartbeats and the bounce inbox hold event senders too; the writer
     // ends when the last one goes.
-    if let Some(h) = heartbeats {
-        h.abort();
-        let _ = h.await;
-    }
     drop(balancer);
     let bounce_stats = bounces.map(|(b, _)| b.stats());
     drop(ev_tx);
@@ -389,7 +390,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
 }
 
 /// The generator's balancer: every node, weighted by its region's `weight` split over the
-/// region's nodes; or the one submission address of an external MTA.
+/// region's nodes (by default every node weighs the same); or the one submission address of
+/// an external MTA.
 fn balancer_for(s: &Scenario, nodes: &[node::Node], events: mpsc::UnboundedSender<Event>) -> Arc<Balancer> {
     let f = &s.file;
     if let Some(addr) = f.mta.submit.filter(|_| f.mta.kind == MtaKind::External) {
@@ -404,7 +406,7 @@ fn balancer_for(s: &Scenario, nodes: &[node::Node], events: mpsc::UnboundedSende
         f.regions
             .iter()
             .find(|r| r.name == region)
-            .map_or(1.0, |r| r.weight / f64::from(r.nodes.max(1)))
+            .map_or(1.0, |r| r.weight.map_or(1.0, |w| w / f64::from(r.nodes.max(1))))
     };
     Balancer::new(
         nodes

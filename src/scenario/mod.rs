@@ -342,7 +342,11 @@ fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
             ));
         }
     }
-    if let Some(r) = f.regions.iter().find(|r| !(r.weight.is_finite() && r.weight > 0.0)) {
+    if let Some(r) = f
+        .regions
+        .iter()
+        .find(|r| r.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)))
+    {
         return Err(err(
             &r.name,
             "regions",

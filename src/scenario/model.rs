@@ -60,18 +60,10 @@ pub struct Region {
     pub name: String,
     #[serde(default = "one")]
     pub nodes: u32,
-    /// Share of submissions relative to other regions (the generator's balancer splits it
-    /// evenly over the region's healthy nodes).
-    #[serde(default = "weight_one", skip_serializing_if = "is_weight_one")]
-    pub weight: f64,
-}
-
-fn weight_one() -> f64 {
-    1.0
-}
-
-fn is_weight_one(w: &f64) -> bool {
-    *w == 1.0
+    /// Share of submissions relative to other regions, split evenly over the region's healthy
+    /// nodes. Default: its node count, so every node gets the same share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
 
 fn one() -> u32 {
