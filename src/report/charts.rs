@@ -19,9 +19,27 @@ use plotters::style::FontStyle;
 
 /// One plotted series. `y = None` means "not delivered yet / infinite" for that x: draw it clipped at the top of the y range
 /// (so an outage shows as a spike to the top, never as a gap), e.g. with the line going to y_max.
+/// `y = Some(NaN)` (or a NaN x) is a break: there is no data there, and the line does not join
+/// its neighbours across it; a lone point between breaks is drawn as a dot.
 pub struct Line {
     pub label: String,
     pub points: Vec<(f64, Option<f64>)>,
+    /// Palette index; `None` = the line's own position. Lines of one group (a region's p50
+    /// and p99) share a colour and differ by `dashed`.
+    pub colour: Option<usize>,
+    pub dashed: bool,
+}
+
+impl Line {
+    /// A solid line in the colour of its position.
+    pub fn new(label: impl Into<String>, points: Vec<(f64, Option<f64>)>) -> Line {
+        Line {
+            label: label.into(),
+            points,
+            colour: None,
+            dashed: false,
+        }
+    }
 }
 
 /// A horizontal reference line such as an SLO target (dashed if you can, labelled in the legend).
@@ -35,6 +53,9 @@ pub struct HLine {
 pub struct Marker {
     pub x: f64,
     pub label: String,
+    /// A consequence rather than an action (a balancer eviction): drawn lighter, and its label
+    /// is the first left out when labels would need more than [`MAX_MARKER_ROWS`] rows.
+    pub minor: bool,
 }
 
 /// Everything needed to draw one chart; the caller owns ranges and labels so that several
@@ -88,6 +109,9 @@ const PALETTE: [u32; 10] = [
 /// Reference lines are dark so they stand apart from the data colours.
 const HLINE_COLOURS: [u32; 3] = [0x000000, 0xaa0000, 0x005a00];
 const MARKER_COLOUR: RGBColor = RGBColor(90, 90, 90);
+const MINOR_MARKER_COLOUR: RGBColor = RGBColor(150, 150, 150);
+/// Label rows above the plot before minor markers lose their labels (their lines stay).
+pub const MAX_MARKER_ROWS: usize = 4;
 
 /// Registers the embedded font once per process: plotters keeps a global font table and any
 /// text fails with `FontUnavailable` until it is filled.
@@ -217,15 +241,16 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &ChartSpec) -> 
         plot(builder.build_cartesian_2d(x0..x1, y0..y1)?, spec, xr, yr)?
     };
     let anchor = Pos::new(HPos::Left, VPos::Center);
-    let style = text(MARKER_PX).color(&MARKER_COLOUR).pos(anchor);
     for m in marker_labels(root, spec, xr, (px.start, px.end))? {
+        let colour = if m.minor { MINOR_MARKER_COLOUR } else { MARKER_COLOUR };
         let y = py.start - (m.row as i32 + 1) * MARKER_ROW_H;
         let mid = y + MARKER_ROW_H / 2;
         let connector = [(m.px, py.start), (m.px, mid)];
-        root.draw(&PathElement::new(connector, MARKER_COLOUR))?;
+        root.draw(&PathElement::new(connector, colour))?;
         let bg = [(m.left - 2, y + 2), (m.right + 2, y + MARKER_ROW_H - 2)];
         root.draw(&Rectangle::new(bg, WHITE.filled()))?;
-        root.draw(&Text::new(m.label, (m.left, mid), style.clone()))?;
+        let style = text(MARKER_PX).color(&colour).pos(anchor);
+        root.draw(&Text::new(m.label, (m.left, mid), style))?;
     }
     if label_w > 0 {
         draw_legend(root, spec, (px.end, py.start), label_w as i32)?;
@@ -261,9 +286,16 @@ where
         .draw()?;
     // Event lines go under the data: a spike often starts exactly at the event.
     // (Range::contains is false for NaN and, with finite bounds, for infinities.)
-    for m in spec.markers.iter().filter(|m| (x0..=x1).contains(&m.x)) {
-        let style = MARKER_COLOUR.stroke_width(1);
-        chart.draw_series(DashedLineSeries::new([(m.x, y0), (m.x, y1)], 6, 4, style))?;
+    // Minor markers first, so an action at the same x draws over its consequence.
+    let mut markers: Vec<&Marker> = spec.markers.iter().filter(|m| (x0..=x1).contains(&m.x)).collect();
+    markers.sort_by_key(|m| !m.minor);
+    for m in markers {
+        let (colour, dash, gap) = match m.minor {
+            true => (MINOR_MARKER_COLOUR, 2, 4),
+            false => (MARKER_COLOUR, 6, 4),
+        };
+        let style = colour.stroke_width(1);
+        chart.draw_series(DashedLineSeries::new([(m.x, y0), (m.x, y1)], dash, gap, style))?;
     }
     for (i, h) in spec.hlines.iter().enumerate() {
         let style = colour(&HLINE_COLOURS, i).stroke_width(2);
@@ -276,12 +308,24 @@ where
     for (i, line) in spec.lines.iter().enumerate() {
         // Undelivered (None / +inf) goes to the top edge so outages read as spikes. Clamping is
         // done here in data space: plotters only pins out-of-range pixels to the plot edge
-        // (distorting slopes), and a log axis maps values <= 0 to NaN. NaN points are dropped.
-        let pts = line.points.iter().filter_map(|&(x, y)| {
+        // (distorting slopes), and a log axis maps values <= 0 to NaN. NaN points break the line.
+        let style = colour(&PALETTE, line.colour.unwrap_or(i)).stroke_width(2);
+        let mut runs: Vec<Vec<(f64, f64)>> = vec![vec![]];
+        for &(x, y) in &line.points {
             let y = y.unwrap_or(f64::INFINITY);
-            ((x0..=x1).contains(&x) && !y.is_nan()).then(|| (x, y.clamp(y0, y1)))
-        });
-        chart.draw_series(LineSeries::new(pts, colour(&PALETTE, i).stroke_width(2)))?;
+            if x.is_nan() || y.is_nan() {
+                runs.push(vec![]);
+            } else if (x0..=x1).contains(&x) {
+                runs.last_mut().into_iter().for_each(|r| r.push((x, y.clamp(y0, y1))));
+            }
+        }
+        for run in runs.into_iter().filter(|r| !r.is_empty()) {
+            match (run.len(), line.dashed) {
+                (1, _) => chart.draw_series([Circle::new(run[0], 2, style.filled())])?,
+                (_, true) => chart.draw_series(DashedLineSeries::new(run, 7, 5, style))?,
+                (_, false) => chart.draw_series(LineSeries::new(run, style))?,
+            };
+        }
     }
     Ok(chart.plotting_area().get_pixel_range())
 }
@@ -293,28 +337,46 @@ struct MarkerLabel {
     right: i32,
     row: usize,
     label: String,
+    minor: bool,
 }
 
 /// Places marker labels into rows above the plot so that nearby events (e.g. "kill" then
 /// "restore" seconds apart) overwrite neither each other nor each other's connector lines.
-/// Going right to left means labels, which extend rightwards, are placed before the connectors
-/// that could cross them. A label that would run off the image flips to the left of its line.
+/// Going right to left means labels, which mostly extend rightwards, are placed before the
+/// connectors that could cross them. A label goes left of its line when that needs a lower row
+/// (a staircase of close actions) or when it would run off the image.
+///
+/// When that takes more than [`MAX_MARKER_ROWS`] rows, minor markers are left unlabelled (their
+/// dotted lines remain) so the actions keep readable labels and the plot keeps its height.
 fn marker_labels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &ChartSpec,
+    xr: (f64, f64),
+    px: (i32, i32),
+) -> DrawResult<Vec<MarkerLabel>, DB> {
+    let all = place_labels(root, spec, xr, px, true)?;
+    match all.iter().any(|m| m.row >= MAX_MARKER_ROWS) {
+        true => place_labels(root, spec, xr, px, false),
+        false => Ok(all),
+    }
+}
+
+fn place_labels<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     spec: &ChartSpec,
     (x0, x1): (f64, f64),
     (left_px, right_px): (i32, i32),
+    with_minor: bool,
 ) -> DrawResult<Vec<MarkerLabel>, DB> {
-    let in_range = |m: &&Marker| (x0..=x1).contains(&m.x);
+    let in_range = |m: &&Marker| (x0..=x1).contains(&m.x) && (with_minor || !m.minor);
     let mut markers: Vec<&Marker> = spec.markers.iter().filter(in_range).collect();
     markers.sort_by(|a, b| b.x.total_cmp(&a.x));
+    let to_px = |x: f64| left_px + ((x - x0) / (x1 - x0) * f64::from(right_px - left_px)).round() as i32;
+    let all_px: Vec<i32> = markers.iter().map(|m| to_px(m.x)).collect();
     let mut out: Vec<MarkerLabel> = Vec::with_capacity(markers.len());
     for m in markers {
-        let frac = (m.x - x0) / (x1 - x0);
-        let px = left_px + (frac * f64::from(right_px - left_px)).round() as i32;
+        let px = to_px(m.x);
         let w = root.estimate_text_size(&m.label, &text(MARKER_PX))?.0 as i32;
-        let fits = px + 4 + w <= root.dim_in_pixel().0 as i32 - 5;
-        let left = if fits { px + 4 } else { (px - 4 - w).max(0) };
         // In row `r` a placed label blocks its own span, and its connector blocks a pixel
         // column in every row below its own.
         let blocked = |r: usize, a: i32, b: i32, connectors: bool| {
@@ -324,18 +386,34 @@ fn marker_labels<DB: DrawingBackend>(
                 _ => false,
             })
         };
-        let free = |r: &usize| {
-            !blocked(*r, left - 8, left + w + 8, true) && (0..*r).all(|lower| !blocked(lower, px, px, false))
+        let lowest_row = |left: i32| {
+            let free = |r: &usize| {
+                !blocked(*r, left - 8, left + w + 8, true) && (0..*r).all(|lower| !blocked(lower, px, px, false))
+            };
+            let rows = out.iter().map(|o| o.row + 1).max().unwrap_or(0);
+            (0..=rows).find(free).unwrap_or(rows)
         };
-        let rows = out.iter().map(|o| o.row + 1).max().unwrap_or(0);
-        let row = (0..=rows).find(free).unwrap_or(rows);
-        let (right, label) = (left + w, m.label.clone());
+        // Right of the line reads most naturally; the left side when it needs a lower row.
+        // A label left of its line must not hide another marker's line, whose connector
+        // (for markers further left, not placed yet) may have to pass through it.
+        let (right_side, left_side) = (px + 4, px - 4 - w);
+        let fits_right = right_side + w <= root.dim_in_pixel().0 as i32 - 5;
+        let fits_left = left_side >= 0 && !all_px.iter().any(|&o| o != px && (left_side - 8..=px).contains(&o));
+        let sides = [fits_right.then_some(right_side), fits_left.then_some(left_side)];
+        let (row, left) = sides
+            .into_iter()
+            .flatten()
+            .map(|left| (lowest_row(left), left))
+            .min_by_key(|(row, _)| *row) // the first (right) on ties
+            .unwrap_or_else(|| (lowest_row(0), 0));
+        let (right, label, minor) = (left + w, m.label.clone(), m.minor);
         out.push(MarkerLabel {
             px,
             left,
             right,
             row,
             label,
+            minor,
         });
     }
     Ok(out)
@@ -350,7 +428,7 @@ fn draw_legend<DB: DrawingBackend>(
     label_w: i32,
 ) -> DrawResult<(), DB> {
     let series = spec.lines.iter().enumerate();
-    let series = series.map(|(i, l)| (&l.label, colour(&PALETTE, i), false));
+    let series = series.map(|(i, l)| (&l.label, colour(&PALETTE, l.colour.unwrap_or(i)), l.dashed));
     let refs = spec.hlines.iter().enumerate();
     let refs = refs.map(|(i, h)| (&h.label, colour(&HLINE_COLOURS, i), true));
     let entries: Vec<_> = series.chain(refs).collect();
@@ -380,12 +458,11 @@ mod tests {
 
     fn marker(x: f64, label: &str) -> Marker {
         let label = label.into();
-        Marker { x, label }
+        Marker { x, label, minor: false }
     }
 
     fn line(label: &str, points: Vec<(f64, Option<f64>)>) -> Line {
-        let label = label.into();
-        Line { label, points }
+        Line::new(label, points)
     }
 
     /// A sawtooth with one undelivered (None) sample, i.e. an outage spike.
@@ -422,8 +499,17 @@ mod tests {
     #[test]
     fn renders_lines_spike_hline_and_markers() {
         let lines = ["p50", "p90", "p99"].iter().zip([10.0, 50.0, 200.0]);
-        let lines = lines.map(|(l, k)| sawtooth(l, k)).collect();
-        render_ok(&spec(lines, false), "all");
+        let mut lines: Vec<Line> = lines.map(|(l, k)| sawtooth(l, k)).collect();
+        // A group's p50 dashed in its p99's colour, and a lighter marker for a reaction.
+        let mut p50 = sawtooth("east p50", 5.0);
+        (p50.colour, p50.dashed) = (Some(2), true);
+        lines.push(p50);
+        let mut s = spec(lines, false);
+        s.markers.push(Marker {
+            minor: true,
+            ..marker(60.4, "evict us-east-1 +1")
+        });
+        render_ok(&s, "all");
     }
 
     #[test]
@@ -482,9 +568,49 @@ mod tests {
         ensure_font().unwrap();
         let mut buf = String::new();
         let root = SVGBackend::with_string(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
-        let placed = marker_labels(&root, &spec(vec![], false), (0.0, 180.0), (110, 985));
-        let rows: Vec<usize> = placed.unwrap().iter().map(|m| m.row).collect();
-        assert_eq!(rows.len(), 2);
-        assert_ne!(rows[0], rows[1]);
+        let placed = marker_labels(&root, &spec(vec![], false), (0.0, 180.0), (110, 985)).unwrap();
+        assert_eq!(placed.len(), 2);
+        assert_readable(&placed);
+        // "restore" right of its line, "kill …" left of its own: one row suffices.
+        assert_eq!((placed[0].row, placed[1].row), (0, 0));
+        assert!(placed[1].right < placed[1].px && placed[0].left > placed[0].px);
+    }
+
+    /// No two labels of a row overlap, and no connector crosses a label below its own row.
+    fn assert_readable(placed: &[MarkerLabel]) {
+        for a in placed {
+            for b in placed.iter().filter(|b| !std::ptr::eq(*b, a)) {
+                let apart = a.right < b.left || b.right < a.left;
+                assert!(a.row != b.row || apart, "{} overlaps {}", a.label, b.label);
+                let crosses = (a.left..=a.right).contains(&b.px);
+                assert!(b.row <= a.row || !crosses, "{}'s line crosses {}", b.label, a.label);
+            }
+        }
+    }
+
+    #[test]
+    fn crowded_markers_lose_minor_labels_first() {
+        ensure_font().unwrap();
+        let mut buf = String::new();
+        let root = SVGBackend::with_string(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
+        let mut s = spec(vec![], false);
+        let minor = |x: f64| Marker {
+            minor: true,
+            ..marker(x, "evict us-east-1 +2")
+        };
+        // Six actions two seconds apart, each followed by an eviction: far more than four rows.
+        let xs = (0..6).map(|i| 60.0 + 2.0 * f64::from(i));
+        s.markers = xs
+            .flat_map(|x| [marker(x, "block provider/comcast"), minor(x + 0.4)])
+            .collect();
+        let placed = marker_labels(&root, &s, (0.0, 180.0), (110, 985)).unwrap();
+        assert_eq!(placed.len(), 6);
+        assert!(placed.iter().all(|m| !m.minor));
+        assert_readable(&placed);
+        // One action and its eviction fit: both keep labels.
+        s.markers.truncate(2);
+        let placed = marker_labels(&root, &s, (0.0, 180.0), (110, 985)).unwrap();
+        assert_eq!(placed.len(), 2);
+        assert_readable(&placed);
     }
 }
