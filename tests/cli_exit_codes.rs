@@ -56,7 +56,7 @@ fn bad_duration_names_line_and_column() {
 
 #[test]
 fn bad_threshold_names_line_and_column() {
-    expect_config_error(&GOOD.replace("p50 < 2s", "p42 < 2s"), "7:3", "unknown metric `p42`");
+    expect_config_error(&GOOD.replace("p50 < 2s", "p42 < 2s"), "7:5", "unknown metric `p42`");
 }
 
 #[test]

@@ -5,14 +5,18 @@
 //! a report from the files of a finished run and get the same numbers.
 
 pub mod accounting;
+pub mod faults;
 pub mod hlog;
 pub mod latency;
+pub mod series;
 
 use std::collections::BTreeMap;
 
 use accounting::{domain_of, Class, Ledger, Record};
 pub use accounting::{Counts, Spooled};
+pub use faults::FaultMetrics;
 pub use latency::Dist;
+pub use series::{Mark, MarkKind, QueueDepth};
 
 use crate::events::{Event, Kind};
 use crate::scenario::threshold::{CountMetric, Metric, Op, Scope};
@@ -86,10 +90,19 @@ pub struct Analysis {
     pub intervals: Vec<Dist>,
     pub uncorrected_intervals: Vec<Dist>,
     pub series_by_region: BTreeMap<String, Vec<Point>>,
+    /// Per-second series by intended time for each provider (recipient domain's provider).
+    pub series_by_provider: BTreeMap<String, Vec<Point>>,
+    /// Per-second rates by wall time, through the drain.
     pub rates: Rates,
+    /// MTA queue depth per second of wall time, as long as `rates`.
+    pub queue_depth: QueueDepth,
+    /// Chaos actions and balancer reactions every chart marks, from the control events.
+    pub marks: Vec<Mark>,
     pub by_region: BTreeMap<String, Group>,
     pub by_provider: BTreeMap<String, Group>,
     pub thresholds: Vec<ThresholdResult>,
+    /// Failover metrics per chaos action (SPEC §5), in time order; see [`faults`].
+    pub faults: Vec<FaultMetrics>,
     /// All thresholds, the SLO and `lost == 0` hold.
     pub pass: bool,
 }
@@ -141,8 +154,18 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
             .collect();
         series_by_region.insert(region.clone(), series(&sel, inp, intervals));
     }
+    let series_by_provider = by_provider
+        .keys()
+        .map(|p| {
+            let sel: Vec<&Row<'_>> = rows.iter().filter(|r| r.provider == Some(p.as_str())).collect();
+            (p.clone(), series(&sel, inp, intervals))
+        })
+        .collect();
 
-    let rates = rates(events, inp, intervals);
+    let wall = wall_buckets(events, inp, intervals);
+    let rates = rates(events, inp, wall);
+    let queue_depth = series::queue_depth(events, inp.start_ns, wall);
+    let marks = series::marks(events, inp.start_ns);
     let thresholds: Vec<ThresholdResult> = inp
         .thresholds
         .iter()
@@ -157,6 +180,7 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
         })
         .collect();
     let pass = thresholds.iter().all(|t| t.pass) && slo_pass && counts.lost == 0;
+    let faults = faults::fault_metrics(events, &ledger, &overall_series, inp);
     Analysis {
         identity: counts.check_identity(),
         counts,
@@ -168,10 +192,14 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
         intervals: interval_dists,
         uncorrected_intervals,
         series_by_region,
+        series_by_provider,
         rates,
+        queue_depth,
+        marks,
         by_region,
         by_provider,
         thresholds,
+        faults,
         pass,
     }
 }
@@ -235,11 +263,15 @@ fn series(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Point> {
         .collect()
 }
 
-fn rates(events: &[Event], inp: &Inputs, intervals: usize) -> Rates {
-    // Rates run past the traffic window into the drain, so size by the last event.
+/// Seconds of wall time the by-time series cover: past the traffic window into the drain, up
+/// to the last event.
+fn wall_buckets(events: &[Event], inp: &Inputs, intervals: usize) -> usize {
     let last = events.iter().map(|e| e.t).max().unwrap_or(inp.start_ns);
     let n = (last.saturating_sub(inp.start_ns) / 1_000_000_000) as usize + 1;
-    let n = n.max(intervals);
+    n.max(intervals)
+}
+
+fn rates(events: &[Event], inp: &Inputs, n: usize) -> Rates {
     let mut r = Rates {
         generated: vec![0; n],
         accepted: vec![0; n],
@@ -341,6 +373,7 @@ mod tests {
         s.rcpt = Some("u@a.test".into());
         s.intended = Some(intended);
         s.submitted = Some(intended);
+        s.region = Some("east".into()); // the generator names the node's region, as the MTA does
         let mut a = Event::new(intended, format!("r.{id}"), Kind::Accepted);
         a.rcpt = s.rcpt.clone();
         a.region = Some("east".into());
@@ -404,5 +437,25 @@ mod tests {
         assert!(!a.pass);
         assert_eq!(a.by_provider["pa"].delivered, 90);
         assert_eq!(a.by_region["east"].delivered, 90);
+        assert_eq!(a.series_by_provider["pa"][5].p50, None, "per provider too");
+        assert!((a.series_by_provider["pa"][4].p99.unwrap() - 100.0).abs() < 1.0);
+        assert!(a.marks.is_empty());
+    }
+
+    #[test]
+    fn queue_depth_and_marks_reach_the_analysis() {
+        let mut ev = msg(1, 0.5, Some(2000));
+        ev.extend(msg(2, 1.0, None)); // never terminal: queued to the end of the series
+        let mut f = Event::new(1_000_000_000, "fault.1", Kind::Fault);
+        f.text = Some("kill region/east".into());
+        ev.push(f);
+        let a = analyze(&ev, &[], &inputs(&[]));
+        assert_eq!(a.queue_depth.overall.len(), a.rates.accepted.len());
+        // No `delivered` from an MTA here: the receipt at 2.5 s ends message 1.
+        let q = &a.queue_depth.overall;
+        assert_eq!((q[0], q[1], q[2], q[3], q[9]), (0.5, 2.0, 1.5, 1.0, 1.0));
+        assert_eq!(a.queue_depth.by_region["east"], *q);
+        assert_eq!(a.marks.len(), 1);
+        assert_eq!((a.marks[0].at_s, a.marks[0].label.as_str()), (1.0, "kill region/east"));
     }
 }
