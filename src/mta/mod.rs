@@ -9,9 +9,11 @@
 pub mod config;
 pub mod eventlog;
 pub mod ingress;
+pub mod notice;
 pub mod pace;
 pub mod queue;
 pub mod responses;
+pub mod routing;
 pub mod screen;
 pub mod spool;
 

@@ -29,6 +29,7 @@ use super::config::NodeConfig;
 use super::eventlog::EventLog;
 use super::pace::Pace;
 use super::responses::{Action, ResponseTable, Verdict};
+use super::routing::{Routing, REROUTE_HOLD};
 use super::screen::Screen;
 use super::spool::{Meta, Spool, SpoolId};
 use crate::events::{now_ns, Event, Kind};
@@ -39,10 +40,6 @@ use crate::sync::lock;
 pub const DEFAULT_THROTTLE_FACTOR: f64 = 0.5;
 /// ...for this long without `for:`.
 pub const DEFAULT_THROTTLE_HOLD: Duration = Duration::from_secs(30);
-
-/// How long a route address that refused a connection is skipped before it is tried again
-/// (production MTAs remember a dead MX host for minutes; seconds suit a compressed day).
-pub const ROUTE_DOWN_HOLD: Duration = Duration::from_secs(5);
 
 /// How long an idle worker keeps its outbound connection before closing it.
 pub const WORKER_IDLE: Duration = Duration::from_secs(2);
@@ -94,7 +91,6 @@ pub struct Queues {
     pending: Mutex<HashMap<SpoolId, usize>>,
     screen: Screen,
     rng: Mutex<ChaCha8Rng>,
-    pool_rr: AtomicUsize,
     stopping: watch::Receiver<bool>,
     /// Jobs queued or in flight or waiting for a retry.
     live: AtomicUsize,
@@ -104,8 +100,8 @@ pub struct Queues {
     pool_slots: HashMap<String, Arc<Semaphore>>,
     /// Send pacing per egress pool (rate only; its connections are `pool_slots`).
     pool_paces: HashMap<String, Mutex<Pace>>,
-    /// Route addresses that refused a connection, until when to skip them.
-    routes_down: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Where mail goes: MX choice, egress pools and addresses, remembered reroutes.
+    routing: Routing,
 }
 
 impl Queues {
@@ -142,6 +138,7 @@ impl Queues {
                 .collect(),
             None => HashMap::new(),
         };
+        let routing = Routing::new(&cfg.egress_pools, cfg.default_pool.clone());
         Arc::new(Queues {
             cfg,
             responses,
@@ -152,13 +149,12 @@ impl Queues {
             pending: Mutex::new(HashMap::new()),
             screen,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-            pool_rr: AtomicUsize::new(0),
             stopping,
             live: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             pool_slots,
             pool_paces,
-            routes_down: Mutex::new(HashMap::new()),
+            routing,
         })
     }
 
@@ -317,24 +313,12 @@ impl Queues {
         }
     }
 
-    /// The route address to use: the first from `start` (in list order, wrapping) that has not
-    /// refused a connection in the last [`ROUTE_DOWN_HOLD`]; the `start` one if all have.
-    fn pick_route(&self, addrs: &[SocketAddr], start: usize) -> SocketAddr {
-        let now = Instant::now();
-        let down = lock(&self.routes_down);
-        (0..addrs.len())
-            .map(|k| addrs[(start + k) % addrs.len()])
-            .find(|a| down.get(a).is_none_or(|until| *until <= now))
-            .unwrap_or(addrs[start % addrs.len()])
-    }
-
-    fn mark_down(&self, addr: SocketAddr) {
-        lock(&self.routes_down).insert(addr, Instant::now() + ROUTE_DOWN_HOLD);
-    }
-
     /// One delivery attempt of a job, reusing `conn` when it goes to the same place.
-    async fn attempt(self: &Arc<Self>, job: Job, mut conn: Option<Conn>) -> Option<Conn> {
+    async fn attempt(self: &Arc<Self>, mut job: Job, mut conn: Option<Conn>) -> Option<Conn> {
         let domain = job.domain.clone();
+        if job.pool.is_none() {
+            job.pool = self.routing.reroute_hint(&domain);
+        }
         let cfg = self.cfg.clone();
         let Some(addrs) = cfg.route(&domain) else {
             let r = Reply::new(550, Some("5.4.4"), &format!("no route to {domain}"));
@@ -342,13 +326,13 @@ impl Queues {
             self.job_done(&job);
             return conn;
         };
-        let src = self.egress_ip(job.pool.as_deref());
+        let src = self.routing.egress_ip(job.pool.as_deref());
         // MX hosts in order from the job's route, skipping hosts that just refused: like
         // Postfix, one attempt walks down the MX list before it counts as failed.
         let mut tries = 0;
         let addr = loop {
             tries += 1;
-            let addr = self.pick_route(addrs, job.route_idx);
+            let addr = self.routing.pick_route(addrs, job.route_idx);
             let reuse = matches!(&conn, Some(c) if c.client.is_usable() && c.addr == addr && c.src == src
                 && c.sent < self.cfg.limits.messages_per_connection);
             if reuse {
@@ -357,7 +341,11 @@ impl Queues {
             if let Some(c) = conn.take() {
                 c.client.quit().await;
             }
-            let slot = match self.pool_name(job.pool.as_deref()).and_then(|p| self.pool_slots.get(p)) {
+            let slot = match self
+                .routing
+                .pool_name(job.pool.as_deref())
+                .and_then(|p| self.pool_slots.get(p))
+            {
                 // acquire_owned only fails on a closed semaphore, and these are never closed.
                 Some(sem) => sem.clone().acquire_owned().await.ok(),
                 None => None,
@@ -381,8 +369,8 @@ impl Queues {
                     let r = match e {
                         crate::smtp::ClientError::Greeting(r) => r,
                         e => {
-                            self.mark_down(addr);
-                            if tries < addrs.len() && self.pick_route(addrs, job.route_idx) != addr {
+                            self.routing.mark_down(addr);
+                            if tries < addrs.len() && self.routing.pick_route(addrs, job.route_idx) != addr {
                                 continue;
                             }
                             Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}"))
@@ -393,7 +381,7 @@ impl Queues {
                 }
             }
         };
-        self.pace(&domain, self.pool_name(job.pool.as_deref())).await;
+        self.pace(&domain, self.routing.pool_name(job.pool.as_deref())).await;
         let Some(c) = conn.as_mut() else {
             return None; // invariant: set just above
         };
@@ -512,7 +500,13 @@ impl Queues {
             return;
         }
         match v.action {
-            Action::Reroute => job.pool = v.pool.clone(),
+            Action::Reroute => {
+                job.pool = v.pool.clone();
+                if let Some(pool) = &v.pool {
+                    self.routing
+                        .note_reroute(&job.domain, pool, v.hold.unwrap_or(REROUTE_HOLD));
+                }
+            }
             Action::Failover => job.route_idx += 1,
             Action::Throttle => self.throttle(
                 &job.domain,
@@ -541,43 +535,7 @@ impl Queues {
         if !self.cfg.dsn || job.meta.from.is_empty() || rcpts.is_empty() {
             return;
         }
-        let status = match (status, reply.enhanced.as_deref()) {
-            ("", Some(e)) => e.to_string(),
-            ("", None) => format!("{}.0.0", reply.code / 100),
-            (s, _) => s.to_string(),
-        };
-        let remote = self
-            .cfg
-            .route(&job.domain)
-            .and_then(|r| r.get(job.route_idx))
-            .map(|a| a.ip().to_string());
-        let recipients: Vec<crate::dsn::RecipientStatus> = rcpts
-            .iter()
-            .map(|r| crate::dsn::RecipientStatus {
-                recipient: r.clone(),
-                action: crate::dsn::Action::Failed,
-                status: status.clone(),
-                diagnostic: Some(reply.to_string()),
-                remote_mta: remote.clone(),
-            })
-            .collect();
-        let unique = format!("{}.dsn.{:x}.{}", self.cfg.node, job.spool_id, now_ns());
-        let host = format!("{}.mailsurge.test", self.cfg.node);
-        let body = crate::dsn::Notice {
-            reporting_mta: &host,
-            to: &job.meta.from,
-            arrival_ns: job.meta.received_ns,
-            recipients: &recipients,
-            original: &job.body,
-            unique: &unique,
-        }
-        .render(now_ns());
-        let meta = Meta {
-            msg_id: unique,
-            from: String::new(),
-            rcpts: vec![job.meta.from.clone()],
-            received_ns: now_ns(),
-        };
+        let (meta, body) = super::notice::bounce(&self.cfg, job, rcpts, reply, status);
         let body = Arc::new(body);
         *lock(&self.pending).entry(job.spool_id).or_insert(0) += 1;
         let stored = self.spool.store(meta.clone(), body.clone());
@@ -624,19 +582,5 @@ impl Queues {
     fn remove_from_spool(&self, id: SpoolId) {
         // Appends 8 bytes to a buffered file: cheap enough for the async context.
         self.spool.remove(id);
-    }
-
-    /// The pool a job sends from: its override, the configured default, `shared`, or the first.
-    fn pool_name<'a>(&'a self, pool: Option<&'a str>) -> Option<&'a str> {
-        let pools = &self.cfg.egress_pools;
-        pool.or(self.cfg.default_pool.as_deref())
-            .or_else(|| pools.contains_key("shared").then_some("shared"))
-            .or_else(|| pools.keys().next().map(String::as_str))
-    }
-
-    /// The source address for the next connection: round-robin over the pool's addresses.
-    fn egress_ip(&self, pool: Option<&str>) -> Option<IpAddr> {
-        let ips = self.cfg.egress_pools.get(self.pool_name(pool)?)?;
-        (!ips.is_empty()).then(|| ips[self.pool_rr.fetch_add(1, Ordering::Relaxed) % ips.len()])
     }
 }
