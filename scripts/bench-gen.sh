@@ -17,20 +17,20 @@
 #   REPEATS=3 MAILSURGE_BIN=target/release/mailsurge scripts/bench-gen.sh
 #   Loopback only (127.0.7.1). Exit 0 when the runs were valid (target met or not), 1 if not.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$(dirname "$0")/.."
 REPEATS="${REPEATS:-5}"
 COUNT=100000
 ADDR=127.0.7.1:2525
-BIN="${MAILSURGE_BIN:-target/release/mailsurge}"
 
 if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; then
   if [ "$(id -u)" != 0 ]; then
     echo "SKIPPED: smtp-source/smtp-sink missing and not root to install postfix"; exit 0
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix >/dev/null; }
+  apt_install postfix
 fi
-[ -x "$BIN" ] || cargo build --release --quiet
+mailsurge_bin missing quiet # BIN: MAILSURGE_BIN, or target/release/mailsurge (built if missing)
 work="$(mktemp -d)"
 sink_pid=""
 cleanup() { [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null; rm -rf "$work"; }

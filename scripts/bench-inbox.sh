@@ -53,6 +53,8 @@
 #   benchmark ran (targets missed or not; these are measurements), 1 when a run was INVALID
 #   or something broke.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -76,31 +78,15 @@ if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; the
     exit 0
   fi
   echo "== installing Debian's postfix package (for smtp-source and smtp-sink; the daemon is not started)"
-  export DEBIAN_FRONTEND=noninteractive
-  # `apt-get update` only when there are no package lists yet or the install fails.
-  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || ! apt-get install -y -q postfix >/dev/null; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q postfix >/dev/null
-  fi
+  apt_install postfix
   if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; then
     echo "error: postfix installed but smtp-source/smtp-sink not found" >&2
     exit 1
   fi
 fi
-for t in ss timeout awk; do
-  command -v "$t" >/dev/null || { echo "error: $t is required" >&2; exit 1; }
-done
+require_tools ss timeout awk
 
-if [[ -n "${MAILSURGE_BIN:-}" ]]; then
-  BIN="$MAILSURGE_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mailsurge"
-  if [[ ! -x "$BIN" ]]; then
-    echo "== building the release binary (cargo build --release)"
-    cargo build --release
-  fi
-fi
-[[ -x "$BIN" ]] || { echo "error: mailsurge binary $BIN not found or not executable" >&2; exit 1; }
+mailsurge_bin missing # BIN: MAILSURGE_BIN, or the release binary (built if missing)
 
 PROFILES=(generic)
 TARGETS=(1.1)
@@ -122,14 +108,7 @@ stop_server() {
   local pid="$SERVER_PID"
   [[ -n "$pid" ]] || return 0
   SERVER_PID=""
-  kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_pid "$pid" 100
 }
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
@@ -139,10 +118,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM HUP
 
-listening() { ss -Hltn 2>/dev/null | awk '{print $4}' | grep -qx -e "$1:$PORT" -e "0.0.0.0:$PORT" -e "\*:$PORT" -e "\[::\]:$PORT"; }
-
 for a in "$SINK_ADDR" "$INBOX_ADDR"; do
-  if listening "$a"; then
+  if port_taken "$a:$PORT"; then
     echo "error: $a:$PORT (or the wildcard address on port $PORT) is already in use" >&2
     exit 1
   fi
@@ -156,8 +133,8 @@ start_server() {
   SERVER_PID=$!
   local i
   for ((i = 0; i < 100; i++)); do
-    listening "$addr" && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || break
+    port_taken "$addr:$PORT" && return 0
+    pid_alive "$SERVER_PID" || break
     sleep 0.05
   done
   echo "error: server did not come up on $addr:$PORT: $*" >&2

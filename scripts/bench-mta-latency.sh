@@ -15,11 +15,12 @@
 #   scripts/bench-mta-latency.sh                 # REPEATS=3, steps 10 20 30 40 50 60
 #   REPEATS=5 STEPS="10 20 40 80" scripts/bench-mta-latency.sh
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$(dirname "$0")/.."
 REPEATS="${REPEATS:-3}"
 STEPS="${STEPS:-10 20 30 40 50 60}"
-BIN="${MAILSURGE_BIN:-target/release/mailsurge}"
-[ -x "$BIN" ] || cargo build --release --quiet
+mailsurge_bin missing quiet # BIN: MAILSURGE_BIN, or target/release/mailsurge (built if missing)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 base_rate=100   # smoke.yaml's rate in messages/s

@@ -27,7 +27,8 @@
 #   start from initial_destination_concurrency = 5 and its default connection cache;
 #   mailsurge: limits.domain_connections = 20, connections reused up to 1000 messages).
 #   Postfix instance (config_directory, queue_directory, data_directory all private, in the
-#   scratch directory; /etc/postfix and the system instance are not touched):
+#   scratch directory; /etc/postfix and the system instance are not touched; written by
+#   scripts/lib/postfix-instance.sh, with this script's routing and limits):
 #       compatibility_level = 3.6            current defaults, no backwards-compatibility mode
 #       inet_interfaces = loopback-only, inet_protocols = ipv4
 #                                            (master.cf listens on 127.0.5.1:2525 only)
@@ -80,8 +81,9 @@
 #                    /var/tmp); must be a real disk file system
 #     KEEP_WORK=1    keep the scratch directory (configs, logs) and print its path
 #   Not root: prints "SKIPPED: ..." and exits 0. Debian's `postfix` package is installed when
-#   missing (DEBIAN_FRONTEND=noninteractive); if its postinst starts the system instance
-#   (port 25), that instance is left alone: this script uses 127.0.5.x:2525 only.
+#   missing (DEBIAN_FRONTEND=noninteractive; no apt-get: "SKIPPED: ...", exit 0); if its
+#   postinst starts the system instance (port 25), that instance is left alone: this script
+#   uses 127.0.5.x:2525 only.
 #
 # READING THE OUTPUT
 #   First a reference run, "direct": the same smtp-source load straight into the sink, no
@@ -99,6 +101,8 @@
 #   PASS/FAIL against the target. Exit status: 0 when the benchmark ran (target met or not; these are
 #   measurements), 1 when a run was INVALID or something broke.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/postfix-instance.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/postfix-instance.sh" # and lib/common.sh
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -123,121 +127,29 @@ TARGET=5
 [[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUN_TIMEOUT must be a positive integer" >&2; exit 2; }
 
 # --- tools -------------------------------------------------------------------------------
-PATH="$PATH:/usr/sbin:/sbin"
-if [[ $EUID -ne 0 ]]; then
-  if ! command -v postfix >/dev/null; then
-    echo "SKIPPED: Postfix (Debian package postfix) is not installed and installing needs root"
-  else
-    echo "SKIPPED: a private Postfix instance needs root (its master process runs as root)"
-  fi
-  exit 0
-fi
-if ! command -v postfix >/dev/null || ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; then
-  echo "== installing Debian's postfix package"
-  export DEBIAN_FRONTEND=noninteractive
-  # `apt-get update` only when there are no package lists yet or the install fails.
-  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || ! apt-get install -y -q postfix >/dev/null; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q postfix >/dev/null
-  fi
-  for t in postfix smtp-source smtp-sink; do
-    command -v "$t" >/dev/null || { echo "error: postfix installed but $t not found" >&2; exit 1; }
-  done
-fi
+pf_require smtp-source smtp-sink # root and Postfix, or SKIPPED; sets PF_DAEMON_DIR
 if ! perl -MTime::HiRes -e 1 2>/dev/null; then
   echo "== installing perl (the sink's counter is read with Time::HiRes)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q perl >/dev/null
+  apt_install perl
 fi
-for t in ss timeout awk perl mkfifo getent; do
-  command -v "$t" >/dev/null || { echo "error: $t is required" >&2; exit 1; }
-done
-getent passwd postfix >/dev/null || { echo "error: user postfix missing (broken postfix install?)" >&2; exit 1; }
-getent group postdrop >/dev/null || { echo "error: group postdrop missing (broken postfix install?)" >&2; exit 1; }
-PF_DAEMON_DIR="$(postconf -dh daemon_directory)"
+require_tools ss timeout awk perl mkfifo
 
-if [[ -n "${MAILSURGE_BIN:-}" ]]; then
-  BIN="$MAILSURGE_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mailsurge"
-  if [[ ! -x "$BIN" ]]; then
-    echo "== building the release binary (cargo build --release)"
-    cargo build --release
-  fi
-fi
-[[ -x "$BIN" ]] || { echo "error: mailsurge binary $BIN not found or not executable" >&2; exit 1; }
+mailsurge_bin missing # BIN: MAILSURGE_BIN, or the release binary (built if missing)
 
 # --- scratch space and cleanup ----------------------------------------------------------
-[[ -d "$SPOOL_PARENT" ]] || { echo "error: SPOOL_PARENT $SPOOL_PARENT is not a directory" >&2; exit 1; }
-fstype="$(df --output=fstype "$SPOOL_PARENT" | tail -n 1)"
-case "$fstype" in
-  tmpfs | ramfs)
-    echo "error: $SPOOL_PARENT is $fstype: fsync would be a no-op there; set SPOOL_PARENT to a disk" >&2
-    exit 1
-    ;;
-esac
-WORK="$(mktemp -d "$SPOOL_PARENT/bench-relay.XXXXXX")"
-chmod 755 "$WORK" # Postfix's daemons (user postfix) must reach the queue directory
+pf_scratch_dir "$SPOOL_PARENT" bench-relay # WORK (mode 755), WORK_FSTYPE; tmpfs/ramfs refused
 RUN_DIR=""
-PF_CONF="" # config directory of the running Postfix instance, if any
 MS_PID=""
 SINK_PID=""
 HELPER_PID=""
 DONE_FD=""
-
-pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
-
-wait_gone() { # pid, tenths of a second
-  local i
-  for ((i = 0; i < $2; i++)); do
-    pid_alive "$1" || return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-pf_master_pid() {
-  local p=""
-  [[ -n "$PF_CONF" && -r "$RUN_DIR/postfix/queue/pid/master.pid" ]] || return 1
-  read -r p <"$RUN_DIR/postfix/queue/pid/master.pid" || true
-  p="${p// /}"
-  [[ -n "$p" ]] && echo "$p"
-}
-
-children_of() { # pids whose parent is $1
-  local p s f
-  for p in /proc/[0-9]*; do
-    { read -r s <"$p/stat"; } 2>/dev/null || continue
-    s="${s##*) }"
-    read -r -a f <<<"$s"
-    [[ "${f[1]}" == "$1" ]] && echo "${p#/proc/}"
-  done
-  return 0
-}
-
-stop_postfix() {
-  [[ -n "$PF_CONF" ]] || return 0
-  local conf="$PF_CONF" master
-  master="$(pf_master_pid || true)"
-  postfix -c "$conf" stop >>"$RUN_DIR/postfix/control.log" 2>&1 || true
-  if [[ -n "$master" ]] && ! wait_gone "$master" 150; then
-    echo "  warning: postfix stop did not finish; aborting the instance" >&2
-    postfix -c "$conf" abort >>"$RUN_DIR/postfix/control.log" 2>&1 || true
-    local c
-    for c in $(children_of "$master"); do kill -KILL "$c" 2>/dev/null || true; done
-    kill -KILL "$master" 2>/dev/null || true
-    wait_gone "$master" 50 || true
-  fi
-  PF_CONF=""
-}
 
 stop_mailsurge() {
   # Graceful stop (SIGTERM: finishes in-flight work, flushes events), SIGKILL after 15 s.
   local pid="$MS_PID"
   [[ -n "$pid" ]] || return 0
   MS_PID=""
-  kill -TERM "$pid" 2>/dev/null || true
-  wait_gone "$pid" 150 || kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_pid "$pid" 150
 }
 
 stop_sink() {
@@ -260,7 +172,7 @@ stop_sink() {
 
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
-  stop_postfix
+  pf_stop
   stop_mailsurge
   stop_sink
   if [[ "$KEEP_WORK" == 1 ]]; then
@@ -272,16 +184,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM HUP
 
-listeners() { # every listening TCP socket, "addr:port"
-  ss -Hltn 2>/dev/null | awk '{print $4}'
-}
-port_taken() { listeners | grep -qx -e "$1:$PORT" -e "0.0.0.0:$PORT" -e "\*:$PORT" -e "\[::\]:$PORT"; }
-listening_pid() { # addr -> pid of the process listening on addr:PORT
-  ss -Hltnp "sport = :$PORT" 2>/dev/null | awk -v a="$1:$PORT" '$4 == a' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2
-}
-
 for a in "$PF_ADDR" "$MS_ADDR" "$SINK_ADDR"; do
-  if port_taken "$a"; then
+  if port_taken "$a:$PORT"; then
     echo "error: $a:$PORT (or the wildcard address on port $PORT) is already in use" >&2
     exit 1
   fi
@@ -356,7 +260,7 @@ start_sink() {
   SINK_PID=$!
   local i
   for ((i = 0; i < 100; i++)); do
-    if [[ "$(listening_pid "$SINK_ADDR")" == "$SINK_PID" ]]; then return 0; fi
+    if [[ "$(listening_pid "$SINK_ADDR:$PORT")" == "$SINK_PID" ]]; then return 0; fi
     pid_alive "$SINK_PID" || break
     sleep 0.05
   done
@@ -366,32 +270,12 @@ start_sink() {
 }
 
 # --- the relays -------------------------------------------------------------------------
-write_postfix_config() {
-  local d="$1"
-  mkdir -p "$d/etc" "$d/queue" "$d/data"
-  chown postfix "$d/data"
-  cat >"$d/etc/main.cf" <<EOF
-# Private Postfix instance for scripts/bench-relay.sh: a pure relay to smtp-sink.
-compatibility_level = 3.6
-config_directory = $d/etc
-queue_directory = $d/queue
-data_directory = $d/data
-daemon_directory = $PF_DAEMON_DIR
-mail_owner = postfix
-setgid_group = postdrop
-syslog_name = postfix-bench
-maillog_file = $d/maillog
-myhostname = relay.bench.invalid
-mydomain = bench.invalid
-myorigin = \$myhostname
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-mydestination =
-relay_domains =
-local_recipient_maps =
-alias_maps =
-alias_database =
+RELAY_PID="" # the process whose CPU is measured (mailsurge, or Postfix's master)
+
+start_postfix() {
+  local d="$RUN_DIR/postfix"
+  pf_write_config "$d" bench "$PF_ADDR:$PORT" \
+    "Private Postfix instance for scripts/bench-relay.sh: a pure relay to smtp-sink." <<EOF
 transport_maps = inline:{$DOMAIN=smtp:[$SINK_ADDR]:$PORT}
 default_transport = error:5.3.0 no route outside $DOMAIN in this benchmark
 smtp_dns_support_level = disabled
@@ -399,60 +283,8 @@ smtp_dns_support_level = disabled
 default_process_limit = 100
 smtp_destination_concurrency_limit = $OUT_CONNECTIONS
 EOF
-  # Debian's stock master.cf services, chroot = n, smtpd on the benchmark address only.
-  cat >"$d/etc/master.cf" <<EOF
-$PF_ADDR:$PORT inet n - n - - smtpd
-pickup    unix  n - n 60    1 pickup
-cleanup   unix  n - n -     0 cleanup
-qmgr      unix  n - n 300   1 qmgr
-rewrite   unix  - - n -     - trivial-rewrite
-bounce    unix  - - n -     0 bounce
-defer     unix  - - n -     0 bounce
-trace     unix  - - n -     0 bounce
-verify    unix  - - n -     1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -     - proxymap
-proxywrite unix - - n -     1 proxymap
-smtp      unix  - - n -     - smtp
-relay     unix  - - n -     - smtp
-showq     unix  n - n -     - showq
-error     unix  - - n -     - error
-retry     unix  - - n -     - error
-discard   unix  - - n -     - discard
-anvil     unix  - - n -     1 anvil
-scache    unix  - - n -     1 scache
-postlog   unix-dgram n - n - 1 postlogd
-EOF
-}
-
-RELAY_PID="" # the process whose CPU is measured (mailsurge, or Postfix's master)
-
-start_postfix() {
-  local d="$RUN_DIR/postfix"
-  write_postfix_config "$d"
-  PF_CONF="$d/etc"
-  if ! postfix -c "$PF_CONF" check >"$d/control.log" 2>&1 || ! postfix -c "$PF_CONF" start >>"$d/control.log" 2>&1; then
-    echo "error: the Postfix instance did not start:" >&2
-    cat "$d/control.log" "$d/maillog" 2>/dev/null | sed 's/^/    /' | tail -n 15 >&2
-    return 1
-  fi
-  local i master="" qmgr_up=0 c
-  for ((i = 0; i < 200; i++)); do
-    master="$(pf_master_pid || true)"
-    if [[ -n "$master" ]] && [[ "$(listening_pid "$PF_ADDR")" == "$master" ]]; then
-      for c in $(children_of "$master"); do
-        if [[ "$(cat "/proc/$c/comm" 2>/dev/null)" == qmgr ]]; then qmgr_up=1; fi
-      done
-      ((qmgr_up)) && break
-    fi
-    sleep 0.05
-  done
-  if ((!qmgr_up)); then
-    echo "error: the Postfix instance did not come up on $PF_ADDR:$PORT" >&2
-    tail -n 15 "$d/maillog" 2>/dev/null | sed 's/^/    /' >&2
-    return 1
-  fi
-  RELAY_PID="$master"
+  pf_start "$d" "$PF_ADDR:$PORT" || return 1
+  RELAY_PID="$PF_MASTER"
 }
 
 start_mailsurge() {
@@ -558,14 +390,10 @@ timed_run() {
   # Let Postfix finish removing delivered queue files (the sink counts at the dot, before
   # the relay has processed the 250), then stop the relay and the sink.
   if [[ $who == postfix ]]; then
-    local i n_queued=0
-    for ((i = 0; i < 100; i++)); do
-      n_queued="$(find "$RUN_DIR/postfix/queue/"{incoming,active,deferred,hold,maildrop,corrupt} -type f 2>/dev/null | wc -l)"
-      ((n_queued == 0)) && break
-      sleep 0.1
-    done
+    local n_queued
+    n_queued="$(pf_queue_left "$RUN_DIR/postfix")"
     if ((n_queued)); then problems+=("$n_queued queue files left in the Postfix queue"); fi
-    stop_postfix
+    pf_stop
   elif [[ $who == mailsurge ]]; then
     stop_mailsurge
   fi
@@ -640,7 +468,7 @@ fi
 echo "== durable relay end to end: Postfix vs mailsurge mta, into smtp-sink"
 echo "binary:    $BIN (built $(date -r "$BIN" '+%F %T'); source tree now: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
 echo "package:   Postfix $(postconf -dh mail_version) (Debian $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?')); system instance: $sys_pf"
-echo "machine:   cpus $NCPU   load $(cut -d' ' -f1-3 /proc/loadavg)   spools on $SPOOL_PARENT ($fstype, $(df -P "$SPOOL_PARENT" | awk 'NR == 2 { print $1 }'))"
+echo "machine:   cpus $NCPU   load $(cut -d' ' -f1-3 /proc/loadavg)   spools on $SPOOL_PARENT ($WORK_FSTYPE, $(df -P "$SPOOL_PARENT" | awk 'NR == 2 { print $1 }'))"
 echo "source:    smtp-source ${SOURCE_ARGS[*]} <relay>:$PORT"
 echo "sink:      smtp-sink -u nobody -c $SINK_ADDR:$PORT 1000   (fresh per run)"
 echo "postfix:   private instance on $PF_ADDR:$PORT, transport $DOMAIN -> smtp:[$SINK_ADDR]:$PORT, fsync per queue file,"

@@ -46,21 +46,14 @@
 #   "SKIPPED: <reason>" and exits 0. Exit 1 on any mismatch (hdrh rejecting a file included),
 #   with every compared figure printed. Loopback only, like every mailsurge run.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 HDRH_VERSION="${HDRH_VERSION:-0.10.8}"
 
-if [[ -n "${MAILSURGE_BIN:-}" ]]; then
-  BIN="$MAILSURGE_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mailsurge"
-  if command -v cargo >/dev/null; then
-    echo "== cargo build --release"
-    cargo build --release --quiet
-  fi
-fi
-[[ -x "$BIN" ]] || { echo "error: mailsurge binary $BIN not found or not executable" >&2; exit 1; }
+mailsurge_bin always # BIN: MAILSURGE_BIN, or the release binary brought up to date
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT INT TERM

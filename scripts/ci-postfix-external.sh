@@ -28,8 +28,10 @@
 #                                       sender ~10-16 s after it arrived: expiries happen (and
 #                                       their DSNs arrive) inside the scenario's 35 s drain
 #        delay_warning_time = 0h        no delay DSNs (Postfix's default; see READING THE OUTPUT)
-#      (master.cf as in scripts/bench-relay.sh: Debian's stock services, chroot = n, smtpd on
-#      the submit address only.)
+#      (scripts/lib/postfix-instance.sh, shared with scripts/bench-relay.sh, writes what every
+#      private instance has: the private directories, loopback only, the relay lines above, and
+#      master.cf with Debian's stock services, chroot = n, smtpd on the submit address only;
+#      this script adds the routing and queue lines.)
 #   2. Runs `mailsurge run scenarios/external-postfix.yaml --out <dir> --quiet`: 20 s of
 #      ~20 msg/s Poisson traffic to three providers whose inboxes (mock-inboxes/
 #      external-postfix.yaml) reject recipients user<N> with N ending in 3 (550 5.1.1: Postfix
@@ -91,6 +93,8 @@
 #   Exit status: 0 every check passed (or SKIPPED); 1 a check failed or something broke (the
 #   scratch directory is then kept for inspection).
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/postfix-instance.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/postfix-instance.sh" # and lib/common.sh
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -100,52 +104,15 @@ SPOOL_PARENT="${SPOOL_PARENT:-/var/tmp}"
 KEEP_WORK="${KEEP_WORK:-0}"
 
 # --- tools -------------------------------------------------------------------------------
-PATH="$PATH:/usr/sbin:/sbin"
-if [[ $EUID -ne 0 ]]; then
-  if ! command -v postfix >/dev/null; then
-    echo "SKIPPED: Postfix (Debian package postfix) is not installed and installing needs root"
-  else
-    echo "SKIPPED: a private Postfix instance needs root (its master process runs as root)"
-  fi
-  exit 0
-fi
-apt_install() { # packages...; `apt-get update` only when there are no lists or the install fails
-  export DEBIAN_FRONTEND=noninteractive
-  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || ! apt-get install -y -q "$@" >/dev/null; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q "$@" >/dev/null
-  fi
-}
-if ! command -v postfix >/dev/null || ! command -v postconf >/dev/null; then
-  echo "== installing Debian's postfix package"
-  if ! command -v apt-get >/dev/null; then
-    echo "SKIPPED: Postfix is not installed and there is no apt-get to install it"
-    exit 0
-  fi
-  apt_install postfix
-  command -v postfix >/dev/null || { echo "error: postfix installed but the postfix command is missing" >&2; exit 1; }
-fi
+# shellcheck disable=SC2119  # no tools beyond postfix and postconf
+pf_require # root and Postfix, or SKIPPED; sets PF_DAEMON_DIR
 if ! command -v jq >/dev/null; then
   echo "== installing jq (summary.json and events.jsonl are read with it)"
   apt_install jq
 fi
-for t in ss awk jq sort diff getent; do
-  command -v "$t" >/dev/null || { echo "error: $t is required" >&2; exit 1; }
-done
-getent passwd postfix >/dev/null || { echo "error: user postfix missing (broken postfix install?)" >&2; exit 1; }
-getent group postdrop >/dev/null || { echo "error: group postdrop missing (broken postfix install?)" >&2; exit 1; }
-PF_DAEMON_DIR="$(postconf -dh daemon_directory)"
+require_tools ss awk jq sort diff
 
-if [[ -n "${MAILSURGE_BIN:-}" ]]; then
-  BIN="$MAILSURGE_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mailsurge"
-  if command -v cargo >/dev/null; then
-    echo "== cargo build --release"
-    cargo build --release --quiet
-  fi
-fi
-[[ -x "$BIN" ]] || { echo "error: mailsurge binary $BIN not found or not executable" >&2; exit 1; }
+mailsurge_bin always # BIN: MAILSURGE_BIN, or the release binary brought up to date
 
 # --- the scenario's addresses (the scenario file is the single source of truth) ---------------
 "$BIN" validate "$SCENARIO" >/dev/null || { echo "error: $SCENARIO does not validate" >&2; exit 1; }
@@ -175,69 +142,13 @@ done
 TRANSPORT+="$BOUNCE_DOMAIN=smtp:[${BOUNCE_LISTEN%:*}]:${BOUNCE_LISTEN##*:}"
 
 # --- scratch space and cleanup ----------------------------------------------------------
-[[ -d "$SPOOL_PARENT" ]] || { echo "error: SPOOL_PARENT $SPOOL_PARENT is not a directory" >&2; exit 1; }
-fstype="$(df --output=fstype "$SPOOL_PARENT" | tail -n 1)"
-case "$fstype" in
-  tmpfs | ramfs)
-    echo "error: $SPOOL_PARENT is $fstype; set SPOOL_PARENT to a directory on a disk" >&2
-    exit 1
-    ;;
-esac
-WORK="$(mktemp -d "$SPOOL_PARENT/ci-postfix-external.XXXXXX")"
-chmod 755 "$WORK" # Postfix's daemons (user postfix) must reach the queue directory
+pf_scratch_dir "$SPOOL_PARENT" ci-postfix-external # WORK (mode 755), WORK_FSTYPE; tmpfs/ramfs refused
 PF="$WORK/postfix"
-PF_CONF="" # config directory of the running instance, if any
 FAILED=0
-
-pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
-
-wait_gone() { # pid, tenths of a second
-  local i
-  for ((i = 0; i < $2; i++)); do
-    pid_alive "$1" || return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-pf_master_pid() {
-  local p=""
-  [[ -r "$PF/queue/pid/master.pid" ]] || return 1
-  read -r p <"$PF/queue/pid/master.pid" || true
-  p="${p// /}"
-  [[ -n "$p" ]] && echo "$p"
-}
-
-children_of() { # pids whose parent is $1
-  local p s f
-  for p in /proc/[0-9]*; do
-    { read -r s <"$p/stat"; } 2>/dev/null || continue
-    s="${s##*) }"
-    read -r -a f <<<"$s"
-    [[ "${f[1]}" == "$1" ]] && echo "${p#/proc/}"
-  done
-  return 0
-}
-
-stop_postfix() {
-  [[ -n "$PF_CONF" ]] || return 0
-  local conf="$PF_CONF" master
-  master="$(pf_master_pid || true)"
-  postfix -c "$conf" stop >>"$PF/control.log" 2>&1 || true
-  if [[ -n "$master" ]] && ! wait_gone "$master" 150; then
-    echo "  warning: postfix stop did not finish; aborting the instance" >&2
-    postfix -c "$conf" abort >>"$PF/control.log" 2>&1 || true
-    local c
-    for c in $(children_of "$master"); do kill -KILL "$c" 2>/dev/null || true; done
-    kill -KILL "$master" 2>/dev/null || true
-    wait_gone "$master" 50 || true
-  fi
-  PF_CONF=""
-}
 
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
-  stop_postfix
+  pf_stop
   if [[ "$KEEP_WORK" == 1 || "$FAILED" == 1 ]]; then
     echo "scratch directory kept: $WORK"
   else
@@ -247,11 +158,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; FAILED=1; exit 130' INT TERM HUP
 
-port_taken() { # addr:port -> listening (or the wildcard address on its port)?
-  local port="${1##*:}"
-  ss -Hltn 2>/dev/null | awk '{ print $4 }' |
-    grep -qx -e "$1" -e "0.0.0.0:$port" -e "\*:$port" -e "\[::\]:$port"
-}
 for a in "$SUBMIT" "$BOUNCE_LISTEN" $(for r in "${ROUTES[@]}"; do read -r _ ip port <<<"$r"; echo "$ip:$port"; done | sort -u); do
   if port_taken "$a"; then
     echo "error: $a (or the wildcard address on its port) is already in use" >&2
@@ -260,34 +166,8 @@ for a in "$SUBMIT" "$BOUNCE_LISTEN" $(for r in "${ROUTES[@]}"; do read -r _ ip p
 done
 
 # --- the Postfix instance ---------------------------------------------------------------------
-mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
-chown postfix "$PF/data"
-cat >"$PF/etc/main.cf" <<EOF
-# Private Postfix instance for scripts/ci-postfix-external.sh: the external-MTA recipe of
-# docs/external-mta.md for $SCENARIO.
-compatibility_level = 3.6
-config_directory = $PF/etc
-queue_directory = $PF/queue
-data_directory = $PF/data
-daemon_directory = $PF_DAEMON_DIR
-mail_owner = postfix
-setgid_group = postdrop
-syslog_name = postfix-mailsurge
-maillog_file = $PF/maillog
-myhostname = relay.mailsurge.invalid
-mydomain = mailsurge.invalid
-myorigin = \$myhostname
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-
-# Relay: the generator (loopback) may relay; nothing is delivered locally.
-mynetworks = 127.0.0.0/8
-mydestination =
-relay_domains =
-local_recipient_maps =
-alias_maps =
-alias_database =
-
+pf_write_config "$PF" mailsurge "$SUBMIT" "Private Postfix instance for scripts/ci-postfix-external.sh: the external-MTA recipe of
+docs/external-mta.md for $SCENARIO." <<EOF
 # Routing: each scenario domain to its provider's fixed listen address, and the envelope
 # sender's domain (where Postfix mails its DSNs) to mailsurge's bounce inbox. Brackets: no MX
 # lookup. Anything else fails at once; no DNS at all.
@@ -307,59 +187,15 @@ queue_run_delay = 2s
 # values ("zero result in delay template conversion").
 delay_warning_time = 0h
 EOF
-# Debian's stock master.cf services, chroot = n, smtpd on the submit address only.
-cat >"$PF/etc/master.cf" <<EOF
-$PF_ADDR:$PF_PORT inet n - n - - smtpd
-pickup    unix  n - n 60    1 pickup
-cleanup   unix  n - n -     0 cleanup
-qmgr      unix  n - n 300   1 qmgr
-rewrite   unix  - - n -     - trivial-rewrite
-bounce    unix  - - n -     0 bounce
-defer     unix  - - n -     0 bounce
-trace     unix  - - n -     0 bounce
-verify    unix  - - n -     1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -     - proxymap
-proxywrite unix - - n -     1 proxymap
-smtp      unix  - - n -     - smtp
-relay     unix  - - n -     - smtp
-showq     unix  n - n -     - showq
-error     unix  - - n -     - error
-retry     unix  - - n -     - error
-discard   unix  - - n -     - discard
-anvil     unix  - - n -     1 anvil
-scache    unix  - - n -     1 scache
-postlog   unix-dgram n - n - 1 postlogd
-EOF
 
 echo "== external MTA recipe: mailsurge run $SCENARIO against a private Postfix"
 echo "binary:    $BIN (built $(date -r "$BIN" '+%F %T'); source tree now: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
 echo "package:   Postfix $(postconf -dh mail_version) (Debian $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?'))"
-echo "postfix:   private instance on $PF_ADDR:$PF_PORT, queue in $PF/queue ($fstype)"
+echo "postfix:   private instance on $PF_ADDR:$PF_PORT, queue in $PF/queue ($WORK_FSTYPE)"
 echo "transport: $TRANSPORT"
 echo "queue:     maximal_queue_lifetime=10s bounce_queue_lifetime=10s backoff 2s..4s queue_run_delay=2s"
 
-PF_CONF="$PF/etc"
-if ! postfix -c "$PF_CONF" check >"$PF/control.log" 2>&1 || ! postfix -c "$PF_CONF" start >>"$PF/control.log" 2>&1; then
-  echo "error: the Postfix instance did not start:" >&2
-  cat "$PF/control.log" "$PF/maillog" 2>/dev/null | tail -n 15 | sed 's/^/    /' >&2
-  FAILED=1
-  exit 1
-fi
-up=0
-for ((i = 0; i < 200; i++)); do
-  master="$(pf_master_pid || true)"
-  if [[ -n "$master" ]] && port_taken "$SUBMIT"; then
-    for c in $(children_of "$master"); do
-      if [[ "$(cat "/proc/$c/comm" 2>/dev/null)" == qmgr ]]; then up=1; fi
-    done
-    ((up)) && break
-  fi
-  sleep 0.05
-done
-if ((!up)); then
-  echo "error: the Postfix instance did not come up on $SUBMIT" >&2
-  tail -n 15 "$PF/maillog" 2>/dev/null | sed 's/^/    /' >&2
+if ! pf_start "$PF" "$SUBMIT"; then
   FAILED=1
   exit 1
 fi
@@ -380,13 +216,8 @@ wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
 
 # Postfix may still be removing queue files of the last DSNs it delivered: wait (≤ 10 s) for an
 # empty queue, then stop the instance so that the log is complete.
-queued_files() { find "$PF/queue/"{incoming,active,deferred,hold,maildrop,corrupt} -type f 2>/dev/null | wc -l; }
-for ((i = 0; i < 100; i++)); do
-  (($(queued_files) == 0)) && break
-  sleep 0.1
-done
-pf_left="$(queued_files)"
-stop_postfix
+pf_left="$(pf_queue_left "$PF")"
+pf_stop
 
 # --- checks ------------------------------------------------------------------------------------
 echo

@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# scripts/lib/common.sh: helpers shared by the scripts in scripts/ (sourced, never run):
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# (lib/postfix-instance.sh sources it too.)
+# Defines functions and MAILSURGE_REPO (the repository root) only; it changes no shell option
+# and runs nothing. Not named ci-*.sh on purpose: .ci/run runs every scripts/ci-*.sh.
+
+MAILSURGE_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+# --- the binary under test ------------------------------------------------------------------
+# mailsurge_bin WHEN [quiet]: sets BIN to the mailsurge binary to test; exits 1 with
+# "error: mailsurge binary ... not found or not executable" when there is none.
+#   MAILSURGE_BIN, when set, is used as it is (never built). Otherwise the release binary
+#   ${CARGO_TARGET_DIR:-<repo>/target}/release/mailsurge, built from this source tree (when
+#   cargo is available) as WHEN says:
+#     always   every time, `cargo build --release --quiet` (cargo rebuilds only what changed):
+#              the CI suites test the tree they come with. Prints "== cargo build --release".
+#     missing  only when the binary does not exist yet: the benchmarks measure what is there.
+#              Prints "== building the release binary (cargo build --release)" and cargo's
+#              progress; with `quiet`, prints nothing and builds with --quiet.
+#   A failed build ends the script with cargo's exit status.
+mailsurge_bin() {
+  local when="$1" quiet="${2:-}"
+  if [[ -n "${MAILSURGE_BIN:-}" ]]; then
+    BIN="$MAILSURGE_BIN"
+  else
+    BIN="${CARGO_TARGET_DIR:-$MAILSURGE_REPO/target}/release/mailsurge"
+    if command -v cargo >/dev/null; then
+      if [[ "$when" == always ]]; then
+        echo "== cargo build --release"
+        (cd "$MAILSURGE_REPO" && cargo build --release --quiet) || exit $?
+      elif [[ "$when" == missing && ! -x "$BIN" ]]; then
+        if [[ "$quiet" == quiet ]]; then
+          (cd "$MAILSURGE_REPO" && cargo build --release --quiet) || exit $?
+        else
+          echo "== building the release binary (cargo build --release)"
+          (cd "$MAILSURGE_REPO" && cargo build --release) || exit $?
+        fi
+      fi
+    fi
+  fi
+  [[ -x "$BIN" ]] || { echo "error: mailsurge binary $BIN not found or not executable" >&2; exit 1; }
+}
+
+# --- tools and packages ---------------------------------------------------------------------
+require_tools() { # command...: exits 1 with "error: X is required" for the first one missing
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null || { echo "error: $t is required" >&2; exit 1; }
+  done
+}
+
+apt_install() { # packages...; `apt-get update` only when there are no lists or the install fails
+  export DEBIAN_FRONTEND=noninteractive
+  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || ! apt-get install -y -q "$@" >/dev/null; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q "$@" >/dev/null
+  fi
+}
+
+# --- processes ------------------------------------------------------------------------------
+pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+stop_pid() { # pid, tenths of a second: SIGTERM, SIGKILL if it still runs after that, then reap it
+  kill -TERM "$1" 2>/dev/null || true
+  wait_gone "$1" "$2" || kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+wait_gone() { # pid, tenths of a second: 0 once the process is gone, 1 if it still runs
+  local i
+  for ((i = 0; i < $2; i++)); do
+    pid_alive "$1" || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+children_of() { # pids whose parent is $1
+  local p s f
+  for p in /proc/[0-9]*; do
+    { read -r s <"$p/stat"; } 2>/dev/null || continue
+    s="${s##*) }"
+    read -r -a f <<<"$s"
+    [[ "${f[1]}" == "$1" ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+
+# --- listening sockets (TCP, from ss) ---------------------------------------------------------
+port_taken() { # addr:port -> listening (or the wildcard address on its port)?
+  local port="${1##*:}"
+  ss -Hltn 2>/dev/null | awk '{ print $4 }' |
+    grep -qx -e "$1" -e "0.0.0.0:$port" -e "\*:$port" -e "\[::\]:$port"
+}
+
+listening_pid() { # addr:port -> pid of the process listening on exactly addr:port (empty if none)
+  ss -Hltnp "sport = :${1##*:}" 2>/dev/null | awk -v a="$1" '$4 == a' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2
+}
