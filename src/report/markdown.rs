@@ -151,7 +151,7 @@ fn faults(o: &mut String, s: &Summary) {
 }
 
 /// The action with its parameters (`kill refuse`, `block pool shared`, `latency +500ms`).
-fn action(f: &Fault) -> String {
+pub(super) fn action(f: &Fault) -> String {
     let mut a = f.action.clone();
     if let Some(mx) = f.mx {
         a.push_str(&format!(" mx{mx}"));

@@ -1,0 +1,245 @@
+//! From a run directory's raw data to every report file: the last step of `mailsurge run` and
+//! all of `mailsurge report RUN_DIR`.
+//!
+//! One function serves both so a report is, by construction, a pure function of files the run
+//! left behind — `events.jsonl`, the resolved `scenario.yaml` and `run.json` (the run's facts
+//! that are not events: its offset 0, id, wall time, and what was left in each node's spool
+//! with whether that node was alive). Re-rendering a directory therefore gives the same
+//! summary.json as the run did, and a report can be rebuilt after its format changes or its
+//! outputs were deleted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Source};
+use crate::events::{self, Event, Kind};
+use crate::inbox::bounces::EXTERNAL_NODE;
+use crate::measure::{self, Spooled};
+use crate::report::{self, RunInfo, Summary};
+use crate::scenario::{MtaKind, ScenarioFile};
+
+/// The run's facts that are not events, beside `events.jsonl`.
+pub const RUN_FILE: &str = "run.json";
+pub const RUN_SCHEMA: &str = "mailsurge.run/v1";
+
+/// `run.json`. Spool leftovers are kept here rather than rescanned from `nodes/*/spool` so a
+/// directory stays renderable after its spools are deleted (the committed example has none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema: String,
+    pub run_id: String,
+    /// RFC 3339, seconds: when `mailsurge run` started.
+    pub started_at: String,
+    /// Wall-clock ns of the schedule's offset 0 (every event time is relative to it).
+    pub start_ns: u64,
+    /// Seconds from offset 0 until the run had stopped everything and merged its events.
+    pub wall_s: f64,
+    /// MTA nodes and whether each was alive at the end (a dead node's spool is stranded mail).
+    pub nodes: Vec<NodeRecord>,
+    /// Every recipient still in a node's spool after the nodes stopped.
+    pub spooled: Vec<SpooledRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub region: String,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpooledRecord {
+    pub msg_id: String,
+    pub rcpt: String,
+    pub node: String,
+}
+
+/// Why a directory could not be rendered. Everything but `Output` is found before anything is
+/// written: a wrong or damaged directory (`mailsurge report` exits 2); `Output` is exit 3.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{dir} is not a run directory: {missing} is missing (written by `mailsurge run`)")]
+    NotARunDir { dir: PathBuf, missing: &'static str },
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error("resolved scenario: {0}")]
+    Scenario(#[from] ConfigError),
+    #[error("cannot write the report: {0:#}")]
+    Output(anyhow::Error),
+}
+
+impl RunRecord {
+    pub fn read(dir: &Path) -> Result<RunRecord, RenderError> {
+        let path = dir.join(RUN_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| input(&path, e))?;
+        let r: RunRecord = serde_json::from_str(&text).map_err(|e| input(&path, e))?;
+        if r.schema != RUN_SCHEMA {
+            return Err(input(&path, format!("schema `{}`, expected `{RUN_SCHEMA}`", r.schema)));
+        }
+        Ok(r)
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join(RUN_FILE);
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, json + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    }
+
+    /// The spool leftovers as the ledger wants them.
+    fn spooled(&self) -> Vec<Spooled> {
+        let alive: BTreeMap<&str, bool> = self.nodes.iter().map(|n| (n.name.as_str(), n.alive)).collect();
+        self.spooled
+            .iter()
+            .map(|s| Spooled {
+                msg_id: s.msg_id.clone(),
+                rcpt: s.rcpt.clone(),
+                node: s.node.clone(),
+                node_alive: alive.get(s.node.as_str()).copied().unwrap_or(false),
+            })
+            .collect()
+    }
+}
+
+fn input(path: &Path, e: impl std::fmt::Display) -> RenderError {
+    RenderError::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Recipient domain (lower case) → provider name, from the scenario's providers.
+pub fn provider_map(f: &ScenarioFile) -> BTreeMap<String, String> {
+    f.providers
+        .iter()
+        .flat_map(|p| p.domains.iter().map(|d| (d.to_ascii_lowercase(), p.name.clone())))
+        .collect()
+}
+
+/// Reads a run directory, measures, and writes summary.json, report.md, report.html,
+/// latency.hlog and charts/ into it (everything `report::write_all` writes); returns the summary.
+pub fn render(dir: &Path) -> Result<Summary, RenderError> {
+    for missing in ["scenario.yaml", "events.jsonl", RUN_FILE] {
+        if !dir.join(missing).is_file() {
+            return Err(RenderError::NotARunDir {
+                dir: dir.to_path_buf(),
+                missing,
+            });
+        }
+    }
+    // Parsed, not validated: validation resolves rule files relative to the scenario, and the
+    // resolved copy in a run directory is not where the original was. Only its numbers matter.
+    let f: ScenarioFile = Source::read(&dir.join("scenario.yaml"))?.parse()?;
+    let run = RunRecord::read(dir)?;
+    let events_path = dir.join("events.jsonl");
+    let (all, torn) = events::read_file(&events_path).map_err(|e| input(&events_path, e))?;
+    if torn > 0 {
+        return Err(input(&events_path, format!("{torn} lines are not events")));
+    }
+    let mut spooled = run.spooled();
+    if f.mta.kind == MtaKind::External {
+        external_accounting(&all, &mut spooled);
+    }
+    let inputs = measure::Inputs {
+        start_ns: run.start_ns,
+        duration_s: f.duration.0.as_secs_f64(),
+        slo_ms: f.slo.delivery_time.as_secs_f64() * 1e3,
+        slo_target: f.slo.target.0,
+        providers: provider_map(&f),
+        thresholds: f.thresholds.clone(),
+    };
+    let analysis = measure::analyze(&all, &spooled, &inputs);
+    let info = RunInfo {
+        name: f.name.clone(),
+        start_ns: run.start_ns,
+        seed: f.seed,
+        run_id: run.run_id,
+        started_at: run.started_at,
+        wall_s: run.wall_s,
+        slo_ms: inputs.slo_ms,
+        slo_target: inputs.slo_target,
+    };
+    report::write_all(dir, &info, &analysis).map_err(RenderError::Output)
+}
+
+/// What mailsurge can know of an external MTA: its 250 to a submission is the acceptance (as
+/// for every run, see the ledger), and a recipient whose last DSN was a delay notice is still in
+/// its queue. Everything else that was accepted and neither received nor bounced by the end of
+/// the drain is `lost` — the harness cannot look into the external queue, and never assumes.
+fn external_accounting(all: &[Event], spooled: &mut Vec<Spooled>) {
+    let mut delayed: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for e in all.iter() {
+        let key = || (e.id.clone(), e.rcpt.clone().unwrap_or_default());
+        match e.event {
+            Kind::Deferred => {
+                delayed.entry(key()).or_insert(true);
+            }
+            Kind::Bounced | Kind::Expired | Kind::Received => {
+                delayed.insert(key(), false);
+            }
+            _ => {}
+        }
+    }
+    spooled.extend(
+        delayed
+            .into_iter()
+            .filter(|(_, still)| *still)
+            .map(|((msg_id, rcpt), _)| Spooled {
+                msg_id,
+                rcpt,
+                node: EXTERNAL_NODE.into(),
+                node_alive: true,
+            }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_without_run_facts_is_not_a_run_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("scenario.yaml"), "name: x\n").unwrap();
+        std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
+        let e = render(dir.path()).unwrap_err();
+        assert!(matches!(e, RenderError::NotARunDir { missing: RUN_FILE, .. }), "{e}");
+    }
+
+    #[test]
+    fn spool_leftovers_take_their_node_alive_flag() {
+        let r = RunRecord {
+            schema: RUN_SCHEMA.into(),
+            run_id: "x".into(),
+            started_at: "2024-01-01T00:00:00Z".into(),
+            start_ns: 1,
+            wall_s: 1.0,
+            nodes: vec![
+                NodeRecord {
+                    name: "a-1".into(),
+                    region: "a".into(),
+                    alive: true,
+                },
+                NodeRecord {
+                    name: "a-2".into(),
+                    region: "a".into(),
+                    alive: false,
+                },
+            ],
+            spooled: ["a-1", "a-2", "gone"]
+                .iter()
+                .map(|n| SpooledRecord {
+                    msg_id: "m".into(),
+                    rcpt: "r@x".into(),
+                    node: n.to_string(),
+                })
+                .collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        r.write(dir.path()).unwrap();
+        let back = RunRecord::read(dir.path()).unwrap();
+        let alive: Vec<bool> = back.spooled().iter().map(|s| s.node_alive).collect();
+        assert_eq!(alive, [true, false, false]);
+    }
+}

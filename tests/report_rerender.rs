@@ -1,0 +1,99 @@
+//! `mailsurge report RUN_DIR` rebuilds every report file from the run directory's raw data
+//! alone (events.jsonl, scenario.yaml, run.json) and gets the run's own numbers back: the
+//! re-rendered summary.json is byte-identical, even with the outputs and the node spools gone.
+
+mod common;
+
+use common::*;
+
+/// Every recipient takes 300 ms to accept, so a killed node dies holding mail in its spool.
+const SLOW_INBOX: &str = r#"provider: slow
+rules:
+  - { stage: rcpt, delay: { dist: fixed, value: 300ms }, reply: "250 2.1.5 Ok" }
+"#;
+
+/// Outputs `report` writes; all deleted before re-rendering.
+const OUTPUTS: [&str; 5] = ["summary.json", "report.md", "report.html", "latency.hlog", "charts"];
+
+#[test]
+fn report_rerenders_a_chaos_run_identically_from_raw_data() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    std::fs::write(dir.join("slow.yaml"), SLOW_INBOX).unwrap();
+    let scenario = dir.join("dead-region.yaml");
+    // East is killed and never restored: its spool leftovers are stranded mail, which only
+    // run.json remembers once the spools are deleted.
+    std::fs::write(
+        &scenario,
+        "name: dead-region\nseed: 5\nduration: 8s\ndrain: 6s\n\
+         slo: { delivery_time: 3s, target: 90% }\n\
+         thresholds: [ 'lost == 0', 'p50 < 2s' ]\n\
+         regions:\n  - { name: east, nodes: 1 }\n  - { name: west, nodes: 1 }\n\
+         mta:\n  retry: { initial: 500ms, factor: 2, max_delay: 2s, jitter: 20%, give_up: 60s }\n\
+           \x20 egress_pools: { shared: [127.0.1.1] }\n\
+         providers:\n  - { name: slow, domains: [example.com], rules: ./slow.yaml }\n\
+         traffic: { rate: 40/s, domains: { example.com: 100% }, size: 2KiB, connections: 8 }\n\
+         chaos:\n  - { at: 3s, action: kill, target: region/east }\n",
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let o = mailsurge(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let code = o.status.code();
+    assert!(matches!(code, Some(0 | 1)), "exit {code:?}\n{stderr}");
+    let original = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
+    let s = read_json(&out.join("summary.json"));
+    assert!(s["counts"]["stranded"].as_u64().unwrap() > 0, "{}", s["counts"]);
+    let run = read_json(&out.join("run.json"));
+    assert_eq!(run["schema"], "mailsurge.run/v1");
+    assert_eq!(run["nodes"][0]["alive"], false, "{run}");
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("kill region/east") && html.contains("id=\"faults\""));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "report.html names a URL"
+    );
+
+    for f in OUTPUTS {
+        let p = out.join(f);
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    for node in ["east-1", "west-1"] {
+        let _ = std::fs::remove_dir_all(out.join("nodes").join(node).join("spool"));
+    }
+    let r = mailsurge(&["report", out.to_str().unwrap()]);
+    let rerr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), code, "report exits with the run's verdict\n{rerr}");
+    let again = std::fs::read_to_string(out.join("summary.json")).expect("re-rendered summary.json");
+    assert_eq!(again, original, "re-rendered summary.json differs");
+    for f in [
+        "report.md",
+        "report.html",
+        "latency.hlog",
+        "charts/slo.svg",
+        "charts/queue-depth.png",
+    ] {
+        assert!(out.join(f).metadata().is_ok_and(|m| m.len() > 0), "{f} not re-rendered");
+    }
+    assert!(String::from_utf8_lossy(&r.stdout).contains("dead-region:"));
+}
+
+#[test]
+fn report_on_a_directory_that_is_not_a_run_exits_2() {
+    let tmp = tempdir();
+    let o = mailsurge(&["report", tmp.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a run directory"), "{stderr}");
+    assert!(!tmp.path().join("summary.json").exists(), "nothing is written");
+}
