@@ -3,7 +3,7 @@
 #
 # WHAT IT CHECKS
 #   1. A short chaos run (two regions, a region kill and restore, added provider latency; the
-#      scenario is written below, ~25 s wall) from the release binary, so the page has every
+#      scenario is written below, ~20 s wall) from the release binary, so the page has every
 #      section: thresholds, faults, a fault timeline and all charts.
 #   2. `mailsurge report RUN_DIR` re-renders it: report.html, summary.json, report.md and the
 #      charts are deleted first, then must come back, with summary.json byte-identical.
@@ -61,7 +61,8 @@ fi
 work="$(mktemp -d)"
 cleanup() {
   if [[ -n "${REPORT_HTML_KEEP:-}" ]]; then
-    mkdir -p "$REPORT_HTML_KEEP" && cp -r "$work"/run "$work"/report.png "$REPORT_HTML_KEEP"/ 2>/dev/null || true
+    mkdir -p "$REPORT_HTML_KEEP"
+    cp -r "$work"/run "$work"/report.png "$REPORT_HTML_KEEP"/ 2>/dev/null || true
   fi
   rm -rf "$work"
 }
@@ -101,7 +102,7 @@ chaos:
 EOF
 
 run="$work/run"
-echo "== mailsurge run (chaos, ~25 s)"
+echo "== mailsurge run (chaos, ~20 s)"
 set +e
 "$BIN" run "$work/report-html.yaml" --out "$run" --quiet >"$work/run.out" 2>&1
 code=$?
