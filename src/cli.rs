@@ -48,6 +48,42 @@ pub enum Cmd {
         /// Plain periodic progress lines instead of a live line.
         #[arg(long)]
         quiet: bool,
+        /// Compare with this baseline (a summary.json or a run directory) after the run: writes
+        /// compare.json, and a regression exits 1 even if the run passed.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// With --baseline: allowed worsening, e.g. 10% (see `compare`).
+        #[arg(long, default_value = "10%", requires = "baseline")]
+        tolerance: crate::report::compare::Tolerance,
+        /// With --baseline: delivery-time increases up to this are never regressions
+        /// (default: 1% of the baseline's SLO delivery time).
+        #[arg(long, requires = "baseline")]
+        min_delta: Option<Dur>,
+    },
+    /// Regression gate between two runs' summary.json (or run directories): exit 1 when the
+    /// candidate is worse than the baseline beyond the tolerance, 0 otherwise, 2 on bad input.
+    Compare {
+        /// The baseline: summary.json or a run directory holding one.
+        base: PathBuf,
+        /// The run under test: summary.json or a run directory holding one.
+        candidate: PathBuf,
+        /// Allowed worsening: 10% (default) or a fraction such as 0.1.
+        #[arg(long, default_value = "10%")]
+        tolerance: crate::report::compare::Tolerance,
+        /// Delivery-time increases up to this are never regressions (default: 1% of the
+        /// baseline's SLO delivery time, e.g. 20ms for a 2s SLO).
+        #[arg(long)]
+        min_delta: Option<Dur>,
+        /// Print the comparison as JSON (mailsurge.compare/v1) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-render every report file of a run directory from its raw data (events.jsonl,
+    /// scenario.yaml, run.json). Exit code as `run`: 0 pass, 1 fail; 2 not a run directory (or
+    /// its raw data is unreadable), 3 cannot write the report.
+    Report {
+        /// The run directory (`run --out DIR`, or reports/<name>-<UTC timestamp>).
+        run_dir: PathBuf,
     },
     /// Check scenario and rule files without running anything (exit 2 on the first error).
     Validate {
@@ -135,10 +171,18 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSURGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Warnings (or MAILSURGE_LOG) to stderr; the run's own lines at info and up to run.log.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(filter);
+    let file = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(crate::runlog::RunLog)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
 }
 
 fn config_error(e: &ConfigError) -> u8 {
@@ -165,7 +209,19 @@ fn dispatch(cmd: Cmd) -> u8 {
             duration,
             rate_scale,
             quiet,
+            baseline,
+            tolerance,
+            min_delta,
         } => {
+            let limits = limits(tolerance, min_delta);
+            // Read before anything starts, so a bad baseline is a usage error (exit 2).
+            let baseline = match baseline.as_deref().map(crate::report::compare::load).transpose() {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: --baseline {e}");
+                    return EXIT_CONFIG;
+                }
+            };
             let mut s = match scenario::load(&path) {
                 Ok(s) => s,
                 Err(e) => return config_error(&e),
@@ -187,10 +243,22 @@ fn dispatch(cmd: Cmd) -> u8 {
                 Err(code) => return code,
             };
             let opts = crate::run::RunOptions { out, quiet };
-            match rt.block_on(crate::run::run(&s, &opts)) {
+            let result = rt.block_on(crate::run::run(&s, &opts));
+            if let Err(e) = &result {
+                tracing::info!(target: "run", "error: {e:#}");
+            }
+            crate::runlog::close();
+            match result {
                 Ok(o) => {
                     print_outcome(&o);
-                    if o.summary.verdict == "pass" {
+                    let regressed = match &baseline {
+                        Some(b) => match gate_on_baseline(&o, b, limits) {
+                            Ok(r) => r,
+                            Err(code) => return code,
+                        },
+                        None => false,
+                    };
+                    if o.summary.verdict == "pass" && !regressed {
                         EXIT_PASS
                     } else {
                         EXIT_FAIL
@@ -202,6 +270,13 @@ fn dispatch(cmd: Cmd) -> u8 {
                 }
             }
         }
+        Cmd::Compare {
+            base,
+            candidate,
+            tolerance,
+            min_delta,
+            json,
+        } => compare(&base, &candidate, limits(tolerance, min_delta), json),
         Cmd::Validate { files } => {
             for f in &files {
                 match validate(f) {
@@ -249,6 +324,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             }
         }
         Cmd::Merge { hlogs, out } => merge(&hlogs, out.as_deref()),
+        Cmd::Report { run_dir } => report(run_dir),
         Cmd::Gen {
             target,
             rate,
@@ -390,6 +466,85 @@ fn merge(hlogs: &[PathBuf], out: Option<&Path>) -> u8 {
         println!("merged log: {}", out.display());
     }
     EXIT_PASS
+}
+
+/// `mailsurge report RUN_DIR`: the verdict's exit code, like the run that made the directory,
+/// so a CI gate can re-render and gate in one step.
+fn report(dir: PathBuf) -> u8 {
+    match crate::run::render(&dir) {
+        Ok(summary) => {
+            let o = crate::run::Outcome { dir, summary };
+            print_outcome(&o);
+            if o.summary.verdict == "pass" {
+                EXIT_PASS
+            } else {
+                EXIT_FAIL
+            }
+        }
+        Err(e @ crate::run::RenderError::Output(_)) => {
+            eprintln!("error: {e}");
+            EXIT_RUNTIME
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_CONFIG
+        }
+    }
+}
+
+/// `--tolerance` and `--min-delta` as the comparison's limits.
+fn limits(tolerance: crate::report::compare::Tolerance, min_delta: Option<Dur>) -> crate::report::compare::Limits {
+    crate::report::compare::Limits {
+        tolerance,
+        min_delta_ms: min_delta.map(|d| d.as_secs_f64() * 1e3),
+    }
+}
+
+/// `mailsurge compare`: 0 no regression, 1 regression, 2 a file is unreadable or not a
+/// `mailsurge.summary/v1`.
+fn compare(base: &Path, candidate: &Path, limits: crate::report::compare::Limits, json: bool) -> u8 {
+    use crate::report::compare;
+    let (b, c) = match (compare::load(base), compare::load(candidate)) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let cmp = compare::compare(&b, &c, limits);
+    if json {
+        match serde_json::to_string_pretty(&cmp) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_RUNTIME;
+            }
+        }
+    } else {
+        print!("{}", compare::render_text(&cmp));
+    }
+    if cmp.regression {
+        EXIT_FAIL
+    } else {
+        EXIT_PASS
+    }
+}
+
+/// `run --baseline`: compares the finished run, leaves compare.json, the report.md section and
+/// the junit.xml cases in its directory, prints the table; `Ok(true)` on a regression.
+fn gate_on_baseline(
+    o: &crate::run::Outcome,
+    baseline: &crate::report::Summary,
+    limits: crate::report::compare::Limits,
+) -> Result<bool, u8> {
+    use crate::report::compare;
+    let cmp = compare::compare(baseline, &o.summary, limits);
+    if let Err(e) = compare::write_into_run(&o.dir, &o.summary, &cmp) {
+        eprintln!("error: cannot write the comparison into {}: {e}", o.dir.display());
+        return Err(EXIT_RUNTIME);
+    }
+    print!("{}", compare::render_text(&cmp));
+    Ok(cmp.regression)
 }
 
 fn print_outcome(o: &crate::run::Outcome) {

@@ -20,7 +20,7 @@
 //! - [`events`]: the per-message event records every number is computed from.
 //! - [`measure`]: accounting and delivery-time statistics (SPEC §5).
 //! - [`report`]: summary.json, report.md and charts (SPEC §6).
-//! - [`run`]: the orchestrator behind `mailsurge run`.
+//! - [`run`]: the orchestrator behind `mailsurge run`; [`runlog`]: its `run.log`.
 //! - [`gen`]: `mailsurge gen`, the generator alone against any SMTP server.
 //! - [`gcra`]: the rate-with-burst check behind inbox rate limits and MTA tenant limits.
 //! - [`sync`]: the poison-tolerant mutex lock every stateful module uses.
@@ -37,6 +37,7 @@ pub mod measure;
 pub mod mta;
 pub mod report;
 pub mod run;
+pub mod runlog;
 pub mod scenario;
 pub mod signal;
 pub mod smtp;

@@ -101,6 +101,13 @@ fn region_kill_and_restore_loses_nothing() {
             .any(|l| l.contains("\"event\":\"delivered\"") && l.contains("east-1")),
         "the restarted node delivers"
     );
+    // run.log keeps the run's lines, chaos actions included, with timestamps.
+    let log = std::fs::read_to_string(out.join("run.log")).expect("run.log");
+    assert!(log.contains("mailsurge run `region-kill`"), "{log}");
+    assert!(
+        log.contains("chaos: kill region/east") && log.contains("chaos: restore region/east"),
+        "{log}"
+    );
     for chart in ["delivery-time", "queue-depth", "delivery-time-by-region"] {
         assert!(out.join("charts").join(format!("{chart}.png")).exists(), "{chart}.png");
     }

@@ -1,6 +1,9 @@
-//! Reports (SPEC §6): summary.json, report.md and charts, written into a run directory.
+//! Reports (SPEC §6): summary.json, report.md, report.html and charts, written into a run directory.
 
 pub mod charts;
+pub mod compare;
+pub mod html;
+pub mod junit;
 pub mod markdown;
 pub mod summary;
 
@@ -13,7 +16,7 @@ use crate::measure::{Analysis, Point};
 use charts::{ChartSpec, HLine, Line, Marker};
 pub use summary::{RunInfo, Summary};
 
-/// Writes summary.json, report.md and charts/ into `dir`; returns the summary. Every chart
+/// Writes summary.json, report.md, report.html and charts/ into `dir`; returns the summary. Every chart
 /// marks the analysis' chaos actions ([`Analysis::marks`], from the run's control events).
 pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis) -> anyhow::Result<Summary> {
     let summary = Summary::new(info, a);
@@ -32,6 +35,8 @@ pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis) -> anyhow::Result<Sum
     let written = write_charts(&chart_dir, info, a)?;
     let md = markdown::render(&summary, &written);
     std::fs::write(dir.join("report.md"), md).context("cannot write report.md")?;
+    junit::write(dir, &summary, None).context("cannot write junit.xml")?;
+    html::write(dir, &summary, a, &written)?;
     Ok(summary)
 }
 

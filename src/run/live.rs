@@ -162,28 +162,58 @@ impl Tail {
     }
 }
 
-/// Human output: progress lines on stderr (rewritten in place on a TTY).
+/// Human output. On a terminal: a live progress bar (indicatif) over the run's timeline, with
+/// the log lines printed above it. With `--quiet` or without a terminal (CI): plain lines, a
+/// progress line every few seconds. Every line also goes to `run.log` through `tracing`.
 pub struct Log {
-    pub quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Log {
-    fn tty(&self) -> bool {
-        !self.quiet && std::io::stderr().is_terminal()
+    /// `total` is the whole run (traffic window plus the longest drain) for the bar's length.
+    pub fn new(quiet: bool, total: std::time::Duration) -> Log {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::with_draw_target(
+                Some(total.as_millis() as u64),
+                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+            );
+            let style = indicatif::ProgressStyle::with_template("{elapsed_precise} {bar:24} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("█▌ ");
+            b.set_style(style);
+            b
+        });
+        Log { bar }
     }
+
+    /// Plain periodic progress lines instead of a live bar.
+    pub fn plain(&self) -> bool {
+        self.bar.is_none()
+    }
+
     pub fn line(&self, s: &str) {
-        eprintln!("{s}");
-    }
-    pub fn progress(&self, s: &str) {
-        if self.tty() {
-            eprint!("\r\x1b[2K{s}");
-        } else {
-            eprintln!("{s}");
+        tracing::info!(target: "run", "{s}");
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
         }
     }
+
+    /// The live status: `elapsed` positions the bar; `s` is its message (or the plain line).
+    pub fn progress(&self, elapsed: std::time::Duration, s: &str) {
+        tracing::info!(target: "run", "{s}");
+        match &self.bar {
+            Some(b) => {
+                b.set_position(elapsed.as_millis() as u64);
+                b.set_message(s.to_string());
+            }
+            None => eprintln!("{s}"),
+        }
+    }
+
     pub fn finish_progress(&self) {
-        if self.tty() {
-            eprintln!();
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
         }
     }
 }

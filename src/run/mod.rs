@@ -7,7 +7,6 @@
 //! in-memory shortcuts, so a report can be reproduced from the directory alone.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -23,18 +22,20 @@ mod chaos;
 mod live;
 mod node;
 mod providers;
+mod render;
 
 use live::{write_events, LiveStats, Log, Tail};
 use node::{start_node, stop_node};
 use providers::ProviderRt;
+pub use render::{render, NodeRecord, RenderError, RunRecord, SpooledRecord, RUN_FILE};
 
 use crate::config::ConfigError;
 use crate::events::{self, now_ns, Event};
 use crate::inbox;
 use crate::inbox::bounces::{BounceInbox, EXTERNAL_NODE};
-use crate::measure::{self, Spooled};
+use crate::measure;
 use crate::mta::spool::LogSpool;
-use crate::report::{self, RunInfo, Summary};
+use crate::report::Summary;
 use crate::scenario::{MtaKind, Scenario};
 use crate::smtp::{self, ServerStats};
 use crate::traffic::balance::Balancer;
@@ -83,7 +84,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
     std::fs::create_dir_all(dir.join("nodes")).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("scenario.yaml"), s.to_yaml()).context("cannot write scenario.yaml")?;
-    let log = Log { quiet: opts.quiet };
+    // run.log keeps the lines below; a report directory that cannot hold it is not fatal.
+    if let Err(e) = crate::runlog::open(&dir.join("run.log")) {
+        tracing::warn!("cannot write {}: {e}", dir.join("run.log").display());
+    }
+    let log = Log::new(opts.quiet, f.duration.0 + f.drain.0);
     log.line(&format!(
         "mailsurge run `{}` seed {} → {}",
         f.name,
@@ -202,12 +207,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
 
     // Traffic window, then drain until every accepted message is terminal or time is up.
     let mut tail = Tail::new(nodes.iter().map(|n| n.dir.join("events.jsonl")).collect());
-    let progress_every = if opts.quiet || !std::io::stderr().is_terminal() {
-        5.0
-    } else {
-        1.0
-    };
+    let progress_every = if log.plain() { 5.0 } else { 0.5 };
     let mut last_progress = Instant::now();
+    let mut last_accepted = 0u64;
     let mut gen_done = false;
     let mut crashed: Vec<String> = Vec::new();
     let steps = chaos::timeline(&f.chaos);
@@ -250,18 +252,26 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         let dsn_terminal = bounces.as_ref().map_or(0, |(b, _)| b.terminal());
         let terminal = live.delivered_keys() + tail.terminal.len() as u64 + dsn_terminal;
         let now = Instant::now();
-        if now.duration_since(last_progress).as_secs_f64() >= progress_every {
-            last_progress = now;
-            let elapsed = now.saturating_duration_since(start).as_secs_f64();
-            log.progress(&format!(
-                "t={elapsed:>6.1}s/{:.0}s generated {} accepted {accepted} delivered {} bounced {} p50 {} slo {}",
-                duration.as_secs_f64(),
-                counters.generated.load(Ordering::Relaxed),
-                live.delivered_keys(),
-                tail.bounced + dsn_terminal,
-                live.p50_text(),
-                live.slo_text(s.file.slo.delivery_time.as_secs_f64() * 1e3),
-            ));
+        let since = now.duration_since(last_progress).as_secs_f64();
+        if since >= progress_every {
+            let rate = accepted.saturating_sub(last_accepted) as f64 / since;
+            (last_progress, last_accepted) = (now, accepted);
+            let elapsed = now.saturating_duration_since(start);
+            let next = steps.get(next_step).map_or(String::new(), |st| {
+                format!(" · next {} at {:.0}s", chaos::describe(&st.action), st.at.as_secs_f64())
+            });
+            log.progress(
+                elapsed,
+                &format!(
+                    "t={:>6.1}s/{:.0}s {rate:>6.0}/s accepted {accepted} delivered {} bounced {} p50 {} slo {}{next}",
+                    elapsed.as_secs_f64(),
+                    duration.as_secs_f64(),
+                    live.delivered_keys(),
+                    tail.bounced + dsn_terminal,
+                    live.p50_text(),
+                    live.slo_text(s.file.slo.delivery_time.as_secs_f64() * 1e3),
+                ),
+            );
         }
         // A pending chaos step (a restore, say) is part of the run: wait for it.
         if gen_done && terminal >= accepted && next_step >= steps.len() {
@@ -307,7 +317,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     drop(ev_tx);
     writer.await.context("event writer failed")??;
 
-    // Gather raw data from the run directory and measure.
+    // Gather raw data into the run directory, then measure from there alone (see `render`).
     let mut all = events::read_file(&harness_events)
         .context("cannot read harness events")?
         .0;
@@ -320,31 +330,20 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         all.append(&mut evs);
         for m in LogSpool::scan(&n.dir.join("spool")).unwrap_or_default() {
             for rcpt in &m.rcpts {
-                spooled.push(Spooled {
+                spooled.push(SpooledRecord {
                     msg_id: m.msg_id.clone(),
                     rcpt: rcpt.clone(),
                     node: n.name.clone(),
-                    node_alive: alive.get(&n.name).copied().unwrap_or(false),
                 });
             }
         }
     }
-    let providers: BTreeMap<String, String> = s
-        .providers
-        .iter()
-        .flat_map(|p| {
-            p.spec
-                .domains
-                .iter()
-                .map(|d| (d.to_ascii_lowercase(), p.spec.name.clone()))
-        })
-        .collect();
+    let providers = render::provider_map(f);
     if let Some(st) = bounce_stats {
         log.line(&format!(
             "bounce inbox: {} messages, {} bounced, {} expired, {} delay notices, {} unattributed",
             st.messages, st.bounced, st.expired, st.delayed, st.unattributed
         ));
-        external_accounting(&all, &mut spooled);
     }
     for e in &mut all {
         if e.provider.is_none() {
@@ -359,26 +358,25 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
     for raw in std::iter::once(harness_events.clone()).chain(nodes.iter().map(|n| n.dir.join("events.jsonl"))) {
         let _ = std::fs::remove_file(raw);
     }
-    let inputs = measure::Inputs {
-        start_ns,
-        duration_s: duration.as_secs_f64(),
-        slo_ms: f.slo.delivery_time.as_secs_f64() * 1e3,
-        slo_target: f.slo.target.0,
-        providers,
-        thresholds: f.thresholds.clone(),
-    };
-    let analysis = measure::analyze(&all, &spooled, &inputs);
-    let info = RunInfo {
-        name: f.name.clone(),
-        start_ns,
-        seed: f.seed,
+    drop(all);
+    RunRecord {
+        schema: render::RUN_SCHEMA.into(),
         run_id,
         started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        start_ns,
         wall_s: (now_ns().saturating_sub(start_ns)) as f64 / 1e9,
-        slo_ms: inputs.slo_ms,
-        slo_target: inputs.slo_target,
-    };
-    let summary = report::write_all(&dir, &info, &analysis)?;
+        nodes: nodes
+            .iter()
+            .map(|n| NodeRecord {
+                name: n.name.clone(),
+                region: n.region.clone(),
+                alive: alive.get(&n.name).copied().unwrap_or(false),
+            })
+            .collect(),
+        spooled,
+    }
+    .write(&dir)?;
+    let summary = render(&dir)?;
     if !crashed.is_empty() {
         bail!(
             "node(s) {} exited unexpectedly; report written to {}",
@@ -420,37 +418,6 @@ fn balancer_for(s: &Scenario, nodes: &[node::Node], events: mpsc::UnboundedSende
         nodes.iter().map(|n| weight(&n.region)).collect(),
         events,
     )
-}
-
-/// What mailsurge can know of an external MTA: its 250 to a submission is the acceptance (as
-/// for every run, see the ledger), and a recipient whose last DSN was a delay notice is still in its queue. Everything else that
-/// was accepted and neither received nor bounced by the end of the drain is `lost` — the
-/// harness cannot look into the external queue, and never assumes.
-fn external_accounting(all: &[Event], spooled: &mut Vec<Spooled>) {
-    let mut delayed: BTreeMap<(String, String), bool> = BTreeMap::new();
-    for e in all.iter() {
-        let key = || (e.id.clone(), e.rcpt.clone().unwrap_or_default());
-        match e.event {
-            events::Kind::Deferred => {
-                delayed.entry(key()).or_insert(true);
-            }
-            events::Kind::Bounced | events::Kind::Expired | events::Kind::Received => {
-                delayed.insert(key(), false);
-            }
-            _ => {}
-        }
-    }
-    spooled.extend(
-        delayed
-            .into_iter()
-            .filter(|(_, still)| *still)
-            .map(|((msg_id, rcpt), _)| Spooled {
-                msg_id,
-                rcpt,
-                node: EXTERNAL_NODE.into(),
-                node_alive: true,
-            }),
-    );
 }
 
 fn measure_domain(rcpt: &str) -> String {
