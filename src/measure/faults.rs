@@ -48,7 +48,7 @@
 
 use std::collections::HashMap;
 
-use super::accounting::{domain_of, Class, Ledger};
+use super::accounting::{Class, Ledger};
 use super::{Inputs, Point};
 use crate::events::{Event, Kind};
 
@@ -222,10 +222,9 @@ impl<'a> Ctx<'a> {
 
     /// The event's provider, else its recipient domain's.
     fn provider_of<'e>(&'e self, e: &'e Event) -> Option<&'e str> {
-        e.provider.as_deref().or_else(|| {
-            let d = domain_of(e.rcpt.as_deref()?).to_ascii_lowercase();
-            self.inp.providers.get(&d).map(String::as_str)
-        })
+        e.provider
+            .as_deref()
+            .or_else(|| self.inp.provider_of(e.rcpt.as_deref()?))
     }
 
     fn first_after(&self, t: u64, f: impl Fn(&Event) -> bool) -> Option<u64> {
@@ -353,8 +352,7 @@ pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &
             // A provider's fault is about that provider's mail only; faults overlap in time,
             // and another provider's trouble in the same window is not this one's.
             if let Target::Provider(p) = &a.target {
-                let domain = crate::measure::accounting::domain_of(rcpt).to_ascii_lowercase();
-                if inp.providers.get(&domain) != Some(p) {
+                if inp.provider_of(rcpt) != Some(p.as_str()) {
                     continue;
                 }
             }

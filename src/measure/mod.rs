@@ -36,6 +36,15 @@ pub struct Inputs {
     pub thresholds: Vec<Threshold>,
 }
 
+impl Inputs {
+    /// The provider that serves a recipient's domain.
+    pub fn provider_of(&self, rcpt: &str) -> Option<&str> {
+        self.providers
+            .get(&domain_of(rcpt).to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
 /// One interval of a per-second series (grouped by intended time).
 #[derive(Debug, Clone, Default)]
 pub struct Point {

@@ -123,7 +123,8 @@ pub async fn apply(step: &Step, w: World<'_>) -> anyhow::Result<String> {
                 kill_node(n).await;
             }
         }
-        ("region" | "node", ChaosKind::Restore, false) => {
+        // A restore, or the end of a node kill's `for:` window: restart what is down.
+        ("region" | "node", ChaosKind::Restore, false) | ("region" | "node", ChaosKind::Kill, true) => {
             for n in w.nodes.iter_mut().filter(|n| matches(kind, name, n) && n.down) {
                 restart_node(n)
                     .await
@@ -158,14 +159,6 @@ pub async fn apply(step: &Step, w: World<'_>) -> anyhow::Result<String> {
                     engine.remove_overlays(|o| matches!(o, Overlay::Latency(d) if *d == add));
                 }
                 (ChaosKind::Restore, true) => {}
-            }
-        }
-        // A `for:` on a node kill ends with its restart.
-        ("region" | "node", ChaosKind::Kill, true) => {
-            for n in w.nodes.iter_mut().filter(|n| matches(kind, name, n) && n.down) {
-                restart_node(n)
-                    .await
-                    .with_context(|| format!("cannot restart node {}", n.name))?;
             }
         }
         _ => {}

@@ -31,13 +31,11 @@ pub use render::{render, NodeRecord, RenderError, RunRecord, SpooledRecord, RUN_
 
 use crate::config::ConfigError;
 use crate::events::{self, now_ns, Event};
-use crate::inbox;
 use crate::inbox::bounces::{BounceInbox, EXTERNAL_NODE};
 use crate::measure;
 use crate::mta::spool::LogSpool;
 use crate::report::Summary;
 use crate::scenario::{MtaKind, Scenario};
-use crate::smtp::{self, ServerStats};
 use crate::traffic::balance::Balancer;
 use crate::traffic::message::{Builder, Mix};
 use crate::traffic::schedule::{RateCurve, Schedule};
@@ -104,7 +102,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
 
     // Inboxes, in-process; one listener per MX host.
     let (stop_inboxes, inbox_stop_rx) = watch::channel(false);
-    let mut inbox_tasks = Vec::new();
+    let mut bounce_task = None;
     let mut providers = ProviderRt::start_all(s, &ev_tx).await?;
     let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
     for p in &providers {
@@ -129,21 +127,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
             .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;
         let addr = listener.local_addr()?;
         let policy = Arc::new(BounceInbox::new(&b.domain, ev_tx.clone()));
-        let mut stop = inbox_stop_rx.clone();
-        let served = policy.clone();
-        inbox_tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            smtp::serve(
-                listener,
-                served,
-                inbox::limits("bounces"),
-                Arc::new(ServerStats::default()),
-                shutdown,
-            )
-            .await
-        }));
+        bounce_task = Some(providers::spawn_server(
+            listener,
+            policy.clone(),
+            "bounces",
+            inbox_stop_rx.clone(),
+        ));
         log.line(&format!("inbox {:<10} {addr}  {} (DSNs)", "bounces", b.domain));
         log.line(&format!(
             "mta   external   {}  (route the domains above to their inboxes; regions are not used)",
@@ -302,7 +291,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Outcome> {
         alive.insert(n.name.clone(), ok && !crashed.contains(&n.name));
     }
     let _ = stop_inboxes.send(true);
-    for t in inbox_tasks {
+    if let Some(t) = bounce_task {
         let _ = t.await;
     }
     for p in &mut providers {

@@ -18,7 +18,7 @@ use crate::events::Event;
 use crate::inbox::rules::Behaviour;
 use crate::inbox::{self, Inbox, Overlay, Receipt};
 use crate::scenario::{KillMode, Scenario};
-use crate::smtp::{self, ServerStats};
+use crate::smtp::{self, Policy, ServerStats};
 
 /// Default MX addresses: the first MX of provider i on 127.0.2.<i+1>, further MXes m on
 /// 127.0.<10+m>.<i+1> (127.0.3.x belongs to MTA nodes).
@@ -32,6 +32,30 @@ struct Mx {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Serves an in-process SMTP policy (an inbox) on `listener` until `stop` turns true.
+pub fn spawn_server<P: Policy>(
+    listener: TcpListener,
+    policy: Arc<P>,
+    name: &str,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let limits = inbox::limits(name);
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        smtp::serve(listener, policy, limits, Arc::new(ServerStats::default()), shutdown).await
+    })
+}
+
+impl Mx {
+    /// Serves `inbox` on `listener` until this MX's stop signal.
+    fn serve(&mut self, name: &str, inbox: &Arc<Inbox>, listener: TcpListener) {
+        let _ = self.stop.send(false);
+        self.task = Some(spawn_server(listener, inbox.clone(), name, self.stop.subscribe()));
+    }
 }
 
 /// One provider at run time.
@@ -78,25 +102,12 @@ impl ProviderRt {
                 let addr = listener.local_addr()?;
                 let (stop, _) = watch::channel(false);
                 let mut mx = Mx { addr, stop, task: None };
-                rt.serve(&mut mx, listener);
+                mx.serve(&rt.name, &rt.inbox, listener);
                 rt.mxs.push(mx);
             }
             out.push(rt);
         }
         Ok(out)
-    }
-
-    fn serve(&self, mx: &mut Mx, listener: TcpListener) {
-        let _ = mx.stop.send(false);
-        let mut stop = mx.stop.subscribe();
-        let policy = self.inbox.clone();
-        let limits = inbox::limits(&self.name);
-        mx.task = Some(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            smtp::serve(listener, policy, limits, Arc::new(ServerStats::default()), shutdown).await
-        }));
     }
 
     /// The MX hosts a chaos action hits: one (1-based `mx`) or all.
@@ -127,9 +138,7 @@ impl ProviderRt {
     /// Brings every MX back: listeners reopened on their old addresses, `Down` overlays gone.
     pub async fn restore(&mut self) -> anyhow::Result<()> {
         self.inbox.engine().remove_overlays(|o| matches!(o, Overlay::Down(_)));
-        let name = self.name.clone();
-        let mut reopened = Vec::new();
-        for (i, m) in self.mxs.iter_mut().enumerate() {
+        for m in &mut self.mxs {
             let down = m.task.as_ref().is_none_or(|t| t.is_finished()) || *m.stop.borrow();
             if down {
                 if let Some(t) = m.task.take() {
@@ -137,21 +146,9 @@ impl ProviderRt {
                 }
                 let l = TcpListener::bind(m.addr)
                     .await
-                    .with_context(|| format!("provider `{name}`: cannot listen again on {}", m.addr))?;
-                reopened.push((i, l));
+                    .with_context(|| format!("provider `{}`: cannot listen again on {}", self.name, m.addr))?;
+                m.serve(&self.name, &self.inbox, l);
             }
-        }
-        for (i, l) in reopened {
-            let mut mx = std::mem::replace(
-                &mut self.mxs[i],
-                Mx {
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    stop: watch::channel(false).0,
-                    task: None,
-                },
-            );
-            self.serve(&mut mx, l);
-            self.mxs[i] = mx;
         }
         Ok(())
     }

@@ -171,9 +171,10 @@ impl Balancer {
         while Instant::now() < until {
             tick.tick().await;
             let addrs: Vec<SocketAddr> = lock(&self.slots).iter().map(|s| s.target.addr).collect();
-            let checks = addrs.into_iter().enumerate().map(|(i, addr)| {
+            let mut checks = tokio::task::JoinSet::new();
+            for (i, addr) in addrs.into_iter().enumerate() {
                 let cfg = cfg.clone();
-                async move {
+                checks.spawn(async move {
                     let ok = match tokio::time::timeout(HEARTBEAT_TIMEOUT, Client::connect(addr, &cfg)).await {
                         Ok(Ok(c)) => {
                             c.quit().await;
@@ -183,9 +184,11 @@ impl Balancer {
                         Err(_) => Err(format!("heartbeat: no answer within {HEARTBEAT_TIMEOUT:?}")),
                     };
                     (i, ok)
-                }
-            });
-            for (i, ok) in futures_join_all(checks).await {
+                });
+            }
+            while let Some(done) = checks.join_next().await {
+                // A heartbeat task cannot panic short of a bug; skip it rather than stop.
+                let Ok((i, ok)) = done else { continue };
                 match ok {
                     Ok(()) => self.passed(i),
                     Err(why) => self.failed(i, &why),
@@ -193,21 +196,6 @@ impl Balancer {
             }
         }
     }
-}
-
-/// Runs futures concurrently and collects their outputs (a tiny `join_all` without a crate).
-async fn futures_join_all<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = fs.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
