@@ -112,3 +112,44 @@ fn region_kill_and_restore_loses_nothing() {
         assert!(out.join("charts").join(format!("{chart}.png")).exists(), "{chart}.png");
     }
 }
+
+/// A provider refuses connections (its listeners closed) and is restored on the same
+/// addresses: the MTA's queued mail must reach it after the restore, nothing lost.
+#[test]
+fn provider_refuse_and_restore_delivers_everything() {
+    let tmp = tempdir();
+    let scenario = tmp.path().join("provider-down.yaml");
+    std::fs::write(
+        &scenario,
+        "name: provider-down\nseed: 3\nduration: 8s\ndrain: 15s\n\
+         slo: { delivery_time: 5s, target: 90% }\n\
+         thresholds: [ 'lost == 0' ]\n\
+         regions: [ { name: a, nodes: 1 } ]\n\
+         mta: { retry: { initial: 500ms, factor: 2, max_delay: 2s, jitter: 0%, give_up: 60s }, egress_pools: { shared: [127.0.1.1] } }\n\
+         providers:\n  - { name: g, domains: [example.com], rules: generic, mx: 2 }\n\
+         traffic: { rate: 50/s, domains: { example.com: 100% }, connections: 4 }\n\
+         chaos:\n  - { at: 2s, action: kill, target: provider/g, mode: refuse }\n  - { at: 5s, action: restore, target: provider/g }\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("report");
+    let o = mailsurge(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let s = read_json(&out.join("summary.json"));
+    let c = &s["counts"];
+    assert_eq!(c["lost"], 0, "{c}\n{stderr}");
+    assert_eq!(c["queued"], 0, "the restored provider takes the queued mail: {c}");
+    assert_eq!(c["delivered"], c["accepted"], "{c}");
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let kill = &s["faults"][0];
+    assert_eq!(
+        (kill["action"].as_str(), kill["target"].as_str()),
+        (Some("kill"), Some("provider/g"))
+    );
+    assert!(kill["detection_s"].as_f64().is_some(), "{kill}");
+}

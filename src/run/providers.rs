@@ -53,7 +53,9 @@ pub fn spawn_server<P: Policy>(
 impl Mx {
     /// Serves `inbox` on `listener` until this MX's stop signal.
     fn serve(&mut self, name: &str, inbox: &Arc<Inbox>, listener: TcpListener) {
-        let _ = self.stop.send(false);
+        // send_replace: the old server (and its receiver) may be gone, and a plain send to a
+        // channel without receivers would leave the stale `true` for the new server to see.
+        self.stop.send_replace(false);
         self.task = Some(spawn_server(listener, inbox.clone(), name, self.stop.subscribe()));
     }
 }
