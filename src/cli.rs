@@ -200,10 +200,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+/// One function per command; each returns its exit code.
 fn dispatch(cmd: Cmd) -> u8 {
     match cmd {
         Cmd::Run {
-            scenario: path,
+            scenario,
             out,
             seed,
             duration,
@@ -212,64 +213,17 @@ fn dispatch(cmd: Cmd) -> u8 {
             baseline,
             tolerance,
             min_delta,
-        } => {
-            let limits = limits(tolerance, min_delta);
-            // Read before anything starts, so a bad baseline is a usage error (exit 2).
-            let baseline = match baseline.as_deref().map(crate::report::compare::load).transpose() {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("error: --baseline {e}");
-                    return EXIT_CONFIG;
-                }
-            };
-            let mut s = match scenario::load(&path) {
-                Ok(s) => s,
-                Err(e) => return config_error(&e),
-            };
-            if let Some(x) = rate_scale.filter(|x| !(x.is_finite() && *x > 0.0)) {
-                eprintln!("error: --rate-scale must be a positive number, not {x}");
-                return EXIT_CONFIG;
-            }
-            s.apply(&Overrides {
+        } => run(
+            &scenario,
+            Overrides {
                 seed,
                 duration,
                 rate_scale,
-            });
-            if let Err(e) = crate::run::check_supported(&s) {
-                return config_error(&e);
-            }
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            let opts = crate::run::RunOptions { out, quiet };
-            let result = rt.block_on(crate::run::run(&s, &opts));
-            if let Err(e) = &result {
-                tracing::info!(target: "run", "error: {e:#}");
-            }
-            crate::runlog::close();
-            match result {
-                Ok(o) => {
-                    print_outcome(&o);
-                    let regressed = match &baseline {
-                        Some(b) => match gate_on_baseline(&o, b, limits) {
-                            Ok(r) => r,
-                            Err(code) => return code,
-                        },
-                        None => false,
-                    };
-                    if o.summary.verdict == "pass" && !regressed {
-                        EXIT_PASS
-                    } else {
-                        EXIT_FAIL
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    EXIT_RUNTIME
-                }
-            }
-        }
+            },
+            crate::run::RunOptions { out, quiet },
+            baseline.as_deref(),
+            limits(tolerance, min_delta),
+        ),
         Cmd::Compare {
             base,
             candidate,
@@ -277,52 +231,13 @@ fn dispatch(cmd: Cmd) -> u8 {
             min_delta,
             json,
         } => compare(&base, &candidate, limits(tolerance, min_delta), json),
-        Cmd::Validate { files } => {
-            for f in &files {
-                match validate(f) {
-                    Ok(what) => println!("{}: ok ({what})", f.display()),
-                    Err(e) => return config_error(&e),
-                }
-            }
-            EXIT_PASS
-        }
+        Cmd::Validate { files } => validate_all(&files),
         Cmd::Inbox {
             rules,
             listen,
             receipts,
             seed,
-        } => {
-            if !listen.ip().is_loopback() {
-                eprintln!("error: --listen {listen}: mailsurge only listens on loopback addresses");
-                return EXIT_CONFIG;
-            }
-            let here = Source {
-                name: "--rules".into(),
-                text: String::new(),
-                dir: Some(PathBuf::from(".")),
-            };
-            let src = match crate::config::resolve(&here, &rules, crate::config::Shipped::Inbox) {
-                Ok(s) => s,
-                Err(m) => {
-                    eprintln!("error: --rules {rules}: {m}");
-                    return EXIT_CONFIG;
-                }
-            };
-            if let Err(e) = crate::inbox::RuleSet::from_source(&src) {
-                return config_error(&e);
-            }
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            match rt.block_on(crate::inbox::run_standalone(src, listen, receipts.as_deref(), seed)) {
-                Ok(()) => EXIT_PASS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    EXIT_RUNTIME
-                }
-            }
-        }
+        } => inbox(&rules, listen, receipts.as_deref(), seed),
         Cmd::Merge { hlogs, out } => merge(&hlogs, out.as_deref()),
         Cmd::Report { run_dir } => report(run_dir),
         Cmd::Gen {
@@ -337,10 +252,6 @@ fn dispatch(cmd: Cmd) -> u8 {
             out,
             quiet,
         } => {
-            if duration.is_none() && count.is_none() {
-                eprintln!("error: give --duration D or --count N");
-                return EXIT_CONFIG;
-            }
             let o = crate::gen::GenOptions {
                 target,
                 rate,
@@ -351,72 +262,180 @@ fn dispatch(cmd: Cmd) -> u8 {
                 domain,
                 seed,
             };
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            match rt.block_on(crate::gen::run(&o)) {
-                Ok(s) => {
-                    let dir = out.unwrap_or_else(crate::gen::default_out);
-                    let written = std::fs::create_dir_all(&dir).and_then(|()| {
-                        let json = serde_json::to_string_pretty(&s).map_err(std::io::Error::other)?;
-                        std::fs::write(dir.join("summary.json"), json + "\n")
-                    });
-                    if let Err(e) = written {
-                        eprintln!("error: cannot write {}: {e}", dir.display());
-                        return EXIT_RUNTIME;
-                    }
-                    let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}ms"));
-                    if !quiet {
-                        eprintln!("summary: {}", dir.join("summary.json").display());
-                    }
-                    println!(
-                        "gen {}: {} generated, {} accepted, {} rejected in {:.2}s ({}/s); submit p50 {} p99 {} (uncorrected p50 {} p99 {})",
-                        s.mode,
-                        s.counts.generated,
-                        s.counts.accepted,
-                        s.counts.rejected_at_submit,
-                        s.wall_s,
-                        s.accepted_per_s,
-                        ms(s.submit_ms.p50),
-                        ms(s.submit_ms.p99),
-                        ms(s.submit_ms.uncorrected_p50),
-                        ms(s.submit_ms.uncorrected_p99)
-                    );
-                    EXIT_PASS
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    if e.to_string().contains("loopback") || e.to_string().contains("--count") {
-                        EXIT_CONFIG
-                    } else {
-                        EXIT_RUNTIME
-                    }
-                }
-            }
+            gen(&o, out, quiet)
         }
-        Cmd::Mta { config } => {
-            let (cfg, src) = match crate::mta::NodeConfig::load(&config) {
-                Ok(x) => x,
-                Err(e) => return config_error(&e),
-            };
-            let responses = match crate::mta::load_responses(&cfg, &src) {
-                Ok(r) => r,
-                Err(e) => return config_error(&e),
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            match rt.block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())) {
-                Ok(()) => EXIT_PASS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    EXIT_RUNTIME
-                }
-            }
+        Cmd::Mta { config } => mta(&config),
+    }
+}
+
+/// Runs `fut` on a fresh runtime: exit 0 when it succeeds, 3 (with the error) when it fails.
+fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> Result<T, u8> {
+    let rt = runtime()?;
+    rt.block_on(fut).map_err(|e| {
+        eprintln!("error: {e:#}");
+        EXIT_RUNTIME
+    })
+}
+
+/// `mailsurge run`: load, override, compile (exit 2 on any plan error), run, gate.
+fn run(
+    path: &Path,
+    overrides: Overrides,
+    opts: crate::run::RunOptions,
+    baseline: Option<&Path>,
+    limits: crate::report::compare::Limits,
+) -> u8 {
+    // Read before anything starts, so a bad baseline is a usage error (exit 2).
+    let baseline = match baseline.map(crate::report::compare::load).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: --baseline {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let mut s = match scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => return config_error(&e),
+    };
+    if let Some(x) = overrides.rate_scale.filter(|x| !(x.is_finite() && *x > 0.0)) {
+        eprintln!("error: --rate-scale must be a positive number, not {x}");
+        return EXIT_CONFIG;
+    }
+    s.apply(&overrides);
+    if let Err(e) = crate::run::check_supported(&s) {
+        return config_error(&e);
+    }
+    let compiled = match crate::run::compile(s) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(crate::run::run(&compiled, &opts));
+    if let Err(e) = &result {
+        tracing::info!(target: "run", "error: {e:#}");
+    }
+    crate::runlog::close();
+    let o = match result {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_RUNTIME;
+        }
+    };
+    print_outcome(&o);
+    let regressed = match &baseline {
+        Some(b) => match gate_on_baseline(&o, b, limits) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+        None => false,
+    };
+    if o.summary.verdict == "pass" && !regressed {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    }
+}
+
+/// `mailsurge validate`: every file, stopping at the first error (exit 2).
+fn validate_all(files: &[PathBuf]) -> u8 {
+    for f in files {
+        match validate(f) {
+            Ok(what) => println!("{}: ok ({what})", f.display()),
+            Err(e) => return config_error(&e),
         }
     }
+    EXIT_PASS
+}
+
+/// `mailsurge inbox`: one standalone mock inbox until Ctrl-C.
+fn inbox(rules: &str, listen: SocketAddr, receipts: Option<&Path>, seed: u64) -> u8 {
+    if !listen.ip().is_loopback() {
+        eprintln!("error: --listen {listen}: mailsurge only listens on loopback addresses");
+        return EXIT_CONFIG;
+    }
+    let here = Source {
+        name: "--rules".into(),
+        text: String::new(),
+        dir: Some(PathBuf::from(".")),
+    };
+    let src = match crate::config::resolve(&here, rules, crate::config::Shipped::Inbox) {
+        Ok(s) => s,
+        Err(m) => {
+            eprintln!("error: --rules {rules}: {m}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Err(e) = crate::inbox::RuleSet::from_source(&src) {
+        return config_error(&e);
+    }
+    block_on(crate::inbox::run_standalone(src, listen, receipts, seed)).map_or_else(|c| c, |()| EXIT_PASS)
+}
+
+/// `mailsurge gen`: load any SMTP server, write summary.json, print one line.
+fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
+    if o.duration.is_none() && o.count.is_none() {
+        eprintln!("error: give --duration D or --count N");
+        return EXIT_CONFIG;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let s = match rt.block_on(crate::gen::run(o)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return if e.to_string().contains("loopback") || e.to_string().contains("--count") {
+                EXIT_CONFIG
+            } else {
+                EXIT_RUNTIME
+            };
+        }
+    };
+    let dir = out.unwrap_or_else(crate::gen::default_out);
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        let json = serde_json::to_string_pretty(&s).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join("summary.json"), json + "\n")
+    });
+    if let Err(e) = written {
+        eprintln!("error: cannot write {}: {e}", dir.display());
+        return EXIT_RUNTIME;
+    }
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}ms"));
+    if !quiet {
+        eprintln!("summary: {}", dir.join("summary.json").display());
+    }
+    println!(
+        "gen {}: {} generated, {} accepted, {} rejected in {:.2}s ({}/s); submit p50 {} p99 {} (uncorrected p50 {} p99 {})",
+        s.mode,
+        s.counts.generated,
+        s.counts.accepted,
+        s.counts.rejected_at_submit,
+        s.wall_s,
+        s.accepted_per_s,
+        ms(s.submit_ms.p50),
+        ms(s.submit_ms.p99),
+        ms(s.submit_ms.uncorrected_p50),
+        ms(s.submit_ms.uncorrected_p99)
+    );
+    EXIT_PASS
+}
+
+/// `mailsurge mta`: one standalone reference MTA node until SIGTERM.
+fn mta(config: &Path) -> u8 {
+    let (cfg, src) = match crate::mta::NodeConfig::load(config) {
+        Ok(x) => x,
+        Err(e) => return config_error(&e),
+    };
+    let responses = match crate::mta::load_responses(&cfg, &src) {
+        Ok(r) => r,
+        Err(e) => return config_error(&e),
+    };
+    block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())).map_or_else(|c| c, |()| EXIT_PASS)
 }
 
 /// Validates a scenario or a rule file, telling them apart by their top-level keys.
@@ -429,7 +448,9 @@ fn validate(path: &Path) -> Result<&'static str, ConfigError> {
         crate::mta::responses::ResponseTable::from_source(&src)?;
         Ok("response table")
     } else {
-        scenario::from_source(src)?;
+        // Compiling checks what each part reads of the plan: rule tables, the response table,
+        // chaos replies.
+        crate::run::compile(scenario::from_source(src)?)?;
         Ok("scenario")
     }
 }

@@ -2,13 +2,13 @@
 //! bounces and expiries: which recipients failed or were delayed, with which status, and the
 //! `X-Mailsurge-Id` of the original message from the returned headers.
 //!
-//! Only parsing lives here; what a parsed DSN means for a run is [`crate::inbox::bounces`]. The parser
+//! Only parsing lives here; what a parsed DSN means for a run is the bounce inbox's business (`inbox::bounces`). The parser
 //! is deliberately lenient — real MTAs fold fields, quote boundaries, use `message/rfc822` or
 //! `text/rfc822-headers` (RFC 6522) for the returned part, and RFC 6533's `message/global-*`
 //! types — and never fails: a message it cannot read yields an empty [`Dsn`], which the bounce
 //! inbox counts as unattributed rather than dropping silently.
 
-use crate::inbox::receipt::{parse_identity, Identity};
+use crate::events::Identity;
 
 /// One per-recipient block of a `message/delivery-status` part.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -109,7 +109,7 @@ pub fn parse(msg: &[u8]) -> Dsn {
             | "message/rfc822-headers"
             | "message/global"
             | "message/global-headers" => {
-                let id = parse_identity(pbody);
+                let id = Identity::parse(pbody);
                 if id.mailsurge_id.is_some() || id.message_id.is_some() {
                     dsn.original = id;
                 }

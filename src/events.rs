@@ -34,8 +34,9 @@ pub enum Kind {
     Dropped,
     /// Inbox: a receipt (the message arrived).
     Received,
-    /// Harness: a chaos action began (`text`: e.g. `kill region/us-east`; `node`, `region` or
-    /// `provider` name its target). Not a message event: `id` is `fault.<n>`.
+    /// Harness: a chaos action began (`fault`: its typed fields; `text`: the chart label, e.g.
+    /// `kill region/us-east`; `node`, `region` or `provider` name its target). Not a message
+    /// event: `id` is `fault.<n>`.
     Fault,
     /// Harness: a timed chaos action (`for:`) ended; same `id` as its `fault`.
     FaultEnd,
@@ -87,6 +88,127 @@ pub struct Event {
     /// Egress or client source address (delivered/received).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
+    /// `fault` / `fault_end`: the chaos action as typed fields (boxed: one pointer on every
+    /// other event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Box<Fault>>,
+}
+
+/// What a chaos action targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Region,
+    Node,
+    Provider,
+    /// A target an old run's text named in a form this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Region => "region",
+            TargetKind::Node => "node",
+            TargetKind::Provider => "provider",
+            TargetKind::Other => "",
+        }
+    }
+}
+
+/// A chaos action as the `fault` and `fault_end` events carry it: typed fields, so measurement
+/// reads what was done without re-parsing the human label in `text`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// `kill`, `restore`, `block` or `latency`.
+    pub action: String,
+    pub target_kind: TargetKind,
+    /// The target's name (`us-east`, `us-east-1`, `gmail`).
+    pub target: String,
+    /// Provider kills: `refuse`, `blackhole` or `reset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `block`: the egress pool the provider blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Provider kills: the one MX host hit (1-based); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<u32>,
+    /// `latency`: the added delay as written (`500ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<String>,
+}
+
+impl Fault {
+    /// `region/<name>`, `node/<name>` or `provider/<name>` (an unknown target as written).
+    pub fn target_path(&self) -> String {
+        match self.target_kind {
+            TargetKind::Other => self.target.clone(),
+            k => format!("{}/{}", k.as_str(), self.target),
+        }
+    }
+
+    /// A region or node: the MTA's own machines.
+    pub fn is_mta(&self) -> bool {
+        matches!(self.target_kind, TargetKind::Region | TargetKind::Node)
+    }
+
+    /// Reads the typed fields back out of the sentence that runs written before typed fields
+    /// carried (`kill provider/yahoo mx2 refuse`, `block provider/comcast pool shared`,
+    /// `latency provider/gmail +500ms`, older `… mode refuse` / `… add 500ms`). Without a target
+    /// in the text, the event's `node` / `provider` / `region` name it. Only [`read_file`] calls
+    /// it, so old committed runs re-render as they did.
+    pub fn from_legacy_text(e: &Event) -> Fault {
+        let words: Vec<&str> = e.text.as_deref().unwrap_or("").split_whitespace().collect();
+        let action = words
+            .first()
+            .map_or_else(|| "fault".to_string(), |w| w.to_ascii_lowercase());
+        let (target_kind, target) = match words.get(1).filter(|w| w.contains('/')) {
+            Some(w) => match w.split_once('/') {
+                Some(("region", n)) => (TargetKind::Region, n.to_string()),
+                Some(("node", n)) => (TargetKind::Node, n.to_string()),
+                Some(("provider", n)) => (TargetKind::Provider, n.to_string()),
+                _ => (TargetKind::Other, w.to_string()),
+            },
+            None => match (&e.node, &e.provider, &e.region) {
+                (Some(n), _, _) => (TargetKind::Node, n.clone()),
+                (None, Some(p), _) => (TargetKind::Provider, p.clone()),
+                (None, None, Some(r)) => (TargetKind::Region, r.clone()),
+                _ => (TargetKind::Other, String::new()),
+            },
+        };
+        let mut f = Fault {
+            action,
+            target_kind,
+            target,
+            mode: None,
+            pool: None,
+            mx: None,
+            add: None,
+        };
+        let mut rest = words.iter().skip(2).copied();
+        while let Some(w) = rest.next() {
+            match w {
+                "mode" => f.mode = rest.next().map(str::to_string),
+                "pool" => f.pool = rest.next().map(str::to_string),
+                "add" => f.add = rest.next().map(str::to_string),
+                "mx" => f.mx = rest.next().and_then(|n| n.parse().ok()),
+                "for" => {
+                    rest.next();
+                }
+                "refuse" | "blackhole" | "reset" => f.mode = Some(w.to_string()),
+                _ => {
+                    if let Some(d) = w.strip_prefix('+') {
+                        f.add = Some(d.to_string());
+                    } else if let Some(n) = w.strip_prefix("mx").and_then(|n| n.parse().ok()) {
+                        f.mx = Some(n);
+                    }
+                }
+            }
+        }
+        f
+    }
 }
 
 impl Event {
@@ -107,6 +229,7 @@ impl Event {
             submitted: None,
             acked: None,
             source_ip: None,
+            fault: None,
         }
     }
 }
@@ -149,11 +272,114 @@ pub fn read_file(path: &Path) -> io::Result<(Vec<Event>, usize)> {
             continue;
         }
         match serde_json::from_str::<Event>(&line) {
-            Ok(e) => out.push(e),
+            Ok(mut e) => {
+                if matches!(e.event, Kind::Fault | Kind::FaultEnd) && e.fault.is_none() {
+                    e.fault = Some(Box::new(Fault::from_legacy_text(&e)));
+                }
+                out.push(e)
+            }
             Err(_) => bad += 1,
         }
     }
     Ok((out, bad))
+}
+
+/// The harness-owned domain of every generated envelope sender, so bounces and DSNs come back
+/// to mailsurge's bounce inbox and never to a real mailbox (RFC 2606 `.test`).
+pub const BOUNCE_DOMAIN: &str = "bounces.mailsurge.test";
+
+/// The domain part of an address (lower-cased by callers where it matters).
+pub fn domain_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// Only the header block is scanned; bodies can be megabytes and never hold our headers.
+const MAX_HEADER_SCAN: usize = 64 * 1024;
+
+/// The identity a generated message carries through every SMTP hop (SPEC §5): `Message-ID`,
+/// `X-Mailsurge-Id: <run>.<seq>`, `X-Mailsurge-Intended` and `X-Mailsurge-Submitted` (ns since
+/// the epoch).
+///
+/// Written by the generator ([`Identity::headers`]) and read back by whoever holds the DATA —
+/// the MTA's ingress (to name the spooled message), the inboxes (receipts) and the DSN parser
+/// (returned headers) — so the header names live here once. Measurement takes the intended
+/// time from the generator's own events, not from these headers; the headers let a receipt and
+/// a DSN name the message they belong to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub message_id: Option<String>,
+    pub mailsurge_id: Option<String>,
+    pub intended_ns: Option<u64>,
+    pub submitted_ns: Option<u64>,
+}
+
+impl Identity {
+    /// Parses the identity headers from the header block (up to the first empty line). Folded
+    /// continuation lines are ignored: none of these headers is long enough to be folded by a
+    /// sane client.
+    pub fn parse(msg: &[u8]) -> Identity {
+        let head = &msg[..msg.len().min(MAX_HEADER_SCAN)];
+        let mut id = Identity::default();
+        for line in head.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            let value = String::from_utf8_lossy(value).trim().to_string();
+            if name.eq_ignore_ascii_case(b"message-id") {
+                id.message_id = Some(value);
+            } else if name.eq_ignore_ascii_case(b"x-mailsurge-id") {
+                id.mailsurge_id = Some(value);
+            } else if name.eq_ignore_ascii_case(b"x-mailsurge-intended") {
+                id.intended_ns = value.parse().ok();
+            } else if name.eq_ignore_ascii_case(b"x-mailsurge-submitted") {
+                id.submitted_ns = value.parse().ok();
+            }
+        }
+        id
+    }
+
+    /// Ours if present, else the Message-ID: the id accounting and duplicate checks key on.
+    pub fn key(self) -> Option<String> {
+        self.mailsurge_id.or(self.message_id)
+    }
+
+    /// The header lines a generated message carries, CRLF-terminated: what [`Identity::parse`]
+    /// reads back.
+    pub fn headers(run: &str, seq: u64, intended_ns: u64, submitted_ns: u64) -> IdentityHeaders<'_> {
+        IdentityHeaders {
+            run,
+            seq,
+            intended_ns,
+            submitted_ns,
+        }
+    }
+}
+
+/// [`Identity::headers`], written without an intermediate string.
+pub struct IdentityHeaders<'a> {
+    run: &'a str,
+    seq: u64,
+    intended_ns: u64,
+    submitted_ns: u64,
+}
+
+impl std::fmt::Display for IdentityHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (run, seq) = (self.run, self.seq);
+        write!(
+            f,
+            "Message-ID: <{seq}.{run}@mailsurge.test>\r\n\
+             X-Mailsurge-Id: {run}.{seq}\r\n\
+             X-Mailsurge-Intended: {}\r\n\
+             X-Mailsurge-Submitted: {}\r\n",
+            self.intended_ns, self.submitted_ns
+        )
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +399,75 @@ mod tests {
         let (evs, bad) = read_file(&p).unwrap();
         assert_eq!(evs, vec![e]);
         assert_eq!(bad, 1);
+    }
+
+    #[test]
+    fn parses_identity_headers() {
+        let m = b"From: a@b\r\nMessage-ID: <1@x>\r\nx-mailsurge-id: run.7\r\nX-Mailsurge-Intended: 123\r\nX-Mailsurge-Submitted: 456\r\n\r\nX-Mailsurge-Id: body.1\r\n";
+        let id = Identity::parse(m);
+        assert_eq!(id.message_id.as_deref(), Some("<1@x>"));
+        assert_eq!(id.mailsurge_id.as_deref(), Some("run.7"));
+        assert_eq!(id.intended_ns, Some(123));
+        assert_eq!(id.submitted_ns, Some(456));
+    }
+
+    #[test]
+    fn written_headers_parse_back() {
+        let m = format!("{}\r\nbody\r\n", Identity::headers("r", 9, 11, 12));
+        let id = Identity::parse(m.as_bytes());
+        assert_eq!(id.message_id.as_deref(), Some("<9.r@mailsurge.test>"));
+        assert_eq!(id.intended_ns, Some(11));
+        assert_eq!(id.submitted_ns, Some(12));
+        assert_eq!(id.key().as_deref(), Some("r.9"));
+    }
+
+    #[test]
+    fn legacy_fault_text_parameters() {
+        let p = |text: &str| {
+            let mut e = Event::new(1, "fault.0", Kind::Fault);
+            e.text = Some(text.into());
+            let a = Fault::from_legacy_text(&e);
+            (a.action.clone(), a.target_path(), a.mode, a.pool, a.add, a.mx)
+        };
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            p("kill provider/yahoo mode refuse"),
+            ("kill".into(), "provider/yahoo".into(), s("refuse"), None, None, None)
+        );
+        assert_eq!(
+            p("kill provider/yahoo mx2 blackhole for 30s"),
+            (
+                "kill".into(),
+                "provider/yahoo".into(),
+                s("blackhole"),
+                None,
+                None,
+                Some(2)
+            )
+        );
+        assert_eq!(p("latency provider/gmail add 500ms").4, s("500ms"));
+        assert_eq!(p("latency provider/gmail +500ms for 20s").4, s("500ms"));
+        let mut bare = Event::new(1, "fault.3", Kind::Fault);
+        bare.node = Some("us-east-1".into());
+        bare.region = Some("us-east".into());
+        let a = Fault::from_legacy_text(&bare);
+        assert_eq!(
+            (a.action.as_str(), a.target_kind, a.target.as_str()),
+            ("fault", TargetKind::Node, "us-east-1")
+        );
+    }
+
+    #[test]
+    fn old_fault_lines_are_read_with_typed_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.jsonl");
+        std::fs::write(&p, "{\"t\":1,\"id\":\"fault.0\",\"event\":\"fault\",\"text\":\"block provider/comcast pool shared for 45s\"}\n").unwrap();
+        let (evs, _) = read_file(&p).unwrap();
+        let f = evs[0].fault.as_deref().unwrap();
+        assert_eq!(
+            (f.action.as_str(), f.target_path(), f.pool.as_deref()),
+            ("block", "provider/comcast".into(), Some("shared"))
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! - [`sync`]: the poison-tolerant mutex lock every stateful module uses.
 //! - [`cli`]: the command line (SPEC §7); `main.rs` only calls it.
 
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod dsn;

@@ -1,5 +1,5 @@
 //! Human units used in scenario and config files: durations (`250ms`), rates (`2000/s`),
-//! percentages (`99.5%`) and sizes (`12KiB`).
+//! percentages (`99.5%`), sizes (`12KiB`) and regex patterns.
 //!
 //! Each unit is a small newtype that parses from a string (and, where it is unambiguous, from a
 //! bare YAML number) and prints back in the same notation, so a resolved scenario written to a
@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use regex::Regex;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -248,6 +249,33 @@ serde_unit!(Dur, "a duration such as 250ms, 30s or 10m", |n| {
 serde_unit!(Rate, "a rate such as 2000/s", |n| (n.to_string() + "/s").parse());
 serde_unit!(Percent, "a percentage such as 99.5%", |n| n.to_string().parse());
 serde_unit!(Size, "a size such as 1024 or 12KiB", |n| n.to_string().parse());
+
+/// A regex as written in a rule or response table or a scenario (`^unsub[-.+]`). It parses
+/// inside `Deserialize`, so a bad pattern is reported at its YAML position with the regex
+/// crate's own explanation; inbox rules, the MTA's response table and its screening all read
+/// this one type.
+#[derive(Clone)]
+pub struct Pattern(pub Regex);
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}/", self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::config::de_parsed(d, |s| {
+            Regex::new(s).map(Pattern).map_err(|e| format!("bad regex `{s}`: {e}"))
+        })
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -147,7 +147,7 @@ impl Policy for BounceInbox {
     }
 
     async fn rcpt(&self, _s: &SessionInfo, _env: &Envelope, rcpt: &str) -> Decision {
-        let domain = crate::measure::accounting::domain_of(rcpt);
+        let domain = crate::events::domain_of(rcpt);
         if domain.eq_ignore_ascii_case(&self.domain) {
             Decision::reply(Reply::new(250, Some("2.1.5"), "Ok"))
         } else {

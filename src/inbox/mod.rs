@@ -6,6 +6,7 @@
 
 pub mod bounces;
 pub mod engine;
+pub mod farm;
 pub mod receipt;
 pub mod rules;
 pub mod state;

@@ -1,12 +1,12 @@
 //! Receipts: proof that a message reached a mock inbox (SPEC §3), with the identity headers
-//! the generator stamped on it (SPEC §5) parsed back out of the received DATA.
+//! the generator stamped on it (SPEC §5) parsed back out of the received DATA by
+//! [`Identity::parse`], the one reader of those headers.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// Only the header block is scanned; bodies can be megabytes and never hold our headers.
-const MAX_HEADER_SCAN: usize = 64 * 1024;
+use crate::events::Identity;
 
 /// One accepted message, as the standalone inbox writes it to `--receipts` (one JSON line each).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,47 +30,9 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
-/// The identity headers of a message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identity {
-    pub message_id: Option<String>,
-    pub mailsurge_id: Option<String>,
-    pub intended_ns: Option<u64>,
-    pub submitted_ns: Option<u64>,
-}
-
-/// Parses `Message-ID`, `X-Mailsurge-Id`, `X-Mailsurge-Intended` and `X-Mailsurge-Submitted`
-/// from the header block (up to the first empty line). Folded continuation lines are ignored:
-/// none of these headers is long enough to be folded by a sane client.
-pub fn parse_identity(msg: &[u8]) -> Identity {
-    let head = &msg[..msg.len().min(MAX_HEADER_SCAN)];
-    let mut id = Identity::default();
-    for line in head.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
-        let value = String::from_utf8_lossy(value).trim().to_string();
-        if name.eq_ignore_ascii_case(b"message-id") {
-            id.message_id = Some(value);
-        } else if name.eq_ignore_ascii_case(b"x-mailsurge-id") {
-            id.mailsurge_id = Some(value);
-        } else if name.eq_ignore_ascii_case(b"x-mailsurge-intended") {
-            id.intended_ns = value.parse().ok();
-        } else if name.eq_ignore_ascii_case(b"x-mailsurge-submitted") {
-            id.submitted_ns = value.parse().ok();
-        }
-    }
-    id
-}
-
 impl Receipt {
     pub fn new(provider: &str, t_ns: u64, rcpt: Vec<String>, source_ip: IpAddr, body: &[u8]) -> Receipt {
-        let id = parse_identity(body);
+        let id = Identity::parse(body);
         Receipt {
             t: crate::events::rfc3339(t_ns),
             message_id: id.message_id,
@@ -95,16 +57,6 @@ impl Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_identity_headers() {
-        let m = b"From: a@b\r\nMessage-ID: <1@x>\r\nx-mailsurge-id: run.7\r\nX-Mailsurge-Intended: 123\r\nX-Mailsurge-Submitted: 456\r\n\r\nX-Mailsurge-Id: body.1\r\n";
-        let id = parse_identity(m);
-        assert_eq!(id.message_id.as_deref(), Some("<1@x>"));
-        assert_eq!(id.mailsurge_id.as_deref(), Some("run.7"));
-        assert_eq!(id.intended_ns, Some(123));
-        assert_eq!(id.submitted_ns, Some(456));
-    }
 
     #[test]
     fn foreign_mail_keys_on_message_id() {

@@ -5,16 +5,15 @@
 //! pure data plus compiled regexes, so they can be swapped at runtime without touching sessions.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use rand::Rng;
-use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{ConfigError, Source};
 use crate::smtp::Reply;
 use crate::units::Dur;
+pub use crate::units::Pattern;
 
 /// The SMTP stage a rule answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -27,31 +26,6 @@ pub enum Stage {
     Data,
     /// After the final dot of DATA.
     Message,
-}
-
-/// A regex that parses inside `Deserialize`, so a bad pattern is reported at its YAML position
-/// with the regex crate's own explanation.
-#[derive(Clone)]
-pub struct Pattern(pub Regex);
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "/{}/", self.0.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::de_parsed(d, |s| {
-            Regex::new(s).map(Pattern).map_err(|e| format!("bad regex `{s}`: {e}"))
-        })
-    }
-}
-
-impl Serialize for Pattern {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
-    }
 }
 
 /// A reply as written in a rule file (`"554 5.7.1 text"`), validated at load.

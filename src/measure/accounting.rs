@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::events::{Event, Kind};
+use crate::events::{domain_of, Event, Kind};
 
 /// A message recipient still in a node's spool after the run.
 #[derive(Debug, Clone)]
@@ -178,9 +178,9 @@ impl Ledger {
                 Kind::Fault | Kind::FaultEnd | Kind::Evicted | Kind::Admitted => {}
                 Kind::Received => {
                     r.receipts += 1;
+                    // Intended and submitted times come from the generator's own events only;
+                    // a receipt's copy of the header is not a second source to reconcile.
                     r.first_received = Some(r.first_received.map_or(e.t, |f| f.min(e.t)));
-                    r.intended = r.intended.or(e.intended);
-                    r.submitted = r.submitted.or(e.submitted);
                 }
             }
         }
@@ -249,11 +249,6 @@ impl Ledger {
         }
         m
     }
-}
-
-/// The domain part of an address (lower-cased by callers where it matters).
-pub fn domain_of(addr: &str) -> &str {
-    addr.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
 #[cfg(test)]

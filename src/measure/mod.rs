@@ -12,7 +12,8 @@ pub mod series;
 
 use std::collections::BTreeMap;
 
-use accounting::{domain_of, Class, Ledger, Record};
+use crate::events::domain_of;
+use accounting::{Class, Ledger, Record};
 pub use accounting::{Counts, Spooled};
 pub use faults::FaultMetrics;
 pub use latency::Dist;

@@ -47,7 +47,7 @@ pub struct NodeConfig {
     pub limits: NodeLimits,
     /// Post-acceptance screening (bounce/unsubscribe lists, tenant limits, parse checks).
     #[serde(default)]
-    pub screen: super::screen::ScreenConfig,
+    pub screen: crate::scenario::ScreenConfig,
     /// Seed for retry jitter.
     #[serde(default)]
     pub seed: u64,

@@ -10,8 +10,7 @@ use ipnet::IpNet;
 use super::eventlog::EventLog;
 use super::queue::Queues;
 use super::spool::{Meta, Spool};
-use crate::events::{now_ns, Event, Kind};
-use crate::inbox::receipt::parse_identity;
+use crate::events::{now_ns, Event, Identity, Kind};
 use crate::smtp::{Decision, Envelope, Policy, Reply, SessionInfo};
 
 pub struct Ingress {
@@ -57,7 +56,7 @@ impl Policy for Ingress {
     }
 
     async fn message(&self, _s: &SessionInfo, env: &Envelope, body: Vec<u8>) -> Decision {
-        let ident = parse_identity(&body);
+        let ident = Identity::parse(&body);
         let received_ns = now_ns();
         let provisional = ident.mailsurge_id.or(ident.message_id);
         let meta = Meta {

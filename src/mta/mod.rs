@@ -11,6 +11,7 @@ pub mod eventlog;
 pub mod ingress;
 pub mod notice;
 pub mod pace;
+pub mod process;
 pub mod queue;
 pub mod responses;
 pub mod routing;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{ConfigError, Source};
-use crate::inbox::rules::Pattern;
 use crate::smtp::Reply;
 use crate::units::Dur;
+use crate::units::Pattern;
 
 /// A reply-code pattern: `421`, `4xx`, `55x`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

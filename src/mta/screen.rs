@@ -10,48 +10,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::inbox::rules::Pattern;
+pub use crate::scenario::ScreenConfig;
 use crate::sync::lock;
-use crate::units::Rate;
-
-/// Default burst for tenant limits: a campaign starts with a short spike.
-const DEFAULT_TENANT_BURST: u32 = 100;
-
-/// The node's screening rules.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScreenConfig {
-    /// Recipients known to bounce. Every bounce with `suppress: true` joins this list at
-    /// run time.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bounce_list: Option<Pattern>,
-    /// Recipients who unsubscribed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unsubscribed: Option<Pattern>,
-    /// Most messages per second per tenant (envelope sender); unlimited when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant_rate: Option<Rate>,
-    pub tenant_burst: u32,
-    /// Also drop messages without a `From:` header (RFC 5322 requires one). Off by default:
-    /// like Postfix, which adds missing headers rather than refusing, the reference MTA only
-    /// drops header blocks that do not parse at all.
-    pub require_from: bool,
-}
-
-impl Default for ScreenConfig {
-    fn default() -> Self {
-        ScreenConfig {
-            bounce_list: None,
-            unsubscribed: None,
-            tenant_rate: None,
-            tenant_burst: DEFAULT_TENANT_BURST,
-            require_from: false,
-        }
-    }
-}
 
 /// Why a recipient was dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +133,7 @@ pub fn check_headers(body: &[u8], require_from: bool) -> Result<(), &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::{Pattern, Rate};
 
     #[test]
     fn header_check() {

@@ -15,7 +15,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::events::{self, Event, Kind};
-use crate::inbox::Receipt;
 use crate::measure;
 
 /// Live figures for the progress line and the drain check.
@@ -67,26 +66,6 @@ impl LiveStats {
         let mut l = self.lock();
         if l.delivered.insert(key(&e.id, e.rcpt.as_deref())) {
             l.dist.record(e.intended.map(|i| e.t.saturating_sub(i) / 1000));
-        }
-    }
-}
-
-/// Turns inbox receipts into `received` events (one per recipient).
-pub async fn receipts_to_events(mut rx: mpsc::UnboundedReceiver<Receipt>, tx: mpsc::UnboundedSender<Event>) {
-    while let Some(r) = rx.recv().await {
-        let Some(id) = r.key().map(str::to_string) else {
-            continue;
-        };
-        for rcpt in &r.rcpt {
-            let mut e = Event::new(r.t_ns, id.clone(), Kind::Received);
-            e.provider = Some(r.provider.clone());
-            e.rcpt = Some(rcpt.clone());
-            e.intended = r.intended_ns;
-            e.submitted = r.submitted_ns;
-            e.source_ip = Some(r.source_ip.clone());
-            if tx.send(e).is_err() {
-                return;
-            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Dur, Percent, Rate, Size};
+use crate::units::{Dur, Pattern, Percent, Rate, Size};
 
 use super::threshold::Threshold;
 
@@ -103,7 +103,7 @@ pub struct Mta {
     pub responses: String,
     /// Post-acceptance screening passed to every node.
     #[serde(default)]
-    pub screen: crate::mta::screen::ScreenConfig,
+    pub screen: ScreenConfig,
     /// `kind: external`: where the generator submits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submit: Option<std::net::SocketAddr>,
@@ -142,8 +142,45 @@ impl Default for Bounces {
     /// `bounces.mailsurge.test` on 127.0.2.250:2525, the address SPEC §2's example uses.
     fn default() -> Self {
         Bounces {
-            domain: crate::traffic::message::BOUNCE_DOMAIN.to_string(),
+            domain: crate::events::BOUNCE_DOMAIN.to_string(),
             listen: std::net::SocketAddr::from(([127, 0, 2, 250], 2525)),
+        }
+    }
+}
+
+/// Default burst for tenant limits: a campaign starts with a short spike.
+const DEFAULT_TENANT_BURST: u32 = 100;
+
+/// Post-acceptance screening rules (`mta: screen:`), passed to every node; the MTA's
+/// `Screen` applies them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreenConfig {
+    /// Recipients known to bounce. Every bounce with `suppress: true` joins this list at
+    /// run time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce_list: Option<Pattern>,
+    /// Recipients who unsubscribed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsubscribed: Option<Pattern>,
+    /// Most messages per second per tenant (envelope sender); unlimited when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_rate: Option<Rate>,
+    pub tenant_burst: u32,
+    /// Also drop messages without a `From:` header (RFC 5322 requires one). Off by default:
+    /// like Postfix, which adds missing headers rather than refusing, the reference MTA only
+    /// drops header blocks that do not parse at all.
+    pub require_from: bool,
+}
+
+impl Default for ScreenConfig {
+    fn default() -> Self {
+        ScreenConfig {
+            bounce_list: None,
+            unsubscribed: None,
+            tenant_rate: None,
+            tenant_burst: DEFAULT_TENANT_BURST,
+            require_from: false,
         }
     }
 }

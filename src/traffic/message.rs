@@ -6,11 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 
+use crate::events::{Identity, BOUNCE_DOMAIN};
 use crate::scenario::{SizeDist, SizeSpec, Traffic};
-
-/// Default envelope-sender domain of generated mail; the harness's bounce inbox owns it
-/// (`mta: bounces: domain` changes it).
-pub const BOUNCE_DOMAIN: &str = "bounces.mailsurge.test";
 
 /// Distinct recipient mailboxes per domain; enough that no mailbox is unrealistically hot.
 const MAILBOXES_PER_DOMAIN: u32 = 100_000;
@@ -219,10 +216,7 @@ impl Builder {
              To: {to}\r\n\
              Subject: mailsurge {run} message {seq}\r\n\
              Date: {date}\r\n\
-             Message-ID: <{seq}.{run}@mailsurge.test>\r\n\
-             X-Mailsurge-Id: {run}.{seq}\r\n\
-             X-Mailsurge-Intended: {intended}\r\n\
-             X-Mailsurge-Submitted: {submitted_ns}\r\n\
+             {identity}\
              MIME-Version: 1.0\r\n\
              Content-Type: multipart/alternative; boundary=\"{BOUNDARY}\"\r\n\
              \r\n\
@@ -234,7 +228,7 @@ impl Builder {
             to = rcpts.join(", "),
             run = self.run_id,
             seq = d.seq,
-            intended = d.intended_ns,
+            identity = Identity::headers(&self.run_id, d.seq, d.intended_ns, submitted_ns),
         )
         .into_bytes();
         const HTML_HEAD: &[u8] = b"--=_mailsurge_alt_1\r\nContent-Type: text/html; charset=utf-8\r\n\
@@ -319,7 +313,7 @@ mod tests {
         assert!(text.contains("Content-Type: text/html") && text.contains("<p>"));
         assert!(text.ends_with("--=_mailsurge_alt_1--\r\n"));
         assert_eq!(text.matches("--=_mailsurge_alt_1\r\n").count(), 2, "two parts");
-        let id = crate::inbox::receipt::parse_identity(&m);
+        let id = crate::events::Identity::parse(&m);
         assert_eq!(id.mailsurge_id.as_deref(), Some("run1.7"));
         assert_eq!(id.intended_ns, Some(1_700_000_000_000_000_000));
         assert_eq!(id.submitted_ns, Some(1_700_000_000_500_000_000));

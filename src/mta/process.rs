@@ -1,4 +1,4 @@
-//! Reference-MTA nodes as child processes of this binary: write each node's config, start it,
+//! Reference-MTA nodes as child processes of this binary, as a run starts them from its plan: write each node's config, start it,
 //! wait for its READY line, and stop it (SIGTERM, then SIGKILL) — so a later chaos step can
 //! SIGKILL one like a machine failing.
 
@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::mta::config::{NodeConfig, NodeLimits, SpoolConfig};
+use super::config::{NodeConfig, NodeLimits, SpoolConfig};
 use crate::scenario::Scenario;
 
 /// How long a node may take to print its READY line.
@@ -140,7 +140,7 @@ async fn spawn(dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
         .context("node did not report READY in time")??
         .with_context(|| format!("node exited before READY; see {}", dir.join("stderr.log").display()))?;
     let addr: SocketAddr = ready
-        .strip_prefix(crate::mta::READY_PREFIX)
+        .strip_prefix(super::READY_PREFIX)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|a| a.parse().ok())
         .with_context(|| format!("unexpected node output `{ready}`"))?;

@@ -13,10 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::live::receipts_to_events;
-use crate::events::Event;
-use crate::inbox::rules::Behaviour;
-use crate::inbox::{self, Inbox, Overlay, Receipt};
+use super::rules::{Behaviour, RuleSet};
+use super::{Inbox, Overlay, Receipt};
+use crate::events::{Event, Kind};
 use crate::scenario::{KillMode, Scenario};
 use crate::smtp::{self, Policy, ServerStats};
 
@@ -41,7 +40,7 @@ pub fn spawn_server<P: Policy>(
     name: &str,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
-    let limits = inbox::limits(name);
+    let limits = super::limits(name);
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -74,15 +73,20 @@ impl ProviderRt {
         self.mxs.iter().map(|m| m.addr).collect()
     }
 
-    /// Starts every provider of the scenario; receipts become events on `events`.
-    pub async fn start_all(s: &Scenario, events: &mpsc::UnboundedSender<Event>) -> anyhow::Result<Vec<ProviderRt>> {
+    /// Starts every provider of the scenario, each with its compiled rule table (`rules[i]`
+    /// for provider i); receipts become events on `events`.
+    pub async fn start_all(
+        s: &Scenario,
+        rules: &[RuleSet],
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> anyhow::Result<Vec<ProviderRt>> {
         let mut out = Vec::new();
-        for (i, p) in s.providers.iter().enumerate() {
+        for ((i, p), rules) in s.providers.iter().enumerate().zip(rules) {
             let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
             tokio::spawn(receipts_to_events(rrx, events.clone()));
             let inbox = Arc::new(Inbox::new(
                 &p.spec.name,
-                p.rules.clone(),
+                rules.clone(),
                 s.file.mta.egress_pools.clone(),
                 s.file.seed ^ (i as u64 + 1),
                 rtx,
@@ -163,6 +167,26 @@ impl ProviderRt {
         for m in &mut self.mxs {
             if let Some(t) = m.task.take() {
                 let _ = t.await;
+            }
+        }
+    }
+}
+
+/// Turns inbox receipts into `received` events (one per recipient).
+pub async fn receipts_to_events(mut rx: mpsc::UnboundedReceiver<Receipt>, tx: mpsc::UnboundedSender<Event>) {
+    while let Some(r) = rx.recv().await {
+        let Some(id) = r.key().map(str::to_string) else {
+            continue;
+        };
+        for rcpt in &r.rcpt {
+            let mut e = Event::new(r.t_ns, id.clone(), Kind::Received);
+            e.provider = Some(r.provider.clone());
+            e.rcpt = Some(rcpt.clone());
+            e.intended = r.intended_ns;
+            e.submitted = r.submitted_ns;
+            e.source_ip = Some(r.source_ip.clone());
+            if tx.send(e).is_err() {
+                return;
             }
         }
     }

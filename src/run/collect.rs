@@ -1,0 +1,102 @@
+//! After the run: gather the raw data into the run directory — one merged, time-ordered
+//! `events.jsonl` (harness and node events, each with its provider), the spool leftovers and
+//! `run.json` — so measurement reads the directory alone and `mailsurge report` can redo it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use super::live::Log;
+use super::render::{self, NodeRecord, RunRecord, SpooledRecord};
+use crate::events::{self, domain_of, now_ns, Event};
+use crate::mta::process::Node;
+use crate::mta::spool::LogSpool;
+use crate::scenario::ScenarioFile;
+
+/// What the run knows about itself that the files do not say.
+pub struct RunFacts {
+    pub run_id: String,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub start_ns: u64,
+}
+
+/// Merges the event files, scans the spools and writes `run.json`. The raw per-process event
+/// files are removed once merged: the merged file holds every line of them.
+pub fn collect(
+    dir: &Path,
+    f: &ScenarioFile,
+    harness_events: &Path,
+    nodes: &[Node],
+    alive: &std::collections::BTreeMap<String, bool>,
+    facts: RunFacts,
+    log: &Log,
+) -> anyhow::Result<()> {
+    let mut all = events::read_file(harness_events)
+        .context("cannot read harness events")?
+        .0;
+    let mut spooled = Vec::new();
+    for n in nodes {
+        let (mut evs, torn) = events::read_file(&n.dir.join("events.jsonl")).unwrap_or_default();
+        if torn > 0 {
+            log.line(&format!("node {}: {torn} torn event lines skipped", n.name));
+        }
+        all.append(&mut evs);
+        for m in LogSpool::scan(&n.dir.join("spool")).unwrap_or_default() {
+            for rcpt in &m.rcpts {
+                spooled.push(SpooledRecord {
+                    msg_id: m.msg_id.clone(),
+                    rcpt: rcpt.clone(),
+                    node: n.name.clone(),
+                });
+            }
+        }
+    }
+    let providers = render::provider_map(f);
+    for e in &mut all {
+        if e.provider.is_none() {
+            if let Some(p) = e
+                .rcpt
+                .as_deref()
+                .and_then(|r| providers.get(&domain_of(r).to_ascii_lowercase()))
+            {
+                e.provider = Some(p.clone());
+            }
+        }
+    }
+    all.sort_by_key(|e| e.t);
+    write_merged(&dir.join("events.jsonl"), &all)?;
+    let raw: Vec<PathBuf> = std::iter::once(harness_events.to_path_buf())
+        .chain(nodes.iter().map(|n| n.dir.join("events.jsonl")))
+        .collect();
+    for r in raw {
+        let _ = std::fs::remove_file(r);
+    }
+    drop(all);
+    RunRecord {
+        schema: render::RUN_SCHEMA.into(),
+        run_id: facts.run_id,
+        started_at: facts.started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        start_ns: facts.start_ns,
+        wall_s: (now_ns().saturating_sub(facts.start_ns)) as f64 / 1e9,
+        nodes: nodes
+            .iter()
+            .map(|n| NodeRecord {
+                name: n.name.clone(),
+                region: n.region.clone(),
+                alive: alive.get(&n.name).copied().unwrap_or(false),
+            })
+            .collect(),
+        spooled,
+    }
+    .write(dir)
+}
+
+fn write_merged(path: &Path, all: &[Event]) -> anyhow::Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    for e in all {
+        events::write_line(&mut w, e)?;
+    }
+    std::io::Write::flush(&mut w)?;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The run's clock: the traffic window and the drain. Each tick pulls the chaos steps that are
+//! due, notices nodes that died on their own, prints progress, and decides when the run is over
+//! — every accepted message terminal and every chaos step taken, or the hard stop.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::bail;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::live::{LiveStats, Log, Tail};
+use super::topology::Topology;
+use crate::chaos::{self, Timeline};
+use crate::events::Event;
+use crate::scenario::ScenarioFile;
+use crate::traffic::submit::Counters;
+
+/// How often the drain check reads node events.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// What the loop watches.
+pub struct Clock {
+    pub start: Instant,
+    pub hard_stop: Instant,
+    pub duration: Duration,
+}
+
+/// The loop's state between ticks.
+pub struct Play<'a> {
+    pub f: &'a ScenarioFile,
+    pub log: &'a Log,
+    pub live: &'a LiveStats,
+    pub counters: &'a Counters,
+    pub events: &'a mpsc::UnboundedSender<Event>,
+    pub clock: Clock,
+    pub chaos: Timeline,
+    /// Nodes that exited without being killed by chaos.
+    pub crashed: Vec<String>,
+    tail: Tail,
+    last_progress: Instant,
+    last_accepted: u64,
+}
+
+impl<'a> Play<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        f: &'a ScenarioFile,
+        log: &'a Log,
+        live: &'a LiveStats,
+        counters: &'a Counters,
+        events: &'a mpsc::UnboundedSender<Event>,
+        clock: Clock,
+        chaos: Timeline,
+        topo: &Topology,
+    ) -> Self {
+        Play {
+            f,
+            log,
+            live,
+            counters,
+            events,
+            clock,
+            chaos,
+            crashed: Vec::new(),
+            tail: Tail::new(topo.nodes.iter().map(|n| n.dir.join("events.jsonl")).collect()),
+            last_progress: Instant::now(),
+            last_accepted: 0,
+        }
+    }
+
+    /// Ticks until the run is over; a failed chaos step ends it with an error.
+    pub async fn until_drained(&mut self, topo: &mut Topology, gen: &JoinHandle<()>) -> anyhow::Result<()> {
+        let progress_every = if self.log.plain() { 5.0 } else { 0.5 };
+        loop {
+            // Sleep until the next poll or the next chaos step, whichever is first.
+            let poll_at = Instant::now() + DRAIN_POLL;
+            let step_at = self.chaos.peek().map(|st| self.clock.start + st.at);
+            tokio::time::sleep_until(step_at.map_or(poll_at, |t| t.min(poll_at))).await;
+            self.pull_due_levers(topo).await?;
+            self.tail.poll();
+            self.notice_crashes(topo);
+            let accepted = self.counters.accepted.load(Ordering::Relaxed);
+            let dsn_terminal = topo.bounces.as_ref().map_or(0, |(b, _)| b.terminal());
+            let terminal = self.live.delivered_keys() + self.tail.terminal.len() as u64 + dsn_terminal;
+            let now = Instant::now();
+            if now.duration_since(self.last_progress).as_secs_f64() >= progress_every {
+                self.progress(now, accepted, dsn_terminal);
+            }
+            // A pending chaos step (a restore, say) is part of the run: wait for it.
+            if gen.is_finished() && terminal >= accepted && self.chaos.done() {
+                return Ok(());
+            }
+            if now >= self.clock.hard_stop {
+                self.log
+                    .line("drain timed out; undelivered mail is counted as queued or lost");
+                return Ok(());
+            }
+            if !self.crashed.is_empty() && self.crashed.len() == topo.nodes.len() {
+                self.log.line("every node has exited; stopping");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes every chaos step that is due.
+    async fn pull_due_levers(&mut self, topo: &mut Topology) -> anyhow::Result<()> {
+        while let Some(st) = self
+            .chaos
+            .take_due(Instant::now().saturating_duration_since(self.clock.start))
+        {
+            let world = chaos::World {
+                nodes: &mut topo.nodes,
+                providers: &mut topo.providers,
+                pools: &self.f.mta.egress_pools,
+                events: self.events,
+            };
+            let at = Instant::now().saturating_duration_since(self.clock.start).as_secs_f64();
+            match chaos::apply(&st, world).await {
+                Ok(text) => self.log.line(&format!("t={at:>6.1}s chaos: {text}")),
+                Err(e) => {
+                    self.log.line(&format!("t={at:>6.1}s chaos step failed: {e:#}"));
+                    bail!("chaos step `{}` failed: {e:#}", st.action.describe());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Nodes that exited without a chaos kill.
+    fn notice_crashes(&mut self, topo: &mut Topology) {
+        for n in topo.nodes.iter_mut().filter(|n| !n.down) {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                if !self.crashed.contains(&n.name) {
+                    self.crashed.push(n.name.clone());
+                    self.log.line(&format!("node {} exited unexpectedly: {status}", n.name));
+                }
+            }
+        }
+    }
+
+    fn progress(&mut self, now: Instant, accepted: u64, dsn_terminal: u64) {
+        let since = now.duration_since(self.last_progress).as_secs_f64();
+        let rate = accepted.saturating_sub(self.last_accepted) as f64 / since;
+        (self.last_progress, self.last_accepted) = (now, accepted);
+        let elapsed = now.saturating_duration_since(self.clock.start);
+        let next = self.chaos.peek().map_or(String::new(), |st| {
+            format!(" · next {} at {:.0}s", st.action.describe(), st.at.as_secs_f64())
+        });
+        self.log.progress(
+            elapsed,
+            &format!(
+                "t={:>6.1}s/{:.0}s {rate:>6.0}/s accepted {accepted} delivered {} bounced {} p50 {} slo {}{next}",
+                elapsed.as_secs_f64(),
+                self.clock.duration.as_secs_f64(),
+                self.live.delivered_keys(),
+                self.tail.bounced + dsn_terminal,
+                self.live.p50_text(),
+                self.live.slo_text(self.f.slo.delivery_time.as_secs_f64() * 1e3),
+            ),
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The system under test and its surroundings, brought up and down: mock inboxes in-process
+//! (one listener per MX host), the bounce inbox when the MTA is external, and one reference-MTA
+//! child process per node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::compile::Compiled;
+use super::live::Log;
+use crate::events::Event;
+use crate::inbox::bounces::{BounceInbox, BounceStats};
+use crate::inbox::farm::{spawn_server, ProviderRt};
+use crate::mta::process::{start_node, stop_node, Node};
+use crate::scenario::MtaKind;
+
+/// Everything a run started, in the order it stops them.
+pub struct Topology {
+    pub providers: Vec<ProviderRt>,
+    pub nodes: Vec<Node>,
+    /// The bounce inbox of an external MTA: its policy and domain.
+    pub bounces: Option<(Arc<BounceInbox>, String)>,
+    bounce_task: Option<JoinHandle<std::io::Result<()>>>,
+    stop_inboxes: watch::Sender<bool>,
+}
+
+impl Topology {
+    /// Starts inboxes first (nodes route to them), then the nodes.
+    pub async fn up(
+        c: &Compiled,
+        dir: &Path,
+        log: &Log,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> anyhow::Result<Self> {
+        let s = &c.scenario;
+        let (stop_inboxes, inbox_stop_rx) = watch::channel(false);
+        let providers = ProviderRt::start_all(s, &c.rules, events).await?;
+        let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+        for p in &providers {
+            for d in &p.domains {
+                routes.insert(d.to_ascii_lowercase(), p.addrs());
+            }
+            let addrs: Vec<String> = p.addrs().iter().map(ToString::to_string).collect();
+            log.line(&format!(
+                "inbox {:<10} {}  {}",
+                p.name,
+                addrs.join(" "),
+                p.domains.join(", ")
+            ));
+        }
+        let mut t = Topology {
+            providers,
+            nodes: Vec::new(),
+            bounces: None,
+            bounce_task: None,
+            stop_inboxes,
+        };
+        if s.file.mta.kind == MtaKind::External {
+            t.bounce_inbox(c, log, events, inbox_stop_rx).await?;
+        } else {
+            t.start_nodes(c, dir, log, &routes).await?;
+        }
+        Ok(t)
+    }
+
+    /// The bounce inbox, when the MTA is external: its DSNs are our only view of its failures.
+    async fn bounce_inbox(
+        &mut self,
+        c: &Compiled,
+        log: &Log,
+        events: &mpsc::UnboundedSender<Event>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let f = &c.scenario.file;
+        let b = f.mta.bounces.clone().unwrap_or_default();
+        let listener = TcpListener::bind(b.listen)
+            .await
+            .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;
+        let addr = listener.local_addr()?;
+        let policy = Arc::new(BounceInbox::new(&b.domain, events.clone()));
+        self.bounce_task = Some(spawn_server(listener, policy.clone(), "bounces", stop));
+        log.line(&format!("inbox {:<10} {addr}  {} (DSNs)", "bounces", b.domain));
+        log.line(&format!(
+            "mta   external   {}  (route the domains above to their inboxes; regions are not used)",
+            f.mta.submit.map_or("-".into(), |a| a.to_string())
+        ));
+        self.bounces = Some((policy, b.domain));
+        Ok(())
+    }
+
+    /// MTA nodes, one child process each.
+    async fn start_nodes(
+        &mut self,
+        c: &Compiled,
+        dir: &Path,
+        log: &Log,
+        routes: &BTreeMap<String, Vec<SocketAddr>>,
+    ) -> anyhow::Result<()> {
+        let mut k = 0u8;
+        for r in &c.scenario.file.regions {
+            for n in 1..=r.nodes {
+                k += 1;
+                let node = start_node(&c.scenario, dir, &r.name, &format!("{}-{n}", r.name), k, routes)
+                    .await
+                    .with_context(|| format!("cannot start node {}-{n}", r.name))?;
+                log.line(&format!(
+                    "node  {:<10} {}  region {}",
+                    node.name, node.addr, node.region
+                ));
+                self.nodes.push(node);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops nodes first (their last deliveries land in the inboxes), then the inboxes. Returns
+    /// which nodes were alive at the end (a node that `crashed` counts as dead) and the bounce
+    /// inbox's figures.
+    pub async fn down(&mut self, crashed: &[String]) -> (BTreeMap<String, bool>, Option<BounceStats>) {
+        let mut alive = BTreeMap::new();
+        for n in &mut self.nodes {
+            let ok = stop_node(n).await;
+            alive.insert(n.name.clone(), ok && !crashed.contains(&n.name));
+        }
+        let _ = self.stop_inboxes.send(true);
+        if let Some(t) = self.bounce_task.take() {
+            let _ = t.await;
+        }
+        for p in &mut self.providers {
+            p.stop().await;
+        }
+        // Inboxes and the bounce inbox hold event senders; dropping them lets the writer end.
+        self.providers.clear();
+        (alive, self.bounces.take().map(|(b, _)| b.stats()))
+    }
+}

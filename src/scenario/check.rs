@@ -1,0 +1,373 @@
+//! Cross-checks serde cannot express, one function per section of the scenario file: names
+//! unique, references resolve, addresses on loopback, numbers in range.
+//!
+//! Every error points at the offending text (`file:line:col`, searched from the section's top
+//! key), so a typo costs a second, not a three-minute run. What needs a runtime part to check
+//! (a rule table's regexes, a chaos `reply:`) is checked where that part compiles its share of
+//! the plan; this file needs only the plan itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::model::*;
+use super::threshold::Scope;
+use crate::config::{ConfigError, Source};
+
+/// Upper bound on MTA node processes per region: each is a real process on a 2-core box.
+pub const MAX_NODES_PER_REGION: u32 = 16;
+
+/// Most MX hosts a provider may have.
+const MAX_MX: u32 = 4;
+
+/// Lower-cased recipient domain → the provider that serves it.
+type DomainOwners<'a> = BTreeMap<String, &'a str>;
+
+/// Where errors point: the section's top key, then the first occurrence of a needle after it.
+struct At<'a>(&'a Source);
+
+impl At<'_> {
+    fn err(&self, needle: &str, section: &str, msg: String) -> ConfigError {
+        self.0.error_at(needle, self.0.top_key_line(section), msg)
+    }
+}
+
+/// Every check, section by section.
+pub fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
+    let at = At(src);
+    basics(&at, f)?;
+    regions(&at, f)?;
+    let owners = providers(&at, f)?;
+    mta(&at, f, &owners)?;
+    traffic(&at, &f.traffic, &owners)?;
+    chaos(&at, f)?;
+    thresholds(&at, f, &owners)?;
+    external(&at, f)
+}
+
+fn basics(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+    if f.name.trim().is_empty() || f.name.contains(['/', '\\']) {
+        return Err(at.err(
+            "name",
+            "name",
+            "name: must be non-empty and contain no path separators".into(),
+        ));
+    }
+    if f.duration.0.is_zero() {
+        return Err(at.err("duration", "duration", "duration: must be longer than 0s".into()));
+    }
+    Ok(())
+}
+
+fn regions(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+    if f.regions.is_empty() && f.mta.kind != MtaKind::External {
+        return Err(at.err("regions", "regions", "regions: at least one region is needed".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for r in &f.regions {
+        if !seen.insert(r.name.as_str()) {
+            return Err(at.err(&r.name, "regions", format!("regions: duplicate region `{}`", r.name)));
+        }
+        if r.nodes == 0 || r.nodes > MAX_NODES_PER_REGION {
+            return Err(at.err(
+                &r.name,
+                "regions",
+                format!(
+                    "regions: `{}` needs 1..={MAX_NODES_PER_REGION} nodes, not {}",
+                    r.name, r.nodes
+                ),
+            ));
+        }
+        if r.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+            return Err(at.err(
+                &r.name,
+                "regions",
+                format!("regions: `{}` weight must be above 0", r.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the providers and returns which provider serves each domain.
+fn providers<'f>(at: &At, f: &'f ScenarioFile) -> Result<DomainOwners<'f>, ConfigError> {
+    if f.providers.is_empty() {
+        return Err(at.err(
+            "providers",
+            "providers",
+            "providers: at least one provider is needed".into(),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut owners: DomainOwners = BTreeMap::new();
+    for p in &f.providers {
+        if !names.insert(p.name.as_str()) {
+            return Err(at.err(
+                &p.name,
+                "providers",
+                format!("providers: duplicate provider `{}`", p.name),
+            ));
+        }
+        if p.domains.is_empty() {
+            return Err(at.err(&p.name, "providers", format!("providers: `{}` has no domains", p.name)));
+        }
+        for d in &p.domains {
+            if let Some(other) = owners.insert(d.to_ascii_lowercase(), &p.name) {
+                return Err(at.err(
+                    d,
+                    "providers",
+                    format!("providers: domain `{d}` belongs to both `{other}` and `{}`", p.name),
+                ));
+            }
+        }
+        if let Some(addr) = p.listen {
+            if !addr.ip().is_loopback() {
+                return Err(at.err(
+                    &addr.to_string(),
+                    "providers",
+                    format!("providers: `{}` listen {addr} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)", p.name),
+                ));
+            }
+        }
+        if p.mx == 0 || p.mx > MAX_MX {
+            return Err(at.err(
+                &p.name,
+                "providers",
+                format!("providers: `{}` mx must be 1..={MAX_MX}", p.name),
+            ));
+        }
+    }
+    Ok(owners)
+}
+
+fn mta(at: &At, f: &ScenarioFile, owners: &DomainOwners) -> Result<(), ConfigError> {
+    for (pool, ips) in &f.mta.egress_pools {
+        if ips.is_empty() {
+            return Err(at.err(pool, "mta", format!("mta: egress_pools: pool `{pool}` is empty")));
+        }
+        if let Some(ip) = ips.iter().find(|ip| !ip.is_loopback()) {
+            return Err(at.err(
+                &ip.to_string(),
+                "mta",
+                format!("mta: egress_pools: {ip} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)"),
+            ));
+        }
+    }
+    let r = &f.mta.retry;
+    if r.factor < 1.0 || !r.factor.is_finite() {
+        return Err(at.err(
+            "factor",
+            "mta",
+            format!("mta: retry: factor must be >= 1, not {}", r.factor),
+        ));
+    }
+    if r.initial.0.is_zero() {
+        return Err(at.err("initial", "mta", "mta: retry: initial must be longer than 0s".into()));
+    }
+    if let Some(ip) = f.mta.submit.map(|a| a.ip()).filter(|ip: &IpAddr| !ip.is_loopback()) {
+        return Err(at.err("submit", "mta", format!("mta: submit: {ip} is not a loopback address")));
+    }
+    if let Some(b) = &f.mta.bounces {
+        if !b.listen.ip().is_loopback() {
+            return Err(at.err(
+                "bounces",
+                "mta",
+                format!("mta: bounces: listen {} is not a loopback address", b.listen),
+            ));
+        }
+        if b.domain.trim().is_empty()
+            || b.domain.contains(['@', ' '])
+            || owners.contains_key(&b.domain.to_ascii_lowercase())
+        {
+            return Err(at.err(
+                "bounces",
+                "mta",
+                format!(
+                    "mta: bounces: domain `{}` must be a bare domain that no provider serves",
+                    b.domain
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn traffic(at: &At, t: &Traffic, owners: &DomainOwners) -> Result<(), ConfigError> {
+    if t.domains.is_empty() {
+        return Err(at.err(
+            "domains",
+            "traffic",
+            "traffic: domains: at least one domain is needed".into(),
+        ));
+    }
+    for d in t.domains.keys() {
+        if !owners.contains_key(&d.to_ascii_lowercase()) {
+            return Err(at.err(
+                d,
+                "traffic",
+                format!(
+                    "traffic: domains: `{d}` is not served by any provider (known: {})",
+                    owners.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    if t.domains.values().map(|w| w.0).sum::<f64>() <= 0.0 {
+        return Err(at.err(
+            "domains",
+            "traffic",
+            "traffic: domains: weights must not all be 0".into(),
+        ));
+    }
+    if t.connections == 0 || t.recipients_per_message == 0 || t.tenants == 0 {
+        return Err(at.err(
+            "traffic",
+            "traffic",
+            "traffic: connections, tenants and recipients_per_message must be at least 1".into(),
+        ));
+    }
+    match &t.rate {
+        RateSpec::Constant(r) if r.0 <= 0.0 => {
+            return Err(at.err("rate", "traffic", "traffic: rate must be above 0/s".into()));
+        }
+        RateSpec::Curve { peak, curve } => {
+            if peak.0 <= 0.0 {
+                return Err(at.err("peak", "traffic", "traffic: rate: peak must be above 0/s".into()));
+            }
+            if let Curve::Points(points) = curve {
+                if points.len() < 2 || points.iter().any(|(_, w)| *w < 0.0 || !w.is_finite()) {
+                    return Err(at.err(
+                        "curve",
+                        "traffic",
+                        "traffic: rate: curve needs at least two [at, weight] points with weights >= 0".into(),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    if let SizeSpec::Dist(SizeDist::Uniform { min, max }) = &t.size {
+        if min > max {
+            return Err(at.err("min", "traffic", "traffic: size: min must not exceed max".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Targets exist and each action has the fields it needs. The `reply:` text is parsed where
+/// the chaos timeline compiles (it needs the SMTP reply grammar).
+fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+    for c in &f.chaos {
+        let (kind, name) = c.target.split_once('/').unwrap_or(("", ""));
+        let known = match kind {
+            "region" => f.regions.iter().any(|r| r.name == name),
+            "provider" => f.providers.iter().any(|p| p.name == name),
+            "node" => f
+                .regions
+                .iter()
+                .any(|r| (1..=r.nodes).any(|i| format!("{}-{i}", r.name) == name)),
+            _ => false,
+        };
+        if !known {
+            return Err(at.err(
+                &c.target,
+                "chaos",
+                format!(
+                    "chaos: target `{}` is not a known region/<name>, node/<name> or provider/<name>",
+                    c.target
+                ),
+            ));
+        }
+        let bad = |msg: String| Err(chaos_error(at.0, c, &msg));
+        let provider = f.providers.iter().find(|p| kind == "provider" && p.name == name);
+        match c.action {
+            ChaosKind::Block | ChaosKind::Latency if provider.is_none() => {
+                return bad(format!("{:?} applies to provider/<name> targets only", c.action).to_lowercase());
+            }
+            ChaosKind::Block => match &c.pool {
+                None => return bad("block needs `pool:` (the egress pool the provider blocks)".into()),
+                Some(pool) if !f.mta.egress_pools.contains_key(pool) => {
+                    return bad(format!("pool `{pool}` is not in mta: egress_pools"));
+                }
+                _ => {}
+            },
+            ChaosKind::Latency if c.add.is_none() => return bad("latency needs `add:` (e.g. 500ms)".into()),
+            ChaosKind::Kill if provider.is_none() && c.mode.is_some() => {
+                return bad("`mode:` applies to provider kills only (nodes are SIGKILLed)".into());
+            }
+            _ => {}
+        }
+        if let Some(mx) = c.mx {
+            if provider.is_none_or(|p| mx == 0 || mx > p.mx) {
+                return bad(format!("mx {mx} is not an MX of the target (1..=its `mx:`)"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An error about one chaos action, at its target in the `chaos:` section. Public so the
+/// chaos timeline reports what it checks (the `reply:` grammar) in the same words.
+pub fn chaos_error(src: &Source, c: &ChaosAction, msg: &str) -> ConfigError {
+    src.error_at(
+        &c.target,
+        src.top_key_line("chaos"),
+        format!("chaos: {} at {}: {msg}", c.target, c.at),
+    )
+}
+
+fn thresholds(at: &At, f: &ScenarioFile, owners: &DomainOwners) -> Result<(), ConfigError> {
+    for t in &f.thresholds {
+        let (known, what, name) = match &t.scope {
+            Scope::All => (true, "", ""),
+            Scope::Region(r) => (f.regions.iter().any(|x| &x.name == r), "region", r.as_str()),
+            Scope::Provider(p) => (f.providers.iter().any(|x| &x.name == p), "provider", p.as_str()),
+            Scope::Domain(d) => (owners.contains_key(&d.to_ascii_lowercase()), "domain", d.as_str()),
+        };
+        if !known {
+            return Err(at.err(
+                &t.expr,
+                "thresholds",
+                format!("thresholds: `{}`: there is no {what} `{name}` in this scenario", t.expr),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `mta: kind: external`: the generator needs an address, the inboxes fixed ones.
+fn external(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+    if f.mta.kind != MtaKind::External {
+        return Ok(());
+    }
+    if f.mta.submit.is_none() {
+        return Err(at.err(
+            "external",
+            "mta",
+            "mta: kind: external needs `submit: HOST:PORT` (where the generator submits)".into(),
+        ));
+    }
+    // The external MTA routes by a transport map the user writes; a harness-chosen address
+    // would change every run, so each provider needs a fixed one.
+    if let Some(p) = f.providers.iter().find(|p| p.listen.is_none()) {
+        return Err(at.err(
+            &p.name,
+            "providers",
+            format!(
+                "providers: `{}` needs a fixed `listen: 127.x.y.z:PORT` with mta kind: external (the external MTA's transport map points at it)",
+                p.name
+            ),
+        ));
+    }
+    if f.chaos
+        .iter()
+        .any(|c| c.target.starts_with("region/") || c.target.starts_with("node/"))
+    {
+        return Err(at.err(
+            "chaos",
+            "chaos",
+            "chaos: region/ and node/ targets need the reference MTA; with kind: external only provider/ targets apply"
+                .into(),
+        ));
+    }
+    Ok(())
+}
