@@ -9,6 +9,7 @@
 pub mod config;
 pub mod eventlog;
 pub mod ingress;
+mod job;
 pub mod notice;
 pub mod pace;
 pub mod process;

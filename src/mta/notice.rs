@@ -3,7 +3,7 @@
 //! message from the null sender. Spooling and sending it is the queue's business.
 
 use super::config::NodeConfig;
-use super::queue::Job;
+use super::job::Job;
 use super::spool::Meta;
 use crate::dsn::{Action, Notice, RecipientStatus};
 use crate::events::now_ns;

@@ -27,6 +27,8 @@ use tokio::time::Instant;
 
 use super::config::NodeConfig;
 use super::eventlog::EventLog;
+// `Job` lives in `job.rs` (shared with `notice.rs`); this stays its public path.
+pub use super::job::Job;
 use super::pace::Pace;
 use super::responses::{Action, ResponseTable, Verdict};
 use super::routing::{Routing, REROUTE_HOLD};
@@ -43,22 +45,6 @@ pub const DEFAULT_THROTTLE_HOLD: Duration = Duration::from_secs(30);
 
 /// How long an idle worker keeps its outbound connection before closing it.
 pub const WORKER_IDLE: Duration = Duration::from_secs(2);
-
-/// One delivery job: a spooled message's recipients at one domain.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub spool_id: SpoolId,
-    pub meta: Arc<Meta>,
-    pub body: Arc<Vec<u8>>,
-    pub domain: String,
-    pub rcpts: Vec<String>,
-    /// Attempts made so far.
-    pub attempt: u32,
-    /// Egress pool override (after a `reroute`).
-    pub pool: Option<String>,
-    /// Index into the domain's route list (after a `failover`).
-    pub route_idx: usize,
-}
 
 /// An outbound connection and what it is bound to.
 struct Conn {

@@ -2,13 +2,17 @@
 //! MTA and the mock inboxes, and the client behind the load generator and the MTA's relay.
 //!
 //! Layering: `reply` and `codec` are pure and know nothing of sockets; `server` (with its
-//! private per-connection `session`) and `client` are the only parts that do I/O.
+//! private per-connection `session`) and `client` are the only parts that do I/O. The server's
+//! policy contract (`policy`) and per-server limits and counters (`shared`) are private files
+//! that `server` re-exports, so `session` depends on them and never on `server`.
 
 pub mod client;
 pub mod codec;
+mod policy;
 pub mod reply;
 pub mod server;
 mod session;
+mod shared;
 
 #[cfg(test)]
 mod tests;

@@ -16,10 +16,9 @@ use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
 use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
+use crate::smtp::policy::{Decision, Envelope, Hangup, Policy, SessionInfo, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT};
 use crate::smtp::reply::Reply;
-use crate::smtp::server::{
-    Decision, Envelope, Hangup, Policy, ServerStats, SessionInfo, Shared, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT,
-};
+use crate::smtp::shared::{ServerStats, Shared};
 
 /// Spare room ensured before each socket read; one read typically takes a whole pipelined
 /// command group or a good slice of a message.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::submit::Target;
+use super::target::Target;
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig};
 use crate::sync::lock;

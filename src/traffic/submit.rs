@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use super::balance::Balancer;
 use super::message::{Builder, Draft, Mix};
 use super::schedule::Schedule;
+// `Target` lives in `target.rs` (shared with `balance.rs`); this stays its public path.
+pub use super::target::Target;
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig};
 use crate::sync::lock;
@@ -32,14 +34,6 @@ const NO_TARGET_WAIT: Duration = Duration::from_millis(50);
 
 /// Attempts per message when the connection fails under it (a new connection each time).
 const MAX_SUBMIT_ATTEMPTS: u32 = 3;
-
-/// Where to submit: an MTA node.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub node: String,
-    pub region: String,
-    pub addr: SocketAddr,
-}
 
 /// Live counters, read by the progress line and the drain check.
 #[derive(Debug, Default)]

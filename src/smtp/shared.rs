@@ -1,0 +1,138 @@
+//! What all sessions of one server share: the protocol [`Limits`], the [`ServerStats`]
+//! counters (and their [`StatsSnapshot`]), and [`Shared`], the bundle `serve` builds once and
+//! hands to every session.
+//!
+//! Kept apart from `server.rs` so that `session.rs` can read them without depending on
+//! `server.rs` (which spawns sessions and so depends on `session.rs`). The public items are
+//! re-exported as `crate::smtp::server::*` and `crate::smtp::*`, their public paths.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Protocol limits and timeouts of one server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Name in the greeting, EHLO reply and 421 replies.
+    pub hostname: String,
+    /// Concurrent sessions; more get `421 4.7.0 Too many connections`.
+    pub max_connections: usize,
+    /// Concurrent sessions from one client IP; more get `421 4.7.0 Too many connections from
+    /// your host` (Postfix's `smtpd_client_connection_count_limit`).
+    pub max_connections_per_ip: usize,
+    /// Longest command line, CRLF included.
+    pub max_command_line: usize,
+    /// Longest message line, CRLF included; longer lines get the message refused (500 5.5.2).
+    pub max_data_line: usize,
+    /// Advertised as EHLO SIZE and enforced at MAIL (declared SIZE) and after the dot.
+    pub max_message_size: usize,
+    /// Recipients per transaction; more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Idle time allowed while waiting for a command, and for writing a reply.
+    pub command_timeout: Duration,
+    /// Idle time allowed between reads of message data.
+    pub data_timeout: Duration,
+    /// Protocol errors (unknown command, syntax, bad sequence...) before `421 4.7.0`.
+    pub max_errors: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            hostname: "localhost".to_owned(),
+            max_connections: 1024,
+            max_connections_per_ip: usize::MAX,
+            max_command_line: 2048,
+            max_data_line: 10_000,
+            max_message_size: 32 * 1024 * 1024,
+            max_recipients: 1000,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_errors: 20,
+        }
+    }
+}
+
+/// Counters shared by all sessions of a server; cheap relaxed atomics, read via `snapshot`.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Sessions started (connections refused over the limit are not counted here).
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub connections_refused_limit: AtomicU64,
+    /// DATA phases completed (final dot received), accepted or refused.
+    pub transactions: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Messages refused for a bare LF or bare CR.
+    pub bare_lf_rejected: AtomicU64,
+    /// Over-long command lines plus messages refused for an over-long line.
+    pub too_long_lines: AtomicU64,
+    /// MAIL refused for its SIZE plus messages refused for their size.
+    pub oversize: AtomicU64,
+}
+
+/// A plain copy of [`ServerStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub connections_total: u64,
+    pub connections_active: u64,
+    pub connections_refused_limit: u64,
+    pub transactions: u64,
+    pub protocol_errors: u64,
+    pub timeouts: u64,
+    pub bare_lf_rejected: u64,
+    pub too_long_lines: u64,
+    pub oversize: u64,
+}
+
+impl ServerStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections_total: g(&self.connections_total),
+            connections_active: g(&self.connections_active),
+            connections_refused_limit: g(&self.connections_refused_limit),
+            transactions: g(&self.transactions),
+            protocol_errors: g(&self.protocol_errors),
+            timeouts: g(&self.timeouts),
+            bare_lf_rejected: g(&self.bare_lf_rejected),
+            too_long_lines: g(&self.too_long_lines),
+            oversize: g(&self.oversize),
+        }
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything a session needs that is the same for all sessions of a server.
+pub(crate) struct Shared<P> {
+    pub(crate) policy: Arc<P>,
+    pub(crate) limits: Limits,
+    pub(crate) stats: Arc<ServerStats>,
+    /// Pre-rendered EHLO and HELO replies: they never change, and EHLO is on the hot path.
+    pub(crate) ehlo_reply: Vec<u8>,
+    pub(crate) helo_reply: Vec<u8>,
+}
+
+impl<P> Shared<P> {
+    pub(crate) fn new(policy: Arc<P>, limits: Limits, stats: Arc<ServerStats>) -> Self {
+        // A control character in a configured hostname must not break the reply framing.
+        let h: String = limits.hostname.chars().filter(|c| !c.is_control()).collect();
+        let ehlo_reply = format!(
+            "250-{h}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+            limits.max_message_size
+        )
+        .into_bytes();
+        let helo_reply = format!("250 {h}\r\n").into_bytes();
+        Shared {
+            policy,
+            limits,
+            stats,
+            ehlo_reply,
+            helo_reply,
+        }
+    }
+}
