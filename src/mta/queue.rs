@@ -172,7 +172,7 @@ impl Queues {
                 self.events.emit(e);
                 continue;
             }
-            let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d).to_ascii_lowercase();
+            let domain = crate::events::domain_of(rcpt).to_ascii_lowercase();
             match by_domain.iter_mut().find(|(d, _)| *d == domain) {
                 Some((_, v)) => v.push(rcpt.clone()),
                 None => by_domain.push((domain, vec![rcpt.clone()])),
