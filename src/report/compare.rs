@@ -28,17 +28,21 @@
 //! Everything here is a pure function of two [`Summary`] values except [`load`] and
 //! [`write_into_run`]; the CLI only prints and picks the exit code.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::Serialize;
-
+use super::format::{num, pct, r3};
 use super::summary::{Summary, SCHEMA};
 use crate::scenario::threshold::{Metric, Scope, Threshold};
+use model::delta_text;
 
-/// Schema tag of `compare.json` and of `compare --json`.
-pub const COMPARE_SCHEMA: &str = "mailsurge.compare/v1";
+pub(super) mod model;
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use model::{fmt_value, Comparison, MetricDelta, RunRef, Status, Tolerance, Unit, Value, COMPARE_SCHEMA};
+pub use render::{render_markdown, render_text, write_into_run};
 
 /// Default smallest delivery-time increase that can be a regression, as a share of the
 /// baseline's SLO delivery time (see the module doc for why).
@@ -106,135 +110,6 @@ pub fn load(path: &Path) -> Result<Summary, LoadError> {
         }
     }
     serde_json::from_value(v).map_err(|source| LoadError::Invalid { path, source })
-}
-
-/// The allowed relative worsening: `10%` or a fraction `0.1`; more than 100% is allowed
-/// (written as a percentage) for metrics too noisy for a tighter gate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Tolerance(pub f64);
-
-impl Default for Tolerance {
-    fn default() -> Self {
-        Tolerance(0.10)
-    }
-}
-
-impl FromStr for Tolerance {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let v = match t.strip_suffix('%') {
-            Some(n) => n.trim().parse::<f64>().map(|x| x / 100.0),
-            None => t.parse::<f64>(),
-        }
-        .map_err(|_| format!("`{s}` is not a tolerance (e.g. 10% or 0.1)"))?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(format!("tolerance `{s}` must be 0% or more"));
-        }
-        if !t.ends_with('%') && v > 1.0 {
-            return Err(format!(
-                "tolerance `{s}`: write a percentage (`{s}%`) or a fraction up to 1"
-            ));
-        }
-        Ok(Tolerance(v))
-    }
-}
-
-impl fmt::Display for Tolerance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}%", num(self.0 * 100.0, 2))
-    }
-}
-
-/// Unit of a compared value; decides how it is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    Ms,
-    Fraction,
-    Count,
-    PerS,
-    Verdict,
-}
-
-/// A compared value as JSON: a number, `null` for ∞ (as in summary.json), or a verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Value {
-    Num(f64),
-    Text(String),
-    Infinite,
-}
-
-impl Value {
-    fn of(v: Option<f64>) -> Value {
-        v.map_or(Value::Infinite, Value::Num)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    Improved,
-    Regression,
-}
-
-/// One compared metric.
-#[derive(Debug, Clone, Serialize)]
-pub struct MetricDelta {
-    /// `p99`, `slo.compliance`, `lost`, `region us-east p99`, `verdict`, …
-    pub metric: String,
-    pub unit: Unit,
-    pub base: Value,
-    pub candidate: Value,
-    /// The worst candidate value still within tolerance (`null` = no limit, ∞).
-    pub limit: Value,
-    /// Change from base: relative in % (`delta_unit` `%`), in percentage points for the SLO
-    /// (`pp`); `null` when undefined (from 0, to or from ∞, a verdict).
-    pub delta: Option<f64>,
-    pub delta_unit: &'static str,
-    pub status: Status,
-    /// The comparison in one sentence, for people.
-    pub why: String,
-}
-
-/// Which run a side of the comparison is.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRef {
-    pub name: String,
-    pub run_id: String,
-    pub started_at: String,
-    pub verdict: String,
-}
-
-impl RunRef {
-    fn of(s: &Summary) -> RunRef {
-        RunRef {
-            name: s.name.clone(),
-            run_id: s.run_id.clone(),
-            started_at: s.started_at.clone(),
-            verdict: s.verdict.clone(),
-        }
-    }
-}
-
-/// The whole comparison: `compare.json`, `compare --json`, and the source of the table.
-#[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
-    pub schema: &'static str,
-    pub base: RunRef,
-    pub candidate: RunRef,
-    pub tolerance: f64,
-    /// Delivery-time increases up to this (ms) are never regressions.
-    pub min_delta_ms: f64,
-    /// True when any metric regressed beyond tolerance: exit code 1.
-    pub regression: bool,
-    /// The regressed metrics' names, in table order.
-    pub regressions: Vec<String>,
-    pub metrics: Vec<MetricDelta>,
-    /// What was not compared, or differs between the runs in a way that matters for reading.
-    pub notes: Vec<String>,
 }
 
 /// Compares a candidate run with a baseline (see the module doc for the rules).
@@ -523,55 +398,3 @@ fn throughput(s: &Summary) -> Option<f64> {
             .flatten()
     })
 }
-
-fn r3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// A number with at most `dp` decimals and no trailing zeros.
-fn num(x: f64, dp: usize) -> String {
-    let s = format!("{x:.dp$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
-fn pct(f: f64) -> String {
-    format!("{:.3}%", f * 100.0)
-}
-
-/// A value for people: `4.17 ms`, `1.52 s`, `99.870%`, `3`, `120.5/s`, `∞`, `pass`.
-pub fn fmt_value(unit: Unit, v: &Value) -> String {
-    match (unit, v) {
-        (_, Value::Text(s)) => s.clone(),
-        (_, Value::Infinite) => "∞".into(),
-        (Unit::Ms, Value::Num(x)) if *x >= 1000.0 => format!("{:.2} s", x / 1000.0),
-        (Unit::Ms, Value::Num(x)) => format!("{x:.2} ms"),
-        (Unit::Fraction, Value::Num(x)) => pct(*x),
-        (Unit::Count, Value::Num(x)) => format!("{x:.0}"),
-        (Unit::PerS, Value::Num(x)) => format!("{x:.1}/s"),
-        (Unit::Verdict, Value::Num(x)) => format!("{x}"),
-    }
-}
-
-/// `+12.5%`, `−0.15 pp`, `from 0`, `→ ∞`: percentage points keep 3 decimals because a
-/// tenth of a point is already a lot of mail at a 99.9% target.
-fn delta_text(delta: Option<f64>, unit: &str, b: Option<f64>, c: Option<f64>) -> String {
-    let (dp, unit) = if unit == "pp" { (3, " pp") } else { (1, unit) };
-    match (delta, b, c) {
-        (Some(0.0), _, _) => format!("0{unit}"),
-        (Some(d), _, _) => format!("{}{}{unit}", if d > 0.0 { "+" } else { "−" }, num(d.abs(), dp)),
-        (None, Some(_), Some(_)) => "from 0".into(),
-        (None, Some(_), None) => "→ ∞".into(),
-        (None, None, Some(_)) => "from ∞".into(),
-        (None, None, None) => "=".into(),
-    }
-}
-
-mod render;
-pub use render::{render_markdown, render_text, write_into_run};
-
-#[cfg(test)]
-mod tests;

@@ -15,44 +15,12 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+use super::format::{esc_html, identity_equations, ms, r3, secs, slo_sentence};
 use super::markdown::action;
 use super::summary::{GroupLine, Summary};
 use crate::measure::{Analysis, MarkKind};
 
 mod timeline;
-
-/// Escapes text for HTML element content and double- or single-quoted attributes.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn ms(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x >= 10_000.0 => format!("{:.1} s", x / 1000.0),
-        Some(x) => format!("{x:.1} ms"),
-        None => "∞".into(),
-    }
-}
-
-fn secs(v: Option<f64>, none: &str) -> String {
-    v.map_or_else(|| none.to_string(), |x| format!("{x:.3} s"))
-}
-
-/// Rounded like summary.json, so the page and the JSON show the same digits.
-fn r3(x: Option<f64>) -> Option<f64> {
-    x.map(|v| (v * 1000.0).round() / 1000.0)
-}
 
 /// Reads the rendered charts (the `.svg` beside each listed `.png`) and writes `report.html`.
 pub fn write(dir: &Path, s: &Summary, a: &Analysis, charts: &[(&str, &str)]) -> anyhow::Result<()> {
@@ -77,20 +45,20 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{verdict} · mailsurge {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
-        esc(&s.name)
+        esc_html(&s.name)
     );
     let _ = writeln!(
         o,
         "<h1>mailsurge run <code>{}</code> <span class=\"badge {}\">{verdict}</span></h1>",
-        esc(&s.name),
+        esc_html(&s.name),
         if pass { "pass" } else { "fail" }
     );
     let _ = writeln!(
         o,
         "<p class=\"meta\">run <code>{}</code> · seed {} · started {} · wall {:.1} s</p>",
-        esc(&s.run_id),
+        esc_html(&s.run_id),
         s.seed,
-        esc(&s.started_at),
+        esc_html(&s.started_at),
         s.wall_s
     );
     let _ = writeln!(
@@ -124,8 +92,8 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
         let _ = writeln!(
             o,
             "<figure>\n<figcaption>{} <span class=\"path\">{}</span></figcaption>\n{}\n</figure>",
-            esc(title),
-            esc(path),
+            esc_html(title),
+            esc_html(path),
             inline_svg(svg, title)
         );
     }
@@ -138,10 +106,14 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
 fn inline_svg(svg: &str, title: &str) -> String {
     let body = match svg.find("<svg") {
         Some(i) => &svg[i..],
-        None => return format!("<p class=\"bad\">chart {} is not an SVG document</p>", esc(title)),
+        None => return format!("<p class=\"bad\">chart {} is not an SVG document</p>", esc_html(title)),
     };
     let body = body.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
-    body.replacen("<svg", &format!("<svg role=\"img\" aria-label=\"{}\"", esc(title)), 1)
+    body.replacen(
+        "<svg",
+        &format!("<svg role=\"img\" aria-label=\"{}\"", esc_html(title)),
+        1,
+    )
 }
 
 fn verdict_section(o: &mut String, s: &Summary) {
@@ -168,9 +140,9 @@ fn code_spans(text: &str) -> String {
     let mut o = String::new();
     for (i, part) in text.split('`').enumerate() {
         if i % 2 == 1 {
-            let _ = write!(o, "<code>{}</code>", esc(part));
+            let _ = write!(o, "<code>{}</code>", esc_html(part));
         } else {
-            o.push_str(&esc(part));
+            o.push_str(&esc_html(part));
         }
     }
     o
@@ -187,7 +159,7 @@ fn delivery_section(o: &mut String, s: &Summary, a: &Analysis) {
     let row = |o: &mut String, what: &str, v: [Option<f64>; 5]| {
         let _ = write!(o, "<tr><td>{what}</td>");
         for x in v {
-            let _ = write!(o, "<td class=\"num\">{}</td>", ms(x));
+            let _ = write!(o, "<td class=\"num\">{}</td>", ms(x, "∞"));
         }
         let _ = writeln!(o, "</tr>");
     };
@@ -199,12 +171,14 @@ fn delivery_section(o: &mut String, s: &Summary, a: &Analysis) {
     row(
         o,
         "actual submission start (uncorrected)",
+        // summary.json has only p50 and p99 of these: round the rest like it, so the row
+        // shows the JSON's digits.
         [
             d.uncorrected_p50,
-            r3(u.quantile_ms(0.9)),
+            u.quantile_ms(0.9).map(r3),
             d.uncorrected_p99,
-            r3(u.quantile_ms(0.999)),
-            r3(u.max_ms()),
+            u.quantile_ms(0.999).map(r3),
+            u.max_ms().map(r3),
         ],
     );
     let _ = writeln!(
@@ -215,11 +189,8 @@ fn delivery_section(o: &mut String, s: &Summary, a: &Analysis) {
     );
     let _ = writeln!(
         o,
-        "<p><strong>SLO</strong>: {:.3}% of eligible mail delivered within {} ms (target {:.2}%) — \
-         <span class=\"{}\">{}</span></p>\n</section>",
-        s.slo.compliance * 100.0,
-        s.slo.delivery_ms,
-        s.slo.target * 100.0,
+        "<p><strong>SLO</strong>: {} — <span class=\"{}\">{}</span></p>\n</section>",
+        slo_sentence(s.slo.compliance, s.slo.delivery_ms, s.slo.target),
         if s.slo.pass { "ok" } else { "bad" },
         if s.slo.pass { "met" } else { "missed" }
     );
@@ -252,9 +223,9 @@ fn thresholds_section(o: &mut String, s: &Summary, a: &Analysis) {
             "<tr class=\"{}\"><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td>{}</td></tr>",
             if t.pass { "" } else { "failed" },
-            esc(&t.expr),
-            esc(&t.observed_text),
-            esc(&limit),
+            esc_html(&t.expr),
+            esc_html(&t.observed_text),
+            esc_html(&limit),
             if t.pass {
                 "pass"
             } else {
@@ -268,27 +239,14 @@ fn thresholds_section(o: &mut String, s: &Summary, a: &Analysis) {
 fn accounting_section(o: &mut String, s: &Summary, a: &Analysis) {
     let c = &s.counts;
     let _ = writeln!(o, "<section id=\"accounting\">\n<h2>Accounting</h2>");
-    let _ = writeln!(
-        o,
-        "<p class=\"identity\">generated {} = rejected at submit {} + accepted {}<br>\
-         accepted {} = delivered {} + bounced {} + suppressed {} + expired {} + queued {} + lost {}</p>",
-        c.generated,
-        c.rejected_at_submit,
-        c.accepted,
-        c.accepted,
-        c.delivered,
-        c.bounced,
-        c.suppressed,
-        c.expired,
-        c.queued,
-        c.lost
-    );
+    let [submitted, accepted] = identity_equations(c);
+    let _ = writeln!(o, "<p class=\"identity\">{submitted}<br>{accepted}</p>");
     match &a.identity {
         Ok(()) => {
             let _ = writeln!(o, "<p class=\"ok\">Both identities hold.</p>");
         }
         Err(e) => {
-            let _ = writeln!(o, "<p class=\"bad\">Does not hold: {}</p>", esc(e));
+            let _ = writeln!(o, "<p class=\"bad\">Does not hold: {}</p>", esc_html(e));
         }
     }
     let _ = writeln!(o, "<table>\n<tr>");
@@ -342,10 +300,10 @@ fn group_row(o: &mut String, name: &str, g: &GroupLine) {
         o,
         "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-        esc(name),
+        esc_html(name),
         g.delivered,
-        ms(g.p50),
-        ms(g.p99),
+        ms(g.p50, "∞"),
+        ms(g.p99, "∞"),
         g.deferrals,
         g.bounced
     );
@@ -374,8 +332,8 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
                  <td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num{}\">{}</td><td class=\"num\">{:.1} s</td></tr>",
                 f.at_s,
-                esc(&action(f)),
-                esc(&f.target),
+                esc_html(&action(f)),
+                esc_html(&f.target),
                 f.end_s.map_or_else(|| "—".into(), |e| format!("{e:.1} s")),
                 secs(f.detection_s, "none"),
                 if f.recovery_s.is_none() { " bad" } else { "" },
@@ -420,7 +378,7 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
             "<tr class=\"{}\"><td class=\"num\">{:.2} s</td><td>{kind}</td><td>{}</td></tr>",
             if m.kind.is_minor() { "minor" } else { "" },
             m.at_s,
-            esc(&m.label)
+            esc_html(&m.label)
         );
     }
     let _ = writeln!(o, "</table>\n</section>");
@@ -458,11 +416,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            esc(r#"<b a="1">'x' & y</b>"#),
-            "&lt;b a=&quot;1&quot;&gt;&#39;x&#39; &amp; y&lt;/b&gt;"
-        );
+    fn reasons_escape_and_keep_code_spans() {
         assert_eq!(
             code_spans("threshold `p50 < 2s` failed"),
             "threshold <code>p50 &lt; 2s</code> failed"
@@ -474,7 +428,7 @@ mod tests {
     fn page_leads_with_failures_and_escapes_run_text() {
         use crate::events::{Event, Kind};
         use crate::measure::{analyze, Inputs};
-        use crate::report::RunInfo;
+        use crate::report::summary::RunInfo;
         const S: u64 = 1_000_000_000;
         let mut ev = Vec::new();
         for i in 0..20u64 {

@@ -11,14 +11,15 @@
 //! - with `--baseline`, compared metric (`mailsurge.compare`, name = the metric).
 //!
 //! A failure's `message` holds the observed value and the limit; its body says the same in
-//! sentences. The XML is written by hand: the format is small and fixed, and [`escape`] is the
-//! only subtle part.
+//! sentences. The XML is written by hand: the format is small and fixed, and escaping
+//! ([`esc_xml`]) is the only subtle part.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
 
-use super::compare::{self, Comparison, Status};
+use super::compare::model::{fmt_value, Comparison, Status};
+use super::format::{esc_xml, esc_xml_body, num, pct};
 use super::summary::Summary;
 use crate::scenario::threshold::Threshold;
 
@@ -27,35 +28,6 @@ struct Case {
     class: &'static str,
     name: String,
     failure: Option<(String, String)>,
-}
-
-/// Escapes text for XML 1.0 attribute values and character data. Characters XML 1.0 cannot
-/// hold at all (most C0 controls) become U+FFFD, so an SMTP reply with a stray control byte
-/// cannot make the file unreadable; newlines and tabs are kept as character references so
-/// they survive attribute-value normalisation.
-pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\n' => o.push_str("&#10;"),
-            '\r' => o.push_str("&#13;"),
-            '\t' => o.push_str("&#9;"),
-            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// Escapes a failure body: like [`escape`], but newlines stay literal so the text reads as
-/// lines in a CI log.
-fn escape_body(s: &str) -> String {
-    s.split('\n').map(escape).collect::<Vec<_>>().join("\n")
 }
 
 /// The limit as the user wrote it: `< 2s` of `region us-east: p99 < 2s over 10s windows`.
@@ -99,11 +71,12 @@ fn cases(s: &Summary, cmp: Option<&Comparison>) -> Vec<Case> {
             }),
         });
     }
-    let target = compare::fmt_value(compare::Unit::Fraction, &compare::Value::Num(s.slo.target));
-    let observed = compare::fmt_value(compare::Unit::Fraction, &compare::Value::Num(s.slo.compliance));
+    // Written like the compare table's SLO row.
+    let (target, observed) = (pct(s.slo.target), pct(s.slo.compliance));
     out.push(Case {
         class: "mailsurge.slo",
-        name: format!("slo >= {}", trim_pct(s.slo.target)),
+        // `99%`, `99.5%`: the target as a person writes it.
+        name: format!("slo >= {}%", num(s.slo.target * 100.0, 4)),
         failure: (!s.slo.pass).then(|| {
             (
                 format!("observed {observed}, limit >= {target}"),
@@ -153,8 +126,8 @@ fn cases(s: &Summary, cmp: Option<&Comparison>) -> Vec<Case> {
         }),
     });
     for m in cmp.map_or(&[][..], |c| &c.metrics) {
-        let observed = compare::fmt_value(m.unit, &m.candidate);
-        let base = compare::fmt_value(m.unit, &m.base);
+        let observed = fmt_value(m.unit, &m.candidate);
+        let base = fmt_value(m.unit, &m.base);
         out.push(Case {
             class: "mailsurge.compare",
             name: format!("{} vs baseline", m.metric),
@@ -173,17 +146,11 @@ fn cases(s: &Summary, cmp: Option<&Comparison>) -> Vec<Case> {
     out
 }
 
-/// `0.99` → `99%`, `0.995` → `99.5%`: the target as a person writes it.
-fn trim_pct(f: f64) -> String {
-    let s = format!("{:.4}", f * 100.0);
-    format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
-}
-
 /// The whole document.
 pub fn render(s: &Summary, cmp: Option<&Comparison>) -> String {
     let cases = cases(s, cmp);
     let failures = cases.iter().filter(|c| c.failure.is_some()).count();
-    let suite = escape(&format!("mailsurge.{}", s.name));
+    let suite = esc_xml(&format!("mailsurge.{}", s.name));
     let time = format!("{:.3}", s.wall_s);
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -203,13 +170,13 @@ pub fn render(s: &Summary, cmp: Option<&Comparison>) -> String {
         ("started_at", s.started_at.clone()),
         ("verdict", s.verdict.clone()),
     ] {
-        let _ = writeln!(o, "      <property name=\"{k}\" value=\"{}\"/>", escape(&v));
+        let _ = writeln!(o, "      <property name=\"{k}\" value=\"{}\"/>", esc_xml(&v));
     }
     let _ = writeln!(o, "    </properties>");
     for c in &cases {
         let head = format!(
             "<testcase name=\"{}\" classname=\"{}\" time=\"0\"",
-            escape(&c.name),
+            esc_xml(&c.name),
             c.class
         );
         match &c.failure {
@@ -220,9 +187,9 @@ pub fn render(s: &Summary, cmp: Option<&Comparison>) -> String {
                 let _ = writeln!(
                     o,
                     "    {head}>\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
-                    escape(msg),
+                    esc_xml(msg),
                     c.class,
-                    escape_body(body)
+                    esc_xml_body(body)
                 );
             }
         }
@@ -239,6 +206,7 @@ pub fn write(dir: &Path, s: &Summary, cmp: Option<&Comparison>) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::compare;
     use crate::report::summary::SCHEMA;
 
     /// A strict enough well-formedness check for what this module writes: one root element,
@@ -323,13 +291,6 @@ mod tests {
         assert_eq!(s.schema, SCHEMA);
         s.name = "smoke <&> \"quoted\" 'x'".into();
         s
-    }
-
-    #[test]
-    fn escape_covers_markup_quotes_and_controls() {
-        assert_eq!(escape("a<b>&\"c\"'d'"), "a&lt;b&gt;&amp;&quot;c&quot;&apos;d&apos;");
-        assert_eq!(escape("x\ny\u{1}z"), "x&#10;y\u{fffd}z");
-        assert_eq!(escape("∞ ≤ 5 ms"), "∞ ≤ 5 ms");
     }
 
     #[test]

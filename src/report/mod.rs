@@ -2,6 +2,7 @@
 
 pub mod charts;
 pub mod compare;
+pub mod format;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -116,134 +117,173 @@ pub const CHARTS: [(&str, &str); 6] = [
     ("queue depth", "charts/queue-depth.png"),
 ];
 
+/// Renders every chart of [`CHARTS`] into `dir`; returns that list for the pages to link.
 fn write_charts(dir: &Path, info: &RunInfo, a: &Analysis) -> anyhow::Result<Vec<(&'static str, &'static str)>> {
-    let markers: Vec<Marker> = a
-        .marks
-        .iter()
-        .map(|m| Marker {
-            x: m.at_s,
-            label: m.label.clone(),
-            minor: m.kind.is_minor(),
-        })
-        .collect();
-    let x_max = a.series.len().max(1) as f64;
-    let slo_line = || HLine {
-        y: info.slo_ms,
-        label: format!("SLO {} ms", info.slo_ms),
-    };
-    let mut lines = vec![
-        line("p50", &a.series, |p| p.p50),
-        line("p90", &a.series, |p| p.p90),
-        line("p99", &a.series, |p| p.p99),
+    let run = RunCharts::new(info, a);
+    let specs = [
+        ("delivery-time", run.delivery(a)),
+        ("delivery-time-by-region", run.by_group("region", &a.series_by_region)),
+        (
+            "delivery-time-by-provider",
+            run.by_group("provider", &a.series_by_provider),
+        ),
+        ("slo", run.slo(a)),
+        ("throughput", run.throughput(a)),
+        ("queue-depth", run.queue_depth(a)),
     ];
-    if a.series_by_region.len() > 1 {
-        for (region, s) in &a.series_by_region {
-            lines.push(line(&format!("p99 {region}"), s, |p| p.p99));
+    for (stem, spec) in &specs {
+        charts::render(spec, dir, stem).with_context(|| format!("cannot render {stem} chart"))?;
+    }
+    Ok(CHARTS.to_vec())
+}
+
+/// x axis label of the per-interval series: they bin mail by its intended send time, the
+/// time every delivery time here is measured from.
+const BY_INTENDED_TIME: &str = "run time (s), by intended send time";
+
+/// What every chart of one run shares — its name and SLO, the chaos markers, the x axis of
+/// the per-interval series — so each chart below states only what is its own.
+struct RunCharts<'a> {
+    info: &'a RunInfo,
+    markers: Vec<Marker>,
+    /// End of the per-interval series' x axis (s).
+    x_max: f64,
+}
+
+impl<'a> RunCharts<'a> {
+    fn new(info: &'a RunInfo, a: &Analysis) -> RunCharts<'a> {
+        let markers = a
+            .marks
+            .iter()
+            .map(|m| Marker {
+                x: m.at_s,
+                label: m.label.clone(),
+                minor: m.kind.is_minor(),
+            })
+            .collect();
+        RunCharts {
+            info,
+            markers,
+            x_max: a.series.len().max(1) as f64,
         }
     }
-    let delivery = ChartSpec {
-        title: format!("{} — delivery time by intended send second", info.name),
-        x_label: "run time (s), by intended send time".into(),
-        y_label: "delivery time (ms, log)".into(),
-        lines,
-        hlines: vec![slo_line()],
-        markers: markers.clone(),
-        x_range: (0.0, x_max),
-        y_range: None,
-        y_log: true,
-    };
-    charts::render(&delivery, dir, "delivery-time").context("cannot render delivery-time chart")?;
 
-    for (what, groups, stem) in [
-        ("region", &a.series_by_region, "delivery-time-by-region"),
-        ("provider", &a.series_by_provider, "delivery-time-by-provider"),
-    ] {
+    /// A chart with the run's markers and nothing else set: no lines, linear auto y axis.
+    fn spec(&self, title: String, x_label: &str, y_label: &str, x_max: f64) -> ChartSpec {
+        ChartSpec {
+            title,
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            lines: vec![],
+            hlines: vec![],
+            markers: self.markers.clone(),
+            x_range: (0.0, x_max),
+            y_range: None,
+            y_log: false,
+        }
+    }
+
+    /// Delivery times by intended send second on a log axis, with the SLO as a reference line.
+    fn delivery_spec(&self, title: String, lines: Vec<Line>) -> ChartSpec {
+        let slo = HLine {
+            y: self.info.slo_ms,
+            label: format!("SLO {} ms", self.info.slo_ms),
+        };
+        ChartSpec {
+            lines,
+            hlines: vec![slo],
+            y_log: true,
+            ..self.spec(title, BY_INTENDED_TIME, "delivery time (ms, log)", self.x_max)
+        }
+    }
+
+    /// p50, p90 and p99 of all mail, plus each region's p99 when there are several.
+    fn delivery(&self, a: &Analysis) -> ChartSpec {
+        let mut lines = vec![
+            line("p50", &a.series, |p| p.p50),
+            line("p90", &a.series, |p| p.p90),
+            line("p99", &a.series, |p| p.p99),
+        ];
+        if a.series_by_region.len() > 1 {
+            for (region, s) in &a.series_by_region {
+                lines.push(line(&format!("p99 {region}"), s, |p| p.p99));
+            }
+        }
+        let title = format!("{} — delivery time by intended send second", self.info.name);
+        self.delivery_spec(title, lines)
+    }
+
+    /// One colour per region or provider (`what`): see [`group_lines`].
+    fn by_group(&self, what: &str, groups: &BTreeMap<String, Vec<Point>>) -> ChartSpec {
         let how = match groups.len() <= MAX_GROUPS_WITH_P50 {
             true => "p99 solid, p50 dashed",
             false => "p99",
         };
-        let spec = ChartSpec {
-            title: format!("{} — delivery time by {what} ({how})", info.name),
-            x_label: "run time (s), by intended send time".into(),
-            y_label: "delivery time (ms, log)".into(),
-            lines: group_lines(groups),
-            hlines: vec![slo_line()],
-            markers: markers.clone(),
-            x_range: (0.0, x_max),
-            y_range: None,
-            y_log: true,
-        };
-        charts::render(&spec, dir, stem).with_context(|| format!("cannot render {stem} chart"))?;
+        let title = format!("{} — delivery time by {what} ({how})", self.info.name);
+        self.delivery_spec(title, group_lines(groups))
     }
 
-    let slo = ChartSpec {
-        title: format!("{} — SLO compliance (delivered within {} ms)", info.name, info.slo_ms),
-        x_label: "run time (s), by intended send time".into(),
-        y_label: "compliance (%)".into(),
-        lines: vec![Line::new(
-            "compliance",
-            points(&a.series, |p| Some(p.slo.unwrap_or(1.0) * 100.0)),
-        )],
-        hlines: vec![HLine {
+    /// Per-interval SLO compliance in %, against the target.
+    fn slo(&self, a: &Analysis) -> ChartSpec {
+        let info = self.info;
+        let title = format!("{} — SLO compliance (delivered within {} ms)", info.name, info.slo_ms);
+        let compliance = points(&a.series, |p| Some(p.slo.unwrap_or(1.0) * 100.0));
+        let target = HLine {
             y: info.slo_target * 100.0,
             label: format!("target {}%", info.slo_target * 100.0),
-        }],
-        markers: markers.clone(),
-        x_range: (0.0, x_max),
-        y_range: Some((slo_floor(a, info.slo_target), 100.0)),
-        y_log: false,
-    };
-    charts::render(&slo, dir, "slo").context("cannot render slo chart")?;
+        };
+        ChartSpec {
+            lines: vec![Line::new("compliance", compliance)],
+            hlines: vec![target],
+            y_range: Some((slo_floor(a, info.slo_target), 100.0)),
+            ..self.spec(title, BY_INTENDED_TIME, "compliance (%)", self.x_max)
+        }
+    }
 
-    let per_s = |v: &[u64]| -> Vec<(f64, Option<f64>)> {
-        v.iter().enumerate().map(|(i, n)| (i as f64, Some(*n as f64))).collect()
-    };
-    let r = &a.rates;
-    let throughput = ChartSpec {
-        title: format!("{} — throughput", info.name),
-        x_label: "run time (s)".into(),
-        y_label: "messages per second".into(),
-        lines: [
+    /// Messages per second: generated (at their intended send time), accepted, delivered and
+    /// bounced.
+    fn throughput(&self, a: &Analysis) -> ChartSpec {
+        let r = &a.rates;
+        let title = format!("{} — throughput", self.info.name);
+        let x_max = r.generated.len().max(1) as f64;
+        let lines = [
             ("generated (intended)", &r.generated),
             ("accepted", &r.accepted),
             ("delivered", &r.delivered),
             ("bounced", &r.bounced),
-        ]
-        .into_iter()
-        .map(|(label, v)| Line::new(label, per_s(v)))
-        .collect(),
-        hlines: vec![],
-        markers: markers.clone(),
-        x_range: (0.0, r.generated.len().max(1) as f64),
-        y_range: None,
-        y_log: false,
-    };
-    charts::render(&throughput, dir, "throughput").context("cannot render throughput chart")?;
-
-    let q = &a.queue_depth;
-    let depth =
-        |v: &[f64]| -> Vec<(f64, Option<f64>)> { v.iter().enumerate().map(|(i, d)| (i as f64, Some(*d))).collect() };
-    let mut lines = vec![Line::new("all nodes", depth(&q.overall))];
-    if q.by_region.len() > 1 {
-        lines.extend(
-            q.by_region
-                .iter()
-                .map(|(region, v)| Line::new(region.clone(), depth(v))),
-        );
+        ];
+        ChartSpec {
+            lines: lines
+                .into_iter()
+                .map(|(label, v)| Line::new(label, per_second(v.iter().map(|&n| n as f64))))
+                .collect(),
+            ..self.spec(title, "run time (s)", "messages per second", x_max)
+        }
     }
-    let queue = ChartSpec {
-        title: format!("{} — MTA queue depth (accepted, no terminal event yet)", info.name),
-        x_label: "run time (s)".into(),
-        y_label: "messages queued (mean over each s)".into(),
-        lines,
-        hlines: vec![],
-        markers,
-        x_range: (0.0, q.overall.len().max(1) as f64),
-        y_range: None,
-        y_log: false,
-    };
-    charts::render(&queue, dir, "queue-depth").context("cannot render queue-depth chart")?;
-    Ok(CHARTS.to_vec())
+
+    /// Mean MTA queue depth per second, overall and per region when there are several.
+    fn queue_depth(&self, a: &Analysis) -> ChartSpec {
+        let q = &a.queue_depth;
+        let title = format!("{} — MTA queue depth (accepted, no terminal event yet)", self.info.name);
+        let mut lines = vec![Line::new("all nodes", per_second(q.overall.iter().copied()))];
+        if q.by_region.len() > 1 {
+            lines.extend(
+                q.by_region
+                    .iter()
+                    .map(|(region, v)| Line::new(region.clone(), per_second(v.iter().copied()))),
+            );
+        }
+        let x_max = q.overall.len().max(1) as f64;
+        ChartSpec {
+            lines,
+            ..self.spec(title, "run time (s)", "messages queued (mean over each s)", x_max)
+        }
+    }
+}
+
+/// A per-second series (value i is second i) as chart points; every second has a value.
+fn per_second(v: impl Iterator<Item = f64>) -> Vec<(f64, Option<f64>)> {
+    v.enumerate().map(|(i, y)| (i as f64, Some(y))).collect()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::format::{pct, r3};
 use crate::measure::{Analysis, Counts, Dist, FaultMetrics, Group};
 
 pub const SCHEMA: &str = "mailsurge.summary/v1";
@@ -146,11 +147,6 @@ pub struct RunInfo {
     pub slo_target: f64,
 }
 
-/// Rounds to 3 decimals so summaries diff cleanly.
-fn r3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 fn q(d: &Dist, q: f64) -> Option<f64> {
     d.quantile_ms(q).map(r3)
 }
@@ -177,10 +173,10 @@ impl Summary {
         }
         if !a.slo_pass {
             reasons.push(format!(
-                "SLO failed: {:.3}% of eligible mail delivered within {} ms, target {:.3}%",
-                a.slo_compliance * 100.0,
+                "SLO failed: {} of eligible mail delivered within {} ms, target {}",
+                pct(a.slo_compliance),
                 info.slo_ms,
-                info.slo_target * 100.0
+                pct(info.slo_target)
             ));
         }
         if a.counts.lost > 0 {

@@ -4,44 +4,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{delta_text, fmt_value, Comparison, MetricDelta, Status, Tolerance, Unit, Value};
+use super::model::{fmt_value, Comparison, MetricDelta, Status, Tolerance};
+use crate::report::format::num;
 use crate::report::summary::Summary;
+
 impl MetricDelta {
-    /// The table's delta column.
-    pub fn delta_text(&self) -> String {
-        let n = |v: &Value| match v {
-            Value::Num(x) => Some(*x),
-            _ => None,
-        };
-        match self.unit {
-            Unit::Verdict if self.base == self.candidate => "=".into(),
-            Unit::Verdict => format!(
-                "{} → {}",
-                fmt_value(self.unit, &self.base),
-                fmt_value(self.unit, &self.candidate)
-            ),
-            _ => delta_text(self.delta, self.delta_unit, n(&self.base), n(&self.candidate)),
-        }
-    }
-
-    /// The table's limit column: `≤ 4.59 ms`, `≥ 99.900%`, `pass`, `any`.
-    pub fn limit_text(&self) -> String {
-        match (&self.limit, self.unit) {
-            (Value::Infinite, _) => "any".into(),
-            (Value::Text(s), _) => s.clone(),
-            (v, Unit::Fraction | Unit::PerS) => format!("≥ {}", fmt_value(self.unit, v)),
-            (v, _) => format!("≤ {}", fmt_value(self.unit, v)),
-        }
-    }
-
-    pub fn status_text(&self) -> &'static str {
-        match self.status {
-            Status::Ok => "ok",
-            Status::Improved => "improved",
-            Status::Regression => "REGRESSION",
-        }
-    }
-
+    /// One row of the terminal table and of report.md's.
     fn cells(&self) -> [String; 6] {
         [
             self.metric.clone(),
@@ -71,7 +39,7 @@ impl Comparison {
             self.candidate.name,
             self.candidate.run_id,
             Tolerance(self.tolerance),
-            super::num(self.min_delta_ms, 3)
+            num(self.min_delta_ms, 3)
         )
     }
 }
@@ -154,7 +122,7 @@ pub fn render_markdown(c: &Comparison) -> String {
         "\nRules: delivery times may grow by the tolerance, and always by {} ms (∞ = undelivered mail); \
          SLO compliance may fall by the tolerance × max(baseline miss rate, error budget); lost, duplicates, \
          expired and stranded may not rise from 0; pass → fail is a regression.",
-        super::num(c.min_delta_ms, 3)
+        num(c.min_delta_ms, 3)
     );
     o
 }

@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 
-use super::esc;
 use crate::measure::{Analysis, MarkKind};
+use crate::report::format::esc_html;
 use crate::report::markdown::action;
-use crate::report::Summary;
+use crate::report::summary::Summary;
 
 /// Timeline geometry: label column, plot width, row height.
 const TL_LABEL_W: f64 = 260.0;
@@ -72,7 +72,7 @@ pub fn svg(s: &Summary, a: &Analysis) -> String {
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#222\">{}</text>",
             TL_LABEL_W - 8.0,
             y + 17.0,
-            esc(&label)
+            esc_html(&label)
         );
         let (x0, x1) = (x(f.at_s), x(f.end_s.unwrap_or(f.at_s)));
         let _ = write!(
@@ -81,7 +81,7 @@ pub fn svg(s: &Summary, a: &Analysis) -> String {
              fill-opacity=\"0.8\"><title>{}</title></rect>",
             y + 6.0,
             (x1 - x0).max(4.0),
-            esc(&label)
+            esc_html(&label)
         );
         if let Some(d) = f.detection_s {
             let (cx, cy) = (x(f.at_s + d), y + 13.0);
@@ -123,7 +123,7 @@ pub fn svg(s: &Summary, a: &Analysis) -> String {
                 "<path d=\"M{cx:.1} {y0:.1} {path}\" fill=\"{}\"><title>{:.2}s {}</title></path>",
                 if evict { "#a33" } else { "#3a3" },
                 m.at_s,
-                esc(&m.label)
+                esc_html(&m.label)
             );
         }
     }
