@@ -133,13 +133,17 @@ impl Action {
     }
 }
 
+/// An action from one line of scenario YAML, for tests.
+#[cfg(test)]
+pub(crate) fn from_yaml(yaml: &str) -> Action {
+    Action::compile(&serde_norway::from_str(yaml).unwrap()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn action(yaml: &str) -> Action {
-        Action::compile(&serde_norway::from_str(yaml).unwrap()).unwrap()
-    }
+    use super::from_yaml as action;
 
     #[test]
     fn label_and_typed_fields_agree() {

@@ -72,10 +72,7 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn action(yaml: &str) -> Action {
-        Action::compile(&serde_norway::from_str(yaml).unwrap()).unwrap()
-    }
+    use crate::chaos::action::from_yaml as action;
 
     #[test]
     fn timeline_orders_actions_and_their_ends() {

@@ -3,7 +3,7 @@
 //! When the system under test is an external MTA (Postfix, KumoMTA, …) mailsurge cannot read
 //! its queue or logs; the one portable signal of a bounce or an expiry is the delivery status
 //! notification it mails back to the envelope sender. This inbox accepts those DSNs over SMTP,
-//! parses them ([`super::dsn`]) and turns each per-recipient status into the same events the
+//! parses them ([`crate::dsn`]) and turns each per-recipient status into the same events the
 //! reference MTA writes — `bounced`, `expired`, `deferred` — so black-box runs get the same
 //! accounting identity as white-box ones.
 

@@ -227,3 +227,84 @@ impl Summary {
         }
     }
 }
+
+/// The fault rows of summary.json and report.md, from a hand-built run with a region kill and
+/// its restore (`measure::faults::fixtures`).
+#[cfg(test)]
+mod fault_rows {
+    use super::*;
+    use crate::measure::faults::fixtures::{region_kill_run, START};
+    use crate::report::RunInfo;
+
+    #[test]
+    fn summary_with_faults_validates_against_the_schema() {
+        let (_, a) = region_kill_run();
+        let info = RunInfo {
+            name: "faults".into(),
+            start_ns: START,
+            seed: 7,
+            run_id: "faults-1".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            wall_s: 31.0,
+            slo_ms: 1000.0,
+            slo_target: 0.9,
+        };
+        let summary = Summary::new(&info, &a);
+        let v = serde_json::to_value(&summary).unwrap();
+        let faults = v["faults"].as_array().unwrap();
+        assert_eq!(faults.len(), 2);
+        let k = &faults[0];
+        for key in [
+            "at_s",
+            "action",
+            "target",
+            "detection_s",
+            "recovery_s",
+            "delayed",
+            "lost",
+            "duplicates",
+        ] {
+            assert!(k.get(key).is_some(), "faults[0] lacks {key}");
+        }
+        assert_eq!(k["at_s"], 10.0);
+        assert_eq!(k["detection_s"], 0.3);
+        assert_eq!(k["recovery_s"], 3.0);
+        assert_eq!(
+            (k["stranded"].as_u64(), k["stranded_undelivered"].as_u64()),
+            (Some(0), Some(4))
+        );
+        assert!(faults[1].get("stranded").is_none(), "restore has no stranded");
+
+        // null detection/recovery are written as null, not left out.
+        let mut never = summary.clone();
+        never.faults[0].detection_s = None;
+        never.faults[0].recovery_s = None;
+        let never = serde_json::to_value(&never).unwrap();
+        assert!(never["faults"][0]["detection_s"].is_null() && never["faults"][0]["recovery_s"].is_null());
+
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.v1.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        for doc in [&v, &never] {
+            let errors: Vec<String> = validator
+                .iter_errors(doc)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "summary.json violates the schema: {errors:#?}");
+        }
+        // Round trip (compare reads summaries back).
+        let back: Summary = serde_json::from_value(v).unwrap();
+        assert_eq!(back.faults[0].stranded_undelivered, Some(4));
+
+        let md = crate::report::markdown::render(&summary, &[]);
+        assert!(md.contains("## Faults"), "{md}");
+        assert!(
+            md.contains("| 10.0 s | kill | region/east | 0.300 s | 3.000 s | 34 | 4 | 1 | 0 delivered after restore, 4 undelivered |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 20.0 s | restore | region/east | 0.800 s | 0.000 s | 0 | 0 | 0 | — |"),
+            "{md}"
+        );
+    }
+}
