@@ -104,7 +104,16 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let bounce_domain = topo.bounces.as_ref().map(|(_, d)| d.as_str());
     let plan = traffic_plan(s, &run_id, bounce_domain, &balancer, start_ns, &clock);
     let gen = tokio::spawn(submit::run(plan, ev_tx.clone(), counters.clone()));
-    let mut play = Play::new(f, &log, &live, &counters, &ev_tx, clock, Timeline::new(&c.chaos), &topo);
+    let mut play = Play {
+        f,
+        log: &log,
+        live: &live,
+        counters: &counters,
+        events: &ev_tx,
+        clock,
+        chaos: Timeline::new(&c.chaos),
+        crashed: Vec::new(),
+    };
     let played = play.until_drained(&mut topo, &gen).await;
     let crashed = std::mem::take(&mut play.crashed);
     drop(play);

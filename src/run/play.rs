@@ -27,7 +27,7 @@ pub struct Clock {
     pub duration: Duration,
 }
 
-/// The loop's state between ticks.
+/// What the loop reads and pulls.
 pub struct Play<'a> {
     pub f: &'a ScenarioFile,
     pub log: &'a Log,
@@ -38,55 +38,37 @@ pub struct Play<'a> {
     pub chaos: Timeline,
     /// Nodes that exited without being killed by chaos.
     pub crashed: Vec<String>,
-    tail: Tail,
-    last_progress: Instant,
-    last_accepted: u64,
 }
 
-impl<'a> Play<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        f: &'a ScenarioFile,
-        log: &'a Log,
-        live: &'a LiveStats,
-        counters: &'a Counters,
-        events: &'a mpsc::UnboundedSender<Event>,
-        clock: Clock,
-        chaos: Timeline,
-        topo: &Topology,
-    ) -> Self {
-        Play {
-            f,
-            log,
-            live,
-            counters,
-            events,
-            clock,
-            chaos,
-            crashed: Vec::new(),
-            tail: Tail::new(topo.nodes.iter().map(|n| n.dir.join("events.jsonl")).collect()),
-            last_progress: Instant::now(),
-            last_accepted: 0,
-        }
-    }
+/// The progress line's last reading, for the rate.
+struct Last {
+    at: Instant,
+    accepted: u64,
+}
 
+impl Play<'_> {
     /// Ticks until the run is over; a failed chaos step ends it with an error.
     pub async fn until_drained(&mut self, topo: &mut Topology, gen: &JoinHandle<()>) -> anyhow::Result<()> {
         let progress_every = if self.log.plain() { 5.0 } else { 0.5 };
+        let mut tail = Tail::new(topo.nodes.iter().map(|n| n.dir.join("events.jsonl")).collect());
+        let mut last = Last {
+            at: Instant::now(),
+            accepted: 0,
+        };
         loop {
             // Sleep until the next poll or the next chaos step, whichever is first.
             let poll_at = Instant::now() + DRAIN_POLL;
             let step_at = self.chaos.peek().map(|st| self.clock.start + st.at);
             tokio::time::sleep_until(step_at.map_or(poll_at, |t| t.min(poll_at))).await;
             self.pull_due_levers(topo).await?;
-            self.tail.poll();
+            tail.poll();
             self.notice_crashes(topo);
             let accepted = self.counters.accepted.load(Ordering::Relaxed);
             let dsn_terminal = topo.bounces.as_ref().map_or(0, |(b, _)| b.terminal());
-            let terminal = self.live.delivered_keys() + self.tail.terminal.len() as u64 + dsn_terminal;
+            let terminal = self.live.delivered_keys() + tail.terminal.len() as u64 + dsn_terminal;
             let now = Instant::now();
-            if now.duration_since(self.last_progress).as_secs_f64() >= progress_every {
-                self.progress(now, accepted, dsn_terminal);
+            if now.duration_since(last.at).as_secs_f64() >= progress_every {
+                self.progress(&mut last, now, accepted, tail.bounced + dsn_terminal);
             }
             // A pending chaos step (a restore, say) is part of the run: wait for it.
             if gen.is_finished() && terminal >= accepted && self.chaos.done() {
@@ -140,10 +122,10 @@ impl<'a> Play<'a> {
         }
     }
 
-    fn progress(&mut self, now: Instant, accepted: u64, dsn_terminal: u64) {
-        let since = now.duration_since(self.last_progress).as_secs_f64();
-        let rate = accepted.saturating_sub(self.last_accepted) as f64 / since;
-        (self.last_progress, self.last_accepted) = (now, accepted);
+    fn progress(&self, last: &mut Last, now: Instant, accepted: u64, bounced: u64) {
+        let since = now.duration_since(last.at).as_secs_f64();
+        let rate = accepted.saturating_sub(last.accepted) as f64 / since;
+        (last.at, last.accepted) = (now, accepted);
         let elapsed = now.saturating_duration_since(self.clock.start);
         let next = self.chaos.peek().map_or(String::new(), |st| {
             format!(" · next {} at {:.0}s", st.action.describe(), st.at.as_secs_f64())
@@ -155,7 +137,7 @@ impl<'a> Play<'a> {
                 elapsed.as_secs_f64(),
                 self.clock.duration.as_secs_f64(),
                 self.live.delivered_keys(),
-                self.tail.bounced + dsn_terminal,
+                bounced,
                 self.live.p50_text(),
                 self.live.slo_text(self.f.slo.delivery_time.as_secs_f64() * 1e3),
             ),
