@@ -33,9 +33,12 @@ pub enum Cmd {
     Run {
         /// The scenario file (YAML).
         scenario: PathBuf,
-        /// Report directory (default: reports/<name>-<UTC timestamp>).
+        /// Report directory (default: reports/<name>-<UTC timestamp>). Must be new or empty.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the previous run in --out (a directory holding a mailsurge run only).
+        #[arg(long, requires = "out")]
+        force: bool,
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -206,6 +209,7 @@ fn dispatch(cmd: Cmd) -> u8 {
         Cmd::Run {
             scenario,
             out,
+            force,
             seed,
             duration,
             rate_scale,
@@ -220,7 +224,8 @@ fn dispatch(cmd: Cmd) -> u8 {
                 duration,
                 rate_scale,
             },
-            crate::run::RunOptions { out, quiet },
+            crate::run::RunOptions { out, quiet, stop: None },
+            force,
             baseline.as_deref(),
             limits(tolerance, min_delta),
         ),
@@ -281,10 +286,16 @@ fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> Res
 fn run(
     path: &Path,
     overrides: Overrides,
-    opts: crate::run::RunOptions,
+    mut opts: crate::run::RunOptions,
+    force: bool,
     baseline: Option<&Path>,
     limits: crate::report::compare::Limits,
 ) -> u8 {
+    // A previous run is never overwritten by accident (exit 2 before anything is read).
+    let replace = match opts.out.as_deref().map(|d| out_dir(d, force)).transpose() {
+        Ok(r) => r.flatten(),
+        Err(code) => return code,
+    };
     // Read before anything starts, so a bad baseline is a usage error (exit 2).
     let baseline = match baseline.map(crate::report::compare::load).transpose() {
         Ok(b) => b,
@@ -309,11 +320,23 @@ fn run(
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
+    // Only now, with a scenario that can run, does `--force` remove the previous run.
+    if let Some(dir) = replace {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("error: --force: cannot remove {}: {e}", dir.display());
+            return EXIT_RUNTIME;
+        }
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let result = rt.block_on(crate::run::run(&compiled, &opts));
+    let result = rt.block_on(async {
+        // Ctrl-C / SIGTERM: the first stops the run cleanly (partial report, `aborted`), the
+        // second at once.
+        opts.stop = Some(crate::signal::stops());
+        crate::run::run(&compiled, &opts).await
+    });
     if let Err(e) = &result {
         tracing::info!(target: "run", "error: {e:#}");
     }
@@ -338,6 +361,42 @@ fn run(
     } else {
         EXIT_FAIL
     }
+}
+
+/// `--out DIR`: fine when new or empty. A non-empty one is refused (exit 2) unless `--force`
+/// and it holds a previous mailsurge run (its `scenario.yaml`); then it is returned, to be
+/// removed once the new run is known to start.
+fn out_dir(dir: &Path, force: bool) -> Result<Option<PathBuf>, u8> {
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            eprintln!("error: --out {}: exists and is not a directory", dir.display());
+            return Err(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("error: --out {}: {e}", dir.display());
+            return Err(EXIT_CONFIG);
+        }
+    };
+    if empty {
+        return Ok(None);
+    }
+    if !force {
+        eprintln!(
+            "error: --out {} is not empty (a previous run?); choose a new directory, or pass --force to replace that run",
+            dir.display()
+        );
+        return Err(EXIT_CONFIG);
+    }
+    if !dir.join("scenario.yaml").is_file() {
+        eprintln!(
+            "error: --out {}: --force replaces only a previous mailsurge run (a directory with its scenario.yaml); this one holds other files",
+            dir.display()
+        );
+        return Err(EXIT_CONFIG);
+    }
+    Ok(Some(dir.to_path_buf()))
 }
 
 /// `mailsurge validate`: every file, stopping at the first error (exit 2).

@@ -151,7 +151,7 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         ),
         start_ns,
         start,
-        hard_stop: start + window.min(MAX_GEN_TIME),
+        hard_stop: (start + window.min(MAX_GEN_TIME)).into(),
     };
     let counters = Arc::new(Counters::default());
     let collect = tokio::spawn(async move {

@@ -14,7 +14,8 @@
 //!    patterns as written in files) and [`events`] (the per-message event records, the fault
 //!    fields of chaos events, the `X-Mailsurge-*` identity header's writer and parser,
 //!    `domain_of`, the bounce domain). Beside them: [`config`] (YAML with `file:line:col`
-//!    errors, shipped files), [`gcra`], [`sync`], [`signal`], [`runlog`].
+//!    errors, shipped files), [`files`] (writes that name the file), [`gcra`], [`sync`],
+//!    [`signal`] (stops, child lifetimes), [`runlog`].
 //! 2. **The plan**: [`scenario`] — the scenario file validated into plain data that every other
 //!    part reads and none writes; it imports no runtime part. Threshold *syntax* lives here;
 //!    evaluating thresholds is [`measure`]'s.
@@ -44,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod dsn;
 pub mod events;
+pub mod files;
 pub mod gcra;
 pub mod gen;
 pub mod inbox;

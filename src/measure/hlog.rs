@@ -54,7 +54,7 @@ pub fn write(path: &Path, start: SystemTime, series: &[Series<'_>]) -> io::Resul
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
         }
     }
-    std::fs::write(path, out)
+    crate::files::write(path, out)
 }
 
 /// A merged view: per tag, per absolute second (since the epoch), the summed histogram.

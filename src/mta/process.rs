@@ -123,16 +123,17 @@ async fn spawn(dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
         .append(true)
         .open(dir.join("stderr.log"))?;
     let exe = std::env::current_exe().context("cannot find the mailsurge binary")?;
-    let mut child = Command::new(exe)
-        .arg("mta")
+    let mut cmd = Command::new(exe);
+    cmd.arg("mta")
         .arg("--config")
         .arg(&cfg_path)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot spawn node process")?;
+        .kill_on_drop(true);
+    // A node must not outlive the run, even when the run is SIGKILLed.
+    crate::signal::die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().context("cannot spawn node process")?;
     let stdout = child.stdout.take().context("node stdout missing")?;
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(NODE_START_TIMEOUT, lines.next_line())

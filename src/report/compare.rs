@@ -371,8 +371,8 @@ fn verdict(base: &Summary, cand: &Summary) -> MetricDelta {
         _ => Status::Ok,
     };
     let why = match status {
-        Status::Regression if cand.reasons.is_empty() => "verdict went from pass to fail".to_string(),
-        Status::Regression => format!("verdict went from pass to fail: {}", cand.reasons.join("; ")),
+        Status::Regression if cand.reasons.is_empty() => format!("verdict went from pass to {c}"),
+        Status::Regression => format!("verdict went from pass to {c}: {}", cand.reasons.join("; ")),
         _ => format!("verdict {b} → {c}"),
     };
     MetricDelta {

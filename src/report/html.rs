@@ -17,7 +17,7 @@ use anyhow::Context as _;
 
 use super::format::{esc_html, identity_equations, ms, r3, secs, slo_sentence};
 use super::markdown::action;
-use super::summary::{GroupLine, Summary};
+use super::summary::{GroupLine, Summary, VERDICT_ABORTED};
 use crate::measure::{Analysis, MarkKind};
 
 mod timeline;
@@ -32,14 +32,18 @@ pub fn write(dir: &Path, s: &Summary, a: &Analysis, charts: &[(&str, &str)]) -> 
         let svg = std::fs::read_to_string(dir.join(&rel)).with_context(|| format!("cannot read {rel}"))?;
         inline.push((title.to_string(), rel, svg));
     }
-    std::fs::write(dir.join("report.html"), render(s, a, &inline)).context("cannot write report.html")
+    Ok(crate::files::write(&dir.join("report.html"), render(s, a, &inline))?)
 }
 
 /// The page. `charts`: (title, path in the run directory, SVG document).
 pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) -> String {
     let mut o = String::new();
-    let pass = s.verdict == "pass";
-    let verdict = if pass { "PASS" } else { "FAIL" };
+    // `pass`, `fail` or `aborted`: the badge's text and its CSS class.
+    let verdict = s.verdict.to_uppercase();
+    let class = match s.verdict.as_str() {
+        "pass" | "fail" | VERDICT_ABORTED => s.verdict.as_str(),
+        _ => "fail",
+    };
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -51,7 +55,7 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
         o,
         "<h1>mailsurge run <code>{}</code> <span class=\"badge {}\">{verdict}</span></h1>",
         esc_html(&s.name),
-        if pass { "pass" } else { "fail" }
+        class
     );
     let _ = writeln!(
         o,
@@ -395,7 +399,7 @@ background:#f0f1f3;padding:0 3px;border-radius:3px}
 nav{margin:6px 0 0;font-size:14px}nav a{color:#1f5fa8;text-decoration:none}
 .meta{color:#555;margin:0}.note{color:#555;font-size:13px;max-width:1000px}
 .badge{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff;font-size:18px;vertical-align:3px}
-.badge.pass{background:#1e7d32}.badge.fail{background:#c62828}
+.badge.pass{background:#1e7d32}.badge.fail{background:#c62828}.badge.aborted{background:#6d4c41}
 .box{padding:10px 14px;border-radius:6px;border:1px solid}
 .box.pass{background:#e8f5e9;border-color:#a5d6a7}.box.fail{background:#fdecea;border-color:#f5a5a0}
 .box ul{margin:6px 0 0;padding-left:22px}
@@ -463,6 +467,7 @@ mod tests {
             wall_s: 6.0,
             slo_ms: 1000.0,
             slo_target: 0.99,
+            aborted: None,
         };
         let s = Summary::new(&info, &a);
         let chart = (

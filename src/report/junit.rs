@@ -45,6 +45,16 @@ fn limit_text(expr: &str, limit: f64) -> String {
 
 fn cases(s: &Summary, cmp: Option<&Comparison>) -> Vec<Case> {
     let mut out = Vec::new();
+    // A run stopped by hand fails its gate whatever its partial figures say; the case exists
+    // only then, so a finished run's junit.xml is unchanged.
+    if s.verdict == super::VERDICT_ABORTED {
+        let why = s.reasons.first().cloned().unwrap_or_else(|| "aborted".into());
+        out.push(Case {
+            class: "mailsurge.run",
+            name: "run completed".into(),
+            failure: Some((why.clone(), why)),
+        });
+    }
     for t in &s.thresholds {
         let limit = limit_text(&t.expr, t.limit);
         let observed = if t.observed_text.is_empty() {
@@ -200,7 +210,7 @@ pub fn render(s: &Summary, cmp: Option<&Comparison>) -> String {
 
 /// Writes `dir/junit.xml`.
 pub fn write(dir: &Path, s: &Summary, cmp: Option<&Comparison>) -> std::io::Result<()> {
-    std::fs::write(dir.join("junit.xml"), render(s, cmp))
+    crate::files::write(&dir.join("junit.xml"), render(s, cmp))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::format::{identity_equations, ms, secs, slo_sentence};
-use super::summary::{Fault, Summary};
+use super::summary::{Fault, Summary, VERDICT_ABORTED};
 
 /// How report.md writes an undelivered message's delivery time: no note on the page explains
 /// a bare `∞`.
@@ -12,7 +12,7 @@ const UNDELIVERED: &str = "∞ (undelivered)";
 
 pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
     let mut o = String::new();
-    let icon = if s.verdict == "pass" { "PASS" } else { "FAIL" };
+    let icon = s.verdict.to_uppercase();
     let _ = writeln!(o, "# mailsurge run `{}` — {icon}\n", s.name);
     let _ = writeln!(
         o,
@@ -20,7 +20,12 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         s.run_id, s.seed, s.started_at, s.wall_s
     );
     if !s.reasons.is_empty() {
-        let _ = writeln!(o, "**Why it failed**\n");
+        let why = if s.verdict == VERDICT_ABORTED {
+            "Why it stopped"
+        } else {
+            "Why it failed"
+        };
+        let _ = writeln!(o, "**{why}**\n");
         for r in &s.reasons {
             let _ = writeln!(o, "- {r}");
         }

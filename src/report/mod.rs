@@ -15,14 +15,14 @@ use anyhow::Context as _;
 
 use crate::measure::{Analysis, Point};
 use charts::{ChartSpec, HLine, Line, Marker};
-pub use summary::{RunInfo, Summary};
+pub use summary::{RunInfo, Summary, VERDICT_ABORTED};
 
 /// Writes summary.json, report.md, report.html and charts/ into `dir`; returns the summary. Every chart
 /// marks the analysis' chaos actions ([`Analysis::marks`], from the run's control events).
 pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis) -> anyhow::Result<Summary> {
     let summary = Summary::new(info, a);
     let json = serde_json::to_string_pretty(&summary)?;
-    std::fs::write(dir.join("summary.json"), json + "\n").context("cannot write summary.json")?;
+    crate::files::write(&dir.join("summary.json"), json + "\n")?;
     crate::measure::hlog::write(
         &dir.join("latency.hlog"),
         crate::events::from_ns(info.start_ns),
@@ -30,13 +30,12 @@ pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis) -> anyhow::Result<Sum
             hlog_series("delivery", &a.intervals),
             hlog_series("uncorrected", &a.uncorrected_intervals),
         ],
-    )
-    .context("cannot write latency.hlog")?;
+    )?;
     let chart_dir = dir.join("charts");
     let written = write_charts(&chart_dir, info, a)?;
     let md = markdown::render(&summary, &written);
-    std::fs::write(dir.join("report.md"), md).context("cannot write report.md")?;
-    junit::write(dir, &summary, None).context("cannot write junit.xml")?;
+    crate::files::write(&dir.join("report.md"), md)?;
+    junit::write(dir, &summary, None)?;
     html::write(dir, &summary, a, &written)?;
     Ok(summary)
 }
@@ -440,6 +439,7 @@ mod tests {
             wall_s: 61.0,
             slo_ms: 1000.0,
             slo_target: 0.99,
+            aborted: None,
         };
         write_all(&dir, &info, &a).unwrap();
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();

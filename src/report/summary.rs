@@ -133,6 +133,9 @@ impl Fault {
     }
 }
 
+/// The verdict of a run stopped by hand (Ctrl-C, SIGTERM): neither pass nor fail.
+pub const VERDICT_ABORTED: &str = "aborted";
+
 /// Run facts that are not measurements.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -145,6 +148,9 @@ pub struct RunInfo {
     pub wall_s: f64,
     pub slo_ms: f64,
     pub slo_target: f64,
+    /// Set when the run was stopped by hand before it ended (`stopped by SIGTERM at 4.1 s`):
+    /// the verdict is then `aborted`, whatever the partial figures say.
+    pub aborted: Option<String>,
 }
 
 fn q(d: &Dist, q: f64) -> Option<f64> {
@@ -185,6 +191,14 @@ impl Summary {
         if let Err(e) = &a.identity {
             reasons.push(format!("accounting identity does not hold: {e}"));
         }
+        let verdict = match &info.aborted {
+            Some(why) => {
+                reasons.insert(0, format!("aborted: {why}; the figures cover the run until then"));
+                VERDICT_ABORTED
+            }
+            None if a.pass => "pass",
+            None => "fail",
+        };
         Summary {
             schema: SCHEMA.into(),
             name: info.name.clone(),
@@ -192,7 +206,7 @@ impl Summary {
             run_id: info.run_id.clone(),
             started_at: info.started_at.clone(),
             wall_s: r3(info.wall_s),
-            verdict: if a.pass { "pass" } else { "fail" }.into(),
+            verdict: verdict.into(),
             counts: a.counts.clone(),
             delivery_ms: DeliveryMs {
                 p50: q(&a.overall, 0.5),
@@ -248,6 +262,7 @@ mod fault_rows {
             wall_s: 31.0,
             slo_ms: 1000.0,
             slo_target: 0.9,
+            aborted: None,
         };
         let summary = Summary::new(&info, &a);
         let v = serde_json::to_value(&summary).unwrap();

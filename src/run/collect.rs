@@ -18,6 +18,8 @@ pub struct RunFacts {
     pub run_id: String,
     pub started: chrono::DateTime<chrono::Utc>,
     pub start_ns: u64,
+    /// Why the run was stopped early, if it was stopped by hand.
+    pub aborted: Option<String>,
 }
 
 /// Merges the event files, scans the spools and writes `run.json`. The raw per-process event
@@ -87,6 +89,7 @@ pub fn collect(
             })
             .collect(),
         spooled,
+        aborted: facts.aborted,
     }
     .write(dir)
 }
@@ -95,8 +98,8 @@ fn write_merged(path: &Path, all: &[Event]) -> anyhow::Result<()> {
     let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
     for e in all {
-        events::write_line(&mut w, e)?;
+        events::write_line(&mut w, e).map_err(|e| crate::files::at(path, e))?;
     }
-    std::io::Write::flush(&mut w)?;
+    std::io::Write::flush(&mut w).map_err(|e| crate::files::at(path, e))?;
     Ok(())
 }

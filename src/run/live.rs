@@ -85,9 +85,9 @@ pub async fn write_events(
         live.record(&e);
         line.clear();
         events::write_line(&mut line, &e)?;
-        w.write_all(&line).await?;
+        w.write_all(&line).await.map_err(|e| crate::files::at(&path, e))?;
     }
-    w.flush().await?;
+    w.flush().await.map_err(|e| crate::files::at(&path, e))?;
     Ok(())
 }
 

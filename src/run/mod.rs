@@ -35,6 +35,7 @@ use crate::mta::process::Node;
 use crate::report::Summary;
 use crate::scenario::{MtaKind, Scenario};
 use crate::traffic::balance::Balancer;
+use crate::traffic::deadline::Deadline;
 use crate::traffic::message::{Builder, Mix};
 use crate::traffic::schedule::{RateCurve, Schedule};
 use crate::traffic::submit::{self, Counters, Plan, Target};
@@ -47,6 +48,9 @@ const START_LEAD: Duration = Duration::from_millis(300);
 pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub quiet: bool,
+    /// Turns `Some(signal)` when the run is to stop early ([`crate::signal::stops`]); the run
+    /// then ends its children, keeps the spools and writes a partial report (`aborted`).
+    pub stop: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
 }
 
 /// A finished run.
@@ -96,13 +100,14 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         hard_stop: start + f.duration.0 + f.drain.0,
         duration: f.duration.0,
     };
+    let (gen_stop, cutter) = Deadline::new(clock.hard_stop);
     let balancer = balancer_for(s, &topo.nodes, ev_tx.clone());
     // Heartbeats evict dead nodes and re-admit restored ones (reference MTA only: an external
     // MTA is one address the harness does not manage).
     let heartbeats =
         (f.mta.kind != MtaKind::External).then(|| tokio::spawn(balancer.clone().heartbeats(clock.hard_stop)));
     let bounce_domain = topo.bounces.as_ref().map(|(_, d)| d.as_str());
-    let plan = traffic_plan(s, &run_id, bounce_domain, &balancer, start_ns, &clock);
+    let plan = traffic_plan(s, &run_id, bounce_domain, &balancer, start_ns, &clock, gen_stop);
     let gen = tokio::spawn(submit::run(plan, ev_tx.clone(), counters.clone()));
     let mut play = Play {
         f,
@@ -113,11 +118,20 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         clock,
         chaos: Timeline::new(&c.chaos),
         crashed: Vec::new(),
+        stop: opts.stop.clone(),
     };
     let played = play.until_drained(&mut topo, &gen).await;
     let crashed = std::mem::take(&mut play.crashed);
     drop(play);
-    played?;
+    let aborted = match played? {
+        play::Ended::Stopped(signal) => {
+            // The generator sends what it has in hand and releases nothing more.
+            cutter.cut();
+            let at = Instant::now().saturating_duration_since(start).as_secs_f64();
+            Some(format!("stopped by {signal} at {at:.1} s"))
+        }
+        _ => None,
+    };
     log.finish_progress();
     // After a hard stop the generator ends by itself at `hard_stop`; either way wait for it.
     let _ = gen.await;
@@ -144,6 +158,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         run_id,
         started,
         start_ns,
+        aborted,
     };
     collect::collect(&dir, f, &harness_events, &topo.nodes, &alive, facts, &log)?;
     let summary = render(&dir)?;
@@ -161,7 +176,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
 fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> {
     let f = &s.file;
     std::fs::create_dir_all(dir.join("nodes")).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join("scenario.yaml"), s.to_yaml()).context("cannot write scenario.yaml")?;
+    crate::files::write(&dir.join("scenario.yaml"), s.to_yaml())?;
     // run.log keeps the lines below; a report directory that cannot hold it is not fatal.
     if let Err(e) = crate::runlog::open(&dir.join("run.log")) {
         tracing::warn!("cannot write {}: {e}", dir.join("run.log").display());
@@ -184,6 +199,7 @@ fn traffic_plan(
     balancer: &Arc<Balancer>,
     start_ns: u64,
     clock: &play::Clock,
+    hard_stop: Deadline,
 ) -> Plan {
     let f = &s.file;
     let max_size = match &f.traffic.size {
@@ -207,7 +223,7 @@ fn traffic_plan(
         balancer: balancer.clone(),
         start_ns,
         start: clock.start,
-        hard_stop: clock.hard_stop,
+        hard_stop,
     }
 }
 

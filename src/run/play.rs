@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::bail;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -27,6 +27,19 @@ pub struct Clock {
     pub duration: Duration,
 }
 
+/// Why the loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Every accepted message is terminal and every chaos step taken.
+    Drained,
+    /// The hard stop (traffic window plus drain) came first.
+    TimedOut,
+    /// Every node exited on its own.
+    NodesGone,
+    /// Stopped by hand: the signal's name.
+    Stopped(&'static str),
+}
+
 /// What the loop reads and pulls.
 pub struct Play<'a> {
     pub f: &'a ScenarioFile,
@@ -38,6 +51,8 @@ pub struct Play<'a> {
     pub chaos: Timeline,
     /// Nodes that exited without being killed by chaos.
     pub crashed: Vec<String>,
+    /// Turns `Some(signal)` when the run is stopped by hand.
+    pub stop: Option<watch::Receiver<Option<&'static str>>>,
 }
 
 /// The progress line's last reading, for the rate.
@@ -48,7 +63,7 @@ struct Last {
 
 impl Play<'_> {
     /// Ticks until the run is over; a failed chaos step ends it with an error.
-    pub async fn until_drained(&mut self, topo: &mut Topology, gen: &JoinHandle<()>) -> anyhow::Result<()> {
+    pub async fn until_drained(&mut self, topo: &mut Topology, gen: &JoinHandle<()>) -> anyhow::Result<Ended> {
         let progress_every = if self.log.plain() { 5.0 } else { 0.5 };
         let mut tail = Tail::new(topo.nodes.iter().map(|n| n.dir.join("events.jsonl")).collect());
         let mut last = Last {
@@ -59,7 +74,12 @@ impl Play<'_> {
             // Sleep until the next poll or the next chaos step, whichever is first.
             let poll_at = Instant::now() + DRAIN_POLL;
             let step_at = self.chaos.peek().map(|st| self.clock.start + st.at);
-            tokio::time::sleep_until(step_at.map_or(poll_at, |t| t.min(poll_at))).await;
+            if let Some(signal) = self.sleep_or_stop(step_at.map_or(poll_at, |t| t.min(poll_at))).await {
+                self.log.line(&format!(
+                    "{signal}: stopping — traffic and chaos stop, nodes are ended with their spools kept, a partial report follows (a second signal stops at once)"
+                ));
+                return Ok(Ended::Stopped(signal));
+            }
             self.pull_due_levers(topo).await?;
             tail.poll();
             self.notice_crashes(topo);
@@ -72,17 +92,32 @@ impl Play<'_> {
             }
             // A pending chaos step (a restore, say) is part of the run: wait for it.
             if gen.is_finished() && terminal >= accepted && self.chaos.done() {
-                return Ok(());
+                return Ok(Ended::Drained);
             }
             if now >= self.clock.hard_stop {
                 self.log
                     .line("drain timed out; undelivered mail is counted as queued or lost");
-                return Ok(());
+                return Ok(Ended::TimedOut);
             }
             if !self.crashed.is_empty() && self.crashed.len() == topo.nodes.len() {
                 self.log.line("every node has exited; stopping");
-                return Ok(());
+                return Ok(Ended::NodesGone);
             }
+        }
+    }
+
+    /// Sleeps until `t`; `Some(signal)` if the run was stopped by hand first (or before).
+    async fn sleep_or_stop(&mut self, t: Instant) -> Option<&'static str> {
+        let Some(stop) = self.stop.as_mut() else {
+            tokio::time::sleep_until(t).await;
+            return None;
+        };
+        if let Some(s) = *stop.borrow() {
+            return Some(s);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(t) => None,
+            Ok(_) = stop.changed() => *stop.borrow(),
         }
     }
 

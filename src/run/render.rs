@@ -40,6 +40,9 @@ pub struct RunRecord {
     pub nodes: Vec<NodeRecord>,
     /// Every recipient still in a node's spool after the nodes stopped.
     pub spooled: Vec<SpooledRecord>,
+    /// Why the run stopped early, when it was stopped by hand (verdict `aborted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,7 +87,7 @@ impl RunRecord {
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let path = dir.join(RUN_FILE);
         let json = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, json + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+        Ok(crate::files::write(&path, json + "\n")?)
     }
 
     /// The spool leftovers as the ledger wants them.
@@ -159,6 +162,7 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
         wall_s: run.wall_s,
         slo_ms: inputs.slo_ms,
         slo_target: inputs.slo_target,
+        aborted: run.aborted,
     };
     report::write_all(dir, &info, &analysis).map_err(RenderError::Output)
 }
@@ -235,6 +239,7 @@ mod tests {
                     node: n.to_string(),
                 })
                 .collect(),
+            aborted: None,
         };
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path()).unwrap();

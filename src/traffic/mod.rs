@@ -4,6 +4,7 @@
 //! (re-exported as [`submit::Target`]) so that `balance` and `submit` do not import each other.
 
 pub mod balance;
+pub mod deadline;
 pub mod message;
 pub mod schedule;
 pub mod submit;

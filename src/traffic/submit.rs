@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::balance::Balancer;
+use super::deadline::Deadline;
 use super::message::{Builder, Draft, Mix};
 use super::schedule::Schedule;
 // `Target` lives in `target.rs` (shared with `balance.rs`); this stays its public path.
@@ -73,8 +74,9 @@ pub struct Plan {
     pub start_ns: u64,
     /// Monotonic instant of offset 0.
     pub start: Instant,
-    /// Stop submitting at this instant; whatever is still queued becomes `unsubmitted`.
-    pub hard_stop: Instant,
+    /// Stop submitting then (or when cut short); whatever is still queued becomes
+    /// `unsubmitted`, and the schedule releases nothing more.
+    pub hard_stop: Deadline,
 }
 
 /// Messages the open-loop schedule has released and no connection has taken yet.
@@ -117,10 +119,10 @@ impl Backlog {
     }
 
     /// The oldest draft, waiting for one; `None` once closed and empty, or at `hard_stop`.
-    pub async fn pop(&self, hard_stop: Instant) -> Option<Draft> {
+    pub async fn pop(&self, hard_stop: &Deadline) -> Option<Draft> {
         loop {
             let notified = self.notify.notified();
-            if Instant::now() >= hard_stop {
+            if hard_stop.passed() {
                 return None;
             }
             if let Some(d) = lock(&self.queue).pop_front() {
@@ -131,7 +133,7 @@ impl Backlog {
             }
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep_until(hard_stop) => {}
+                _ = hard_stop.reached() => {}
             }
         }
     }
@@ -163,7 +165,7 @@ struct Shared {
     events: mpsc::UnboundedSender<Event>,
     counters: Arc<Counters>,
     start: Instant,
-    hard_stop: Instant,
+    hard_stop: Deadline,
 }
 
 impl Shared {
@@ -174,7 +176,7 @@ impl Shared {
             if let Some(t) = self.balancer.pick(index, self.workers) {
                 return Some(t);
             }
-            if Instant::now() >= self.hard_stop {
+            if self.hard_stop.passed() {
                 return None;
             }
             tokio::time::sleep(NO_TARGET_WAIT).await;
@@ -184,13 +186,13 @@ impl Shared {
     /// The next message for a free connection, or `None` when the generator is done.
     async fn next_draft(&self) -> Option<Draft> {
         let c = match &self.source {
-            Source::Open(backlog) => return backlog.pop(self.hard_stop).await,
+            Source::Open(backlog) => return backlog.pop(&self.hard_stop).await,
             Source::Closed(c) => c,
         };
         if Instant::now() < self.start {
             tokio::time::sleep_until(self.start).await;
         }
-        if Instant::now() >= c.deadline.min(self.hard_stop) {
+        if Instant::now() >= c.deadline || self.hard_stop.passed() {
             return None;
         }
         let mut next = lock(&c.next);
@@ -220,7 +222,7 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
             let c = ClosedLoop {
                 next: Mutex::new((mix_rng(plan.seed), 0)),
                 count,
-                deadline: duration.map_or(plan.hard_stop, |d| plan.start + d),
+                deadline: duration.map_or(plan.hard_stop.at(), |d| plan.start + d),
             };
             (Source::Closed(Box::new(c)), None)
         }
@@ -234,7 +236,7 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
         events,
         counters,
         start: plan.start,
-        hard_stop: plan.hard_stop,
+        hard_stop: plan.hard_stop.clone(),
     });
     let workers: Vec<_> = (0..plan.connections.max(1) as usize)
         .map(|w| tokio::spawn(worker(w, shared.clone())))
@@ -246,8 +248,10 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
         let mut rng = mix_rng(plan.seed);
         for (seq, offset) in schedule.enumerate() {
             let at = plan.start + Duration::from_secs_f64(offset);
-            if at > Instant::now() {
-                tokio::time::sleep_until(at).await;
+            // A run stopped by hand releases nothing more; what was released and not sent is
+            // `unsubmitted` below.
+            if plan.hard_stop.is_cut() || (at > Instant::now() && !plan.hard_stop.sleep_unless_cut(at).await) {
+                break;
             }
             let intended_ns = plan.start_ns + (offset * 1e9) as u64;
             let draft = shared.mix.draft(seq as u64, intended_ns, &mut rng);

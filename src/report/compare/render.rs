@@ -132,7 +132,7 @@ pub fn render_markdown(c: &Comparison) -> String {
 /// thresholds.
 pub fn write_into_run(dir: &Path, run: &Summary, c: &Comparison) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(c).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("compare.json"), json + "\n")?;
+    crate::files::write(&dir.join("compare.json"), json + "\n")?;
     use std::io::Write as _;
     let mut md = std::fs::OpenOptions::new().append(true).open(dir.join("report.md"))?;
     md.write_all(render_markdown(c).as_bytes())?;
