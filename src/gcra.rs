@@ -11,7 +11,7 @@ use tokio::time::Instant;
 /// the request is over the limit (and leaves `tat` alone); a conforming request advances the
 /// theoretical arrival time by one emission interval.
 pub fn over_limit(tat: &mut Instant, now: Instant, rate: f64, burst: u32) -> bool {
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    let interval = interval(rate);
     let tolerance = interval * burst.saturating_sub(1);
     let t = (*tat).max(now);
     if t > now + tolerance {
@@ -19,6 +19,17 @@ pub fn over_limit(tat: &mut Instant, now: Instant, rate: f64, burst: u32) -> boo
     }
     *tat = t + interval;
     false
+}
+
+/// The emission interval of `rate`/s. A rate of 0 (or one so small its interval overflows)
+/// allows one event a year: in effect none, and never a panic.
+pub fn interval(rate: f64) -> Duration {
+    let year = Duration::from_secs(366 * 24 * 3600);
+    if rate > 0.0 {
+        Duration::try_from_secs_f64(1.0 / rate).map_or(year, |d| d.min(year))
+    } else {
+        year
+    }
 }
 
 #[cfg(test)]
@@ -35,5 +46,15 @@ mod tests {
         let later = now + Duration::from_millis(100);
         assert!(!over_limit(&mut tat, later, 10.0, 5));
         assert!(over_limit(&mut tat, later, 10.0, 5));
+    }
+
+    #[test]
+    fn zero_and_tiny_rates_limit_without_panicking() {
+        let now = Instant::now();
+        let mut tat = now;
+        assert!(!over_limit(&mut tat, now, 0.0, 1), "the first event fits the burst");
+        assert!(over_limit(&mut tat, now, 0.0, 1), "then none for a year");
+        assert_eq!(interval(1e-300), interval(0.0));
+        assert_eq!(interval(1000.0), Duration::from_millis(1));
     }
 }

@@ -33,12 +33,21 @@ impl UnitError {
     }
 }
 
-/// Splits `"12.5KiB"` into `(12.5, "KiB")`; the unit may be empty.
+/// Splits `"12.5KiB"` into `(12.5, "KiB")`; the unit may be empty. Scientific notation
+/// (`1e3s`) is read as a number, so an absurd value is refused for its size, not its unit.
 fn split_number(s: &str) -> Option<(f64, &str)> {
     let s = s.trim();
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_'))
-        .unwrap_or(s.len());
+    let is_num = |c: char| c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_';
+    let mut end = s.find(|c: char| !is_num(c)).unwrap_or(s.len());
+    // An exponent: `e` or `E` after a digit, then an optional sign and at least one digit.
+    let rest = &s[end..];
+    if end > 0 && (rest.starts_with('e') || rest.starts_with('E')) {
+        let exp = rest[1..].strip_prefix(['+', '-']).unwrap_or(&rest[1..]);
+        let digits = exp.find(|c: char| !c.is_ascii_digit()).unwrap_or(exp.len());
+        if digits > 0 {
+            end += rest.len() - exp.len() + digits;
+        }
+    }
     let (num, unit) = s.split_at(end);
     let num: f64 = num.replace('_', "").parse().ok()?;
     num.is_finite().then_some((num, unit.trim()))
@@ -52,6 +61,10 @@ fn split_number(s: &str) -> Option<(f64, &str)> {
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// The longest duration any file may give: a year. Longer is a typo (or a probe), and
+    /// arithmetic on it (a run's end, a retry's due time) must never overflow.
+    pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
     pub fn as_secs_f64(self) -> f64 {
         self.0.as_secs_f64()
     }
@@ -72,8 +85,17 @@ impl FromStr for Dur {
             "m" | "min" => n * 60.0,
             "h" => n * 3600.0,
             "" => return Err(UnitError::new(KIND, s, "needs a unit: us, ms, s, m or h")),
-            _ => return Err(UnitError::new(KIND, s, "unknown unit (use us, ms, s, m or h)")),
+            _ => {
+                return Err(UnitError::new(
+                    KIND,
+                    s,
+                    "unknown unit (use us, ms, s, m or h, e.g. 30s)",
+                ))
+            }
         };
+        if !(secs <= Dur::MAX.as_secs_f64()) {
+            return Err(UnitError::new(KIND, s, "out of range: at most 366 days (e.g. 24h)"));
+        }
         Ok(Dur(Duration::from_secs_f64(secs)))
     }
 }
@@ -99,6 +121,12 @@ impl fmt::Display for Dur {
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
 pub struct Rate(pub f64);
 
+impl Rate {
+    /// Above any rate a file may mean (a billion per second); what one run can carry is
+    /// checked by the plan.
+    pub const MAX: f64 = 1e9;
+}
+
 impl FromStr for Rate {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
@@ -118,8 +146,17 @@ impl FromStr for Rate {
             "s" | "sec" => 1.0,
             "m" | "min" => 60.0,
             "h" => 3600.0,
-            _ => return Err(UnitError::new(KIND, s, "unknown period (use /s, /m or /h)")),
+            _ => {
+                return Err(UnitError::new(
+                    KIND,
+                    s,
+                    "unknown period (use /s, /m or /h, e.g. 2000/s)",
+                ))
+            }
         };
+        if n / per_secs > Rate::MAX {
+            return Err(UnitError::new(KIND, s, "out of range: at most 1000000000/s"));
+        }
         Ok(Rate(n / per_secs))
     }
 }
@@ -161,6 +198,11 @@ impl fmt::Display for Percent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Size(pub u64);
 
+impl Size {
+    /// Above any size a file may mean; what a message may be is checked by the plan.
+    pub const MAX: u64 = 1 << 40;
+}
+
 impl FromStr for Size {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
@@ -177,8 +219,17 @@ impl FromStr for Size {
             "kB" | "KB" => 1e3,
             "MB" => 1e6,
             "GB" => 1e9,
-            _ => return Err(UnitError::new(KIND, s, "unknown unit (use B, KiB, MiB, GiB, kB, MB)")),
+            _ => {
+                return Err(UnitError::new(
+                    KIND,
+                    s,
+                    "unknown unit (use B, KiB, MiB, GiB, kB, MB, e.g. 12KiB)",
+                ))
+            }
         };
+        if n * mult > Size::MAX as f64 {
+            return Err(UnitError::new(KIND, s, "out of range: at most 1TiB"));
+        }
         Ok(Size((n * mult).round() as u64))
     }
 }
@@ -186,7 +237,9 @@ impl FromStr for Size {
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b >= 1 << 20 && b % (1 << 20) == 0 {
+        if b >= 1 << 30 && b % (1 << 30) == 0 {
+            write!(f, "{}GiB", b >> 30)
+        } else if b >= 1 << 20 && b % (1 << 20) == 0 {
             write!(f, "{}MiB", b >> 20)
         } else if b >= 1 << 10 && b % (1 << 10) == 0 {
             write!(f, "{}KiB", b >> 10)
@@ -331,5 +384,33 @@ mod tests {
         let s: Size = serde_norway::from_str("1024").unwrap();
         assert_eq!(s.0, 1024);
         assert!(serde_norway::from_str::<Dur>("5").is_err());
+    }
+
+    /// Hostile values are refused with a reason, never a panic (`Duration::from_secs_f64`
+    /// panics above u64 seconds).
+    #[test]
+    fn absurd_values_are_out_of_range_not_a_panic() {
+        for s in [
+            "18446744073709551615s",
+            "99999999999999999999h",
+            "1e20s",
+            "367d",
+            "400000h",
+        ] {
+            let e = s.parse::<Dur>().unwrap_err().to_string();
+            assert!(e.contains("out of range") || e.contains("unit"), "{s}: {e}");
+        }
+        assert!("1e20s".parse::<Dur>().unwrap_err().to_string().contains("out of range"));
+        assert_eq!("1e3ms".parse::<Dur>().unwrap().0, Duration::from_secs(1));
+        assert_eq!("2.5e1s".parse::<Dur>().unwrap().0, Duration::from_secs(25));
+        assert!("1e10/s"
+            .parse::<Rate>()
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+        assert!("2TiB".parse::<Size>().is_err() && "99999999999999999999GiB".parse::<Size>().is_err());
+        assert!(serde_norway::from_str::<Size>("1e30").is_err());
+        let big: Result<Dur, _> = serde_norway::from_str("\"18446744073709551615s\"");
+        assert!(big.is_err());
     }
 }

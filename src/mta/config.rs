@@ -93,7 +93,7 @@ pub struct NodeLimits {
 impl Default for NodeLimits {
     fn default() -> Self {
         NodeLimits {
-            max_message_size: crate::units::Size(32 << 20),
+            max_message_size: crate::units::Size(crate::scenario::limits::MAX_MESSAGE_SIZE),
             max_recipients: 100,
             max_connections: 1024,
             domain_connections: 8,

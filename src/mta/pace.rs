@@ -76,7 +76,7 @@ impl Pace {
         let Some(rate) = self.rate(now) else {
             return Duration::ZERO;
         };
-        let interval = Duration::from_secs_f64(1.0 / rate);
+        let interval = crate::gcra::interval(rate);
         let slot = self.tat.map_or(now, |t| t.max(now));
         self.tat = Some(slot + interval);
         slot - now

@@ -12,12 +12,40 @@ use std::net::IpAddr;
 use super::model::*;
 use super::threshold::Scope;
 use crate::config::{ConfigError, Source};
+use crate::units::Size;
 
 /// Upper bound on MTA node processes per region: each is a real process on a 2-core box.
 pub const MAX_NODES_PER_REGION: u32 = 16;
 
 /// Most MX hosts a provider may have.
 const MAX_MX: u32 = 4;
+
+/// What one run can carry: a plan beyond these is refused before anything starts (exit 2),
+/// rather than found out as an out-of-memory abort minutes in.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Largest message: the reference MTA's and the inboxes' SIZE limit (32 MiB); the
+    /// generator holds each message it sends whole, one per connection.
+    pub const MAX_MESSAGE_SIZE: u64 = 32 << 20;
+    /// Highest rate one generator schedules (about 10× what the benchmarks show it sending on
+    /// loopback); a higher peak needs several agents.
+    pub const MAX_RATE: f64 = 200_000.0;
+    /// Most messages one run's schedule may hold (peak × traffic window): the generator keeps
+    /// 32 bytes per message it has released and not yet sent.
+    pub const MAX_PLANNED: f64 = 50_000_000.0;
+    /// Submission connections: the reference MTA's connection limit.
+    pub const MAX_CONNECTIONS: u32 = 1024;
+    /// Recipients per message: what an SMTP server must accept (RFC 5321 §4.5.3.1.8), and the
+    /// reference MTA's limit.
+    pub const MAX_RECIPIENTS: u32 = 100;
+    pub const MAX_TENANTS: u32 = 1_000_000;
+    /// Longest traffic window, and longest drain.
+    pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+    /// Widest lognormal size spread (sigma); beyond it the sizes are all `max` or tiny.
+    pub const MAX_SIGMA: f64 = 5.0;
+}
+use limits::*;
 
 /// Lower-cased recipient domain → the provider that serves it.
 type DomainOwners<'a> = BTreeMap<String, &'a str>;
@@ -39,6 +67,7 @@ pub fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
     let owners = providers(&at, f)?;
     mta(&at, f, &owners)?;
     traffic(&at, &f.traffic, &owners)?;
+    capacity(&at, f)?;
     chaos(&at, f)?;
     thresholds(&at, f, &owners)?;
     external(&at, f)
@@ -54,6 +83,15 @@ fn basics(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     }
     if f.duration.0.is_zero() {
         return Err(at.err("duration", "duration", "duration: must be longer than 0s".into()));
+    }
+    for (key, d) in [("duration", f.duration), ("drain", f.drain)] {
+        if d.0 > MAX_WINDOW {
+            return Err(at.err(
+                key,
+                key,
+                format!("{key}: {d} is longer than a run may be (at most 24h, e.g. {key}: 30m)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -253,10 +291,86 @@ fn traffic(at: &At, t: &Traffic, owners: &DomainOwners) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// What one run can carry (see [`limits`]): message size, rate, schedule, connections.
+fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+    let t = &f.traffic;
+    let largest = match &t.size {
+        SizeSpec::Fixed(s) => s.0,
+        SizeSpec::Dist(SizeDist::Fixed { size }) => size.0,
+        SizeSpec::Dist(SizeDist::Uniform { max, .. }) => max.0,
+        SizeSpec::Dist(SizeDist::Lognormal { max, sigma, .. }) => {
+            if !(sigma.is_finite() && (0.0..=MAX_SIGMA).contains(sigma)) {
+                return Err(at.err(
+                    "sigma",
+                    "traffic",
+                    format!("traffic: size: sigma must be between 0 and {MAX_SIGMA}, not {sigma} (e.g. sigma: 1.0)"),
+                ));
+            }
+            max.0
+        }
+    };
+    if largest > MAX_MESSAGE_SIZE {
+        return Err(at.err(
+            "size",
+            "traffic",
+            format!(
+                "traffic: size: {} is larger than a message may be (at most 32MiB, the MTA's SIZE limit)",
+                Size(largest)
+            ),
+        ));
+    }
+    let peak = match &t.rate {
+        RateSpec::Constant(r) => r.0,
+        RateSpec::Curve { peak, .. } => peak.0,
+    };
+    if peak > MAX_RATE {
+        return Err(at.err(
+            "rate",
+            "traffic",
+            format!("traffic: rate: {}/s is more than one generator schedules (at most {MAX_RATE}/s); lower it, or spread it over agents", peak),
+        ));
+    }
+    let planned = peak * f.duration.as_secs_f64();
+    if planned > MAX_PLANNED {
+        return Err(at.err(
+            "rate",
+            "traffic",
+            format!(
+                "traffic: up to {planned:.0} messages (peak {peak}/s × {}) are more than one run's schedule holds (at most {MAX_PLANNED:.0}); shorten the run or lower the rate",
+                f.duration
+            ),
+        ));
+    }
+    for (key, v, max) in [
+        ("connections", t.connections, MAX_CONNECTIONS),
+        ("recipients_per_message", t.recipients_per_message, MAX_RECIPIENTS),
+        ("tenants", t.tenants, MAX_TENANTS),
+    ] {
+        if v > max {
+            return Err(at.err(
+                key,
+                "traffic",
+                format!("traffic: {key}: {v} is more than a run carries (at most {max})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Targets exist and each action has the fields it needs. The `reply:` text is parsed where
 /// the chaos timeline compiles (it needs the SMTP reply grammar).
 fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     for c in &f.chaos {
+        if c.at.0 > f.duration.0 + f.drain.0 {
+            return Err(chaos_error(
+                at.0,
+                c,
+                &format!(
+                    "`at: {}` is after the run ends ({} traffic + {} drain), so it would never happen",
+                    c.at, f.duration, f.drain
+                ),
+            ));
+        }
         let (kind, name) = c.target.split_once('/').unwrap_or(("", ""));
         let known = match kind {
             "region" => f.regions.iter().any(|r| r.name == name),

@@ -12,11 +12,12 @@
 
 mod check;
 pub mod model;
+mod rate;
 pub mod threshold;
 
 use std::path::Path;
 
-pub use check::{chaos_error, MAX_NODES_PER_REGION};
+pub use check::{chaos_error, limits, MAX_NODES_PER_REGION};
 pub use model::*;
 pub use threshold::Threshold;
 

@@ -264,8 +264,9 @@ pub enum Arrival {
     Uniform,
 }
 
-/// `rate: 300/s` (constant) or `{ peak: 2000/s, curve: … }`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `rate: 300/s` (constant) or `{ peak: 2000/s, curve: … }`. Read by hand
+/// (`super::rate`) so a mistake is told what was expected, where.
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum RateSpec {
     Constant(Rate),
@@ -274,8 +275,9 @@ pub enum RateSpec {
 
 /// A named curve or a list of `[at, weight]` points, linearly interpolated and stretched over
 /// the traffic window. `at` is a duration into the window or a share (`50%`) of it; weights are
-/// relative to `peak` (the largest weight plays at `peak`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// relative to `peak` (the largest weight plays at `peak`). `[at, rate]` points (`[20s,
+/// 300/s]`) are read as weights under a peak of their largest rate.
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Curve {
     Named(NamedCurve),
@@ -294,7 +296,7 @@ pub enum NamedCurve {
 }
 
 /// Where a curve point sits: a duration into the window or a share of it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 #[serde(untagged)]
 pub enum CurveAt {
     Share(Percent),
@@ -302,7 +304,7 @@ pub enum CurveAt {
 }
 
 /// Message size: `12KiB` (fixed) or a distribution.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum SizeSpec {
     Fixed(Size),
