@@ -93,7 +93,7 @@ impl FromStr for Dur {
                 ))
             }
         };
-        if !(secs <= Dur::MAX.as_secs_f64()) {
+        if secs.is_nan() || secs > Dur::MAX.as_secs_f64() {
             return Err(UnitError::new(KIND, s, "out of range: at most 366 days (e.g. 24h)"));
         }
         Ok(Dur(Duration::from_secs_f64(secs)))
