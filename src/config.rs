@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 
+/// Largest config file read: the biggest shipped one is a few KiB; anything near this is not a
+/// mailsurge file (and the YAML parser's cost grows faster than the file).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Deepest `[`/`{` nesting and widest indentation a file may have; mailsurge's formats need a
+/// handful of levels, and the parser's time grows with the square of the depth.
+const MAX_FLOW_DEPTH: usize = 32;
+const MAX_INDENT: usize = 256;
+
 /// A config problem with the place it was found.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
@@ -52,10 +60,33 @@ pub struct Source {
 }
 
 impl Source {
-    /// Reads a file from disk.
+    /// Reads a file from disk: a regular file of at most [`MAX_FILE_BYTES`], UTF-8. A FIFO
+    /// would hang the read and `/dev/zero` would never end, so neither is opened for reading.
     pub fn read(path: &Path) -> Result<Source, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), None, format!("cannot read: {e}")))?;
+        let fail = |m: String| ConfigError::new(path.display().to_string(), None, m);
+        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(fail(
+                "not a regular file (a directory, FIFO or device); expected a YAML file".into(),
+            ));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(fail(format!(
+                "{} bytes is larger than a mailsurge file may be (at most {MAX_FILE_BYTES})",
+                meta.len()
+            )));
+        }
+        let mut bytes = Vec::new();
+        use std::io::Read as _;
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(fail(format!(
+                "larger than a mailsurge file may be (at most {MAX_FILE_BYTES} bytes)"
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8 text: {e}")))?;
         let dir = path
             .parent()
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }.to_path_buf());
@@ -68,14 +99,73 @@ impl Source {
 
     /// Parses the text as `T`, mapping YAML and serde errors to `file:line:col`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.check_shape()?;
         serde_norway::from_str(&self.text).map_err(|e| {
-            let pos = e.location().map(|l| (l.line(), l.column()));
+            let mut pos = e.location().map(|l| (l.line(), l.column()));
             // serde_norway appends " at line X column Y"; the position is already in front.
             let mut msg = e.to_string();
             if let Some(i) = msg.find(" at line ") {
                 msg.truncate(i);
             }
+            if msg.contains("repetition limit") {
+                // Aliases that expand too far; the parser gives no position, the first alias
+                // is where to look.
+                pos = pos.or_else(|| self.first_alias());
+                msg = "YAML aliases (`*name`) expand too far; mailsurge files need no aliases — write the values out"
+                    .into();
+            }
             ConfigError::new(self.name.clone(), pos, msg)
+        })
+    }
+
+    /// Refuses text nested deeper than any mailsurge format needs, before the parser spends
+    /// minutes on it: flow collections (`[`, `{`) over [`MAX_FLOW_DEPTH`] deep, or a line
+    /// indented past [`MAX_INDENT`] columns.
+    fn check_shape(&self) -> Result<(), ConfigError> {
+        let mut depth = 0usize;
+        for (i, line) in self.text.lines().enumerate() {
+            let indent = line.len() - line.trim_start_matches(' ').len();
+            if indent > MAX_INDENT {
+                return Err(ConfigError::new(
+                    self.name.clone(),
+                    Some((i + 1, 1)),
+                    format!(
+                        "indented {indent} columns; a mailsurge file nests a few levels (at most {MAX_INDENT} columns)"
+                    ),
+                ));
+            }
+            let mut quote: Option<char> = None;
+            for (c, ch) in line.char_indices() {
+                match (quote, ch) {
+                    (Some(q), _) if ch == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, '"' | '\'') => quote = Some(ch),
+                    (None, '#') if c == 0 || line[..c].ends_with(' ') => break,
+                    (None, '[' | '{') => {
+                        depth += 1;
+                        if depth > MAX_FLOW_DEPTH {
+                            return Err(ConfigError::new(
+                                self.name.clone(),
+                                Some((i + 1, c + 1)),
+                                format!("nested deeper than {MAX_FLOW_DEPTH} levels of [ and {{; a mailsurge file needs a few, e.g. curve: [[0s, 1], [10s, 2]]"),
+                            ));
+                        }
+                    }
+                    (None, ']' | '}') => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the first alias (`*name`, outside quotes and comments) is.
+    fn first_alias(&self) -> Option<(usize, usize)> {
+        self.text.lines().enumerate().find_map(|(i, l)| {
+            let code = l.split(" #").next().unwrap_or(l);
+            code.char_indices()
+                .find(|&(c, ch)| ch == '*' && (c == 0 || code[..c].ends_with([' ', '[', ',', '{', ':', '-'])))
+                .map(|(c, _)| (i + 1, c + 1))
         })
     }
 

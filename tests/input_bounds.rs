@@ -120,3 +120,55 @@ fn chaos_after_the_run_is_refused() {
     let text = format!("{GOOD}chaos:\n  - {{ at: 1h, action: kill, target: region/r1 }}\n");
     refused(&text, "16:", &["after the run ends"]);
 }
+
+/// The reference MTA follows the same network rule as the inboxes: it listens on loopback only.
+#[test]
+fn mta_refuses_a_non_loopback_listen_address() {
+    let dir = tempdir();
+    let p = dir.path().join("node.yaml");
+    std::fs::write(
+        &p,
+        "node: n1\nregion: r\nlisten: 0.0.0.0:2525\nrelay_networks: [127.0.0.0/8]\nspool: { kind: local, dir: spool }\nroutes: { example.com: [127.0.2.1:2525] }\nevents: events.jsonl\n",
+    )
+    .unwrap();
+    let o = mailsurge(&["mta", "--config", p.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(":3:1: listen: 0.0.0.0:2525 is not a loopback address"),
+        "{err}"
+    );
+}
+
+/// Files that are not files, too deep or of an unexpected kind are refused with a reason.
+#[test]
+fn odd_files_are_refused_quickly_and_named() {
+    let dir = tempdir();
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!("name: x\nduration: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let o = mailsurge(&["validate", deep.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nested deeper than 32 levels"));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    let o = mailsurge(&["validate", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+
+    // A rules file missing its `provider:` line is read as rules, and says so.
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, "rules:\n  - { match: {}, reply: \"250 ok\" }\n").unwrap();
+    let o = mailsurge(&["validate", rules.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("read as mock-inbox rules: it has `rules:`"), "{err}");
+}

@@ -120,6 +120,13 @@ impl NodeConfig {
         if cfg.events.is_relative() {
             cfg.events = dir.join(&cfg.events);
         }
+        if !cfg.listen.ip().is_loopback() {
+            return Err(src.error_at(
+                "listen",
+                src.top_key_line("listen"),
+                format!("listen: {} is not a loopback address (mailsurge only listens on 127.0.0.0/8 and ::1, e.g. 127.0.3.1:2525)", cfg.listen),
+            ));
+        }
         if cfg.routes.is_empty() {
             return Err(src.error_at("routes", 1, "routes: at least one route is needed"));
         }

@@ -192,6 +192,9 @@ pub enum CommandError {
     UnsupportedParameter(String),
     /// The line did not end in LF; only possible when called without the framer.
     Unterminated,
+    /// A path with bytes above 0x7f: SMTPUTF8 is not offered, so MAIL and RCPT alike refuse
+    /// it (RFC 6531 §3.5: 553 5.6.7), whether or not the bytes are valid UTF-8.
+    NonAsciiAddress,
 }
 
 impl CommandError {
@@ -208,6 +211,9 @@ impl CommandError {
                 Reply::new(555, Some("5.5.4"), &format!("Unsupported parameter {p}"))
             }
             CommandError::Unterminated => Reply::new(500, Some("5.5.2"), "Error: line not terminated"),
+            CommandError::NonAsciiAddress => {
+                Reply::new(553, Some("5.6.7"), "Non-ASCII address refused: SMTPUTF8 is not offered")
+            }
         }
     }
 }
@@ -217,6 +223,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     use smtp_proto::{Error as E, Request as R};
     if line.last() != Some(&b'\n') {
         return Err(CommandError::Unterminated);
+    }
+    let verb = line.get(..4).map(<[u8]>::to_ascii_uppercase);
+    let is_path = matches!(verb.as_deref(), Some(b"MAIL" | b"RCPT"));
+    if is_path && !line.is_ascii() {
+        return Err(CommandError::NonAsciiAddress);
     }
     let req = R::parse(&mut line.iter()).map_err(|e| match e {
         E::UnknownCommand => CommandError::Unknown,
@@ -238,8 +249,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             } else {
                 from.address.into_owned()
             };
-            // smtp-proto reports an absent SIZE as 0; SIZE=0 says nothing useful either.
-            let size = (from.size != 0).then_some(from.size);
+            // smtp-proto reports an absent SIZE as 0; SIZE=0 says nothing useful either. A
+            // SIZE too large for a number is read as the largest one, so the server's limit
+            // refuses it (552) instead of the overflow passing as "no SIZE".
+            let size = match declared_size(line) {
+                Some(Err(())) => Some(usize::MAX),
+                _ => (from.size != 0).then_some(from.size),
+            };
             Command::Mail { from: address, size }
         }
         R::Rcpt { to } => {
@@ -263,6 +279,18 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         R::Help { .. } => Command::Help,
         other => Command::NotImplemented(other.name()),
     })
+}
+
+/// The raw `SIZE=` parameter of a MAIL line: `None` if absent, `Err` if its digits overflow.
+fn declared_size(line: &[u8]) -> Option<Result<u64, ()>> {
+    let upper = line.to_ascii_uppercase();
+    let at = upper.windows(6).position(|w| w == b" SIZE=")? + 6;
+    let digits: Vec<u8> = line[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let text = std::str::from_utf8(&digits).ok()?;
+    Some(text.parse::<u64>().map_err(|_| ()))
 }
 
 /// smtp-proto turns `<postmaster>` (and a source route with nothing after it) into `""`,

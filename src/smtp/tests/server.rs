@@ -450,3 +450,47 @@ async fn garbage_never_kills_the_server() {
     drop(raw);
     srv.eventually(|s| s.stats.snapshot().connections_active == 0).await;
 }
+
+/// A SIZE too large for any number is over the limit (552), never read as "no SIZE".
+#[tokio::test]
+async fn overflowing_size_is_refused() {
+    let srv = TestServer::default_server().await;
+    let mut raw = srv.raw().await;
+    raw.hello().await;
+    let r = raw.cmd("MAIL FROM:<a@b> SIZE=99999999999999999999999999", 552).await;
+    assert_eq!(r.enhanced.as_deref(), Some("5.3.4"));
+    raw.cmd("MAIL FROM:<a@b> SIZE=1000", 250).await;
+}
+
+/// Non-ASCII paths are refused the same way at MAIL and RCPT, valid UTF-8 or not: SMTPUTF8 is
+/// not offered (553 5.6.7), and nothing is relayed.
+#[tokio::test]
+async fn non_ascii_paths_are_refused_alike() {
+    let srv = TestServer::default_server().await;
+    let mut raw = srv.raw().await;
+    raw.hello().await;
+    for mail in [
+        &b"MAIL FROM:<\xff\xfe@x.test>\r\n"[..],
+        "MAIL FROM:<jos\u{e9}@x.test>\r\n".as_bytes(),
+    ] {
+        raw.send(mail).await;
+        let r = raw.reply().await;
+        assert_eq!((r.code, r.enhanced.as_deref()), (553, Some("5.6.7")), "{mail:?}");
+    }
+    raw.cmd("MAIL FROM:<a@x.test>", 250).await;
+    for rcpt in [
+        &b"RCPT TO:<\xc3\x28@x.test>\r\n"[..],
+        "RCPT TO:<jos\u{e9}@x.test>\r\n".as_bytes(),
+    ] {
+        raw.send(rcpt).await;
+        let r = raw.reply().await;
+        assert_eq!((r.code, r.enhanced.as_deref()), (553, Some("5.6.7")), "{rcpt:?}");
+    }
+    raw.cmd("RCPT TO:<b@x.test>", 250).await;
+    raw.cmd("DATA", 354).await;
+    raw.send("hi\r\n.\r\n").await;
+    raw.expect(250).await;
+    let got = srv.policy.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].env.rcpts, vec!["b@x.test".to_string()]);
+}
