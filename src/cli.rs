@@ -292,9 +292,17 @@ fn run(
     limits: crate::report::compare::Limits,
 ) -> u8 {
     // A previous run is never overwritten by accident (exit 2 before anything is read).
-    let replace = match opts.out.as_deref().map(|d| out_dir(d, force)).transpose() {
+    let replace = match opts
+        .out
+        .as_deref()
+        .map(|d| crate::run::claim_out_dir(d, force))
+        .transpose()
+    {
         Ok(r) => r.flatten(),
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
     };
     // Read before anything starts, so a bad baseline is a usage error (exit 2).
     let baseline = match baseline.map(crate::report::compare::load).transpose() {
@@ -363,46 +371,10 @@ fn run(
     }
 }
 
-/// `--out DIR`: fine when new or empty. A non-empty one is refused (exit 2) unless `--force`
-/// and it holds a previous mailsurge run (its `scenario.yaml`); then it is returned, to be
-/// removed once the new run is known to start.
-fn out_dir(dir: &Path, force: bool) -> Result<Option<PathBuf>, u8> {
-    let empty = match std::fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            eprintln!("error: --out {}: exists and is not a directory", dir.display());
-            return Err(EXIT_CONFIG);
-        }
-        Err(e) => {
-            eprintln!("error: --out {}: {e}", dir.display());
-            return Err(EXIT_CONFIG);
-        }
-    };
-    if empty {
-        return Ok(None);
-    }
-    if !force {
-        eprintln!(
-            "error: --out {} is not empty (a previous run?); choose a new directory, or pass --force to replace that run",
-            dir.display()
-        );
-        return Err(EXIT_CONFIG);
-    }
-    if !dir.join("scenario.yaml").is_file() {
-        eprintln!(
-            "error: --out {}: --force replaces only a previous mailsurge run (a directory with its scenario.yaml); this one holds other files",
-            dir.display()
-        );
-        return Err(EXIT_CONFIG);
-    }
-    Ok(Some(dir.to_path_buf()))
-}
-
 /// `mailsurge validate`: every file, stopping at the first error (exit 2).
 fn validate_all(files: &[PathBuf]) -> u8 {
     for f in files {
-        match validate(f) {
+        match crate::run::validate_file(f) {
             Ok(what) => println!("{}: ok ({what})", f.display()),
             Err(e) => return config_error(&e),
         }
@@ -464,23 +436,10 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
         eprintln!("error: cannot write {}: {e}", dir.display());
         return EXIT_RUNTIME;
     }
-    let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}ms"));
     if !quiet {
         eprintln!("summary: {}", dir.join("summary.json").display());
     }
-    println!(
-        "gen {}: {} generated, {} accepted, {} rejected in {:.2}s ({}/s); submit p50 {} p99 {} (uncorrected p50 {} p99 {})",
-        s.mode,
-        s.counts.generated,
-        s.counts.accepted,
-        s.counts.rejected_at_submit,
-        s.wall_s,
-        s.accepted_per_s,
-        ms(s.submit_ms.p50),
-        ms(s.submit_ms.p99),
-        ms(s.submit_ms.uncorrected_p50),
-        ms(s.submit_ms.uncorrected_p99)
-    );
+    println!("{}", s.one_line());
     EXIT_PASS
 }
 
@@ -495,71 +454,6 @@ fn mta(config: &Path) -> u8 {
         Err(e) => return config_error(&e),
     };
     block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())).map_or_else(|c| c, |()| EXIT_PASS)
-}
-
-/// Validates a scenario, a rule table or a response table, telling them apart by their
-/// top-level keys; an error says which kind the file was read as, and why, so a damaged file
-/// (a rules file missing its `provider:`) is not reported as a bad scenario without a hint.
-fn validate(path: &Path) -> Result<&'static str, ConfigError> {
-    let src = Source::read(path)?;
-    let (kind, why) = file_kind(&src.text);
-    let checked = match kind {
-        "mock-inbox rules" => crate::inbox::RuleSet::from_source(&src).map(drop),
-        "response table" => crate::mta::responses::ResponseTable::from_source(&src).map(drop),
-        // Compiling checks what each part reads of the plan: rule tables, the response table,
-        // chaos replies.
-        _ => scenario::from_source(src).and_then(crate::run::compile).map(drop),
-    };
-    checked.map(|()| kind).map_err(|mut e| {
-        e.message = format!("{} (read as {kind}: {why})", e.message);
-        e
-    })
-}
-
-/// Which kind of file `text` is, and the evidence: a top-level list is a response table; else
-/// the top-level keys are weighed (`provider:`/`latency:`/`rules:` for rules, the scenario's own
-/// keys for a scenario).
-fn file_kind(text: &str) -> (&'static str, String) {
-    let keys: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with([' ', '#', '-']) && !l.trim().is_empty())
-        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
-        .collect();
-    if keys.is_empty() && text.lines().any(|l| l.starts_with("- ")) {
-        return ("response table", "it is a top-level list".into());
-    }
-    const RULES: [&str; 3] = ["provider", "latency", "rules"];
-    const SCENARIO: [&str; 11] = [
-        "name",
-        "seed",
-        "duration",
-        "drain",
-        "slo",
-        "thresholds",
-        "regions",
-        "mta",
-        "providers",
-        "traffic",
-        "chaos",
-    ];
-    let score = |set: &[&str]| keys.iter().filter(|k| set.contains(k)).count();
-    let found = |set: &[&str]| {
-        let k: Vec<String> = keys
-            .iter()
-            .filter(|k| set.contains(k))
-            .map(|k| format!("`{k}:`"))
-            .collect();
-        if k.is_empty() {
-            "none of its keys is known".to_string()
-        } else {
-            format!("it has {}", k.join(", "))
-        }
-    };
-    if score(&RULES) > score(&SCENARIO) {
-        ("mock-inbox rules", found(&RULES))
-    } else {
-        ("scenario", found(&SCENARIO))
-    }
 }
 
 fn merge(hlogs: &[PathBuf], out: Option<&Path>) -> u8 {

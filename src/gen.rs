@@ -92,6 +92,26 @@ pub struct GenSummary {
     pub submit_ms: SubmitMs,
 }
 
+impl GenSummary {
+    /// The line `mailsurge gen` prints: counts, wall time, rate and submission latency.
+    pub fn one_line(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}ms"));
+        format!(
+            "gen {}: {} generated, {} accepted, {} rejected in {:.2}s ({}/s); submit p50 {} p99 {} (uncorrected p50 {} p99 {})",
+            self.mode,
+            self.counts.generated,
+            self.counts.accepted,
+            self.counts.rejected_at_submit,
+            self.wall_s,
+            self.accepted_per_s,
+            ms(self.submit_ms.p50),
+            ms(self.submit_ms.p99),
+            ms(self.submit_ms.uncorrected_p50),
+            ms(self.submit_ms.uncorrected_p99)
+        )
+    }
+}
+
 /// Runs the generator against `target` and summarises it.
 pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
     if !o.target.ip().is_loopback() {

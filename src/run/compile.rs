@@ -3,8 +3,10 @@
 //! timeline — here, before anything starts. `validate` runs the same step, so every error it
 //! can catch is a `file:line:col` and exit 2, never a failure three minutes into a run.
 
+use std::path::Path;
+
 use crate::chaos;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Source};
 use crate::inbox::RuleSet;
 use crate::mta::responses::ResponseTable;
 use crate::scenario::Scenario;
@@ -36,4 +38,69 @@ pub fn compile(s: Scenario) -> Result<Compiled, ConfigError> {
         responses,
         chaos,
     })
+}
+
+/// Validates a scenario, a rule table or a response table, telling them apart by their
+/// top-level keys; an error says which kind the file was read as, and why, so a damaged file
+/// (a rules file missing its `provider:`) is not reported as a bad scenario without a hint.
+pub fn validate_file(path: &Path) -> Result<&'static str, ConfigError> {
+    let src = Source::read(path)?;
+    let (kind, why) = file_kind(&src.text);
+    let checked = match kind {
+        "mock-inbox rules" => crate::inbox::RuleSet::from_source(&src).map(drop),
+        "response table" => crate::mta::responses::ResponseTable::from_source(&src).map(drop),
+        // Compiling checks what each part reads of the plan: rule tables, the response table,
+        // chaos replies.
+        _ => crate::scenario::from_source(src).and_then(compile).map(drop),
+    };
+    checked.map(|()| kind).map_err(|mut e| {
+        e.message = format!("{} (read as {kind}: {why})", e.message);
+        e
+    })
+}
+
+/// Which kind of file `text` is, and the evidence: a top-level list is a response table; else
+/// the top-level keys are weighed (`provider:`/`latency:`/`rules:` for rules, the scenario's own
+/// keys for a scenario).
+fn file_kind(text: &str) -> (&'static str, String) {
+    let keys: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with([' ', '#', '-']) && !l.trim().is_empty())
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+        .collect();
+    if keys.is_empty() && text.lines().any(|l| l.starts_with("- ")) {
+        return ("response table", "it is a top-level list".into());
+    }
+    const RULES: [&str; 3] = ["provider", "latency", "rules"];
+    const SCENARIO: [&str; 11] = [
+        "name",
+        "seed",
+        "duration",
+        "drain",
+        "slo",
+        "thresholds",
+        "regions",
+        "mta",
+        "providers",
+        "traffic",
+        "chaos",
+    ];
+    let score = |set: &[&str]| keys.iter().filter(|k| set.contains(k)).count();
+    let found = |set: &[&str]| {
+        let k: Vec<String> = keys
+            .iter()
+            .filter(|k| set.contains(k))
+            .map(|k| format!("`{k}:`"))
+            .collect();
+        if k.is_empty() {
+            "none of its keys is known".to_string()
+        } else {
+            format!("it has {}", k.join(", "))
+        }
+    };
+    if score(&RULES) > score(&SCENARIO) {
+        ("mock-inbox rules", found(&RULES))
+    } else {
+        ("scenario", found(&SCENARIO))
+    }
 }

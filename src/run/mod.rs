@@ -17,12 +17,14 @@ use tokio::time::Instant;
 mod collect;
 mod compile;
 mod live;
+mod outdir;
 mod play;
 mod render;
 mod topology;
 
-pub use compile::{compile, Compiled};
+pub use compile::{compile, validate_file, Compiled};
 use live::{write_events, LiveStats, Log};
+pub use outdir::{claim_out_dir, OutDirError};
 use play::Play;
 pub use render::{render, NodeRecord, RenderError, RunRecord, SpooledRecord, RUN_FILE};
 use topology::Topology;
