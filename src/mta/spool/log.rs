@@ -12,6 +12,14 @@
 //! segment keeps its own `.done` file, so segments can be deleted in any order without
 //! resurrecting anything. At start-up a torn or corrupt tail (a crash mid-write) is cut off:
 //! those records were never acknowledged, because acknowledgement follows the sync.
+//!
+//! A batch that cannot be written or synced (a full disk) is undone before anyone hears of it:
+//! the segment is cut back to where the batch began and that cut is synced, and only then are
+//! its stores answered with an error (the client's 451). So a refused message can never be
+//! recovered and delivered after a restart. The committer then backs off and tries the disk
+//! again with the next batch, so a freed disk is used again without a restart. Only if the cut
+//! itself fails (a broken disk, not a full one) does the spool stop taking stores; it then
+//! leaves a `seg-N.cut` file with the offset, which recovery honours.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -29,6 +37,10 @@ use crate::sync::lock;
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Most records committed by one sync; more wait for the next.
 const MAX_BATCH: usize = 4096;
+/// After a failed batch, stores are refused at once for this long, doubling per failure up to
+/// [`MAX_BACKOFF`], then the disk is tried again.
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 const KIND_MESSAGE: u8 = 1;
 const HEADER: usize = 1 + 4 + 4;
 
@@ -61,7 +73,7 @@ impl Books {
         }
         self.live.remove(&seg);
         self.done.remove(&seg);
-        for ext in ["log", "done"] {
+        for ext in ["log", "done", "cut"] {
             let p = seg_path(&self.dir, seg, ext);
             if let Err(e) = fs::remove_file(&p) {
                 if e.kind() != io::ErrorKind::NotFound {
@@ -270,45 +282,110 @@ impl SegmentWriter {
         self.file.flush()?;
         self.file.get_ref().sync_data()
     }
+
+    /// Where the next batch begins: (bytes, next record number).
+    fn mark(&self) -> (u64, u32) {
+        (self.bytes, self.next)
+    }
+
+    /// Undoes everything since `mark`: what is still buffered is dropped, the file is cut back
+    /// and the cut is synced. Record numbers are reused (nothing was acknowledged with them).
+    fn rewind(&mut self, (bytes, next): (u64, u32)) -> io::Result<()> {
+        let placeholder = BufWriter::with_capacity(0, self.file.get_ref().try_clone()?);
+        let (file, _unwritten) = std::mem::replace(&mut self.file, placeholder).into_parts();
+        let cut = file.set_len(bytes).and_then(|()| file.sync_all());
+        self.file = BufWriter::with_capacity(1 << 20, file);
+        cut?;
+        self.bytes = bytes;
+        self.next = next;
+        Ok(())
+    }
+}
+
+/// Refuses stores for a while after a failed batch, longer after each failure in a row.
+struct Backoff {
+    next: std::time::Duration,
+    until: Option<std::time::Instant>,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: FIRST_BACKOFF,
+            until: None,
+        }
+    }
+
+    /// How long stores are still refused, if they are.
+    fn remaining(&self) -> Option<std::time::Duration> {
+        self.until
+            .and_then(|u| u.checked_duration_since(std::time::Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+
+    fn failed(&mut self) {
+        self.until = Some(std::time::Instant::now() + self.next);
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::new();
+    }
 }
 
 fn commit_loop(rx: std_mpsc::Receiver<Request>, mut w: SegmentWriter, books: Arc<Mutex<Books>>, segment_bytes: u64) {
-    let mut batch: Vec<(Request, io::Result<SpoolId>)> = Vec::with_capacity(64);
+    let mut batch: Vec<Request> = Vec::with_capacity(64);
+    let mut backoff = Backoff::new();
     while let Ok(first) = rx.recv() {
-        let id = w.append(&first.meta, &first.body);
-        batch.push((first, id));
+        batch.push(first);
         while batch.len() < MAX_BATCH {
             let Ok(next) = rx.try_recv() else { break };
-            let id = w.append(&next.meta, &next.body);
-            batch.push((next, id));
+            batch.push(next);
         }
-        let synced = w.sync();
-        {
-            let mut b = lock(&books);
-            let ok = batch.iter().filter(|(_, r)| r.is_ok()).count() as u64;
-            if synced.is_ok() {
-                *b.live.entry(w.seg).or_insert(0) += ok;
+        if let Some(left) = backoff.remaining() {
+            // The disk failed a moment ago: answer at once rather than hold the client.
+            let why = format!(
+                "spool write failed recently; trying the disk again in {} ms",
+                left.as_millis()
+            );
+            for req in batch.drain(..) {
+                let _ = req.reply.send(Err(io::Error::other(why.clone())));
             }
-            b.flush_done();
+            continue;
         }
-        for (req, id) in batch.drain(..) {
-            let res = match (&synced, id) {
-                (Ok(()), Ok(id)) => Ok(id),
-                (Err(e), _) => Err(io::Error::new(e.kind(), format!("spool sync failed: {e}"))),
-                (_, Err(e)) => Err(e),
-            };
-            let _ = req.reply.send(res);
-        }
-        if synced.is_err() {
-            // A failed fsync leaves the file's state unknown (the "fsyncgate" lesson): stop
-            // accepting rather than acknowledge on a broken disk.
-            tracing::error!("spool sync failed; refusing further stores");
-            for req in rx.iter() {
-                let _ = req
-                    .reply
-                    .send(Err(io::Error::other("spool disabled after a failed sync")));
+        let mark = w.mark();
+        let written: io::Result<Vec<SpoolId>> = batch
+            .iter()
+            .map(|r| w.append(&r.meta, &r.body))
+            .collect::<io::Result<Vec<_>>>()
+            .and_then(|ids| w.sync().map(|()| ids));
+        match written {
+            Ok(ids) => {
+                backoff.succeeded();
+                {
+                    let mut b = lock(&books);
+                    *b.live.entry(w.seg).or_insert(0) += ids.len() as u64;
+                    b.flush_done();
+                }
+                for (req, id) in batch.drain(..).zip(ids) {
+                    let _ = req.reply.send(Ok(id));
+                }
             }
-            return;
+            Err(e) => {
+                // Undo first, answer after: a refused message must not survive in the file.
+                let undone = w.rewind(mark);
+                let why = format!("spool write failed: {e}");
+                tracing::warn!("{why}; {} stores refused, retrying with backoff", batch.len());
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(io::Error::new(e.kind(), why.clone())));
+                }
+                if let Err(cut) = undone {
+                    refuse_forever(&rx, &books, w.seg, mark.0, &cut);
+                    return;
+                }
+                backoff.failed();
+                continue;
+            }
         }
         if w.bytes >= segment_bytes {
             let dir = lock(&books).dir.clone();
@@ -325,6 +402,28 @@ fn commit_loop(rx: std_mpsc::Receiver<Request>, mut w: SegmentWriter, books: Arc
         }
     }
     let _ = w.sync();
+}
+
+/// The segment could not even be cut back (a broken disk, not a full one): leave a note for
+/// recovery to cut it at `offset`, and refuse every further store (the "fsyncgate" lesson: do
+/// not acknowledge on a disk whose state is unknown).
+fn refuse_forever(rx: &std_mpsc::Receiver<Request>, books: &Mutex<Books>, seg: u32, offset: u64, cut: &io::Error) {
+    let dir = lock(books).dir.clone();
+    let note = seg_path(&dir, seg, "cut");
+    let noted = File::create(&note).and_then(|mut f| {
+        f.write_all(&offset.to_le_bytes())?;
+        f.sync_all()
+    });
+    tracing::error!(
+        "cannot cut spool segment {seg} back after a failed write ({cut}); cut note {}: {}; refusing further stores",
+        note.display(),
+        noted.map_or_else(|e| format!("not written ({e})"), |()| "written".into())
+    );
+    for req in rx.iter() {
+        let _ = req.reply.send(Err(io::Error::other(
+            "spool disabled after a failed write it could not undo",
+        )));
+    }
 }
 
 fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
@@ -363,6 +462,14 @@ fn read_segment(dir: &Path, seg: u32, repair: bool) -> io::Result<Vec<Recovered>
     let path = seg_path(dir, seg, "log");
     let mut buf = Vec::new();
     File::open(&path)?.read_to_end(&mut buf)?;
+    let file_len = buf.len();
+    // A failed batch the committer could not cut back: nothing from its offset on was
+    // acknowledged.
+    if let Ok(note) = fs::read(seg_path(dir, seg, "cut")) {
+        if let Ok(offset) = <[u8; 8]>::try_from(note.as_slice()).map(u64::from_le_bytes) {
+            buf.truncate(offset.min(buf.len() as u64) as usize);
+        }
+    }
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos + HEADER <= buf.len() {
@@ -391,11 +498,12 @@ fn read_segment(dir: &Path, seg: u32, repair: bool) -> io::Result<Vec<Recovered>
         });
         pos = start + len;
     }
-    if pos < buf.len() && repair {
-        tracing::warn!("{}: cutting {} bytes of torn tail", path.display(), buf.len() - pos);
+    if pos < file_len && repair {
+        tracing::warn!("{}: cutting {} bytes of torn tail", path.display(), file_len - pos);
         let f = OpenOptions::new().write(true).open(&path)?;
         f.set_len(pos as u64)?;
         f.sync_all()?;
+        let _ = fs::remove_file(seg_path(dir, seg, "cut"));
     }
     Ok(out)
 }
