@@ -102,8 +102,7 @@ impl ProviderRt {
                     Some(a) if m == 1 => a,
                     _ => default_addr(i, m),
                 };
-                let listener = TcpListener::bind(want)
-                    .await
+                let listener = crate::smtp::listen(want)
                     .with_context(|| format!("provider `{}`: cannot listen on {want}", p.spec.name))?;
                 let addr = listener.local_addr()?;
                 let (stop, _) = watch::channel(false);
@@ -150,8 +149,7 @@ impl ProviderRt {
                 if let Some(t) = m.task.take() {
                     let _ = t.await;
                 }
-                let l = TcpListener::bind(m.addr)
-                    .await
+                let l = crate::smtp::listen(m.addr)
                     .with_context(|| format!("provider `{}`: cannot listen again on {}", self.name, m.addr))?;
                 m.serve(&self.name, &self.inbox, l);
             }

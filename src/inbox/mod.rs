@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 pub use engine::{Engine, Overlay};
@@ -230,9 +229,7 @@ pub async fn run_standalone(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let rules = RuleSet::from_source(&rules_src)?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = crate::smtp::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     let provider = rules.file.provider.clone();
     let (tx, rx) = mpsc::unbounded_channel();

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 
 use crate::config::{self as cfgfile, Shipped, Source};
 use crate::smtp::{self, Limits, ServerStats};
@@ -71,9 +70,7 @@ pub async fn run_node(
         queues.submit(r.id, r.meta, Arc::new(r.body), false);
     }
 
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = crate::smtp::listen(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
@@ -93,6 +90,8 @@ pub async fn run_node(
         max_connections_per_ip: cfg.limits.connections_per_ip,
         max_message_size: cfg.limits.max_message_size.0 as usize,
         max_recipients: cfg.limits.max_recipients,
+        // Relay clients (the generator, the operator's own hosts) are never starved of slots.
+        priority_networks: cfg.relay_networks.clone(),
         ..Limits::default()
     };
     let flusher = {

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -79,8 +78,7 @@ impl Topology {
     ) -> anyhow::Result<()> {
         let f = &c.scenario.file;
         let b = f.mta.bounces.clone().unwrap_or_default();
-        let listener = TcpListener::bind(b.listen)
-            .await
+        let listener = crate::smtp::listen(b.listen)
             .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;
         let addr = listener.local_addr()?;
         let policy = Arc::new(BounceInbox::new(&b.domain, events.clone()));

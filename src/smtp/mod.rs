@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod codec;
+mod deadline;
 mod policy;
 pub mod reply;
 pub mod server;
@@ -19,4 +20,4 @@ mod tests;
 
 pub use client::{Client, ClientConfig, ClientError, SendOutcome};
 pub use reply::Reply;
-pub use server::{serve, Decision, Envelope, Hangup, Limits, Policy, ServerStats, SessionInfo, StatsSnapshot};
+pub use server::{listen, serve, Decision, Envelope, Hangup, Limits, Policy, ServerStats, SessionInfo, StatsSnapshot};

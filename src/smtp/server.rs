@@ -41,6 +41,24 @@ const TRANSIENT_ACCEPT_ERRNOS: [i32; 4] = [
     105, // ENOBUFS
 ];
 
+/// Backlog of listening sockets: a connection flood waits in the kernel's queue (capped by
+/// `net.core.somaxconn`) and gets its 421 from the accept loop, instead of SYNs dropped at the
+/// default 128 and clients left without a reply for seconds.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket for [`serve`] with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a
+/// restarted node or inbox gets its address back at once).
+pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs until `shutdown` resolves: stops accepting, lets sessions finish their current command
 /// (sessions waiting for a command get `421 4.3.2 Service shutting down` and are closed), and
 /// waits for all session tasks to end, at most [`SHUTDOWN_GRACE`], then aborts the rest.
@@ -80,6 +98,12 @@ pub async fn serve<P: Policy>(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if !may_use_slot(&shared.limits, &permits, &per_ip, peer.ip()) {
+                        ServerStats::bump(&shared.stats.connections_refused_limit);
+                        tracing::debug!(%peer, "connection refused: the last slots are reserved");
+                        tasks.spawn(refuse_with(stream, "Too many connections; the last slots are kept for other clients"));
+                        continue;
+                    }
                     let Some(ip_slot) = per_ip.take(peer.ip(), shared.limits.max_connections_per_ip) else {
                         ServerStats::bump(&shared.stats.connections_refused_limit);
                         tracing::debug!(%peer, "connection refused: per-IP limit reached");
@@ -128,6 +152,21 @@ pub async fn serve<P: Policy>(
     result
 }
 
+/// Whether a new connection from `ip` may have a slot: always while more than
+/// `reserved_connections` are free; within the reserve only for an IP that holds no connection
+/// yet, or one in `priority_networks` — so a few busy clients cannot starve everyone else.
+fn may_use_slot(limits: &Limits, permits: &Semaphore, per_ip: &PerIp, ip: std::net::IpAddr) -> bool {
+    // At most an eighth of the slots are kept back, so a small server still serves repeat
+    // clients.
+    let reserve = limits.reserved_connections.min(limits.max_connections / 8);
+    let free = permits.available_permits();
+    // No reserve, or no slot at all (the plain limit answers that): nothing to keep back.
+    if reserve == 0 || free == 0 || free > reserve {
+        return true;
+    }
+    per_ip.held(ip) == 0 || limits.priority_networks.iter().any(|n| n.contains(&ip))
+}
+
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -147,6 +186,11 @@ struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>
 struct PerIpSlot(Arc<PerIp>, std::net::IpAddr);
 
 impl PerIp {
+    /// Sessions `ip` holds now.
+    fn held(&self, ip: std::net::IpAddr) -> usize {
+        crate::sync::lock(&self.0).get(&ip).copied().unwrap_or(0)
+    }
+
     fn take(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<PerIpSlot> {
         let mut m = crate::sync::lock(&self.0);
         let n = m.entry(ip).or_insert(0);

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
 use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
+use crate::smtp::deadline::Deadlines;
 use crate::smtp::policy::{Decision, Envelope, Hangup, Policy, SessionInfo, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT};
 use crate::smtp::reply::Reply;
 use crate::smtp::shared::{ServerStats, Shared};
@@ -81,6 +82,7 @@ pub(crate) async fn run<P: Policy>(
         mail_refused: false,
         framer: LineFramer::new(limits.max_command_line),
         decoder: DataDecoder::new(limits.max_message_size, limits.max_data_line),
+        deadlines: Deadlines::new(limits),
         shutdown: Shutdown {
             seen: false,
             rx: shutdown,
@@ -236,6 +238,7 @@ struct Session<P> {
     mail_refused: bool,
     framer: LineFramer,
     decoder: DataDecoder,
+    deadlines: Deadlines,
     shutdown: Shutdown,
     shared: Arc<Shared<P>>,
 }
@@ -257,6 +260,7 @@ impl<P: Policy> Session<P> {
         loop {
             let flow = match self.framer.next_frame(self.conn.pending()) {
                 Frame::Line(n) => {
+                    self.deadlines.line_done();
                     let parsed = parse_command(&self.conn.pending()[..n]);
                     self.conn.consume(n);
                     match parsed {
@@ -271,6 +275,9 @@ impl<P: Policy> Session<P> {
                 }
                 Frame::NeedMore(n) => {
                     self.conn.consume(n);
+                    if !self.conn.pending().is_empty() {
+                        self.deadlines.line_begun(&self.shared.limits);
+                    }
                     match self.wait_for_command().await? {
                         Wait::Input => Flow::Continue,
                         Wait::Eof => Flow::Gone,
@@ -295,12 +302,12 @@ impl<P: Policy> Session<P> {
     /// Flushes pending replies, then waits for input, the command timeout or shutdown.
     async fn wait_for_command(&mut self) -> io::Result<Wait> {
         self.conn.flush().await?;
-        let timeout = self.shared.limits.command_timeout;
+        let until = self.deadlines.command_wait(&self.shared.limits);
         let Session { conn, shutdown, .. } = self;
         tokio::select! {
             biased;
             () = shutdown.recv() => Ok(Wait::Shutdown),
-            r = tokio::time::timeout(timeout, conn.read_more()) => match r {
+            r = tokio::time::timeout_at(until, conn.read_more()) => match r {
                 Ok(Ok(0)) => Ok(Wait::Eof),
                 Ok(Ok(_)) => Ok(Wait::Input),
                 Ok(Err(e)) => Err(e),
@@ -387,6 +394,7 @@ impl<P: Policy> Session<P> {
         let d = self.shared.policy.mail(&self.info, &from, size).await;
         self.mail_refused = !d.reply.is_success();
         if d.reply.is_success() {
+            self.deadlines.progressed(&self.shared.limits);
             self.env = Some(Envelope {
                 from,
                 size_hint: size,
@@ -432,14 +440,16 @@ impl<P: Policy> Session<P> {
         self.conn.flush().await?;
 
         self.decoder.start(size_hint);
+        let (started, mut received) = (tokio::time::Instant::now(), 0u64);
         loop {
             let feed = self.decoder.feed(self.conn.pending());
             self.conn.consume(feed.consumed);
+            received += feed.consumed as u64;
             if feed.done {
                 break;
             }
-            let timeout = self.shared.limits.data_timeout;
-            match tokio::time::timeout(timeout, self.conn.read_more()).await {
+            let until = Deadlines::data_wait(&self.shared.limits, started, received);
+            match tokio::time::timeout_at(until, self.conn.read_more()).await {
                 Ok(Ok(0)) => return Ok(Flow::Gone),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),
@@ -452,6 +462,7 @@ impl<P: Policy> Session<P> {
         }
 
         // Whatever happens next, the transaction is over.
+        self.deadlines.progressed(&self.shared.limits);
         let env = self.env.take().unwrap_or_default();
         let stats = &self.shared.stats;
         let d = match self.decoder.finish() {

@@ -32,6 +32,22 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// Idle time allowed between reads of message data.
     pub data_timeout: Duration,
+    /// A command line, once begun, must be complete within this (bytes do not extend it).
+    pub line_timeout: Duration,
+    /// DATA must end within this, plus `received / min_data_rate` seconds.
+    pub data_total_timeout: Duration,
+    /// Bytes per second DATA is allowed to be slow by, past `data_total_timeout`.
+    pub min_data_rate: u64,
+    /// A session must start or finish a transaction within this of its start or its last
+    /// one; squatters (NOOP keep-alives, a stalled client) are closed with 421.
+    pub progress_timeout: Duration,
+    /// Connection slots kept for clients that hold none yet (and for `priority_networks`):
+    /// a few busy IPs cannot take every slot and starve everyone else. At most an eighth of
+    /// `max_connections`.
+    pub reserved_connections: usize,
+    /// Clients that may use the reserved slots even while they hold connections (the MTA's
+    /// relay networks).
+    pub priority_networks: Vec<ipnet::IpNet>,
     /// Protocol errors (unknown command, syntax, bad sequence...) before `421 4.7.0`.
     pub max_errors: usize,
 }
@@ -48,6 +64,12 @@ impl Default for Limits {
             max_recipients: 1000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            line_timeout: Duration::from_secs(30),
+            data_total_timeout: Duration::from_secs(120),
+            min_data_rate: 16 * 1024,
+            progress_timeout: Duration::from_secs(600),
+            reserved_connections: 64,
+            priority_networks: Vec::new(),
             max_errors: 20,
         }
     }
