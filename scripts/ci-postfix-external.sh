@@ -106,11 +106,11 @@ KEEP_WORK="${KEEP_WORK:-0}"
 # --- tools -------------------------------------------------------------------------------
 # shellcheck disable=SC2119  # no tools beyond postfix and postconf
 pf_require # root and Postfix, or SKIPPED; sets PF_DAEMON_DIR
-if ! command -v jq >/dev/null; then
-  echo "== installing jq (summary.json and events.jsonl are read with it)"
-  apt_install jq
+if ! command -v jq >/dev/null || ! command -v zstdcat >/dev/null; then
+  echo "== installing jq and zstd (summary.json and events.jsonl.zst are read with them)"
+  apt_install jq zstd
 fi
-require_tools ss awk jq sort diff
+require_tools ss awk jq zstdcat sort diff
 
 mailsurge_bin always # BIN: MAILSURGE_BIN, or the release binary brought up to date
 
@@ -270,7 +270,8 @@ read -r pf_acc pf_sent pf_bounced pf_expired pf_deferred pf_ndn pf_delay pf_dsn_
   pf_dsn_deferred pf_dsn_expired pf_warn pf_fatal <<<"$pf"
 
 # Recipient lists, sorted, repeats kept: mailsurge's DSN-derived events vs Postfix's log.
-EV="$OUT/events.jsonl"
+EV="$WORK/events.jsonl"
+zstdcat "$OUT/events.jsonl.zst" >"$EV"
 jq -r 'select(.event == "bounced") | .rcpt | ascii_downcase' "$EV" | sort >"$WORK/ms.bounced"
 jq -r 'select(.event == "expired") | .rcpt | ascii_downcase' "$EV" | sort >"$WORK/ms.expired"
 # shellcheck disable=SC2016  # awk program

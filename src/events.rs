@@ -260,13 +260,81 @@ pub fn write_line(w: &mut impl Write, e: &Event) -> io::Result<()> {
     w.write_all(b"\n")
 }
 
-/// Reads every well-formed event line of a file. A torn last line (a node killed mid-write) is
-/// skipped, not fatal; the count of skipped lines is returned so reports can mention it.
+/// The run directory's merged events: zstd-compressed JSON lines (`zstdcat`, DuckDB's
+/// `read_json`, pandas' `read_json(..., lines=True, compression="zstd")` read it).
+pub const RUN_EVENTS_FILE: &str = "events.jsonl.zst";
+/// The same, uncompressed, as runs before the compressed form wrote it (still read).
+pub const LEGACY_EVENTS_FILE: &str = "events.jsonl";
+
+/// zstd level of the merged file: 19 keeps a one-recipient message under 60 bytes on disk
+/// (black-friday: 57 B; level 3 would be 84 B). It costs about 0.16 s per 1,000 messages on
+/// two threads, once, after the run.
+const ZSTD_LEVEL: i32 = 19;
+
+impl Event {
+    /// Leaves out what a reader rebuilds exactly ([`Event::expand`]) or never needs: the
+    /// provider when it is the recipient domain's, a `submitted` event's `submitted` (its `t`),
+    /// and a receipt's copies of the identity header's times (measurement takes those from the
+    /// generator's own `submitted` event; the live progress line has read them already).
+    pub fn compact(&mut self, provider_of: &dyn Fn(&str) -> Option<String>) {
+        if self.provider.is_some() && self.provider == self.rcpt.as_deref().and_then(provider_of) {
+            self.provider = None;
+        }
+        match self.event {
+            Kind::Submitted if self.submitted == Some(self.t) => self.submitted = None,
+            Kind::Received => (self.intended, self.submitted) = (None, None),
+            _ => {}
+        }
+    }
+
+    /// Rebuilds what [`Event::compact`] left out; a no-op on a full event.
+    pub fn expand(&mut self, provider_of: &dyn Fn(&str) -> Option<String>) {
+        if self.provider.is_none() {
+            self.provider = self.rcpt.as_deref().and_then(provider_of);
+        }
+        if self.event == Kind::Submitted && self.submitted.is_none() {
+            self.submitted = Some(self.t);
+        }
+    }
+}
+
+/// Writes `events` compacted into a zstd-compressed JSON-lines file; every error names it.
+pub fn write_compressed(path: &Path, events: &[Event], provider_of: &dyn Fn(&str) -> Option<String>) -> io::Result<()> {
+    let at = |e| crate::files::at(path, e);
+    let f = std::fs::File::create(path).map_err(at)?;
+    let mut z = zstd::stream::write::Encoder::new(io::BufWriter::with_capacity(1 << 20, f), ZSTD_LEVEL).map_err(at)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
+    z.multithread(threads).map_err(at)?;
+    let mut line = Vec::with_capacity(512);
+    for e in events {
+        let mut e = e.clone();
+        e.compact(provider_of);
+        line.clear();
+        write_line(&mut line, &e).map_err(at)?;
+        z.write_all(&line).map_err(at)?;
+    }
+    z.finish().map_err(at)?.flush().map_err(at)
+}
+
+/// Reads every well-formed event line of a file, plain or zstd-compressed (by its `.zst`
+/// name). A torn last line (a node killed mid-write) is skipped, not fatal; the count of
+/// skipped lines is returned so reports can mention it.
 pub fn read_file(path: &Path) -> io::Result<(Vec<Event>, usize)> {
     let f = std::fs::File::open(path)?;
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|x| x == "zst") {
+        Box::new(io::BufReader::new(zstd::stream::read::Decoder::with_buffer(
+            io::BufReader::new(f),
+        )?))
+    } else {
+        Box::new(io::BufReader::new(f))
+    };
+    read_lines(reader)
+}
+
+fn read_lines(reader: impl BufRead) -> io::Result<(Vec<Event>, usize)> {
     let mut out = Vec::new();
     let mut bad = 0;
-    for line in io::BufReader::new(f).lines() {
+    for line in reader.lines() {
         let line = line?;
         if line.trim().is_empty() {
             continue;

@@ -90,7 +90,7 @@ fn external_mta_is_accounted_from_receipts_and_dsns() {
     assert!((0.04..0.18).contains(&share("expired")), "{c}");
 
     // Every failure came from a DSN the external MTA mailed, and hit the scripted recipients.
-    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let events = run_events(&out);
     let (mut bounced, mut expired) = (0, 0);
     for line in events.lines() {
         let e: serde_json::Value = serde_json::from_str(line).unwrap();

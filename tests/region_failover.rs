@@ -85,7 +85,7 @@ fn region_kill_and_restore_loses_nothing() {
     );
 
     // The balancer's view and the chaos actions are in the events.
-    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let events = run_events(&out);
     let has = |kind: &str, node: &str| {
         events
             .lines()

@@ -96,7 +96,7 @@ fn sigterm_stops_cleanly_with_an_aborted_report_and_no_process_left() {
         "the partial run did some work: {c}"
     );
     assert_eq!(c["lost"], 0, "a clean stop loses nothing: {c}");
-    for f in ["report.md", "report.html", "junit.xml", "run.json", "events.jsonl"] {
+    for f in ["report.md", "report.html", "junit.xml", "run.json", "events.jsonl.zst"] {
         assert!(dir.join(f).is_file(), "{f} written");
     }
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();

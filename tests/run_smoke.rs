@@ -17,7 +17,7 @@ fn smoke_runs_end_to_end_and_accounts_for_every_message() {
     for f in [
         "summary.json",
         "report.md",
-        "events.jsonl",
+        "events.jsonl.zst",
         "scenario.yaml",
         "charts/delivery-time.png",
         "charts/delivery-time.svg",
@@ -50,7 +50,7 @@ fn smoke_runs_end_to_end_and_accounts_for_every_message() {
     assert!(p50 > 0.0);
 
     // The events file agrees with the counts: one `received` per delivered message.
-    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let events = run_events(&out);
     let received = events.lines().filter(|l| l.contains("\"event\":\"received\"")).count() as u64;
     assert_eq!(received, n("delivered") + n("duplicates"));
     assert_eq!(events.lines().count() as u64, n("events"));

@@ -1,6 +1,6 @@
-//! After the run: gather the raw data into the run directory — one merged, time-ordered
-//! `events.jsonl` (harness and node events, each with its provider), the spool leftovers and
-//! `run.json` — so measurement reads the directory alone and `mailsurge report` can redo it.
+//! After the run: gather the raw data into the run directory — one merged, time-ordered,
+//! compressed `events.jsonl.zst` (harness and node events), the spool leftovers and `run.json`
+//! — so measurement reads the directory alone and `mailsurge report` can redo it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::live::Log;
 use super::render::{self, NodeRecord, RunRecord, SpooledRecord};
-use crate::events::{self, domain_of, now_ns, Event};
+use crate::events::{self, now_ns};
 use crate::mta::process::Node;
 use crate::mta::spool::LogSpool;
 use crate::scenario::ScenarioFile;
@@ -53,20 +53,14 @@ pub fn collect(
             }
         }
     }
-    let providers = render::provider_map(f);
-    for e in &mut all {
-        if e.provider.is_none() {
-            if let Some(p) = e
-                .rcpt
-                .as_deref()
-                .and_then(|r| providers.get(&domain_of(r).to_ascii_lowercase()))
-            {
-                e.provider = Some(p.clone());
-            }
-        }
-    }
+    let wall_s = (now_ns().saturating_sub(facts.start_ns)) as f64 / 1e9;
     all.sort_by_key(|e| e.t);
-    write_merged(&dir.join("events.jsonl"), &all)?;
+    let providers = render::provider_map(f);
+    events::write_compressed(
+        &dir.join(events::RUN_EVENTS_FILE),
+        &all,
+        &render::provider_of(&providers),
+    )?;
     let raw: Vec<PathBuf> = std::iter::once(harness_events.to_path_buf())
         .chain(nodes.iter().map(|n| n.dir.join("events.jsonl")))
         .collect();
@@ -79,7 +73,7 @@ pub fn collect(
         run_id: facts.run_id,
         started_at: facts.started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         start_ns: facts.start_ns,
-        wall_s: (now_ns().saturating_sub(facts.start_ns)) as f64 / 1e9,
+        wall_s,
         nodes: nodes
             .iter()
             .map(|n| NodeRecord {
@@ -92,14 +86,4 @@ pub fn collect(
         aborted: facts.aborted,
     }
     .write(dir)
-}
-
-fn write_merged(path: &Path, all: &[Event]) -> anyhow::Result<()> {
-    let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    for e in all {
-        events::write_line(&mut w, e).map_err(|e| crate::files::at(path, e))?;
-    }
-    std::io::Write::flush(&mut w).map_err(|e| crate::files::at(path, e))?;
-    Ok(())
 }

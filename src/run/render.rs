@@ -34,7 +34,8 @@ pub struct RunRecord {
     pub started_at: String,
     /// Wall-clock ns of the schedule's offset 0 (every event time is relative to it).
     pub start_ns: u64,
-    /// Seconds from offset 0 until the run had stopped everything and merged its events.
+    /// Seconds from offset 0 until the run had stopped everything (before its events were
+    /// merged and compressed).
     pub wall_s: f64,
     /// MTA nodes and whether each was alive at the end (a dead node's spool is stranded mail).
     pub nodes: Vec<NodeRecord>,
@@ -120,11 +121,26 @@ pub fn provider_map(f: &ScenarioFile) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A recipient's provider under `map` (from [`provider_map`]), for compacting and expanding
+/// events.
+pub fn provider_of(map: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
+    move |rcpt| map.get(&events::domain_of(rcpt).to_ascii_lowercase()).cloned()
+}
+
 /// Reads a run directory, measures, and writes summary.json, report.md, report.html,
 /// latency.hlog and charts/ into it (everything `report::write_all` writes); returns the summary.
 pub fn render(dir: &Path) -> Result<Summary, RenderError> {
-    for missing in ["scenario.yaml", "events.jsonl", RUN_FILE] {
-        if !dir.join(missing).is_file() {
+    let events_path = [events::RUN_EVENTS_FILE, events::LEGACY_EVENTS_FILE]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join(events::RUN_EVENTS_FILE));
+    for missing in ["scenario.yaml", events::RUN_EVENTS_FILE, RUN_FILE] {
+        let present = match missing {
+            events::RUN_EVENTS_FILE => events_path.is_file(),
+            f => dir.join(f).is_file(),
+        };
+        if !present {
             return Err(RenderError::NotARunDir {
                 dir: dir.to_path_buf(),
                 missing,
@@ -135,8 +151,14 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
     // resolved copy in a run directory is not where the original was. Only its numbers matter.
     let f: ScenarioFile = Source::read(&dir.join("scenario.yaml"))?.parse()?;
     let run = RunRecord::read(dir)?;
-    let events_path = dir.join("events.jsonl");
-    let (all, torn) = events::read_file(&events_path).map_err(|e| input(&events_path, e))?;
+    let (mut all, torn) = events::read_file(&events_path).map_err(|e| input(&events_path, e))?;
+    let providers = provider_map(&f);
+    {
+        let lookup = provider_of(&providers);
+        for e in &mut all {
+            e.expand(&lookup);
+        }
+    }
     if torn > 0 {
         return Err(input(&events_path, format!("{torn} lines are not events")));
     }
@@ -149,7 +171,7 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
         duration_s: f.duration.0.as_secs_f64(),
         slo_ms: f.slo.delivery_time.as_secs_f64() * 1e3,
         slo_target: f.slo.target.0,
-        providers: provider_map(&f),
+        providers,
         thresholds: f.thresholds.clone(),
     };
     let analysis = measure::analyze(&all, &spooled, &inputs);

@@ -216,3 +216,14 @@ fn socket2_bind(src: std::net::IpAddr, dst: SocketAddr) -> std::net::TcpStream {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
+
+/// The merged events of a run directory as JSON-lines text (`events.jsonl.zst`, decompressed;
+/// or the plain `events.jsonl` of older runs).
+pub fn run_events(dir: &Path) -> String {
+    let z = dir.join("events.jsonl.zst");
+    if z.is_file() {
+        let bytes = zstd::decode_all(std::fs::File::open(&z).unwrap()).unwrap();
+        return String::from_utf8(bytes).unwrap();
+    }
+    std::fs::read_to_string(dir.join("events.jsonl")).unwrap()
+}

@@ -163,13 +163,20 @@ impl LogSpool {
         Ok(out)
     }
 
-    /// Stops the committer after it has answered everything queued.
+    /// Stops the committer after it has answered everything queued. The segment it was
+    /// writing is deleted too if nothing in it is live, so a cleanly stopped node leaves only
+    /// undelivered mail on disk (not every message it ever carried).
     pub fn close(&self) {
         lock(&self.tx).take();
         if let Some(h) = lock(&self.committer).take() {
             let _ = h.join();
         }
-        lock(&self.books).flush_done();
+        let mut b = lock(&self.books);
+        b.flush_done();
+        let current = b.current;
+        // No segment is being written any more.
+        b.current = u32::MAX;
+        b.maybe_delete(current);
     }
 }
 

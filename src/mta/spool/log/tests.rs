@@ -132,3 +132,26 @@ async fn concurrent_stores_share_syncs() {
     drop(s);
     assert_eq!(LogSpool::scan(dir.path()).unwrap().len(), 400);
 }
+
+#[tokio::test]
+async fn a_clean_close_leaves_only_live_mail_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogSpool::open(dir.path()).unwrap();
+    let ids = store_n(&s, 10).await;
+    for id in &ids {
+        s.remove(*id);
+    }
+    s.close();
+    assert!(
+        list_segments(dir.path()).unwrap().is_empty(),
+        "the delivered segment is gone"
+    );
+    // With live mail the segment stays, and recovers.
+    let s = LogSpool::open(dir.path()).unwrap();
+    let ids = store_n(&s, 3).await;
+    s.remove(ids[0]);
+    s.close();
+    drop(s);
+    let s = LogSpool::open(dir.path()).unwrap();
+    assert_eq!(s.recover().unwrap().len(), 2);
+}
