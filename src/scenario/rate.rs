@@ -14,6 +14,22 @@ use serde::Deserialize;
 use super::model::{Curve, CurveAt, NamedCurve, RateSpec, SizeDist, SizeSpec};
 use crate::units::{Dur, Percent, Rate, Size};
 
+/// A YAML number read as the text it would be (`300` as `"300"`), so a value parses one way
+/// whether the file quoted it or not.
+macro_rules! numbers_as_text {
+    ($value:ty) => {
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<$value, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<$value, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<$value, E> {
+            self.visit_str(&v.to_string())
+        }
+    };
+}
+
 const RATE_EXAMPLE: &str =
     "a rate such as `300/s`, or `{ peak: 2000/s, curve: black-friday | flat | waves | [[0%, 0.2], [50%, 1]] | [[0s, 50/s], [20s, 300/s]] }`";
 
@@ -38,17 +54,7 @@ impl<'de> Visitor<'de> for RateVisitor {
             .map_err(|e| E::custom(format!("{e}; expected {RATE_EXAMPLE}")))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RateSpec, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RateSpec, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RateSpec, E> {
-        self.visit_str(&v.to_string())
-    }
+    numbers_as_text!(RateSpec);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RateSpec, A::Error> {
         let (mut peak, mut curve) = (None, None);
@@ -237,15 +243,7 @@ fn de_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
             Ok(v.to_string())
         }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
+        numbers_as_text!(String);
     }
     d.deserialize_any(S)
 }
@@ -273,17 +271,7 @@ impl<'de> Visitor<'de> for SizeVisitor {
             .map_err(|e| E::custom(format!("{e}; expected {SIZE_EXAMPLE}")))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeSpec, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeSpec, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<SizeSpec, E> {
-        self.visit_str(&v.to_string())
-    }
+    numbers_as_text!(SizeSpec);
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SizeSpec, A::Error> {
         SizeDist::deserialize(de::value::MapAccessDeserializer::new(map)).map(SizeSpec::Dist)
