@@ -14,7 +14,9 @@ use super::spool::{Meta, SpoolId};
 pub struct Job {
     pub spool_id: SpoolId,
     pub meta: Arc<Meta>,
-    pub body: Arc<Vec<u8>>,
+    /// The message, only while an attempt is under way: a queued or waiting job holds none
+    /// (delivery reads it back from the spool), so a deep queue costs no memory for bodies.
+    pub body: Option<Arc<Vec<u8>>>,
     pub domain: String,
     pub rcpts: Vec<String>,
     /// Attempts made so far.

@@ -15,6 +15,7 @@ pub mod pace;
 pub mod process;
 pub mod queue;
 pub mod responses;
+pub mod retry;
 pub mod routing;
 pub mod screen;
 pub mod spool;

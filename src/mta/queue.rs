@@ -31,6 +31,7 @@ use super::eventlog::EventLog;
 pub use super::job::Job;
 use super::pace::Pace;
 use super::responses::{Action, ResponseTable, Verdict};
+use super::retry::Waiting;
 use super::routing::{Routing, REROUTE_HOLD};
 use super::screen::Screen;
 use super::spool::{Meta, Spool, SpoolId};
@@ -88,6 +89,8 @@ pub struct Queues {
     pool_paces: HashMap<String, Mutex<Pace>>,
     /// Where mail goes: MX choice, egress pools and addresses, remembered reroutes.
     routing: Routing,
+    /// Jobs waiting for their next attempt (one heap and one task for all of them).
+    waiting: Waiting,
 }
 
 impl Queues {
@@ -125,7 +128,7 @@ impl Queues {
             None => HashMap::new(),
         };
         let routing = Routing::new(&cfg.egress_pools, cfg.default_pool.clone());
-        Arc::new(Queues {
+        let q = Arc::new(Queues {
             cfg,
             responses,
             spool,
@@ -141,7 +144,13 @@ impl Queues {
             pool_slots,
             pool_paces,
             routing,
-        })
+            waiting: Waiting::default(),
+        });
+        // The one retry timer: due jobs go back to their domain queues until the node stops.
+        let me = q.clone();
+        let stopping = q.stopping.clone();
+        tokio::spawn(async move { me.waiting.run(stopping, |job| me.enqueue(job)).await });
+        q
     }
 
     /// Jobs not yet finished (queued, in flight or waiting to retry).
@@ -188,7 +197,7 @@ impl Queues {
             self.enqueue(Job {
                 spool_id,
                 meta: meta.clone(),
-                body: body.clone(),
+                body: None,
                 domain,
                 rcpts,
                 attempt: 0,
@@ -198,7 +207,9 @@ impl Queues {
         }
     }
 
-    fn enqueue(self: &Arc<Self>, job: Job) {
+    fn enqueue(self: &Arc<Self>, mut job: Job) {
+        // A waiting job holds no body: the attempt reads it back from the spool.
+        job.body = None;
         let domain = job.domain.clone();
         let spawn = {
             let mut map = lock(&self.domains);
@@ -368,13 +379,23 @@ impl Queues {
             }
         };
         self.pace(&domain, self.routing.pool_name(job.pool.as_deref())).await;
+        let body = match self.spool.read_body(job.spool_id) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                // The message is still spooled (and recovered on restart); try again later.
+                let r = Reply::new(451, Some("4.3.0"), &format!("cannot read the spooled message: {e}"));
+                self.attempt_failed_all(job, &r, None);
+                return conn;
+            }
+        };
+        job.body = Some(body.clone());
         let Some(c) = conn.as_mut() else {
             return None; // invariant: set just above
         };
         c.sent += 1;
         let client = &mut c.client;
         let source_ip = client.local_addr().ip().to_string();
-        match client.send(&job.meta.from, &job.rcpts, &job.body).await {
+        match client.send(&job.meta.from, &job.rcpts, &body).await {
             Ok(out) => self.handle_outcome(job, &out, &source_ip),
             Err(e) => {
                 conn = None;
@@ -501,15 +522,12 @@ impl Queues {
             ),
             _ => {}
         }
-        let me = self.clone();
-        let mut stopping = self.stopping.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs_f64(delay)) => me.enqueue(job),
-                // Stopping: the message stays in the spool and is recovered on restart.
-                _ = stopping.wait_for(|s| *s) => {}
-            }
-        });
+        // Stopping first: the message stays in the spool and is recovered on restart.
+        job.body = None;
+        self.waiting.park(
+            job,
+            Instant::now() + Duration::try_from_secs_f64(delay).unwrap_or(r.max_delay.0),
+        );
     }
 
     /// With `dsn: true`, queues a delivery status notification to the envelope sender for
@@ -521,7 +539,13 @@ impl Queues {
         if !self.cfg.dsn || job.meta.from.is_empty() || rcpts.is_empty() {
             return;
         }
-        let (meta, body) = super::notice::bounce(&self.cfg, job, rcpts, reply, status);
+        // The attempt that failed usually loaded the message; after a failed connect it did
+        // not, and the notice must still return the original's headers (they name it).
+        let original = match &job.body {
+            Some(b) => b.clone(),
+            None => Arc::new(self.spool.read_body(job.spool_id).unwrap_or_default()),
+        };
+        let (meta, body) = super::notice::bounce(&self.cfg, job, &original, rcpts, reply, status);
         let body = Arc::new(body);
         *lock(&self.pending).entry(job.spool_id).or_insert(0) += 1;
         let stored = self.spool.store(meta.clone(), body.clone());

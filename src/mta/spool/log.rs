@@ -1,7 +1,9 @@
 //! A group-commit segment log on local disk.
 //!
 //! ```text
-//! spool/seg-00000001.log    records: [kind u8][len u32][crc32 u32][payload]
+//! spool/seg-00000001.log    records: [kind u8][len u32][crc32 u32][payload]; a message's
+//!                           id is (segment << 40) | the record's offset, so it is read back
+//!                           by one positioned read
 //!                           message payload: [id u64][meta_len u32][meta JSON][body]
 //! spool/seg-00000001.done   removed ids of that segment, 8 bytes each (not fsynced)
 //! ```
@@ -44,6 +46,13 @@ const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 const KIND_MESSAGE: u8 = 1;
 const HEADER: usize = 1 + 4 + 4;
 
+/// Bits of a [`SpoolId`] that hold the record's offset in its segment.
+const OFFSET_BITS: u32 = 40;
+
+fn seg_of(id: SpoolId) -> u32 {
+    (id >> OFFSET_BITS) as u32
+}
+
 fn seg_path(dir: &Path, seg: u32, ext: &str) -> PathBuf {
     dir.join(format!("seg-{seg:08}.{ext}"))
 }
@@ -63,6 +72,8 @@ struct Books {
     current: u32,
     /// Open `.done` writers.
     done: HashMap<u32, BufWriter<File>>,
+    /// Segments opened for reading bodies back (closed when the segment is deleted).
+    readers: HashMap<u32, Arc<File>>,
 }
 
 impl Books {
@@ -73,6 +84,7 @@ impl Books {
         }
         self.live.remove(&seg);
         self.done.remove(&seg);
+        self.readers.remove(&seg);
         for ext in ["log", "done", "cut"] {
             let p = seg_path(&self.dir, seg, ext);
             if let Err(e) = fs::remove_file(&p) {
@@ -126,6 +138,7 @@ impl LogSpool {
             live,
             current,
             done: HashMap::new(),
+            readers: HashMap::new(),
         };
         for seg in segs {
             books.maybe_delete(seg);
@@ -203,8 +216,24 @@ impl Spool for LogSpool {
         rx
     }
 
+    fn read_body(&self, id: SpoolId) -> io::Result<Vec<u8>> {
+        let seg = seg_of(id);
+        let file = {
+            let mut b = lock(&self.books);
+            match b.readers.get(&seg) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Arc::new(File::open(seg_path(&b.dir, seg, "log"))?);
+                    b.readers.insert(seg, f.clone());
+                    f
+                }
+            }
+        };
+        read_record_body(&file, id)
+    }
+
     fn remove(&self, id: SpoolId) {
-        let seg = (id >> 32) as u32;
+        let seg = seg_of(id);
         let mut b = lock(&self.books);
         let dir = b.dir.clone();
         let w = match b.done.entry(seg) {
@@ -244,7 +273,6 @@ struct SegmentWriter {
     seg: u32,
     file: BufWriter<File>,
     bytes: u64,
-    next: u32,
 }
 
 impl SegmentWriter {
@@ -259,13 +287,11 @@ impl SegmentWriter {
             seg,
             file: BufWriter::with_capacity(1 << 20, f),
             bytes: 0,
-            next: 0,
         })
     }
 
     fn append(&mut self, meta: &Meta, body: &[u8]) -> io::Result<SpoolId> {
-        let id = (u64::from(self.seg) << 32) | u64::from(self.next);
-        self.next += 1;
+        let id = (u64::from(self.seg) << OFFSET_BITS) | self.bytes;
         let meta_json = serde_json::to_vec(meta).map_err(io::Error::other)?;
         let len = 8 + 4 + meta_json.len() + body.len();
         let mut crc = crc32fast::Hasher::new();
@@ -290,21 +316,20 @@ impl SegmentWriter {
         self.file.get_ref().sync_data()
     }
 
-    /// Where the next batch begins: (bytes, next record number).
-    fn mark(&self) -> (u64, u32) {
-        (self.bytes, self.next)
+    /// Where the next batch begins (its byte offset).
+    fn mark(&self) -> u64 {
+        self.bytes
     }
 
     /// Undoes everything since `mark`: what is still buffered is dropped, the file is cut back
-    /// and the cut is synced. Record numbers are reused (nothing was acknowledged with them).
-    fn rewind(&mut self, (bytes, next): (u64, u32)) -> io::Result<()> {
+    /// and the cut is synced. Offsets, and so ids, are reused (none was acknowledged).
+    fn rewind(&mut self, bytes: u64) -> io::Result<()> {
         let placeholder = BufWriter::with_capacity(0, self.file.get_ref().try_clone()?);
         let (file, _unwritten) = std::mem::replace(&mut self.file, placeholder).into_parts();
         let cut = file.set_len(bytes).and_then(|()| file.sync_all());
         self.file = BufWriter::with_capacity(1 << 20, file);
         cut?;
         self.bytes = bytes;
-        self.next = next;
         Ok(())
     }
 }
@@ -387,7 +412,7 @@ fn commit_loop(rx: std_mpsc::Receiver<Request>, mut w: SegmentWriter, books: Arc
                     let _ = req.reply.send(Err(io::Error::new(e.kind(), why.clone())));
                 }
                 if let Err(cut) = undone {
-                    refuse_forever(&rx, &books, w.seg, mark.0, &cut);
+                    refuse_forever(&rx, &books, w.seg, mark, &cut);
                     return;
                 }
                 backoff.failed();
@@ -431,6 +456,34 @@ fn refuse_forever(rx: &std_mpsc::Receiver<Request>, books: &Mutex<Books>, seg: u
             "spool disabled after a failed write it could not undo",
         )));
     }
+}
+
+/// The body of the message record at `id`'s offset, checked against its CRC and its id.
+fn read_record_body(file: &File, id: SpoolId) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let offset = id & ((1u64 << OFFSET_BITS) - 1);
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("spool record {id:x}: {why}"));
+    let mut head = [0u8; HEADER];
+    file.read_exact_at(&mut head, offset)?;
+    let len = u32::from_le_bytes(head[1..5].try_into().unwrap_or_default()) as usize;
+    let crc = u32::from_le_bytes(head[5..9].try_into().unwrap_or_default());
+    if head[0] != KIND_MESSAGE || len < 12 {
+        return Err(bad("not a message record"));
+    }
+    let mut payload = vec![0u8; len];
+    file.read_exact_at(&mut payload, offset + HEADER as u64)?;
+    if crc32fast::hash(&payload) != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    if u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()) != id {
+        return Err(bad("id mismatch"));
+    }
+    let meta_len = u32::from_le_bytes(payload[8..12].try_into().unwrap_or_default()) as usize;
+    if 12 + meta_len > len {
+        return Err(bad("meta longer than the record"));
+    }
+    payload.drain(..12 + meta_len);
+    Ok(payload)
 }
 
 fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {

@@ -16,8 +16,9 @@ use tokio::sync::oneshot;
 
 pub use log::LogSpool;
 
-/// A spooled message's identity in one spool: segment number in the high 32 bits, record
-/// number in the low 32.
+/// A spooled message's identity in one spool, and where it is: segment number in the high 24
+/// bits, the record's byte offset in that segment in the low 40. So reading a message back
+/// needs no index in memory.
 pub type SpoolId = u64;
 
 /// The envelope and identity kept beside the body.
@@ -43,6 +44,9 @@ pub struct Recovered {
 pub trait Spool: Send + Sync + 'static {
     /// Queues the message for the next commit; the receiver resolves once it is durable.
     fn store(&self, meta: Meta, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>>;
+    /// Reads a stored message's body back (delivery reads it here at each attempt, so queued
+    /// mail costs no memory for its body).
+    fn read_body(&self, id: SpoolId) -> io::Result<Vec<u8>>;
     /// Forgets a message that reached a terminal state. Not fsynced: if the removal is lost in
     /// a crash the message is delivered again — a countable duplicate, never a loss.
     fn remove(&self, id: SpoolId);
