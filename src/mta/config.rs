@@ -130,6 +130,17 @@ impl NodeConfig {
         if cfg.routes.is_empty() {
             return Err(src.error_at("routes", 1, "routes: at least one route is needed"));
         }
+        if cfg.limits.max_recipients > super::job::MAX_RCPTS {
+            return Err(src.error_at(
+                "max_recipients",
+                src.top_key_line("limits"),
+                format!(
+                    "limits: max_recipients {} is more than a queued job tracks (at most {})",
+                    cfg.limits.max_recipients,
+                    super::job::MAX_RCPTS
+                ),
+            ));
+        }
         for (d, addrs) in &cfg.routes {
             if addrs.is_empty() {
                 return Err(src.error_at(d, src.top_key_line("routes"), format!("routes: `{d}` has no addresses")));

@@ -29,6 +29,7 @@ use super::config::NodeConfig;
 use super::eventlog::EventLog;
 // `Job` lives in `job.rs` (shared with `notice.rs`); this stays its public path.
 pub use super::job::Job;
+use super::job::{Names, Parked};
 use super::pace::Pace;
 use super::responses::{Action, ResponseTable, Verdict};
 use super::retry::Waiting;
@@ -59,7 +60,7 @@ struct Conn {
 }
 
 struct DomainState {
-    ready: VecDeque<Job>,
+    ready: VecDeque<Parked>,
     workers: usize,
     idle: usize,
     notify: Arc<Notify>,
@@ -75,6 +76,8 @@ pub struct Queues {
     client: ClientConfig,
     domains: Mutex<HashMap<String, DomainState>>,
     /// Outstanding jobs per spooled message; at zero the spool file is removed.
+    /// Outstanding jobs of messages with more than one (absent: exactly one), so the common
+    /// one-domain message costs no entry here.
     pending: Mutex<HashMap<SpoolId, usize>>,
     screen: Screen,
     rng: Mutex<ChaCha8Rng>,
@@ -91,6 +94,8 @@ pub struct Queues {
     routing: Routing,
     /// Jobs waiting for their next attempt (one heap and one task for all of them).
     waiting: Waiting,
+    /// Domain and pool names of parked jobs.
+    names: Names,
 }
 
 impl Queues {
@@ -145,6 +150,7 @@ impl Queues {
             pool_paces,
             routing,
             waiting: Waiting::default(),
+            names: Names::default(),
         });
         // The one retry timer: due jobs go back to their domain queues until the node stops.
         let me = q.clone();
@@ -172,8 +178,8 @@ impl Queues {
         } else {
             None
         };
-        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
-        for rcpt in &meta.rcpts {
+        let mut by_domain: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, rcpt) in meta.rcpts.iter().enumerate() {
             if let Some(reason) = whole.clone().or_else(|| self.screen.recipient(rcpt)) {
                 let mut e = Event::new(now_ns(), meta.msg_id.clone(), Kind::Dropped);
                 e.rcpt = Some(rcpt.clone());
@@ -183,34 +189,25 @@ impl Queues {
             }
             let domain = crate::events::domain_of(rcpt).to_ascii_lowercase();
             match by_domain.iter_mut().find(|(d, _)| *d == domain) {
-                Some((_, v)) => v.push(rcpt.clone()),
-                None => by_domain.push((domain, vec![rcpt.clone()])),
+                Some((_, v)) => v.push(i),
+                None => by_domain.push((domain, vec![i])),
             }
         }
         if by_domain.is_empty() {
             self.remove_from_spool(spool_id);
             return;
         }
-        lock(&self.pending).insert(spool_id, by_domain.len());
+        if by_domain.len() > 1 {
+            lock(&self.pending).insert(spool_id, by_domain.len());
+        }
         for (domain, rcpts) in by_domain {
             self.live.fetch_add(1, Ordering::Relaxed);
-            self.enqueue(Job {
-                spool_id,
-                meta: meta.clone(),
-                body: None,
-                domain,
-                rcpts,
-                attempt: 0,
-                pool: None,
-                route_idx: 0,
-            });
+            self.enqueue(Parked::new(spool_id, rcpts, &domain, &self.names));
         }
     }
 
-    fn enqueue(self: &Arc<Self>, mut job: Job) {
-        // A waiting job holds no body: the attempt reads it back from the spool.
-        job.body = None;
-        let domain = job.domain.clone();
+    fn enqueue(self: &Arc<Self>, job: Parked) {
+        let domain = job.domain(&self.names).to_string();
         let spawn = {
             let mut map = lock(&self.domains);
             let st = map.entry(domain.clone()).or_insert_with(|| self.domain_state());
@@ -230,7 +227,7 @@ impl Queues {
 
     /// Next job for a domain's worker, or `None` when idle too long or stopping (the worker
     /// count is decremented under the same lock, so a job queued meanwhile starts a new worker).
-    async fn next_job(&self, domain: &str) -> Option<Job> {
+    async fn next_job(&self, domain: &str) -> Option<Parked> {
         let deadline = tokio::time::Instant::now() + WORKER_IDLE;
         loop {
             let notify = {
@@ -265,13 +262,27 @@ impl Queues {
 
     async fn worker(self: Arc<Self>, domain: String) {
         let mut conn: Option<Conn> = None;
-        while let Some(job) = self.next_job(&domain).await {
+        while let Some(parked) = self.next_job(&domain).await {
+            let Some(job) = self.unpark(parked) else { continue };
             self.busy.fetch_add(1, Ordering::Relaxed);
             conn = self.attempt(job, conn).await;
             self.busy.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(c) = conn {
             c.client.quit().await;
+        }
+    }
+
+    /// The job in hand, read back from the spool. A message that cannot be read is tried
+    /// again after the first retry delay (it stays spooled, and a restart recovers it).
+    fn unpark(&self, p: Parked) -> Option<Job> {
+        match self.spool.read(p.spool_id) {
+            Ok((meta, body)) => Some(p.unpark(&self.names, meta, body)),
+            Err(e) => {
+                tracing::warn!("cannot read spooled message {:x}: {e}; trying again later", p.spool_id);
+                self.waiting.park(p, Instant::now() + self.cfg.retry.initial.0);
+                None
+            }
         }
     }
 
@@ -379,16 +390,7 @@ impl Queues {
             }
         };
         self.pace(&domain, self.routing.pool_name(job.pool.as_deref())).await;
-        let body = match self.spool.read_body(job.spool_id) {
-            Ok(b) => Arc::new(b),
-            Err(e) => {
-                // The message is still spooled (and recovered on restart); try again later.
-                let r = Reply::new(451, Some("4.3.0"), &format!("cannot read the spooled message: {e}"));
-                self.attempt_failed_all(job, &r, None);
-                return conn;
-            }
-        };
-        job.body = Some(body.clone());
+        let body = job.body.clone();
         let Some(c) = conn.as_mut() else {
             return None; // invariant: set just above
         };
@@ -522,10 +524,10 @@ impl Queues {
             ),
             _ => {}
         }
-        // Stopping first: the message stays in the spool and is recovered on restart.
-        job.body = None;
+        // Parked, the job keeps only where its message is; stopping leaves it in the spool,
+        // where a restart recovers it.
         self.waiting.park(
-            job,
+            job.park(&self.names),
             Instant::now() + Duration::try_from_secs_f64(delay).unwrap_or(r.max_delay.0),
         );
     }
@@ -539,15 +541,10 @@ impl Queues {
         if !self.cfg.dsn || job.meta.from.is_empty() || rcpts.is_empty() {
             return;
         }
-        // The attempt that failed usually loaded the message; after a failed connect it did
-        // not, and the notice must still return the original's headers (they name it).
-        let original = match &job.body {
-            Some(b) => b.clone(),
-            None => Arc::new(self.spool.read_body(job.spool_id).unwrap_or_default()),
-        };
-        let (meta, body) = super::notice::bounce(&self.cfg, job, &original, rcpts, reply, status);
+        let (meta, body) = super::notice::bounce(&self.cfg, job, &job.body, rcpts, reply, status);
         let body = Arc::new(body);
-        *lock(&self.pending).entry(job.spool_id).or_insert(0) += 1;
+        // Absent means one outstanding job: the notice makes it two.
+        *lock(&self.pending).entry(job.spool_id).or_insert(1) += 1;
         let stored = self.spool.store(meta.clone(), body.clone());
         let (me, original) = (self.clone(), job.spool_id);
         tokio::spawn(async move {
@@ -573,15 +570,17 @@ impl Queues {
     fn release(&self, spool_id: SpoolId) {
         let done = {
             let mut p = lock(&self.pending);
+            // Absent means one: that one is done now. Two left become one, i.e. absent.
             match p.get_mut(&spool_id) {
-                Some(n) if *n > 1 => {
+                Some(n) if *n > 2 => {
                     *n -= 1;
                     false
                 }
-                _ => {
+                Some(_) => {
                     p.remove(&spool_id);
-                    true
+                    false
                 }
+                None => true,
             }
         };
         if done {

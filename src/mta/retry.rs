@@ -13,14 +13,14 @@ use std::sync::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::job::Job;
+use super::job::Parked;
 use crate::sync::lock;
 
 /// A job and when it is due; ordered so the heap's top is the earliest (ties: first parked).
 struct Due {
     at: Instant,
     seq: u64,
-    job: Job,
+    job: Parked,
 }
 
 impl PartialEq for Due {
@@ -52,7 +52,7 @@ pub struct Waiting {
 
 impl Waiting {
     /// Parks `job` until `at`.
-    pub fn park(&self, job: Job, at: Instant) {
+    pub fn park(&self, job: Parked, at: Instant) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut heap = lock(&self.heap);
         let first = heap.peek().is_none_or(|d| at < d.at);
@@ -74,7 +74,7 @@ impl Waiting {
 
     /// Hands every due job to `due`, until `stopping` turns true. Jobs still waiting then stay
     /// in the spool; a restart recovers them.
-    pub async fn run(&self, mut stopping: watch::Receiver<bool>, due: impl Fn(Job)) {
+    pub async fn run(&self, mut stopping: watch::Receiver<bool>, due: impl Fn(Parked)) {
         loop {
             let next = {
                 let mut heap = lock(&self.heap);
@@ -112,22 +112,14 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    fn job(n: u64) -> Job {
-        Job {
-            spool_id: n,
-            meta: Arc::new(crate::mta::spool::Meta {
-                msg_id: format!("m.{n}"),
-                from: String::new(),
-                rcpts: Vec::new(),
-                received_ns: 0,
-            }),
-            body: None,
-            domain: "d.test".into(),
-            rcpts: Vec::new(),
-            attempt: 0,
-            pool: None,
-            route_idx: 0,
-        }
+    fn job(n: u64) -> Parked {
+        Parked::new(n, [0], "d.test", &crate::mta::job::Names::default())
+    }
+
+    /// SPEC §14's budget: a waiting job's tracked state is at most 64 bytes.
+    #[test]
+    fn a_waiting_job_fits_the_budget() {
+        assert!(std::mem::size_of::<Due>() <= 64, "{} bytes", std::mem::size_of::<Due>());
     }
 
     #[tokio::test(start_paused = true)]

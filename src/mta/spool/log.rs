@@ -216,7 +216,7 @@ impl Spool for LogSpool {
         rx
     }
 
-    fn read_body(&self, id: SpoolId) -> io::Result<Vec<u8>> {
+    fn read(&self, id: SpoolId) -> io::Result<(Meta, Vec<u8>)> {
         let seg = seg_of(id);
         let file = {
             let mut b = lock(&self.books);
@@ -229,7 +229,7 @@ impl Spool for LogSpool {
                 }
             }
         };
-        read_record_body(&file, id)
+        read_record(&file, id)
     }
 
     fn remove(&self, id: SpoolId) {
@@ -458,8 +458,8 @@ fn refuse_forever(rx: &std_mpsc::Receiver<Request>, books: &Mutex<Books>, seg: u
     }
 }
 
-/// The body of the message record at `id`'s offset, checked against its CRC and its id.
-fn read_record_body(file: &File, id: SpoolId) -> io::Result<Vec<u8>> {
+/// The message record at `id`'s offset, checked against its CRC and its id.
+fn read_record(file: &File, id: SpoolId) -> io::Result<(Meta, Vec<u8>)> {
     use std::os::unix::fs::FileExt as _;
     let offset = id & ((1u64 << OFFSET_BITS) - 1);
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("spool record {id:x}: {why}"));
@@ -482,8 +482,9 @@ fn read_record_body(file: &File, id: SpoolId) -> io::Result<Vec<u8>> {
     if 12 + meta_len > len {
         return Err(bad("meta longer than the record"));
     }
+    let meta: Meta = serde_json::from_slice(&payload[12..12 + meta_len]).map_err(|e| bad(&format!("meta: {e}")))?;
     payload.drain(..12 + meta_len);
-    Ok(payload)
+    Ok((meta, payload))
 }
 
 fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {

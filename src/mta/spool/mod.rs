@@ -44,9 +44,9 @@ pub struct Recovered {
 pub trait Spool: Send + Sync + 'static {
     /// Queues the message for the next commit; the receiver resolves once it is durable.
     fn store(&self, meta: Meta, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>>;
-    /// Reads a stored message's body back (delivery reads it here at each attempt, so queued
-    /// mail costs no memory for its body).
-    fn read_body(&self, id: SpoolId) -> io::Result<Vec<u8>>;
+    /// Reads a stored message back, envelope and body (delivery reads it here at each attempt,
+    /// so queued mail costs no memory for either).
+    fn read(&self, id: SpoolId) -> io::Result<(Meta, Vec<u8>)>;
     /// Forgets a message that reached a terminal state. Not fsynced: if the removal is lost in
     /// a crash the message is delivered again — a countable duplicate, never a loss.
     fn remove(&self, id: SpoolId);
