@@ -18,23 +18,9 @@ cleanup() { kill "${INBOX_PID:-}" "${NODE_PID:-}" 2>/dev/null || true; wait 2>/d
 trap cleanup EXIT
 
 INBOX=127.0.9.1:2525
-"$BIN" inbox --rules generic --listen "$INBOX" >"$WORK/inbox.out" 2>"$WORK/inbox.err" &
-INBOX_PID=$!
-cat >"$WORK/node.yaml" <<YAML
-node: fuzz-1
-region: fuzz
-listen: 127.0.9.2:2525
-relay_networks: [127.0.0.0/8]
-spool: { kind: local, dir: spool }
-routes: { "*": [$INBOX] }
-egress_pools: { p: [127.0.9.3] }
-events: events.jsonl
-YAML
-"$BIN" mta --config "$WORK/node.yaml" >"$WORK/node.out" 2>"$WORK/node.err" &
-NODE_PID=$!
-sleep 1
+start_inbox_and_node "$WORK" "$INBOX" generic 127.0.9.2:2525 127.0.9.3
 
-rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
+rss_mb() { echo $(( $(rss_kb "$1") / 1024 )); }
 alive() { kill -0 "$1" 2>/dev/null; }
 # Warm up (buffers, pools), then take the baseline.
 python3 "$(dirname "$0")/smtp_fuzz.py" --seconds 5 --target inbox="$INBOX" --target mta=127.0.9.2:2525 >/dev/null

@@ -20,23 +20,9 @@ rules:
   - { stage: rcpt, reply: "451 4.3.0 Try again later" }
 YAML
 INBOX=127.0.9.11:2525
-"$BIN" inbox --rules "$WORK/defer.yaml" --listen "$INBOX" >/dev/null 2>"$WORK/inbox.err" &
-INBOX_PID=$!
-cat >"$WORK/node.yaml" <<YAML
-node: q-1
-region: q
-listen: 127.0.9.12:2525
-relay_networks: [127.0.0.0/8]
-spool: { kind: local, dir: spool }
-routes: { "*": [$INBOX] }
-egress_pools: { p: [127.0.9.13] }
-retry: { initial: 10m, factor: 2, max_delay: 20m, jitter: 0%, give_up: 2h }
-events: events.jsonl
-YAML
-"$BIN" mta --config "$WORK/node.yaml" >"$WORK/node.out" 2>"$WORK/node.err" &
-NODE_PID=$!
-sleep 1
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Retries far away: every message waits in the queue for the whole measurement.
+start_inbox_and_node "$WORK" "$INBOX" "$WORK/defer.yaml" 127.0.9.12:2525 127.0.9.13 \
+  "retry: { initial: 10m, factor: 2, max_delay: 20m, jitter: 0%, give_up: 2h }"
 before="$(rss_kb "$NODE_PID")"
 "$BIN" gen --target 127.0.9.12:2525 --rate max --count "$N" --size 4KiB --connections 16 --out "$WORK/gen" --quiet
 # Every message gets one attempt (deferred), then waits for its retry in 10 minutes.

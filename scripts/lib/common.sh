@@ -61,6 +61,31 @@ apt_install() { # packages...; `apt-get update` only when there are no lists or 
 # --- processes ------------------------------------------------------------------------------
 pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; } # pid: resident set size in KiB
+
+# start_inbox_and_node DIR INBOX_ADDR RULES NODE_ADDR POOL_IP [EXTRA_NODE_YAML]: a standalone
+# mock inbox (rules: a shipped name or a path) and a reference-MTA node routing every domain to
+# it, with their output in DIR; sets INBOX_PID and NODE_PID. Callers stop them.
+start_inbox_and_node() {
+  local dir="$1" inbox="$2" rules="$3" node="$4" pool="$5" extra="${6:-}"
+  "$BIN" inbox --rules "$rules" --listen "$inbox" >"$dir/inbox.out" 2>"$dir/inbox.err" &
+  INBOX_PID=$!
+  cat >"$dir/node.yaml" <<YAML
+node: n-1
+region: r
+listen: $node
+relay_networks: [127.0.0.0/8]
+spool: { kind: local, dir: spool }
+routes: { "*": [$inbox] }
+egress_pools: { p: [$pool] }
+events: events.jsonl
+$extra
+YAML
+  "$BIN" mta --config "$dir/node.yaml" >"$dir/node.out" 2>"$dir/node.err" &
+  NODE_PID=$!
+  sleep 1
+}
+
 stop_pid() { # pid, tenths of a second: SIGTERM, SIGKILL if it still runs after that, then reap it
   kill -TERM "$1" 2>/dev/null || true
   wait_gone "$1" "$2" || kill -KILL "$1" 2>/dev/null || true
