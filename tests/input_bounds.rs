@@ -172,3 +172,25 @@ fn odd_files_are_refused_quickly_and_named() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("read as mock-inbox rules: it has `rules:`"), "{err}");
 }
+
+/// The same bounds hold in rule files, for `validate` and for a standalone `inbox --rules`.
+#[test]
+fn rule_files_refuse_absurd_durations() {
+    let dir = tempdir();
+    let p = dir.path().join("rules.yaml");
+    std::fs::write(
+        &p,
+        "provider: x\nlatency: { message: { dist: fixed, value: 99999999999999999999h } }\nrules: []\n",
+    )
+    .unwrap();
+    let p = p.to_str().unwrap();
+    for args in [
+        vec!["validate", p],
+        vec!["inbox", "--rules", p, "--listen", "127.0.9.41:2525"],
+    ] {
+        let o = mailsurge(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(":2:") && err.contains("out of range"), "{args:?}: {err}");
+    }
+}
