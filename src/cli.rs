@@ -412,6 +412,10 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
         eprintln!("error: give --duration D or --count N");
         return EXIT_CONFIG;
     }
+    if let Err(e) = o.check() {
+        eprintln!("error: {e}");
+        return EXIT_CONFIG;
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -62,6 +62,42 @@ pub struct GenOptions {
     pub seed: u64,
 }
 
+impl GenOptions {
+    /// What one generator can carry, as for a scenario's traffic (`scenario::limits`); `Err`
+    /// says which bound a flag crosses (exit 2 before anything is sent).
+    pub fn check(&self) -> Result<(), String> {
+        use crate::scenario::limits::{MAX_CONNECTIONS, MAX_MESSAGE_SIZE, MAX_PLANNED, MAX_RATE};
+        if self.size.0 > MAX_MESSAGE_SIZE {
+            return Err(format!(
+                "--size {} is larger than a message may be (at most 32MiB)",
+                self.size
+            ));
+        }
+        if self.connections > MAX_CONNECTIONS {
+            return Err(format!(
+                "--connections {} is more than a run carries (at most {MAX_CONNECTIONS})",
+                self.connections
+            ));
+        }
+        if let GenRate::PerSecond(r) = self.rate {
+            if r.0 > MAX_RATE {
+                return Err(format!(
+                    "--rate {r} is more than one generator schedules (at most {MAX_RATE}/s)"
+                ));
+            }
+            let planned = self
+                .count
+                .map_or_else(|| r.0 * self.duration.map_or(0.0, |d| d.as_secs_f64()), |n| n as f64);
+            if planned > MAX_PLANNED {
+                return Err(format!(
+                    "{planned:.0} messages are more than one run's schedule holds (at most {MAX_PLANNED:.0})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GenCounts {
     pub generated: u64,

@@ -194,3 +194,23 @@ fn rule_files_refuse_absurd_durations() {
         assert!(err.contains(":2:") && err.contains("out of range"), "{args:?}: {err}");
     }
 }
+
+/// `gen` carries the same bounds as a scenario's traffic.
+#[test]
+fn gen_refuses_what_it_cannot_carry() {
+    for (args, want) in [
+        (vec!["--rate", "100000000/s", "--duration", "30s"], "at most 200000/s"),
+        (vec!["--rate", "100/s", "--count", "100000000"], "at most 50000000"),
+        (
+            vec!["--rate", "max", "--count", "10", "--size", "100GiB"],
+            "at most 32MiB",
+        ),
+    ] {
+        let mut all = vec!["gen", "--target", "127.0.9.42:2525"];
+        all.extend(args);
+        let o = mailsurge(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{all:?}: {err}");
+        assert!(err.contains(want), "{all:?}: {err}");
+    }
+}
