@@ -61,7 +61,9 @@ while pid_alive "$RUN_PID"; do
   for p in "$RUN_PID" $(children_of "$RUN_PID"); do
     [[ -r /proc/$p/status ]] || continue
     kind=run
-    tr '\0' ' ' <"/proc/$p/cmdline" | grep -q ' mta ' && kind=node
+    # A node: `mailsurge mta --config <out>/nodes/<name>/node.yaml`.
+    node="$(tr '\0' ' ' <"/proc/$p/cmdline" | sed -n 's|.* mta --config .*/nodes/\([^/]*\)/node.yaml.*|\1|p')"
+    [[ -n "$node" ]] && kind="node:$node"
     fds=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)
     echo "$now,$p,$kind,$(rss_kb "$p" 2>/dev/null || echo 0),$fds" >>"$SAMPLES"
   done
