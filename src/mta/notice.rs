@@ -12,15 +12,7 @@ use crate::smtp::Reply;
 /// The envelope and bytes of a bounce for `rcpts` of `job`, which failed with `reply`.
 /// `status` overrides the reply's enhanced code (e.g. 4.4.7 for an expiry); empty = the reply's
 /// own, or its class (`5.0.0`).
-/// `original` is the failed message (its headers are returned in the notice).
-pub fn bounce(
-    cfg: &NodeConfig,
-    job: &Job,
-    original: &[u8],
-    rcpts: &[String],
-    reply: &Reply,
-    status: &str,
-) -> (Meta, Vec<u8>) {
+pub fn bounce(cfg: &NodeConfig, job: &Job, rcpts: &[String], reply: &Reply, status: &str) -> (Meta, Vec<u8>) {
     let status = match (status, reply.enhanced.as_deref()) {
         ("", Some(e)) => e.to_string(),
         ("", None) => format!("{}.0.0", reply.code / 100),
@@ -47,7 +39,7 @@ pub fn bounce(
         to: &job.meta.from,
         arrival_ns: job.meta.received_ns,
         recipients: &recipients,
-        original,
+        original: &job.body,
         unique: &unique,
     }
     .render(now_ns());

@@ -390,14 +390,13 @@ impl Queues {
             }
         };
         self.pace(&domain, self.routing.pool_name(job.pool.as_deref())).await;
-        let body = job.body.clone();
         let Some(c) = conn.as_mut() else {
             return None; // invariant: set just above
         };
         c.sent += 1;
         let client = &mut c.client;
         let source_ip = client.local_addr().ip().to_string();
-        match client.send(&job.meta.from, &job.rcpts, &body).await {
+        match client.send(&job.meta.from, &job.rcpts, &job.body).await {
             Ok(out) => self.handle_outcome(job, &out, &source_ip),
             Err(e) => {
                 conn = None;
@@ -541,7 +540,7 @@ impl Queues {
         if !self.cfg.dsn || job.meta.from.is_empty() || rcpts.is_empty() {
             return;
         }
-        let (meta, body) = super::notice::bounce(&self.cfg, job, &job.body, rcpts, reply, status);
+        let (meta, body) = super::notice::bounce(&self.cfg, job, rcpts, reply, status);
         let body = Arc::new(body);
         // Absent means one outstanding job: the notice makes it two.
         *lock(&self.pending).entry(job.spool_id).or_insert(1) += 1;
