@@ -458,6 +458,26 @@ fn refuse_forever(rx: &std_mpsc::Receiver<Request>, books: &Mutex<Books>, seg: u
     }
 }
 
+/// A record header's payload length and CRC, if it is a message record.
+fn record_header(head: &[u8]) -> Option<(usize, u32)> {
+    let len = u32::from_le_bytes(head.get(1..5)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head.get(5..9)?.try_into().ok()?);
+    (head[0] == KIND_MESSAGE && len >= 12).then_some((len, crc))
+}
+
+/// A message payload checked against its CRC: its id, its envelope, and where its body starts.
+/// Recovery and the positioned read both decode records here.
+fn decode_payload(payload: &[u8], crc: u32) -> Result<(SpoolId, Meta, usize), String> {
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let id = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
+    let meta_len = u32::from_le_bytes(payload[8..12].try_into().unwrap_or_default()) as usize;
+    let meta_json = payload.get(12..12 + meta_len).ok_or("meta longer than the record")?;
+    let meta = serde_json::from_slice(meta_json).map_err(|e| format!("meta: {e}"))?;
+    Ok((id, meta, 12 + meta_len))
+}
+
 /// The message record at `id`'s offset, checked against its CRC and its id.
 fn read_record(file: &File, id: SpoolId) -> io::Result<(Meta, Vec<u8>)> {
     use std::os::unix::fs::FileExt as _;
@@ -465,25 +485,14 @@ fn read_record(file: &File, id: SpoolId) -> io::Result<(Meta, Vec<u8>)> {
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("spool record {id:x}: {why}"));
     let mut head = [0u8; HEADER];
     file.read_exact_at(&mut head, offset)?;
-    let len = u32::from_le_bytes(head[1..5].try_into().unwrap_or_default()) as usize;
-    let crc = u32::from_le_bytes(head[5..9].try_into().unwrap_or_default());
-    if head[0] != KIND_MESSAGE || len < 12 {
-        return Err(bad("not a message record"));
-    }
+    let (len, crc) = record_header(&head).ok_or_else(|| bad("not a message record"))?;
     let mut payload = vec![0u8; len];
     file.read_exact_at(&mut payload, offset + HEADER as u64)?;
-    if crc32fast::hash(&payload) != crc {
-        return Err(bad("checksum mismatch"));
-    }
-    if u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()) != id {
+    let (found, meta, body_at) = decode_payload(&payload, crc).map_err(|e| bad(&e))?;
+    if found != id {
         return Err(bad("id mismatch"));
     }
-    let meta_len = u32::from_le_bytes(payload[8..12].try_into().unwrap_or_default()) as usize;
-    if 12 + meta_len > len {
-        return Err(bad("meta longer than the record"));
-    }
-    let meta: Meta = serde_json::from_slice(&payload[12..12 + meta_len]).map_err(|e| bad(&format!("meta: {e}")))?;
-    payload.drain(..12 + meta_len);
+    payload.drain(..body_at);
     Ok((meta, payload))
 }
 
@@ -534,28 +543,20 @@ fn read_segment(dir: &Path, seg: u32, repair: bool) -> io::Result<Vec<Recovered>
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos + HEADER <= buf.len() {
-        let kind = buf[pos];
-        let len = u32::from_le_bytes(buf[pos + 1..pos + 5].try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(buf[pos + 5..pos + 9].try_into().unwrap_or_default());
+        let Some((len, crc)) = record_header(&buf[pos..pos + HEADER]) else {
+            break;
+        };
         let start = pos + HEADER;
         let Some(payload) = buf.get(start..start + len) else {
             break;
         };
-        if kind != KIND_MESSAGE || crc32fast::hash(payload) != crc || len < 12 {
-            break;
-        }
-        let id = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
-        let meta_len = u32::from_le_bytes(payload[8..12].try_into().unwrap_or_default()) as usize;
-        let Some(meta_json) = payload.get(12..12 + meta_len) else {
-            break;
-        };
-        let Ok(meta) = serde_json::from_slice::<Meta>(meta_json) else {
+        let Ok((id, meta, body_at)) = decode_payload(payload, crc) else {
             break;
         };
         out.push(Recovered {
             id,
             meta,
-            body: payload[12 + meta_len..].to_vec(),
+            body: payload[body_at..].to_vec(),
         });
         pos = start + len;
     }
