@@ -107,6 +107,17 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    /// The kind a `kind/name` target names (`region`, `node`, `provider`; anything else is
+    /// `Other`).
+    pub fn parse(kind: &str) -> TargetKind {
+        match kind {
+            "region" => TargetKind::Region,
+            "node" => TargetKind::Node,
+            "provider" => TargetKind::Provider,
+            _ => TargetKind::Other,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TargetKind::Region => "region",
@@ -165,11 +176,9 @@ impl Fault {
             .first()
             .map_or_else(|| "fault".to_string(), |w| w.to_ascii_lowercase());
         let (target_kind, target) = match words.get(1).filter(|w| w.contains('/')) {
-            Some(w) => match w.split_once('/') {
-                Some(("region", n)) => (TargetKind::Region, n.to_string()),
-                Some(("node", n)) => (TargetKind::Node, n.to_string()),
-                Some(("provider", n)) => (TargetKind::Provider, n.to_string()),
-                _ => (TargetKind::Other, w.to_string()),
+            Some(w) => match w.split_once('/').map(|(k, n)| (TargetKind::parse(k), n)) {
+                Some((TargetKind::Other, _)) | None => (TargetKind::Other, w.to_string()),
+                Some((kind, n)) => (kind, n.to_string()),
             },
             None => match (&e.node, &e.provider, &e.region) {
                 (Some(n), _, _) => (TargetKind::Node, n.clone()),

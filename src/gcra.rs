@@ -22,13 +22,14 @@ pub fn over_limit(tat: &mut Instant, now: Instant, rate: f64, burst: u32) -> boo
 }
 
 /// The emission interval of `rate`/s. A rate of 0 (or one so small its interval overflows)
-/// allows one event a year: in effect none, and never a panic.
+/// allows one event per longest duration a file may give (a year): in effect none, and never
+/// a panic.
 pub fn interval(rate: f64) -> Duration {
-    let year = Duration::from_secs(366 * 24 * 3600);
+    let longest = crate::units::Dur::MAX;
     if rate > 0.0 {
-        Duration::try_from_secs_f64(1.0 / rate).map_or(year, |d| d.min(year))
+        Duration::try_from_secs_f64(1.0 / rate).map_or(longest, |d| d.min(longest))
     } else {
-        year
+        longest
     }
 }
 

@@ -25,14 +25,8 @@ impl Target {
     /// `region/<name>`, `node/<name>` or `provider/<name>`; the plan has checked the form.
     fn parse(s: &str) -> Target {
         let (kind, name) = s.split_once('/').unwrap_or(("", s));
-        let kind = match kind {
-            "region" => TargetKind::Region,
-            "node" => TargetKind::Node,
-            "provider" => TargetKind::Provider,
-            _ => TargetKind::Other,
-        };
         Target {
-            kind,
+            kind: TargetKind::parse(kind),
             name: name.to_string(),
         }
     }
