@@ -285,8 +285,8 @@ impl Event {
     /// provider when it is the recipient domain's, a `submitted` event's `submitted` (its `t`),
     /// and a receipt's copies of the identity header's times (measurement takes those from the
     /// generator's own `submitted` event; the live progress line has read them already).
-    pub fn compact(&mut self, provider_of: &dyn Fn(&str) -> Option<String>) {
-        if self.provider.is_some() && self.provider == self.rcpt.as_deref().and_then(provider_of) {
+    pub fn compact<'m>(&mut self, provider_of: &dyn Fn(&str) -> Option<&'m str>) {
+        if self.provider.is_some() && self.provider.as_deref() == self.rcpt.as_deref().and_then(provider_of) {
             self.provider = None;
         }
         match self.event {
@@ -297,9 +297,9 @@ impl Event {
     }
 
     /// Rebuilds what [`Event::compact`] left out; a no-op on a full event.
-    pub fn expand(&mut self, provider_of: &dyn Fn(&str) -> Option<String>) {
+    pub fn expand<'m>(&mut self, provider_of: &dyn Fn(&str) -> Option<&'m str>) {
         if self.provider.is_none() {
-            self.provider = self.rcpt.as_deref().and_then(provider_of);
+            self.provider = self.rcpt.as_deref().and_then(provider_of).map(str::to_string);
         }
         if self.event == Kind::Submitted && self.submitted.is_none() {
             self.submitted = Some(self.t);
@@ -307,8 +307,14 @@ impl Event {
     }
 }
 
-/// Writes `events` compacted into a zstd-compressed JSON-lines file; every error names it.
-pub fn write_compressed(path: &Path, events: &[Event], provider_of: &dyn Fn(&str) -> Option<String>) -> io::Result<()> {
+/// Writes `events` into a zstd-compressed JSON-lines file, compacting them in place (the
+/// caller is done with them; a copy of every event would double the merge's memory). Every
+/// error names the file.
+pub fn write_compressed<'m>(
+    path: &Path,
+    events: &mut [Event],
+    provider_of: &dyn Fn(&str) -> Option<&'m str>,
+) -> io::Result<()> {
     let at = |e| crate::files::at(path, e);
     let f = std::fs::File::create(path).map_err(at)?;
     let mut z = zstd::stream::write::Encoder::new(io::BufWriter::with_capacity(1 << 20, f), ZSTD_LEVEL).map_err(at)?;
@@ -316,10 +322,9 @@ pub fn write_compressed(path: &Path, events: &[Event], provider_of: &dyn Fn(&str
     z.multithread(threads).map_err(at)?;
     let mut line = Vec::with_capacity(512);
     for e in events {
-        let mut e = e.clone();
         e.compact(provider_of);
         line.clear();
-        write_line(&mut line, &e).map_err(at)?;
+        write_line(&mut line, e).map_err(at)?;
         z.write_all(&line).map_err(at)?;
     }
     z.finish().map_err(at)?.flush().map_err(at)

@@ -40,10 +40,13 @@ pub struct Inputs {
 impl Inputs {
     /// The provider that serves a recipient's domain.
     pub fn provider_of(&self, rcpt: &str) -> Option<&str> {
-        self.providers
-            .get(&domain_of(rcpt).to_ascii_lowercase())
-            .map(String::as_str)
+        provider_of(&self.providers, rcpt)
     }
+}
+
+/// The provider that serves a recipient's domain, in a domain → provider map.
+pub fn provider_of<'m>(providers: &'m BTreeMap<String, String>, rcpt: &str) -> Option<&'m str> {
+    providers.get(&domain_of(rcpt).to_ascii_lowercase()).map(String::as_str)
 }
 
 /// One interval of a per-second series (grouped by intended time).

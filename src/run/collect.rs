@@ -56,11 +56,9 @@ pub fn collect(
     let wall_s = (now_ns().saturating_sub(facts.start_ns)) as f64 / 1e9;
     all.sort_by_key(|e| e.t);
     let providers = render::provider_map(f);
-    events::write_compressed(
-        &dir.join(events::RUN_EVENTS_FILE),
-        &all,
-        &render::provider_of(&providers),
-    )?;
+    events::write_compressed(&dir.join(events::RUN_EVENTS_FILE), &mut all, &|rcpt| {
+        crate::measure::provider_of(&providers, rcpt)
+    })?;
     let raw: Vec<PathBuf> = std::iter::once(harness_events.to_path_buf())
         .chain(nodes.iter().map(|n| n.dir.join("events.jsonl")))
         .collect();

@@ -121,12 +121,6 @@ pub fn provider_map(f: &ScenarioFile) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A recipient's provider under `map` (from [`provider_map`]), for compacting and expanding
-/// events.
-pub fn provider_of(map: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
-    move |rcpt| map.get(&events::domain_of(rcpt).to_ascii_lowercase()).cloned()
-}
-
 /// Reads a run directory, measures, and writes summary.json, report.md, report.html,
 /// latency.hlog and charts/ into it (everything `report::write_all` writes); returns the summary.
 pub fn render(dir: &Path) -> Result<Summary, RenderError> {
@@ -153,11 +147,8 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
     let run = RunRecord::read(dir)?;
     let (mut all, torn) = events::read_file(&events_path).map_err(|e| input(&events_path, e))?;
     let providers = provider_map(&f);
-    {
-        let lookup = provider_of(&providers);
-        for e in &mut all {
-            e.expand(&lookup);
-        }
+    for e in &mut all {
+        e.expand(&|rcpt| measure::provider_of(&providers, rcpt));
     }
     if torn > 0 {
         return Err(input(&events_path, format!("{torn} lines are not events")));
