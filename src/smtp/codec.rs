@@ -224,8 +224,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     if line.last() != Some(&b'\n') {
         return Err(CommandError::Unterminated);
     }
-    let verb = line.get(..4).map(<[u8]>::to_ascii_uppercase);
-    let is_path = matches!(verb.as_deref(), Some(b"MAIL" | b"RCPT"));
+    let is_path = line
+        .get(..4)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"MAIL") || v.eq_ignore_ascii_case(b"RCPT"));
     if is_path && !line.is_ascii() {
         return Err(CommandError::NonAsciiAddress);
     }
@@ -283,8 +284,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
 
 /// The raw `SIZE=` parameter of a MAIL line: `None` if absent, `Err` if its digits overflow.
 fn declared_size(line: &[u8]) -> Option<Result<u64, ()>> {
-    let upper = line.to_ascii_uppercase();
-    let at = upper.windows(6).position(|w| w == b" SIZE=")? + 6;
+    let at = line.windows(6).position(|w| w.eq_ignore_ascii_case(b" SIZE="))? + 6;
     let digits: Vec<u8> = line[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
     if digits.is_empty() {
         return None;
