@@ -21,7 +21,6 @@ INBOX=127.0.9.1:2525
 start_inbox_and_node "$WORK" "$INBOX" generic 127.0.9.2:2525 127.0.9.3
 
 rss_mb() { echo $(( $(rss_kb "$1") / 1024 )); }
-alive() { kill -0 "$1" 2>/dev/null; }
 # Warm up (buffers, pools), then take the baseline.
 python3 "$(dirname "$0")/smtp_fuzz.py" --seconds 5 --target inbox="$INBOX" --target mta=127.0.9.2:2525 >/dev/null
 base_inbox="$(rss_mb "$INBOX_PID")"; base_node="$(rss_mb "$NODE_PID")"
@@ -29,12 +28,12 @@ echo "== fuzzing for ${SECONDS_TOTAL}s (RSS at start: inbox ${base_inbox} MB, mt
 status=0
 python3 "$(dirname "$0")/smtp_fuzz.py" --seconds "$SECONDS_TOTAL" --seed "${FUZZ_SEED:-$RANDOM}" \
   --target inbox="$INBOX" --target mta=127.0.9.2:2525 || status=1
-for p in inbox:"$INBOX_PID" mta:"$NODE_PID"; do
-  name="${p%%:*}"; pid="${p##*:}"
-  if ! alive "$pid"; then echo "FAIL: $name died"; status=1; continue; fi
-  now="$(rss_mb "$pid")"; base="base_$([[ $name == inbox ]] && echo inbox || echo node)"
-  growth=$(( now - ${!base} ))
-  echo "$name: RSS ${!base} MB -> ${now} MB (growth ${growth} MB, limit ${MAX_GROWTH_MB} MB)"
+for p in "inbox $INBOX_PID $base_inbox" "mta $NODE_PID $base_node"; do
+  read -r name pid base <<<"$p"
+  if ! pid_alive "$pid"; then echo "FAIL: $name died"; status=1; continue; fi
+  now="$(rss_mb "$pid")"
+  growth=$(( now - base ))
+  echo "$name: RSS ${base} MB -> ${now} MB (growth ${growth} MB, limit ${MAX_GROWTH_MB} MB)"
   if (( growth > MAX_GROWTH_MB )); then echo "FAIL: $name RSS grew too much"; status=1; fi
 done
 if grep -l "panicked" "$WORK"/*.err; then echo "FAIL: a process panicked"; status=1; fi
