@@ -1,6 +1,6 @@
-//! Reference-MTA nodes as child processes of this binary, as a run starts them from its plan: write each node's config, start it,
-//! wait for its READY line, and stop it (SIGTERM, then SIGKILL) — so a later chaos step can
-//! SIGKILL one like a machine failing.
+//! Reference-MTA nodes as child processes of this binary, as a run starts them from its plan:
+//! write each node's config, start it, wait for its READY line, and stop it (SIGTERM, then
+//! SIGKILL) — so a later chaos step can SIGKILL one like a machine failing.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
