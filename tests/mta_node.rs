@@ -217,3 +217,69 @@ fn post_acceptance_errors_are_dropped_events_not_rejects() {
     assert!(node.terminate().success());
     assert!(inbox.terminate().success());
 }
+
+/// A spool record that no longer decodes is set aside once — logged, left in the spool, not
+/// retried — instead of being re-parked for ever (a busy loop over mail that cannot be sent).
+#[test]
+fn an_unreadable_spool_record_is_set_aside_not_retried_for_ever() {
+    let dir = tempdir();
+    let log = dir.path().join("node.err");
+    let dead: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap(); // refused: every try defers
+    let node = start_node_to(
+        dir.path(),
+        "c-1",
+        dead,
+        "relay_networks: [127.0.0.1/32]\n\
+         retry: { initial: 300ms, factor: 1, max_delay: 300ms, jitter: 0%, give_up: 60s }\n",
+        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let mut c = Raw::connect(node.addr);
+    assert_eq!(c.code(), 220);
+    assert_eq!(c.cmd("EHLO client.test"), 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), 250);
+    assert_eq!(c.cmd("RCPT TO:<user1@example.com>"), 250);
+    assert_eq!(c.cmd("DATA"), 354);
+    c.send("X-Mailsurge-Id: bad.1\r\n\r\nBODY-TO-DAMAGE\r\n.\r\n");
+    assert_eq!(c.code(), 250);
+    let events = dir.path().join("events.jsonl");
+    let deferrals = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .matches("\"deferred\"")
+            .count()
+    };
+    wait_for(Duration::from_secs(10), || (deferrals() > 0).then_some(())).expect("a first deferral");
+
+    // Damage the body in place: the record's checksum no longer matches.
+    let seg = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a spool segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(14)
+        .position(|w| w == b"BODY-TO-DAMAGE")
+        .expect("the body is in the segment");
+    bytes[at] = b'X';
+    std::fs::write(&seg, &bytes).unwrap();
+
+    wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("cannot be read")
+            .then_some(())
+    })
+    .expect("the node reports the unreadable record");
+    let settled = deferrals();
+    std::thread::sleep(Duration::from_millis(1500)); // five retry intervals
+    assert_eq!(deferrals(), settled, "no more attempts after it was set aside");
+    assert!(node.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("cannot be read").count(),
+        1,
+        "set aside once, not retried:\n{text}"
+    );
+    assert!(seg.exists(), "the damaged record stays in the spool for inspection");
+}

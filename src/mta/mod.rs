@@ -12,6 +12,7 @@ pub mod ingress;
 mod job;
 pub mod notice;
 pub mod pace;
+mod pending;
 pub mod process;
 pub mod queue;
 pub mod responses;

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,11 +31,12 @@ use super::eventlog::EventLog;
 pub use super::job::Job;
 use super::job::{Names, Parked};
 use super::pace::Pace;
+use super::pending::Pending;
 use super::responses::{Action, ResponseTable, Verdict};
 use super::retry::Waiting;
 use super::routing::{Routing, REROUTE_HOLD};
 use super::screen::Screen;
-use super::spool::{Meta, Spool, SpoolId};
+use super::spool::{self, Meta, Spool, SpoolId};
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig, Reply};
 use crate::sync::lock;
@@ -75,10 +76,8 @@ pub struct Queues {
     events: Arc<EventLog>,
     client: ClientConfig,
     domains: Mutex<HashMap<String, DomainState>>,
-    /// Outstanding jobs per spooled message; at zero the spool file is removed.
-    /// Outstanding jobs of messages with more than one (absent: exactly one), so the common
-    /// one-domain message costs no entry here.
-    pending: Mutex<HashMap<SpoolId, usize>>,
+    /// Outstanding jobs per spooled message; after the last the record leaves the spool.
+    pending: Pending,
     screen: Screen,
     rng: Mutex<ChaCha8Rng>,
     stopping: watch::Receiver<bool>,
@@ -96,6 +95,8 @@ pub struct Queues {
     waiting: Waiting,
     /// Domain and pool names of parked jobs.
     names: Names,
+    /// Spool reads failed in a row (transient errors; the retry delay doubles with each).
+    read_failures: AtomicU32,
 }
 
 impl Queues {
@@ -140,7 +141,7 @@ impl Queues {
             events,
             client,
             domains: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Pending::default(),
             screen,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             stopping,
@@ -151,6 +152,7 @@ impl Queues {
             routing,
             waiting: Waiting::default(),
             names: Names::default(),
+            read_failures: AtomicU32::new(0),
         });
         // The one retry timer: due jobs go back to their domain queues until the node stops.
         let me = q.clone();
@@ -197,9 +199,7 @@ impl Queues {
             self.remove_from_spool(spool_id);
             return;
         }
-        if by_domain.len() > 1 {
-            lock(&self.pending).insert(spool_id, by_domain.len());
-        }
+        self.pending.split(spool_id, by_domain.len());
         for (domain, rcpts) in by_domain {
             self.live.fetch_add(1, Ordering::Relaxed);
             self.enqueue(Parked::new(spool_id, rcpts, &domain, &self.names));
@@ -273,14 +273,33 @@ impl Queues {
         }
     }
 
-    /// The job in hand, read back from the spool. A message that cannot be read is tried
-    /// again after the first retry delay (it stays spooled, and a restart recovers it).
+    /// The job in hand, read back from the spool. A record that can never be read is set
+    /// aside: left in the spool (the run's accounting then finds it, or counts it lost), never
+    /// retried. Any other read error is tried again after a delay that doubles with each
+    /// failure in a row, up to the retry schedule's longest delay.
     fn unpark(&self, p: Parked) -> Option<Job> {
         match self.spool.read(p.spool_id) {
-            Ok((meta, body)) => Some(p.unpark(&self.names, meta, body)),
+            Ok((meta, body)) => {
+                self.read_failures.store(0, Ordering::Relaxed);
+                Some(p.unpark(&self.names, meta, body))
+            }
+            Err(e) if spool::read_is_permanent(&e) => {
+                tracing::error!(
+                    "spooled message {:x} cannot be read ({e}): set aside in the spool, not tried again",
+                    p.spool_id
+                );
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                None
+            }
             Err(e) => {
-                tracing::warn!("cannot read spooled message {:x}: {e}; trying again later", p.spool_id);
-                self.waiting.park(p, Instant::now() + self.cfg.retry.initial.0);
+                let n = self.read_failures.fetch_add(1, Ordering::Relaxed).min(16);
+                let r = &self.cfg.retry;
+                let delay = r.initial.0.saturating_mul(1 << n).min(r.max_delay.0.max(r.initial.0));
+                tracing::warn!(
+                    "cannot read spooled message {:x}: {e}; trying again in {delay:?}",
+                    p.spool_id
+                );
+                self.waiting.park(p, Instant::now() + delay);
                 None
             }
         }
@@ -542,8 +561,7 @@ impl Queues {
         }
         let (meta, body) = super::notice::bounce(&self.cfg, job, rcpts, reply, status);
         let body = Arc::new(body);
-        // Absent means one outstanding job: the notice makes it two.
-        *lock(&self.pending).entry(job.spool_id).or_insert(1) += 1;
+        self.pending.add_one(job.spool_id);
         let stored = self.spool.store(meta.clone(), body.clone());
         let (me, original) = (self.clone(), job.spool_id);
         tokio::spawn(async move {
@@ -567,22 +585,7 @@ impl Queues {
 
     /// Drops one pending count of a spooled message; the last one removes it from the spool.
     fn release(&self, spool_id: SpoolId) {
-        let done = {
-            let mut p = lock(&self.pending);
-            // Absent means one: that one is done now. Two left become one, i.e. absent.
-            match p.get_mut(&spool_id) {
-                Some(n) if *n > 2 => {
-                    *n -= 1;
-                    false
-                }
-                Some(_) => {
-                    p.remove(&spool_id);
-                    false
-                }
-                None => true,
-            }
-        };
-        if done {
+        if self.pending.release(spool_id) {
             self.remove_from_spool(spool_id);
         }
     }

@@ -52,11 +52,16 @@ impl Proc {
 /// Starts `mailsurge <args>` and waits for a stdout line from which `parse` extracts the
 /// listening address.
 pub fn spawn_listening(args: &[&str], parse: fn(&str) -> Option<SocketAddr>) -> Proc {
+    spawn_listening_to(args, parse, Stdio::inherit())
+}
+
+/// [`spawn_listening`] with the child's stderr sent to `stderr` (a file the test reads).
+pub fn spawn_listening_to(args: &[&str], parse: fn(&str) -> Option<SocketAddr>, stderr: Stdio) -> Proc {
     let mut child = Command::new(bin())
         .args(args)
         .current_dir(repo())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn mailsurge");
     let stdout = child.stdout.take().expect("stdout");
@@ -97,6 +102,11 @@ pub fn start_inbox(dir: &Path, rules: &str) -> Proc {
 /// Writes `dir/node.yaml` (routing example.com to `inbox`, spool and events in `dir`, plus
 /// `extra` config lines) and starts a node on it.
 pub fn start_node(dir: &Path, name: &str, inbox: SocketAddr, extra: &str) -> Proc {
+    start_node_to(dir, name, inbox, extra, Stdio::inherit())
+}
+
+/// [`start_node`] with the node's stderr (its warnings) sent to `stderr`.
+pub fn start_node_to(dir: &Path, name: &str, inbox: SocketAddr, extra: &str, stderr: Stdio) -> Proc {
     let cfg = dir.join("node.yaml");
     std::fs::write(
         &cfg,
@@ -106,7 +116,7 @@ pub fn start_node(dir: &Path, name: &str, inbox: SocketAddr, extra: &str) -> Pro
         ),
     )
     .unwrap();
-    spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr)
+    spawn_listening_to(&["mta", "--config", cfg.to_str().unwrap()], node_addr, stderr)
 }
 
 /// Polls `f` until it returns Some or the timeout passes.

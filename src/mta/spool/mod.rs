@@ -40,6 +40,17 @@ pub struct Recovered {
     pub body: Vec<u8>,
 }
 
+/// Whether a failed [`Spool::read`] will fail the same way every time: a record that does not
+/// decode, is cut short, or whose segment is gone. Retrying such a message is a busy loop over
+/// mail that can never be sent (Postfix moves such files to its `corrupt` queue); anything else
+/// — EIO, EMFILE, ENOMEM — may pass, and is tried again.
+pub fn read_is_permanent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::NotFound
+    )
+}
+
 /// Durable message storage.
 pub trait Spool: Send + Sync + 'static {
     /// Queues the message for the next commit; the receiver resolves once it is durable.
