@@ -3,7 +3,7 @@
 //! generated input; proptest shrinks a failure to its smallest case.
 
 use mailsurge::config::Source;
-use mailsurge::smtp::codec::{encode_data, parse_command, DataDecoder, Frame, LineFramer};
+use mailsurge::smtp::codec::{encode_data, parse_command, DataDecoder, DataEncoder, Frame, LineFramer};
 use mailsurge::smtp::Reply;
 use proptest::prelude::*;
 
@@ -86,6 +86,42 @@ proptest! {
         let (got, used) = decode_in_chunks(&wire, &cuts);
         prop_assert_eq!(got, format!("{:?}", Ok::<Vec<u8>, ()>(body)));
         prop_assert_eq!(used, wire.len());
+    }
+
+    /// Encoding a body piece by piece (as the generator streams a large message) gives the same
+    /// wire bytes as encoding it whole, wherever the pieces are cut — dots and CRs included.
+    #[test]
+    fn chunked_encoding_equals_whole(body in proptest::collection::vec(prop_oneof![
+                                         Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a')], 0..200),
+                                     cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+        let mut whole = Vec::new();
+        encode_data(&body, &mut whole);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        bounds.push(body.len());
+        bounds.sort_unstable();
+        let (mut pieces, mut e, mut from) = (Vec::new(), DataEncoder::default(), 0);
+        for to in bounds {
+            e.push(&body[from..to], &mut pieces);
+            from = to;
+        }
+        e.finish(&mut pieces);
+        prop_assert_eq!(pieces, whole);
+    }
+
+    /// A decoder that keeps only a prefix (the inbox keeps the header section) still counts
+    /// and checks the whole body: the same size and verdict, the body cut to the prefix.
+    #[test]
+    fn keeping_a_prefix_counts_the_whole(lines in proptest::collection::vec("[.a-z .]{0,20}", 0..20),
+                                         keep in 0usize..300) {
+        let body: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+        let mut wire = Vec::new();
+        encode_data(&body, &mut wire);
+        let mut d = DataDecoder::new(1 << 20, 10_000).keeping(keep);
+        d.start(None);
+        prop_assert!(d.feed(&wire).done);
+        prop_assert_eq!(d.size(), body.len());
+        let got = d.finish().unwrap();
+        prop_assert_eq!(&got[..], &body[..body.len().min(keep)]);
     }
 
     /// Random DATA bytes never panic the decoder, split any way.

@@ -164,11 +164,11 @@ impl Policy for Inbox {
 
     async fn message(&self, s: &SessionInfo, env: &Envelope, body: Vec<u8>) -> Decision {
         let t_ns = crate::events::now_ns();
-        let c = ctx(s, Stage::Message, &env.from, &env.rcpts, Some(body.len()));
+        let c = ctx(s, Stage::Message, &env.from, &env.rcpts, Some(env.size));
         let d = self.decide(c, Reply::new(250, Some("2.0.0"), "Ok: queued"));
         if d.hangup.is_none() && d.reply.is_success() {
             self.accepted.fetch_add(1, Ordering::Relaxed);
-            let mut r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body);
+            let mut r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body, env.size);
             self.check_duplicate(&mut r);
             // The receiver only goes away at shutdown, when losing a late receipt is moot.
             let _ = self.receipts.send(r);
@@ -181,12 +181,18 @@ impl Policy for Inbox {
     }
 }
 
+/// Header bytes an inbox keeps of each message: all a receipt reads is the header section
+/// (Postfix's `header_size_limit` is the same 100 KiB), so a session holds at most this much
+/// of a body of any size.
+pub const KEEP_HEAD: usize = 100 * 1024;
+
 /// Server limits for a mock inbox: generous, since the inbox must never be the bottleneck.
 pub fn limits(provider: &str) -> Limits {
     Limits {
         hostname: format!("mx.{provider}.mailsurge.test"),
         max_connections: 4096,
         command_timeout: Duration::from_secs(60),
+        keep_body: KEEP_HEAD,
         ..Limits::default()
     }
 }

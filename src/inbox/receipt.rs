@@ -31,15 +31,16 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    pub fn new(provider: &str, t_ns: u64, rcpt: Vec<String>, source_ip: IpAddr, body: &[u8]) -> Receipt {
-        let id = Identity::parse(body);
+    /// `head` is the start of the message (at least its header section); `size` its length.
+    pub fn new(provider: &str, t_ns: u64, rcpt: Vec<String>, source_ip: IpAddr, head: &[u8], size: usize) -> Receipt {
+        let id = Identity::parse(head);
         Receipt {
             t: crate::events::rfc3339(t_ns),
             message_id: id.message_id,
             mailsurge_id: id.mailsurge_id,
             rcpt,
             source_ip: source_ip.to_string(),
-            size: body.len(),
+            size,
             t_ns,
             provider: provider.to_string(),
             intended_ns: id.intended_ns,
@@ -66,6 +67,7 @@ mod tests {
             vec![],
             "127.0.0.1".parse().unwrap(),
             b"Message-ID: <z@y>\r\n\r\nhi\r\n",
+            22,
         );
         assert_eq!(r.key(), Some("<z@y>"));
         assert_eq!(r.mailsurge_id, None);

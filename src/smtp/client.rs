@@ -13,9 +13,11 @@ use smtp_proto::response::parser::ResponseReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::smtp::codec::encode_data;
+use crate::smtp::codec::DataEncoder;
 use crate::smtp::reply::{enhanced_code_of_line, Reply};
 
+/// Message data is written to the socket in pieces of about this size.
+pub const BODY_CHUNK: usize = 256 * 1024;
 /// Spare room ensured before each socket read.
 const READ_CHUNK: usize = 8 * 1024;
 /// Upper bound on the buffered commands of one pipelined group before the first write.
@@ -246,6 +248,18 @@ impl Client {
     /// dot. `body` is the raw message with CRLF line endings; the client dot-stuffs it.
     /// A 421 at any point marks the client unusable (the outcome still reports it).
     pub async fn send(&mut self, from: &str, rcpts: &[String], body: &[u8]) -> Result<SendOutcome, ClientError> {
+        self.send_parts(from, rcpts, &[body]).await
+    }
+
+    /// [`Client::send`] of a message given as consecutive pieces (borrowed filler, say): it is
+    /// dot-stuffed and written in chunks of [`BODY_CHUNK`], so a large message is never copied
+    /// whole into the write buffer.
+    pub async fn send_parts(
+        &mut self,
+        from: &str,
+        rcpts: &[String],
+        body: &[&[u8]],
+    ) -> Result<SendOutcome, ClientError> {
         if !self.usable {
             return Err(ClientError::Closed { phase: "send" });
         }
@@ -267,9 +281,9 @@ impl Client {
         result
     }
 
-    async fn transaction(&mut self, from: &str, rcpts: &[String], body: &[u8]) -> Result<SendOutcome, ClientError> {
+    async fn transaction(&mut self, from: &str, rcpts: &[String], body: &[&[u8]]) -> Result<SendOutcome, ClientError> {
         let t = self.command_timeout;
-        self.queue_mail(from, body.len());
+        self.queue_mail(from, body.iter().map(|p| p.len()).sum());
         let mut outcome = SendOutcome {
             mail: Reply::new(0, None, ""),
             rcpts: Vec::with_capacity(rcpts.len()),
@@ -343,7 +357,14 @@ impl Client {
                 self.reset(outcome).await
             };
         }
-        encode_data(body, &mut self.wbuf);
+        let mut enc = DataEncoder::default();
+        for chunk in body.iter().flat_map(|p| p.chunks(BODY_CHUNK)) {
+            enc.push(chunk, &mut self.wbuf);
+            if self.wbuf.len() >= BODY_CHUNK {
+                self.write_queued("body", self.data_timeout).await?;
+            }
+        }
+        enc.finish(&mut self.wbuf);
         self.write_queued("body", self.data_timeout).await?;
         let fin = self.read_reply("dot", self.data_timeout).await?;
         self.closing(&fin);

@@ -377,6 +377,8 @@ impl DataReject {
 pub struct DataDecoder {
     max_size: usize,
     max_line: usize,
+    /// Body bytes stored; the rest is checked and counted, not kept.
+    keep: usize,
     state: DataState,
     body: Vec<u8>,
     size: usize,
@@ -394,6 +396,7 @@ impl DataDecoder {
         DataDecoder {
             max_size,
             max_line,
+            keep: usize::MAX,
             state: DataState::LineStart,
             body: Vec::new(),
             size: 0,
@@ -405,12 +408,24 @@ impl DataDecoder {
         }
     }
 
+    /// Stores only the first `keep` bytes of each body (a receiver that reads only the header
+    /// section holds that much per session, whatever the size limit); the rest is still
+    /// checked (line length, bare LF/CR, size) and counted in [`DataDecoder::size`].
+    pub fn keeping(mut self, keep: usize) -> DataDecoder {
+        self.keep = keep;
+        self
+    }
+
     /// Readies the decoder for a new message; `size_hint` (from `MAIL ... SIZE=`) pre-sizes the
     /// body buffer, capped by the limit so a lying client cannot make us reserve memory.
     pub fn start(&mut self, size_hint: Option<usize>) {
-        *self = DataDecoder::new(self.max_size, self.max_line);
+        self.reset();
         let expected = size_hint.unwrap_or(INITIAL_BODY_CAPACITY);
-        self.body.reserve(expected.min(self.max_size));
+        self.body.reserve(expected.min(self.max_size).min(self.keep));
+    }
+
+    fn reset(&mut self) {
+        *self = DataDecoder::new(self.max_size, self.max_line).keeping(self.keep);
     }
 
     /// Bytes of body seen so far (unstuffed), including any not stored because of the limit.
@@ -512,7 +527,7 @@ impl DataDecoder {
         };
         let body = std::mem::take(&mut self.body);
         // Reset without reserving: `start` sizes the buffer for the next message.
-        *self = DataDecoder::new(self.max_size, self.max_line);
+        self.reset();
         verdict.map(|()| body)
     }
 
@@ -532,7 +547,8 @@ impl DataDecoder {
             }
             return;
         }
-        self.body.extend_from_slice(bytes);
+        let room = self.keep.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 }
 
@@ -541,30 +557,72 @@ impl DataDecoder {
 // ---------------------------------------------------------------------------------------------
 
 /// Appends `body` to `out` as DATA content: dot-stuffed, ending in CRLF, then `.CRLF`.
+pub fn encode_data(body: &[u8], out: &mut Vec<u8>) {
+    out.reserve(body.len() + b"\r\n.\r\n".len() + 1);
+    let mut e = DataEncoder::default();
+    e.push(body, out);
+    e.finish(out);
+}
+
+/// DATA content encoded piece by piece, so a large message is written to the socket in
+/// chunks and never held whole: the result is the same as [`encode_data`] of the pieces
+/// joined, wherever they are split.
 ///
 /// Copies whole runs between stuffed lines, so a typical body costs one `memcpy` plus an
 /// eight-bytes-at-a-time scan for LF. Line endings are not rewritten: a load test may want to
 /// send bare LFs on purpose. Stuffing happens after every LF, so a bare-LF line starting with
 /// '.' is stuffed too (what line-oriented receivers expect).
-pub fn encode_data(body: &[u8], out: &mut Vec<u8>) {
-    out.reserve(body.len() + b"\r\n.\r\n".len() + 1);
-    if body.first() == Some(&b'.') {
-        out.push(b'.');
-    }
-    let mut copied = 0;
-    let mut pos = 0;
-    while let Some(p) = find_byte(&body[pos..], b'\n') {
-        let lf = pos + p;
-        if body.get(lf + 1) == Some(&b'.') {
-            out.extend_from_slice(&body[copied..=lf]);
-            out.push(b'.');
-            copied = lf + 1;
+#[derive(Debug, Clone, Copy)]
+pub struct DataEncoder {
+    /// The next byte starts a line (true before the first).
+    line_start: bool,
+    /// The last two bytes pushed (to know whether the body ended in CRLF).
+    tail: [u8; 2],
+    empty: bool,
+}
+
+impl Default for DataEncoder {
+    fn default() -> Self {
+        DataEncoder {
+            line_start: true,
+            tail: [0; 2],
+            empty: true,
         }
-        pos = lf + 1;
     }
-    out.extend_from_slice(&body[copied..]);
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+}
+
+impl DataEncoder {
+    /// Appends the next piece of the body, dot-stuffed.
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = piece.last() else { return };
+        if self.line_start && piece[0] == b'.' {
+            out.push(b'.');
+        }
+        let mut copied = 0;
+        let mut pos = 0;
+        while let Some(p) = find_byte(&piece[pos..], b'\n') {
+            let lf = pos + p;
+            if piece.get(lf + 1) == Some(&b'.') {
+                out.extend_from_slice(&piece[copied..=lf]);
+                out.push(b'.');
+                copied = lf + 1;
+            }
+            pos = lf + 1;
+        }
+        out.extend_from_slice(&piece[copied..]);
+        self.line_start = last == b'\n';
+        self.tail = match piece.len() {
+            1 => [self.tail[1], last],
+            n => [piece[n - 2], last],
+        };
+        self.empty = false;
     }
-    out.extend_from_slice(b".\r\n");
+
+    /// Ends the body: a CRLF if it did not end in one, then the terminating `.CRLF`.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !self.empty && self.tail != *b"\r\n" {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }

@@ -39,6 +39,9 @@ pub struct Envelope {
     pub size_hint: Option<usize>,
     /// Accepted recipients, in order.
     pub rcpts: Vec<String>,
+    /// Bytes of message body received (unstuffed), set before [`Policy::message`]: the body
+    /// handed to it may be only the first `Limits::keep_body` bytes.
+    pub size: usize,
 }
 
 /// Ways to end a connection *instead of* replying — how a broken or hostile provider looks
@@ -150,7 +153,8 @@ pub trait Policy: Send + Sync + 'static {
         )))
     }
 
-    /// After the final dot. `body` is dot-unstuffed with CRLF line endings. The MTA spools and
+    /// After the final dot. `body` is dot-unstuffed with CRLF line endings, and cut to
+    /// `Limits::keep_body` bytes (its full length is `env.size`). The MTA spools and
     /// fsyncs here before answering 250. Whatever the reply, the transaction is over.
     fn message(&self, s: &SessionInfo, env: &Envelope, body: Vec<u8>) -> impl Future<Output = Decision> + Send;
 

@@ -81,7 +81,7 @@ pub(crate) async fn run<P: Policy>(
         errors: 0,
         mail_refused: false,
         framer: LineFramer::new(limits.max_command_line),
-        decoder: DataDecoder::new(limits.max_message_size, limits.max_data_line),
+        decoder: DataDecoder::new(limits.max_message_size, limits.max_data_line).keeping(limits.keep_body),
         deadlines: Deadlines::new(limits),
         shutdown: Shutdown {
             seen: false,
@@ -399,6 +399,7 @@ impl<P: Policy> Session<P> {
                 from,
                 size_hint: size,
                 rcpts: Vec::new(),
+                size: 0,
             });
         }
         self.apply(d).await
@@ -463,7 +464,8 @@ impl<P: Policy> Session<P> {
 
         // Whatever happens next, the transaction is over.
         self.deadlines.progressed(&self.shared.limits);
-        let env = self.env.take().unwrap_or_default();
+        let mut env = self.env.take().unwrap_or_default();
+        env.size = self.decoder.size();
         let stats = &self.shared.stats;
         let d = match self.decoder.finish() {
             Ok(body) => self.shared.policy.message(&self.info, &env, body).await,

@@ -26,6 +26,10 @@ pub struct Limits {
     pub max_data_line: usize,
     /// Advertised as EHLO SIZE and enforced at MAIL (declared SIZE) and after the dot.
     pub max_message_size: usize,
+    /// Bytes of each message body kept and handed to the policy (the rest is checked and
+    /// counted, not stored). A receiver that reads only the header section — the mock inbox —
+    /// sets this so a session costs that much memory whatever `max_message_size` is.
+    pub keep_body: usize,
     /// Recipients per transaction; more get `452 4.5.3`.
     pub max_recipients: usize,
     /// Idle time allowed while waiting for a command, and for writing a reply.
@@ -61,6 +65,7 @@ impl Default for Limits {
             max_command_line: 2048,
             max_data_line: 10_000,
             max_message_size: 32 * 1024 * 1024,
+            keep_body: usize::MAX,
             max_recipients: 1000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),

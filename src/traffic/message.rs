@@ -111,8 +111,8 @@ impl Mix {
     }
 }
 
-/// Builds message bytes. Holds a pre-rendered body so each message is a header format plus
-/// one slice copy.
+/// Builds messages. Holds a pre-rendered body so each message is a header format plus borrowed
+/// slices of it: nothing the size of the message is allocated, whatever `size:` says.
 pub struct Builder {
     run_id: String,
     /// Envelope-sender domain, where DSNs go.
@@ -128,9 +128,9 @@ const BOUNDARY: &str = "=_mailsurge_alt_1";
 /// Share of the body given to the text/plain part; the rest is HTML, as in marketing mail.
 const TEXT_SHARE: f64 = 0.35;
 
-/// Appends about `len` bytes of `material`, cut at line ends so the part stays CRLF text;
-/// repeats the material for parts larger than it.
-fn append_lines(m: &mut Vec<u8>, material: &[u8], len: usize) {
+/// Adds about `len` bytes of `material` as borrowed pieces, cut at line ends so the part stays
+/// CRLF text; repeats the material for parts larger than it.
+fn append_lines<'m>(m: &mut Vec<&'m [u8]>, material: &'m [u8], len: usize) {
     let mut need = len;
     while need > 0 && !material.is_empty() {
         let take = need.min(material.len());
@@ -143,7 +143,7 @@ fn append_lines(m: &mut Vec<u8>, material: &[u8], len: usize) {
             },
             |i| i + 2,
         );
-        m.extend_from_slice(&material[..cut]);
+        m.push(&material[..cut]);
         need = need.saturating_sub(cut);
     }
 }
@@ -208,10 +208,10 @@ impl Builder {
     }
 
     /// The full message to `rcpts` (from [`Mix::recipients`]) with CRLF line endings, `size`
-    /// bytes or a little more.
-    pub fn build(&self, d: &Draft, rcpts: &[String], submitted_ns: u64) -> Vec<u8> {
+    /// bytes or a little more: its own headers, then filler borrowed from the builder.
+    pub fn build(&self, d: &Draft, rcpts: &[String], submitted_ns: u64) -> Built<'_> {
         let date = chrono::DateTime::<chrono::Utc>::from(crate::events::from_ns(d.intended_ns)).to_rfc2822();
-        let mut m = format!(
+        let m = format!(
             "From: Tenant {t} <news@t{t}.sender.mailsurge.test>\r\n\
              To: {to}\r\n\
              Subject: mailsurge {run} message {seq}\r\n\
@@ -236,11 +236,42 @@ impl Builder {
         const CLOSE: &[u8] = b"</body></html>\r\n--=_mailsurge_alt_1--\r\n";
         let body = (d.size as usize).saturating_sub(m.len() + HTML_HEAD.len() + CLOSE.len());
         let text_len = (body as f64 * TEXT_SHARE) as usize;
-        append_lines(&mut m, &self.filler, text_len);
-        m.extend_from_slice(HTML_HEAD);
-        append_lines(&mut m, &self.html, body.saturating_sub(text_len));
-        m.extend_from_slice(CLOSE);
-        m
+        let mut parts = Vec::new();
+        append_lines(&mut parts, &self.filler, text_len);
+        parts.push(HTML_HEAD);
+        append_lines(&mut parts, &self.html, body.saturating_sub(text_len));
+        parts.push(CLOSE);
+        Built { head: m, parts }
+    }
+}
+
+/// A built message: its own bytes (headers and MIME framing, about a kilobyte) and the filler
+/// it repeats, borrowed from the [`Builder`]. A message of any size costs about a kilobyte
+/// until the client writes it out in chunks ([`crate::smtp::Client::send_parts`]).
+pub struct Built<'a> {
+    head: Vec<u8>,
+    parts: Vec<&'a [u8]>,
+}
+
+impl Built<'_> {
+    /// The message as consecutive pieces.
+    pub fn pieces(&self) -> Vec<&[u8]> {
+        std::iter::once(self.head.as_slice())
+            .chain(self.parts.iter().copied())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.parts.iter().map(|p| p.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole message in one buffer (tests and small tools; the generator streams it).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pieces().concat()
     }
 }
 
@@ -306,7 +337,7 @@ mod tests {
             size: 12 * 1024,
         };
         let rcpts = ["user1@a.test".to_string()];
-        let m = b.build(&d, &rcpts, 1_700_000_000_500_000_000);
+        let m = b.build(&d, &rcpts, 1_700_000_000_500_000_000).to_vec();
         assert!(m.len() >= 12 * 1024 - 100 && m.len() < 12 * 1024 + 200, "{}", m.len());
         let text = String::from_utf8(m.clone()).unwrap();
         assert!(text.contains("Content-Type: multipart/alternative; boundary=\"=_mailsurge_alt_1\""));
@@ -320,7 +351,9 @@ mod tests {
         // Well-formed CRLF: no bare LF anywhere.
         assert!(m.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r'));
         let big = Draft { size: 3 << 20, ..d };
-        assert!(b.build(&big, &rcpts, 0).len() >= (3 << 20) - 100);
+        let built = b.build(&big, &rcpts, 0);
+        assert!(built.len() >= (3 << 20) - 100);
+        assert!(built.head.len() < 4096, "only the headers are the message's own bytes");
     }
 
     #[test]

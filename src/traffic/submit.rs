@@ -354,8 +354,8 @@ async fn worker(index: usize, shared: Arc<Shared>) {
             if d.intended_ns == CLOSED_LOOP_INTENDED {
                 d.intended_ns = submitted_ns;
             }
-            let body = builder.build(&d, &rcpts, submitted_ns);
-            match c.send(&from, &rcpts, &body).await {
+            let built = builder.build(&d, &rcpts, submitted_ns);
+            match c.send_parts(&from, &rcpts, &built.pieces()).await {
                 Ok(out) => {
                     acked_ns = now_ns();
                     outcome = Some((out, submitted_ns));
