@@ -278,7 +278,7 @@ pub const LEGACY_EVENTS_FILE: &str = "events.jsonl";
 /// zstd level of the merged file: 19 keeps a one-recipient message under 60 bytes on disk
 /// (black-friday: 57 B; level 3 would be 84 B). It costs about 0.16 s per 1,000 messages on
 /// two threads, once, after the run.
-const ZSTD_LEVEL: i32 = 19;
+pub const ZSTD_LEVEL: i32 = 19;
 
 impl Event {
     /// Leaves out what a reader rebuilds exactly ([`Event::expand`]) or never needs: the
@@ -307,63 +307,88 @@ impl Event {
     }
 }
 
-/// Writes `events` into a zstd-compressed JSON-lines file, compacting them in place (the
-/// caller is done with them; a copy of every event would double the merge's memory). Every
-/// error names the file.
-pub fn write_compressed<'m>(
-    path: &Path,
-    events: &mut [Event],
-    provider_of: &dyn Fn(&str) -> Option<&'m str>,
-) -> io::Result<()> {
-    let at = |e| crate::files::at(path, e);
-    let f = std::fs::File::create(path).map_err(at)?;
-    let mut z = zstd::stream::write::Encoder::new(io::BufWriter::with_capacity(1 << 20, f), ZSTD_LEVEL).map_err(at)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
-    z.multithread(threads).map_err(at)?;
-    let mut line = Vec::with_capacity(512);
-    for e in events {
-        e.compact(provider_of);
-        line.clear();
-        write_line(&mut line, e).map_err(at)?;
-        z.write_all(&line).map_err(at)?;
+/// A zstd-compressed JSON-lines event file being written (the run directory's merged
+/// events). Every error names the file.
+pub struct CompressedWriter {
+    path: std::path::PathBuf,
+    z: zstd::stream::write::Encoder<'static, io::BufWriter<std::fs::File>>,
+    line: Vec<u8>,
+}
+
+impl CompressedWriter {
+    /// Creates `path`, compressing at `level` (the merged file: [`ZSTD_LEVEL`], on up to four
+    /// threads; scratch files: a fast level on one).
+    pub fn create(path: &Path, level: i32) -> io::Result<CompressedWriter> {
+        let at = |e| crate::files::at(path, e);
+        let f = std::fs::File::create(path).map_err(at)?;
+        let mut z = zstd::stream::write::Encoder::new(io::BufWriter::with_capacity(1 << 20, f), level).map_err(at)?;
+        if level >= ZSTD_LEVEL {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
+            z.multithread(threads).map_err(at)?;
+        }
+        Ok(CompressedWriter {
+            path: path.to_path_buf(),
+            z,
+            line: Vec::with_capacity(512),
+        })
     }
-    z.finish().map_err(at)?.flush().map_err(at)
+
+    pub fn write(&mut self, e: &Event) -> io::Result<()> {
+        self.line.clear();
+        write_line(&mut self.line, e).map_err(|e| crate::files::at(&self.path, e))?;
+        self.z
+            .write_all(&self.line)
+            .map_err(|e| crate::files::at(&self.path, e))
+    }
+
+    pub fn finish(self) -> io::Result<()> {
+        let at = |e| crate::files::at(&self.path, e);
+        self.z.finish().map_err(at)?.flush().map_err(at)
+    }
 }
 
 /// Reads every well-formed event line of a file, plain or zstd-compressed (by its `.zst`
 /// name). A torn last line (a node killed mid-write) is skipped, not fatal; the count of
 /// skipped lines is returned so reports can mention it.
 pub fn read_file(path: &Path) -> io::Result<(Vec<Event>, usize)> {
-    let f = std::fs::File::open(path)?;
-    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|x| x == "zst") {
-        Box::new(io::BufReader::new(zstd::stream::read::Decoder::with_buffer(
-            io::BufReader::new(f),
-        )?))
-    } else {
-        Box::new(io::BufReader::new(f))
-    };
-    read_lines(reader)
+    let mut out = Vec::new();
+    let bad = each_in_file(path, |e| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok((out, bad))
 }
 
-fn read_lines(reader: impl BufRead) -> io::Result<(Vec<Event>, usize)> {
-    let mut out = Vec::new();
+/// [`read_file`] one event at a time, without holding the file's events: `f` gets each in file
+/// order; returns the count of lines that are not events.
+pub fn each_in_file(path: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::Result<usize> {
+    let file = std::fs::File::open(path)?;
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|x| x == "zst") {
+        Box::new(io::BufReader::new(zstd::stream::read::Decoder::with_buffer(
+            io::BufReader::new(file),
+        )?))
+    } else {
+        Box::new(io::BufReader::new(file))
+    };
     let mut bad = 0;
-    for line in reader.lines() {
+    // Bytes, not `lines()`: a line torn inside a multi-byte character is one bad line, not an
+    // error that would end the file.
+    for line in reader.split(b'\n') {
         let line = line?;
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Event>(&line) {
+        match serde_json::from_slice::<Event>(&line) {
             Ok(mut e) => {
                 if matches!(e.event, Kind::Fault | Kind::FaultEnd) && e.fault.is_none() {
                     e.fault = Some(Box::new(Fault::from_legacy_text(&e)));
                 }
-                out.push(e)
+                f(e)?;
             }
             Err(_) => bad += 1,
         }
     }
-    Ok((out, bad))
+    Ok(bad)
 }
 
 /// The harness-owned domain of every generated envelope sender, so bounces and DSNs come back

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::live::Log;
+use super::merge::{self, Merge};
 use super::render::{self, NodeRecord, RunRecord, SpooledRecord};
 use crate::events::{self, now_ns};
 use crate::mta::process::Node;
@@ -33,16 +34,18 @@ pub fn collect(
     facts: RunFacts,
     log: &Log,
 ) -> anyhow::Result<()> {
-    let mut all = events::read_file(harness_events)
-        .context("cannot read harness events")?
-        .0;
+    let providers = render::provider_map(f);
+    let compact = |e: &mut events::Event| e.compact(&|rcpt| crate::measure::provider_of(&providers, rcpt));
+    let mut merge = Merge::new(&dir.join(".merge"), merge::CHUNK, &compact)?;
+    merge.add_file(harness_events).context("cannot read harness events")?;
     let mut spooled = Vec::new();
     for n in nodes {
-        let (mut evs, torn) = events::read_file(&n.dir.join("events.jsonl")).unwrap_or_default();
-        if torn > 0 {
-            log.line(&format!("node {}: {torn} torn event lines skipped", n.name));
+        let file = n.dir.join("events.jsonl");
+        match merge.add_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
         }
-        all.append(&mut evs);
         for m in LogSpool::scan(&n.dir.join("spool")).unwrap_or_default() {
             for rcpt in &m.rcpts {
                 spooled.push(SpooledRecord {
@@ -53,19 +56,17 @@ pub fn collect(
             }
         }
     }
+    for (file, torn) in merge.torn.iter().filter(|(_, n)| *n > 0) {
+        log.line(&format!("{}: {torn} torn event lines skipped", file.display()));
+    }
     let wall_s = (now_ns().saturating_sub(facts.start_ns)) as f64 / 1e9;
-    all.sort_by_key(|e| e.t);
-    let providers = render::provider_map(f);
-    events::write_compressed(&dir.join(events::RUN_EVENTS_FILE), &mut all, &|rcpt| {
-        crate::measure::provider_of(&providers, rcpt)
-    })?;
+    merge.finish(&dir.join(events::RUN_EVENTS_FILE))?;
     let raw: Vec<PathBuf> = std::iter::once(harness_events.to_path_buf())
         .chain(nodes.iter().map(|n| n.dir.join("events.jsonl")))
         .collect();
     for r in raw {
         let _ = std::fs::remove_file(r);
     }
-    drop(all);
     RunRecord {
         schema: render::RUN_SCHEMA.into(),
         run_id: facts.run_id,

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 mod collect;
 mod compile;
 mod live;
+mod merge;
 mod outdir;
 mod play;
 mod render;
