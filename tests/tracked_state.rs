@@ -164,3 +164,57 @@ fn generator_under_overload_holds_at_most_64_bytes_per_message() {
     eprintln!("generator under overload: {per:.1} bytes per message ({generated} held)");
     assert!(per <= BUDGET, "{per:.1} bytes per message");
 }
+
+/// Measurement keeps a record per recipient, never the events (a soak's millions of messages
+/// are measured in one pass over `events.jsonl.zst`). The budget covers the ledger's record,
+/// its key (message id and recipient), its steps through the MTA and the map's own slots.
+const MEASURE_BUDGET: f64 = 400.0;
+
+#[test]
+fn measurement_keeps_at_most_400_bytes_per_recipient() {
+    use mailsurge::events::{Event, Kind};
+    use mailsurge::measure::{Fold, Inputs};
+    let inp = Inputs {
+        start_ns: 1_000_000_000_000,
+        duration_s: 60.0,
+        slo_ms: 1000.0,
+        slo_target: 0.99,
+        providers: [("gmail.com".to_string(), "gmail".to_string())].into(),
+        thresholds: Vec::new(),
+    };
+    let n = 100_000u64;
+    let mut event_bytes = 0usize;
+    let before = net();
+    let mut fold = Fold::new(&inp);
+    for i in 0..n {
+        let t = inp.start_ns + i * 600_000;
+        let id = format!("r20261201t1408.{i}");
+        let rcpt = Some(format!("user{}@gmail.com", i % 50_000 + i));
+        let node = |e: &mut Event| {
+            e.node = Some(format!("us-east-{}", i % 2 + 1));
+            e.region = Some("us-east".into());
+            e.rcpt = rcpt.clone();
+        };
+        let mut s = Event::new(t + 2_000_000, id.as_str(), Kind::Submitted);
+        (s.intended, s.submitted, s.acked) = (Some(t), Some(t + 1_000_000), Some(t + 2_000_000));
+        node(&mut s);
+        let mut a = Event::new(t + 1_900_000, id.as_str(), Kind::Accepted);
+        node(&mut a);
+        let mut d = Event::new(t + 20_000_000, id.as_str(), Kind::Delivered);
+        node(&mut d);
+        d.source_ip = Some("127.0.1.1".into());
+        let mut r = Event::new(t + 19_000_000, id.as_str(), Kind::Received);
+        r.rcpt = rcpt.clone();
+        for e in [s, a, d, r] {
+            event_bytes += std::mem::size_of::<Event>() + e.id.len() + 3 * 24;
+            fold.add(&e);
+        }
+    }
+    let per = (net() - before) as f64 / n as f64;
+    eprintln!(
+        "measurement: {per:.0} bytes per recipient (the events themselves: at least {} bytes)",
+        event_bytes / n as usize
+    );
+    assert!(per <= MEASURE_BUDGET, "{per:.1} bytes per recipient");
+    assert_eq!(fold.ledger.records.len() as u64, n);
+}

@@ -2,7 +2,8 @@
 //! exactly one class, and `lost` is *computed* — accepted, no terminal event, not in any spool —
 //! never assumed to be zero.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -31,23 +32,87 @@ pub enum Class {
     Lost,
 }
 
-/// What is known about one (message id, recipient).
+/// What is known about one (message id, recipient): all measurement keeps of its events, so a
+/// run's events are read once, in a stream, and never held (SPEC §14: a soak's millions of
+/// messages).
 #[derive(Debug, Clone, Default)]
 pub struct Record {
     pub intended: Option<u64>,
     pub submitted: Option<u64>,
     pub generated: bool,
     pub accepted: bool,
-    pub region: Option<String>,
-    pub node: Option<String>,
+    /// Region and node of the first acceptance (shared names: one allocation per node).
+    pub region: Option<Arc<str>>,
+    pub node: Option<Arc<str>>,
     pub first_received: Option<u64>,
     pub receipts: u32,
     pub bounced: bool,
     pub dropped: bool,
     pub expired: bool,
+    /// The schedule intended it, but the run ended before it was submitted.
+    pub unsubmitted: bool,
     pub deferrals: u32,
     pub spooled: bool,
     pub stranded: bool,
+    /// Its path through the MTAs: acceptances (the node's line and the generator's record of
+    /// the 250) and the MTA's terminal events, in the order read.
+    pub steps: Vec<Step>,
+}
+
+/// One step of a recipient through an MTA, as much of its event as the queue-depth series
+/// and the failover metrics read: 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// The event's time; for `submitted`, when the 250 arrived (`acked`).
+    pub t: u64,
+    /// `Accepted`, `Submitted`, `Delivered`, `Bounced`, `Expired` or `Dropped`.
+    pub kind: Kind,
+    pub node: Name,
+    pub region: Name,
+}
+
+/// A node, region or provider name as a small number ([`Names`]); [`Name::NONE`] for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name(u16);
+
+impl Name {
+    pub const NONE: Name = Name(u16::MAX);
+}
+
+/// Node, region and provider names seen in a run's events, numbered: there are as many as
+/// the topology has, never one per message. (More than 65,535 distinct names — not written by
+/// mailsurge — share [`Name::NONE`].)
+#[derive(Debug, Default)]
+pub struct Names {
+    ids: HashMap<Arc<str>, Name>,
+    list: Vec<Arc<str>>,
+}
+
+impl Names {
+    pub fn id(&mut self, name: Option<&str>) -> Name {
+        let Some(name) = name else { return Name::NONE };
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        if self.list.len() >= usize::from(u16::MAX) {
+            return Name::NONE;
+        }
+        let id = Name(self.list.len() as u16);
+        let name: Arc<str> = name.into();
+        self.list.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    /// The shared copy of a name.
+    pub fn shared(&mut self, name: Option<&str>) -> Option<Arc<str>> {
+        let id = self.id(name);
+        self.list.get(usize::from(id.0)).cloned()
+    }
+
+    pub fn get(&self, id: Name) -> Option<&str> {
+        self.list.get(usize::from(id.0)).map(|n| &**n)
+    }
 }
 
 impl Record {
@@ -87,6 +152,27 @@ impl Record {
     pub fn uncorrected_us(&self) -> Option<u64> {
         let (r, s) = (self.first_received?, self.submitted?);
         Some(r.saturating_sub(s) / 1000)
+    }
+
+    /// Its MTAs' `accepted` steps: (time, node, region).
+    pub fn accepts(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.kind == Kind::Accepted)
+    }
+
+    /// The first `delivered`, `received`, `bounced`, `expired` or `dropped`.
+    pub fn first_terminal(&self) -> Option<u64> {
+        let mta = self.steps.iter().filter(|s| s.kind.is_mta_end()).map(|s| s.t).min();
+        match (mta, self.first_received) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl Kind {
+    /// An MTA's last word on a recipient at one node.
+    pub fn is_mta_end(self) -> bool {
+        matches!(self, Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped)
     }
 }
 
@@ -136,63 +222,86 @@ impl Counts {
 pub struct Ledger {
     pub records: HashMap<(String, String), Record>,
     pub events: u64,
+    pub names: Names,
 }
 
 impl Ledger {
     /// Folds events (any order) and spool leftovers into per-recipient records.
     pub fn build(events: &[Event], spooled: &[Spooled]) -> Ledger {
-        let mut records: HashMap<(String, String), Record> = HashMap::new();
-        for e in events.iter().filter(|e| !e.event.is_control()) {
-            let rcpt = e.rcpt.clone().unwrap_or_default();
-            let r = records.entry((e.id.clone(), rcpt)).or_default();
-            match e.event {
-                Kind::Submitted => {
-                    r.generated = true;
-                    r.intended = r.intended.or(e.intended);
-                    r.submitted = r.submitted.or(e.submitted);
-                    // The MTA's 250 is the acceptance. Its own `accepted` line can die in a
-                    // SIGKILL before it is flushed; the generator's record of the 250 cannot.
-                    if !r.accepted {
-                        r.region = e.region.clone();
-                        r.node = e.node.clone();
-                    }
-                    r.accepted = true;
-                }
-                Kind::Rejected | Kind::Unsubmitted => {
-                    r.generated = true;
-                    r.intended = r.intended.or(e.intended);
-                }
-                Kind::Accepted => {
-                    // The first acceptance names the region that owns the message.
-                    if !r.accepted {
-                        r.region = e.region.clone();
-                        r.node = e.node.clone();
-                    }
-                    r.accepted = true;
-                }
-                Kind::Deferred => r.deferrals += 1,
-                Kind::Delivered => {}
-                Kind::Bounced => r.bounced = true,
-                Kind::Expired => r.expired = true,
-                Kind::Dropped => r.dropped = true,
-                Kind::Fault | Kind::FaultEnd | Kind::Evicted | Kind::Admitted => {}
-                Kind::Received => {
-                    r.receipts += 1;
-                    // Intended and submitted times come from the generator's own events only;
-                    // a receipt's copy of the header is not a second source to reconcile.
-                    r.first_received = Some(r.first_received.map_or(e.t, |f| f.min(e.t)));
-                }
+        let mut l = Ledger::default();
+        for e in events {
+            l.add(e);
+        }
+        l.add_spooled(spooled);
+        l
+    }
+
+    /// Folds one event in (control events are only counted).
+    pub fn add(&mut self, e: &Event) {
+        self.events += 1;
+        if e.event.is_control() {
+            return;
+        }
+        let key = (e.id.clone(), e.rcpt.clone().unwrap_or_default());
+        let names = &mut self.names;
+        let r = self.records.entry(key).or_default();
+        let step = |names: &mut Names, t: u64| Step {
+            t,
+            kind: e.event,
+            node: names.id(e.node.as_deref()),
+            region: names.id(e.region.as_deref()),
+        };
+        // The first acceptance names the region that owns the message.
+        let own = |r: &mut Record, names: &mut Names| {
+            if !r.accepted {
+                r.region = names.shared(e.region.as_deref());
+                r.node = names.shared(e.node.as_deref());
+            }
+            r.accepted = true;
+        };
+        match e.event {
+            Kind::Submitted => {
+                r.generated = true;
+                r.intended = r.intended.or(e.intended);
+                r.submitted = r.submitted.or(e.submitted);
+                // The MTA's 250 is the acceptance. Its own `accepted` line can die in a
+                // SIGKILL before it is flushed; the generator's record of the 250 cannot.
+                own(r, names);
+                r.steps.push(step(names, e.acked.unwrap_or(e.t)));
+            }
+            Kind::Rejected | Kind::Unsubmitted => {
+                r.generated = true;
+                r.intended = r.intended.or(e.intended);
+                r.unsubmitted |= e.event == Kind::Unsubmitted;
+            }
+            Kind::Accepted => {
+                own(r, names);
+                r.steps.push(step(names, e.t));
+            }
+            Kind::Deferred => r.deferrals += 1,
+            Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped => {
+                r.bounced |= e.event == Kind::Bounced;
+                r.expired |= e.event == Kind::Expired;
+                r.dropped |= e.event == Kind::Dropped;
+                r.steps.push(step(names, e.t));
+            }
+            Kind::Fault | Kind::FaultEnd | Kind::Evicted | Kind::Admitted => {}
+            Kind::Received => {
+                r.receipts += 1;
+                // Intended and submitted times come from the generator's own events only;
+                // a receipt's copy of the header is not a second source to reconcile.
+                r.first_received = Some(r.first_received.map_or(e.t, |f| f.min(e.t)));
             }
         }
+    }
+
+    /// Marks what was left in the spools (after every event is in).
+    pub fn add_spooled(&mut self, spooled: &[Spooled]) {
         for s in spooled {
-            if let Some(r) = records.get_mut(&(s.msg_id.clone(), s.rcpt.clone())) {
+            if let Some(r) = self.records.get_mut(&(s.msg_id.clone(), s.rcpt.clone())) {
                 r.spooled = true;
                 r.stranded |= !s.node_alive;
             }
-        }
-        Ledger {
-            records,
-            events: events.len() as u64,
         }
     }
 
@@ -201,17 +310,12 @@ impl Ledger {
         self.records.iter().filter(|(_, r)| r.generated)
     }
 
-    pub fn counts(&self, events: &[Event]) -> Counts {
+    pub fn counts(&self) -> Counts {
         let mut c = Counts {
             events: self.events,
             ..Counts::default()
         };
-        let unsubmitted: HashSet<(&str, &str)> = events
-            .iter()
-            .filter(|e| e.event == Kind::Unsubmitted)
-            .map(|e| (e.id.as_str(), e.rcpt.as_deref().unwrap_or("")))
-            .collect();
-        for ((id, rcpt), r) in self.generated() {
+        for (_, r) in self.generated() {
             c.generated += 1;
             c.deferrals += u64::from(r.deferrals);
             c.duplicates += u64::from(r.receipts.saturating_sub(1));
@@ -221,9 +325,7 @@ impl Ledger {
             match r.class() {
                 Class::RejectedAtSubmit => {
                     c.rejected_at_submit += 1;
-                    if unsubmitted.contains(&(id.as_str(), rcpt.as_str())) {
-                        c.unsubmitted += 1;
-                    }
+                    c.unsubmitted += u64::from(r.unsubmitted);
                 }
                 Class::Delivered => c.delivered += 1,
                 Class::Bounced => c.bounced += 1,
@@ -297,7 +399,7 @@ mod tests {
             node_alive: false,
         }];
         let l = Ledger::build(&events, &spooled);
-        let c = l.counts(&events);
+        let c = l.counts();
         assert_eq!(c.generated, 6);
         assert_eq!(c.accepted, 4);
         assert_eq!(c.rejected_at_submit, 2);

@@ -6,20 +6,23 @@
 
 pub mod accounting;
 pub mod faults;
+pub mod fold;
 pub mod hlog;
 pub mod latency;
 pub mod series;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::events::domain_of;
-use accounting::{Class, Ledger, Record};
+use accounting::{Class, Record};
 pub use accounting::{Counts, Spooled};
 pub use faults::FaultMetrics;
+pub use fold::{Fold, Rates};
 pub use latency::Dist;
 pub use series::{Mark, MarkKind, QueueDepth};
 
-use crate::events::{Event, Kind};
+use crate::events::Event;
 use crate::scenario::threshold::{CountMetric, Metric, Op, Scope};
 use crate::scenario::Threshold;
 
@@ -61,15 +64,6 @@ pub struct Point {
     pub p99: Option<f64>,
     /// SLO compliance of the interval (fraction).
     pub slo: Option<f64>,
-}
-
-/// Per-second event rates (by the time things happened).
-#[derive(Debug, Clone, Default)]
-pub struct Rates {
-    pub generated: Vec<u64>,
-    pub accepted: Vec<u64>,
-    pub delivered: Vec<u64>,
-    pub bounced: Vec<u64>,
 }
 
 /// A region's or provider's line in the summary.
@@ -123,18 +117,30 @@ pub struct Analysis {
 /// One generated recipient with its derived labels.
 struct Row<'a> {
     rec: &'a Record,
-    domain: String,
+    /// Lower case (borrowed when the address already is).
+    domain: Cow<'a, str>,
     provider: Option<&'a str>,
 }
 
+/// [`analyze_fold`] of events in memory.
 pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis {
-    let ledger = Ledger::build(events, spooled);
-    let counts = ledger.counts(events);
+    analyze_fold(Fold::of(events, inp), spooled, inp)
+}
+
+/// Everything a report shows, from a run's folded events and its spool leftovers.
+pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> Analysis {
+    fold.ledger.add_spooled(spooled);
+    let ledger = &fold.ledger;
+    let counts = ledger.counts();
     let rows: Vec<Row<'_>> = ledger
         .generated()
         .map(|((_, rcpt), rec)| {
-            let domain = domain_of(rcpt).to_ascii_lowercase();
-            let provider = inp.providers.get(&domain).map(String::as_str);
+            let d = domain_of(rcpt);
+            let domain = match d.bytes().any(|b| b.is_ascii_uppercase()) {
+                true => Cow::Owned(d.to_ascii_lowercase()),
+                false => Cow::Borrowed(d),
+            };
+            let provider = inp.providers.get(&*domain).map(String::as_str);
             Row { rec, domain, provider }
         })
         .collect();
@@ -154,7 +160,7 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
     let mut by_provider: BTreeMap<String, Group> = BTreeMap::new();
     for r in &rows {
         if let Some(region) = &r.rec.region {
-            add_to_group(by_region.entry(region.clone()).or_default(), r.rec);
+            add_to_group(by_region.entry(region.to_string()).or_default(), r.rec);
         }
         if let Some(p) = r.provider {
             add_to_group(by_provider.entry(p.to_string()).or_default(), r.rec);
@@ -163,7 +169,7 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
     for region in by_region.keys() {
         let sel: Vec<&Row<'_>> = rows
             .iter()
-            .filter(|r| r.rec.region.as_deref() == Some(region))
+            .filter(|r| r.rec.region.as_deref() == Some(region.as_str()))
             .collect();
         series_by_region.insert(region.clone(), series(&sel, inp, intervals));
     }
@@ -175,10 +181,10 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
         })
         .collect();
 
-    let wall = wall_buckets(events, inp, intervals);
-    let rates = rates(events, inp, wall);
-    let queue_depth = series::queue_depth(events, inp.start_ns, wall);
-    let marks = series::marks(events, inp.start_ns);
+    let wall = fold.wall_buckets(intervals);
+    let rates = fold.rates(wall);
+    let queue_depth = series::queue_depth(ledger, inp.start_ns, wall);
+    let marks = series::marks(&fold.control, inp.start_ns);
     let thresholds: Vec<ThresholdResult> = inp
         .thresholds
         .iter()
@@ -193,7 +199,7 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
         })
         .collect();
     let pass = thresholds.iter().all(|t| t.pass) && slo_pass && counts.lost == 0;
-    let faults = faults::fault_metrics(events, &ledger, &overall_series, inp);
+    let faults = faults::fault_metrics(&fold, &overall_series, inp);
     Analysis {
         identity: counts.check_identity(),
         counts,
@@ -276,38 +282,6 @@ fn series(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Point> {
         .collect()
 }
 
-/// Seconds of wall time the by-time series cover: past the traffic window into the drain, up
-/// to the last event.
-fn wall_buckets(events: &[Event], inp: &Inputs, intervals: usize) -> usize {
-    let last = events.iter().map(|e| e.t).max().unwrap_or(inp.start_ns);
-    let n = (last.saturating_sub(inp.start_ns) / 1_000_000_000) as usize + 1;
-    n.max(intervals)
-}
-
-fn rates(events: &[Event], inp: &Inputs, n: usize) -> Rates {
-    let mut r = Rates {
-        generated: vec![0; n],
-        accepted: vec![0; n],
-        delivered: vec![0; n],
-        bounced: vec![0; n],
-    };
-    let idx = |t: u64| ((t.saturating_sub(inp.start_ns) / 1_000_000_000) as usize).min(n - 1);
-    for e in events {
-        match e.event {
-            Kind::Submitted | Kind::Rejected | Kind::Unsubmitted => {
-                r.generated[idx(e.intended.unwrap_or(e.t))] += 1;
-                if e.event == Kind::Submitted {
-                    r.accepted[idx(e.t)] += 1;
-                }
-            }
-            Kind::Received => r.delivered[idx(e.t)] += 1,
-            Kind::Bounced => r.bounced[idx(e.t)] += 1,
-            _ => {}
-        }
-    }
-    r
-}
-
 /// A metric over a set of rows (no windowing).
 fn metric_value(m: Metric, d: &Dist, rows: &[&Row<'_>], inp: &Inputs, span_s: f64) -> Option<f64> {
     match m {
@@ -379,6 +353,7 @@ fn observe(t: &Threshold, rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Kind;
 
     fn msg(id: u64, intended_s: f64, delivered_after_ms: Option<u64>) -> Vec<Event> {
         let intended = (intended_s * 1e9) as u64;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::accounting::{Ledger, Name, Record, Step};
 use crate::events::{Event, Kind};
 
 const NS: u64 = 1_000_000_000;
@@ -119,24 +120,11 @@ pub struct QueueDepth {
 }
 
 /// One copy of a recipient queued at one node.
-struct Copy<'a> {
-    node: Option<&'a str>,
-    region: Option<&'a str>,
+struct Copy {
+    node: Name,
+    region: Name,
     start: u64,
     end: Option<u64>,
-}
-
-/// What the events say about one (message id, recipient).
-#[derive(Default)]
-struct Seen<'a> {
-    /// (node, time, event) of the node's `accepted` lines and of the generator's `submitted`
-    /// (the node's 250, at its `acked` time).
-    accepted: Vec<(Option<&'a str>, u64, &'a Event)>,
-    submitted: Vec<(Option<&'a str>, u64, &'a Event)>,
-    /// The MTA's terminal events, in time order once sorted.
-    ends: Vec<&'a Event>,
-    delivered_by_mta: bool,
-    first_receipt: Option<u64>,
 }
 
 /// Queue depth over `buckets` seconds: a message is queued at a node from its acceptance until
@@ -157,36 +145,20 @@ struct Seen<'a> {
 ///
 /// Each bucket holds the time-weighted mean depth over its second (message-seconds queued in
 /// it), so a fast MTA reads as rate × latency (Little's law) instead of a sampled 0 or 1.
-pub fn queue_depth(events: &[Event], start_ns: u64, buckets: usize) -> QueueDepth {
-    let mut seen: HashMap<(&str, &str), Seen<'_>> = HashMap::new();
-    for e in events.iter().filter(|e| !e.event.is_control()) {
-        let s = seen
-            .entry((e.id.as_str(), e.rcpt.as_deref().unwrap_or("")))
-            .or_default();
-        let node = e.node.as_deref();
-        match e.event {
-            Kind::Accepted => s.accepted.push((node, e.t, e)),
-            Kind::Submitted => s.submitted.push((node, e.acked.unwrap_or(e.t), e)),
-            Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped => {
-                s.delivered_by_mta |= e.event == Kind::Delivered;
-                s.ends.push(e);
-            }
-            Kind::Received => s.first_receipt = Some(s.first_receipt.map_or(e.t, |r| r.min(e.t))),
-            _ => {}
-        }
-    }
+pub fn queue_depth(ledger: &Ledger, start_ns: u64, buckets: usize) -> QueueDepth {
     let span_end = start_ns.saturating_add(buckets as u64 * NS);
     let mut acc = Accumulator::new(buckets);
     let mut regions: BTreeMap<String, Accumulator> = BTreeMap::new();
-    for s in seen.values_mut() {
-        for copy in copies(s) {
-            let receipt = s.first_receipt.filter(|r| !s.delivered_by_mta && *r >= copy.start);
+    for r in ledger.records.values() {
+        let delivered_by_mta = r.steps.iter().any(|s| s.kind == Kind::Delivered);
+        for copy in copies(r) {
+            let receipt = r.first_received.filter(|x| !delivered_by_mta && *x >= copy.start);
             let end = copy.end.or(receipt).unwrap_or(span_end);
             let (a, b) = (copy.start.saturating_sub(start_ns), end.saturating_sub(start_ns));
             acc.add(a, b);
-            if let Some(r) = copy.region {
+            if let Some(name) = ledger.names.get(copy.region) {
                 let region = regions
-                    .entry(r.to_string())
+                    .entry(name.to_string())
                     .or_insert_with(|| Accumulator::new(buckets));
                 region.add(a, b);
             }
@@ -201,41 +173,45 @@ pub fn queue_depth(events: &[Event], start_ns: u64, buckets: usize) -> QueueDept
 /// One recipient's queued copies with the ends the MTA reported. Per node, the n-th `accepted`
 /// and the n-th `submitted` are the same copy; a 250 without a node (not written by this
 /// generator) pairs with any node's acceptance.
-fn copies<'a>(s: &mut Seen<'a>) -> Vec<Copy<'a>> {
-    s.accepted.sort_by_key(|a| a.1);
-    s.submitted.sort_by_key(|a| a.1);
-    let mut out: Vec<Copy<'a>> = Vec::new();
-    let mut paired = vec![false; s.accepted.len()];
-    for (node, t, e) in &s.accepted {
-        out.push(Copy {
-            node: *node,
-            region: e.region.as_deref(),
-            start: *t,
+fn copies(r: &Record) -> Vec<Copy> {
+    let of = |kind: Kind| {
+        let mut v: Vec<&Step> = r.steps.iter().filter(|s| s.kind == kind).collect();
+        v.sort_by_key(|s| s.t);
+        v
+    };
+    let (accepted, submitted) = (of(Kind::Accepted), of(Kind::Submitted));
+    let mut out: Vec<Copy> = accepted
+        .iter()
+        .map(|a| Copy {
+            node: a.node,
+            region: a.region,
+            start: a.t,
             end: None,
-        });
-    }
-    for (node, t, e) in &s.submitted {
-        let same = |i: usize| node.is_none() || s.accepted[i].0 == *node;
-        match (0..s.accepted.len()).find(|&i| !paired[i] && same(i)) {
+        })
+        .collect();
+    let mut paired = vec![false; accepted.len()];
+    for s in &submitted {
+        let same = |i: usize| s.node == Name::NONE || accepted[i].node == s.node;
+        match (0..accepted.len()).find(|&i| !paired[i] && same(i)) {
             Some(i) => {
                 paired[i] = true;
-                out[i].start = out[i].start.min(*t);
+                out[i].start = out[i].start.min(s.t);
             }
             None => out.push(Copy {
-                node: *node,
-                region: e.region.as_deref(),
-                start: *t,
+                node: s.node,
+                region: s.region,
+                start: s.t,
                 end: None,
             }),
         }
     }
     out.sort_by_key(|c| c.start);
-    s.ends.sort_by_key(|e| e.t);
-    for e in &s.ends {
+    let mut ends: Vec<&Step> = r.steps.iter().filter(|s| s.kind.is_mta_end()).collect();
+    ends.sort_by_key(|s| s.t);
+    for e in ends {
         // The node's own oldest open copy; an end without a node closes the oldest of any.
-        let node = e.node.as_deref();
         let mut open = out.iter_mut().filter(|c| c.end.is_none());
-        if let Some(c) = open.find(|c| node.is_none() || c.node == node) {
+        if let Some(c) = open.find(|c| e.node == Name::NONE || c.node == e.node) {
             c.end = Some(e.t.max(c.start));
         }
     }
@@ -322,6 +298,10 @@ mod tests {
         e
     }
 
+    fn depth_of(events: &[Event], start_ns: u64, buckets: usize) -> QueueDepth {
+        queue_depth(&Ledger::build(events, &[]), start_ns, buckets)
+    }
+
     fn close(a: &[f64], b: &[f64]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
     }
@@ -356,7 +336,7 @@ mod tests {
             // Control events are not messages.
             control(S, "fault.1", Kind::Fault, Some("kill node/east-1"), Some("east-1")),
         ];
-        let q = queue_depth(&events, START, 4);
+        let q = depth_of(&events, START, 4);
         // Second by second: r.1 0.5|1|0.5|0, r.2 0|0.5|0|0, r.3 0|1|1|1, r.4 west 1|1|0|0,
         // r.4 east 0|1|1|0, r.5 0|0|1|0.5, r.6 0|0|0|1.
         assert!(close(&q.overall, &[1.5, 4.5, 3.5, 2.5]), "{:?}", q.overall);
@@ -370,12 +350,12 @@ mod tests {
         // Event order in the slice does not matter.
         let mut rev = events.clone();
         rev.reverse();
-        assert_eq!(queue_depth(&rev, START, 4), q);
+        assert_eq!(depth_of(&rev, START, 4), q);
         // Long intervals go through the difference array; an empty run still has a bucket.
         let long = [ev(h, "r.9", Kind::Accepted, Some("a-1"))];
-        let q = queue_depth(&long, START, 1000);
+        let q = depth_of(&long, START, 1000);
         assert!((q.overall[0] - 0.5).abs() < 1e-9 && q.overall[1..].iter().all(|d| *d == 1.0));
-        assert_eq!(queue_depth(&[], START, 0).overall, vec![0.0]);
+        assert_eq!(depth_of(&[], START, 0).overall, vec![0.0]);
     }
 
     #[test]

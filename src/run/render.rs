@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Source};
-use crate::events::{self, Event, Kind};
+use crate::events;
 use crate::inbox::bounces::EXTERNAL_NODE;
 use crate::measure::{self, Spooled};
 use crate::report::{self, RunInfo, Summary};
@@ -145,18 +145,7 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
     // resolved copy in a run directory is not where the original was. Only its numbers matter.
     let f: ScenarioFile = Source::read(&dir.join("scenario.yaml"))?.parse()?;
     let run = RunRecord::read(dir)?;
-    let (mut all, torn) = events::read_file(&events_path).map_err(|e| input(&events_path, e))?;
     let providers = provider_map(&f);
-    for e in &mut all {
-        e.expand(&|rcpt| measure::provider_of(&providers, rcpt));
-    }
-    if torn > 0 {
-        return Err(input(&events_path, format!("{torn} lines are not events")));
-    }
-    let mut spooled = run.spooled();
-    if f.mta.kind == MtaKind::External {
-        external_accounting(&all, &mut spooled);
-    }
     let inputs = measure::Inputs {
         start_ns: run.start_ns,
         duration_s: f.duration.0.as_secs_f64(),
@@ -165,7 +154,24 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
         providers,
         thresholds: f.thresholds.clone(),
     };
-    let analysis = measure::analyze(&all, &spooled, &inputs);
+    // One pass, never holding the events: measurement keeps a record per recipient.
+    let mut fold = measure::Fold::new(&inputs);
+    let torn = events::each_in_file(&events_path, |mut e| {
+        e.expand(&|rcpt| measure::provider_of(&inputs.providers, rcpt));
+        fold.add(&e);
+        Ok(())
+    })
+    .map_err(|e| input(&events_path, e))?;
+    if torn > 0 {
+        return Err(input(&events_path, format!("{torn} lines are not events")));
+    }
+    let mut spooled = run.spooled();
+    if f.mta.kind == MtaKind::External {
+        // What an external MTA can be known to hold: see `Fold::still_deferred`. Everything
+        // else accepted and neither received nor bounced by the end of the drain is `lost`.
+        spooled.extend(fold.still_deferred(EXTERNAL_NODE));
+    }
+    let analysis = measure::analyze_fold(fold, &spooled, &inputs);
     let info = RunInfo {
         name: f.name.clone(),
         start_ns: run.start_ns,
@@ -178,37 +184,6 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
         aborted: run.aborted,
     };
     report::write_all(dir, &info, &analysis).map_err(RenderError::Output)
-}
-
-/// What mailsurge can know of an external MTA: its 250 to a submission is the acceptance (as
-/// for every run, see the ledger), and a recipient whose last DSN was a delay notice is still in
-/// its queue. Everything else that was accepted and neither received nor bounced by the end of
-/// the drain is `lost` — the harness cannot look into the external queue, and never assumes.
-fn external_accounting(all: &[Event], spooled: &mut Vec<Spooled>) {
-    let mut delayed: BTreeMap<(String, String), bool> = BTreeMap::new();
-    for e in all.iter() {
-        let key = || (e.id.clone(), e.rcpt.clone().unwrap_or_default());
-        match e.event {
-            Kind::Deferred => {
-                delayed.entry(key()).or_insert(true);
-            }
-            Kind::Bounced | Kind::Expired | Kind::Received => {
-                delayed.insert(key(), false);
-            }
-            _ => {}
-        }
-    }
-    spooled.extend(
-        delayed
-            .into_iter()
-            .filter(|(_, still)| *still)
-            .map(|((msg_id, rcpt), _)| Spooled {
-                msg_id,
-                rcpt,
-                node: EXTERNAL_NODE.into(),
-                node_alive: true,
-            }),
-    );
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! What the per-action computations look up: the run's events sorted by time, each
-//! recipient's trail (acceptances and first terminal event), node → region, the ends of `for:`
-//! windows — and the two answers built from them alone: when an action ended, and when the
-//! system was first seen to react (detection).
+//! What the per-action computations look up: balancer reactions, deferrals and receipts sorted
+//! by time, each recipient's record (its acceptances and first terminal event), node → region,
+//! the ends of `for:` windows — and the two answers built from them alone: when an action
+//! ended, and when the system was first seen to react (detection).
 
 use std::collections::HashMap;
 
 use super::{is_mta_kill, provider_target, Inputs, NS};
 use crate::events::{Event, Fault, Kind, TargetKind};
+use crate::measure::accounting::{Ledger, Step};
+use crate::measure::fold::{Fold, Reaction};
 
 /// A `fault` event and its typed fields.
 #[derive(Debug, Clone, Copy)]
@@ -15,26 +17,19 @@ pub struct Action<'a> {
     pub f: &'a Fault,
 }
 
-/// One recipient's path through the MTA.
-#[derive(Debug, Default)]
-pub struct Trail<'a> {
-    /// (time, node, region) of every `accepted`.
-    pub accepts: Vec<(u64, Option<&'a str>, Option<&'a str>)>,
-    /// First `delivered`, `received`, `bounced`, `expired` or `dropped`.
-    pub first_terminal: Option<u64>,
-}
-
 /// Everything the per-action computations look up.
 pub struct Ctx<'a> {
     pub inp: &'a Inputs,
     /// The run's faults, in time order.
     pub faults: &'a [Action<'a>],
+    /// Per (id, recipient): its record, with its steps through the MTAs.
+    pub ledger: &'a Ledger,
     /// Node → region, from any event naming both.
     node_region: HashMap<&'a str, &'a str>,
-    /// Message and balancer events, sorted by time.
-    sorted: Vec<&'a Event>,
-    /// Per (id, recipient).
-    pub trails: HashMap<(&'a str, &'a str), Trail<'a>>,
+    /// Balancer reactions (`evicted`, `admitted`), sorted by time.
+    balancer: Vec<&'a Event>,
+    /// Deferrals and receipts, sorted by time.
+    reactions: Vec<Reaction>,
     /// Indexes (into `faults`) of kills of regions and nodes.
     kills: Vec<usize>,
     /// `fault_end` time per fault id.
@@ -42,47 +37,41 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(events: &'a [Event], faults: &'a [Action<'a>], inp: &'a Inputs) -> Ctx<'a> {
-        let mut sorted: Vec<&Event> = events
+    pub fn new(fold: &'a Fold<'a>, faults: &'a [Action<'a>], inp: &'a Inputs) -> Ctx<'a> {
+        let names = &fold.ledger.names;
+        let node_region = fold
+            .node_region
             .iter()
-            .filter(|e| !matches!(e.event, Kind::Fault | Kind::FaultEnd))
+            .filter_map(|(n, r)| Some((names.get(*n)?, names.get(*r)?)))
             .collect();
-        sorted.sort_by_key(|e| e.t);
-        let mut node_region = HashMap::new();
-        for e in events {
-            if let (Some(n), Some(r)) = (&e.node, &e.region) {
-                node_region.entry(n.as_str()).or_insert(r.as_str());
-            }
-        }
-        let mut trails: HashMap<(&str, &str), Trail<'_>> = HashMap::new();
-        for e in events.iter().filter(|e| !e.event.is_control()) {
-            let key = (e.id.as_str(), e.rcpt.as_deref().unwrap_or(""));
-            match e.event {
-                Kind::Accepted => {
-                    let accept = (e.t, e.node.as_deref(), e.region.as_deref());
-                    trails.entry(key).or_default().accepts.push(accept);
-                }
-                Kind::Delivered | Kind::Received | Kind::Bounced | Kind::Expired | Kind::Dropped => {
-                    let t = &mut trails.entry(key).or_default().first_terminal;
-                    *t = Some(t.map_or(e.t, |f| f.min(e.t)));
-                }
-                _ => {}
-            }
-        }
+        let mut balancer: Vec<&Event> = fold
+            .control
+            .iter()
+            .filter(|e| matches!(e.event, Kind::Evicted | Kind::Admitted))
+            .collect();
+        balancer.sort_by_key(|e| e.t);
+        let mut reactions = fold.reactions.clone();
+        reactions.sort_by_key(|r| r.t);
         let mut ends: HashMap<&str, u64> = HashMap::new();
-        for e in events.iter().filter(|e| e.event == Kind::FaultEnd) {
+        for e in fold.control.iter().filter(|e| e.event == Kind::FaultEnd) {
             let t = ends.entry(e.id.as_str()).or_insert(e.t);
             *t = (*t).min(e.t);
         }
         Ctx {
             inp,
             faults,
+            ledger: &fold.ledger,
             node_region,
-            sorted,
-            trails,
+            balancer,
+            reactions,
             kills: (0..faults.len()).filter(|&i| is_mta_kill(faults[i].f)).collect(),
             ends,
         }
+    }
+
+    /// A step's node and region names.
+    pub fn place(&self, s: &Step) -> (Option<&'a str>, Option<&'a str>) {
+        (self.ledger.names.get(s.node), self.ledger.names.get(s.region))
     }
 
     /// Whether a node (or an event's region) belongs to an MTA target.
@@ -93,18 +82,6 @@ impl<'a> Ctx<'a> {
             TargetKind::Region => region == Some(name) || node.and_then(|n| self.node_region.get(n)) == Some(&name),
             _ => false,
         }
-    }
-
-    /// The event's provider, else its recipient domain's.
-    pub fn provider_of<'e>(&'e self, e: &'e Event) -> Option<&'e str> {
-        e.provider
-            .as_deref()
-            .or_else(|| self.inp.provider_of(e.rcpt.as_deref()?))
-    }
-
-    fn first_after(&self, t: u64, f: impl Fn(&Event) -> bool) -> Option<u64> {
-        let from = self.sorted.partition_point(|e| e.t < t);
-        self.sorted[from..].iter().find(|e| f(e)).map(|e| e.t)
     }
 
     pub fn offset_s(&self, t: u64) -> f64 {
@@ -148,12 +125,18 @@ impl<'a> Ctx<'a> {
         let restore = f.action == "restore";
         if f.is_mta() {
             let kind = if restore { Kind::Admitted } else { Kind::Evicted };
-            return self.first_after(t0, |e| {
-                e.event == kind && self.covers(f, e.node.as_deref(), e.region.as_deref())
-            });
+            let from = self.balancer.partition_point(|e| e.t < t0);
+            return self.balancer[from..]
+                .iter()
+                .find(|e| e.event == kind && self.covers(f, e.node.as_deref(), e.region.as_deref()))
+                .map(|e| e.t);
         }
         let p = provider_target(f)?;
         let kind = if restore { Kind::Received } else { Kind::Deferred };
-        self.first_after(t0, |e| e.event == kind && self.provider_of(e) == Some(p))
+        let from = self.reactions.partition_point(|r| r.t < t0);
+        self.reactions[from..]
+            .iter()
+            .find(|r| r.kind == kind && self.ledger.names.get(r.provider) == Some(p))
+            .map(|r| r.t)
     }
 }

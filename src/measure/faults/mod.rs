@@ -58,9 +58,9 @@ mod tests;
 use context::{Action, Ctx};
 pub use recovery::{recovery, RECOVERY_RUN_S};
 
-use super::accounting::Ledger;
+use super::fold::Fold;
 use super::{Inputs, Point};
-use crate::events::{Event, Kind, TargetKind};
+use crate::events::{Kind, TargetKind};
 
 const NS: f64 = 1e9;
 
@@ -108,8 +108,9 @@ pub struct Stranded {
 /// The failover metrics of every chaos action of the run, in time order. `series` is the run's
 /// overall per-second series by intended time (`Analysis.series`). A `fault` event without
 /// typed fields (never written by this version; old files are upgraded when read) is skipped.
-pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &Inputs) -> Vec<FaultMetrics> {
-    let mut faults: Vec<Action<'_>> = events
+pub fn fault_metrics(fold: &Fold<'_>, series: &[Point], inp: &Inputs) -> Vec<FaultMetrics> {
+    let mut faults: Vec<Action<'_>> = fold
+        .control
         .iter()
         .filter(|e| e.event == Kind::Fault)
         .filter_map(|ev| ev.fault.as_deref().map(|f| Action { ev, f }))
@@ -118,7 +119,7 @@ pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &
         return Vec::new();
     }
     faults.sort_by_key(|a| a.ev.t);
-    let cx = Ctx::new(events, &faults, inp);
+    let cx = Ctx::new(fold, &faults, inp);
     let traffic_end = inp.start_ns + (inp.duration_s.max(0.0) * NS) as u64;
     (0..faults.len())
         .map(|i| {
@@ -135,7 +136,7 @@ pub fn fault_metrics(events: &[Event], ledger: &Ledger, series: &[Point], inp: &
             if let Some(e) = end {
                 w_end = w_end.max(e);
             }
-            let counts = window::count(&cx, ledger, i, w_end, restore);
+            let counts = window::count(&cx, i, w_end, restore);
             FaultMetrics {
                 id: a.ev.id.clone(),
                 at_s,

@@ -4,7 +4,7 @@
 
 use super::context::Ctx;
 use super::{is_mta_kill, provider_target, Stranded};
-use crate::measure::accounting::{Class, Ledger};
+use crate::measure::accounting::Class;
 
 /// What [`count`] found.
 #[derive(Debug, Default)]
@@ -16,7 +16,7 @@ pub struct Counts {
 }
 
 /// Counts fault `i`'s window `[fault, w_end)`; `restore` is the matching restore's time.
-pub fn count(cx: &Ctx, ledger: &Ledger, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
+pub fn count(cx: &Ctx, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
     let a = &cx.faults[i];
     let t0 = a.ev.t;
     let slo_us = (cx.inp.slo_ms * 1000.0) as u64;
@@ -26,24 +26,23 @@ pub fn count(cx: &Ctx, ledger: &Ledger, i: usize, w_end: u64, restore: Option<u6
         stranded: is_kill.then(Stranded::default),
         ..Counts::default()
     };
-    for ((id, rcpt), r) in ledger.generated() {
+    for ((_, rcpt), r) in cx.ledger.generated() {
         // A provider's fault is about that provider's mail only; faults overlap in time, and
         // another provider's trouble in the same window is not this one's.
         if provider.is_some_and(|p| cx.inp.provider_of(rcpt) != Some(p)) {
             continue;
         }
         let in_window = r.intended.is_some_and(|t| t >= t0 && t < w_end);
-        let trail = cx.trails.get(&(id.as_str(), rcpt.as_str()));
         // A killed node's own mail is the fault's too, whenever it was intended: what it had
         // not finished is delayed until the restore, and what it had delivered but not yet
         // struck from its spool is delivered again (a duplicate).
         let held = is_kill
-            && trail.is_some_and(|tr| {
-                tr.accepts
-                    .iter()
-                    .any(|&(t, n, reg)| t < t0 && cx.kill_of(n, reg, t) == Some(i))
+            && r.accepts().any(|s| {
+                let (n, reg) = cx.place(s);
+                s.t < t0 && cx.kill_of(n, reg, s.t) == Some(i)
             });
-        let unfinished = held && trail.is_none_or(|tr| tr.first_terminal.is_none_or(|t| t >= t0));
+        let first_terminal = r.first_terminal();
+        let unfinished = held && first_terminal.is_none_or(|t| t >= t0);
         if (in_window || unfinished) && r.eligible() && r.delivery_us().is_none_or(|us| us > slo_us) {
             c.delayed += 1;
         }
@@ -57,15 +56,13 @@ pub fn count(cx: &Ctx, ledger: &Ledger, i: usize, w_end: u64, restore: Option<u6
         }
         // Owned: first accepted by a node this kill was the first to hit after that.
         let owned = class == Class::Lost
-            && trail
-                .and_then(|tr| tr.accepts.iter().min_by_key(|(t, _, _)| *t))
-                .is_some_and(|&(t, n, reg)| {
-                    let node = n.or(r.node.as_deref());
-                    cx.kill_of(node, reg.or(r.region.as_deref()), t) == Some(i)
-                });
+            && r.accepts().min_by_key(|s| s.t).is_some_and(|s| {
+                let (n, reg) = cx.place(s);
+                let node = n.or(r.node.as_deref());
+                cx.kill_of(node, reg.or(r.region.as_deref()), s.t) == Some(i)
+            });
         c.lost += u64::from((in_window && class == Class::Lost) || owned);
         // Stranded: accepted by a node of the target, killed before it finished with it.
-        let Some(tr) = trail else { continue };
         if !unfinished {
             continue;
         }
@@ -73,7 +70,7 @@ pub fn count(cx: &Ctx, ledger: &Ledger, i: usize, w_end: u64, restore: Option<u6
         match r.first_received {
             Some(rx) if restore.is_some_and(|rs| rx >= rs) => s.delivered_after_restore += 1,
             Some(_) => {}
-            None if tr.first_terminal.is_none() => s.undelivered += 1,
+            None if first_terminal.is_none() => s.undelivered += 1,
             None => {}
         }
     }
