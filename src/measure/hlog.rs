@@ -16,6 +16,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLog
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
+use super::intervals::ByInterval;
 use super::latency::Dist;
 
 /// One tagged series of per-second histograms, offsets in seconds from `start`.
@@ -24,8 +25,46 @@ pub struct Series<'a> {
     pub intervals: Vec<(f64, &'a Histogram<u64>)>,
 }
 
-/// Writes an interval log.
+/// Writes an interval log of histograms in memory (`mailsurge merge`).
 pub fn write(path: &Path, start: SystemTime, series: &[Series<'_>]) -> io::Result<()> {
+    write_log(path, start, |put| {
+        // The log format wants entries in time order; interleave the tagged series by offset.
+        let mut all: Vec<(f64, &str, &Histogram<u64>)> = series
+            .iter()
+            .flat_map(|s| s.intervals.iter().map(move |(t, h)| (*t, s.tag, *h)))
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (t, tag, h) in all {
+            put(t, tag, h)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes an interval log of per-second distributions built one second at a time (a run's
+/// `latency.hlog`); at each second the series come in the order given.
+pub fn write_intervals(path: &Path, start: SystemTime, series: &[(&str, &ByInterval)]) -> io::Result<()> {
+    write_log(path, start, |put| {
+        let mut cursors: Vec<_> = series.iter().map(|(tag, by)| (*tag, by.cursor())).collect();
+        loop {
+            let mut any = false;
+            for (tag, c) in &mut cursors {
+                if let Some((i, d)) = c.next() {
+                    any = true;
+                    put(i as f64, tag, &d.finite)?;
+                }
+            }
+            if !any {
+                return Ok(());
+            }
+        }
+    })
+}
+
+/// A histogram for the log: offset in seconds, tag, histogram (empty ones are left out).
+type Put<'p> = dyn FnMut(f64, &str, &Histogram<u64>) -> io::Result<()> + 'p;
+
+fn write_log(path: &Path, start: SystemTime, entries: impl FnOnce(&mut Put<'_>) -> io::Result<()>) -> io::Result<()> {
     let mut out = Vec::new();
     let mut ser = V2DeflateSerializer::new();
     {
@@ -35,15 +74,9 @@ pub fn write(path: &Path, start: SystemTime, series: &[Series<'_>]) -> io::Resul
             .with_base_time(start)
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut out, &mut ser)?;
-        // The log format wants entries in time order; interleave the tagged series by offset.
-        let mut all: Vec<(f64, &str, &Histogram<u64>)> = series
-            .iter()
-            .flat_map(|s| s.intervals.iter().map(move |(t, h)| (*t, s.tag, *h)))
-            .collect();
-        all.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (t, tag, h) in all {
+        let mut put = |t: f64, tag: &str, h: &Histogram<u64>| -> io::Result<()> {
             if h.is_empty() {
-                continue;
+                return Ok(());
             }
             w.write_histogram(
                 h,
@@ -51,8 +84,9 @@ pub fn write(path: &Path, start: SystemTime, series: &[Series<'_>]) -> io::Resul
                 Duration::from_secs(1),
                 Tag::new(tag),
             )
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        }
+            .map_err(|e| io::Error::other(format!("{e:?}")))
+        };
+        entries(&mut put)?;
     }
     crate::files::write(path, out)
 }

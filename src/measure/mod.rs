@@ -8,6 +8,7 @@ pub mod accounting;
 pub mod faults;
 pub mod fold;
 pub mod hlog;
+pub mod intervals;
 pub mod latency;
 pub mod series;
 
@@ -19,6 +20,7 @@ use accounting::{Class, Record};
 pub use accounting::{Counts, Spooled};
 pub use faults::FaultMetrics;
 pub use fold::{Fold, Rates};
+pub use intervals::ByInterval;
 pub use latency::Dist;
 pub use series::{Mark, MarkKind, QueueDepth};
 
@@ -94,8 +96,8 @@ pub struct Analysis {
     pub slo_pass: bool,
     pub series: Vec<Point>,
     /// Per-second distributions by intended time, for `latency.hlog`: corrected and uncorrected.
-    pub intervals: Vec<Dist>,
-    pub uncorrected_intervals: Vec<Dist>,
+    pub intervals: ByInterval,
+    pub uncorrected_intervals: ByInterval,
     pub series_by_region: BTreeMap<String, Vec<Point>>,
     /// Per-second series by intended time for each provider (recipient domain's provider).
     pub series_by_provider: BTreeMap<String, Vec<Point>>,
@@ -253,33 +255,33 @@ fn dist_of(rows: &[&Row<'_>], f: fn(&Record) -> Option<u64>) -> Dist {
 }
 
 /// Eligible rows grouped into 1 s intervals by intended time, valued by `f`.
-fn per_interval_by(rows: &[&Row<'_>], inp: &Inputs, intervals: usize, f: fn(&Record) -> Option<u64>) -> Vec<Dist> {
-    let mut v = vec![Dist::new(); intervals];
-    for r in rows.iter().filter(|r| r.rec.eligible()) {
-        let Some(i) = r.rec.intended else { continue };
-        let idx = (i.saturating_sub(inp.start_ns) / 1_000_000_000) as usize;
-        v[idx.min(intervals - 1)].record(f(r.rec));
-    }
-    v
+fn per_interval_by(rows: &[&Row<'_>], inp: &Inputs, intervals: usize, f: fn(&Record) -> Option<u64>) -> ByInterval {
+    let values = rows
+        .iter()
+        .filter(|r| r.rec.eligible())
+        .filter_map(|r| Some((r.rec.intended?, f(r.rec))));
+    ByInterval::new(values, inp.start_ns, intervals)
 }
 
-fn per_interval(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Dist> {
+fn per_interval(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> ByInterval {
     per_interval_by(rows, inp, intervals, Record::delivery_us)
 }
 
 fn series(rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> Vec<Point> {
-    per_interval(rows, inp, intervals)
-        .iter()
-        .enumerate()
-        .map(|(i, d)| Point {
+    let by = per_interval(rows, inp, intervals);
+    let mut c = by.cursor();
+    let mut out = Vec::with_capacity(by.intervals());
+    while let Some((i, d)) = c.next() {
+        out.push(Point {
             t: i as f64,
             n: d.len(),
             p50: d.quantile_ms(0.5),
             p90: d.quantile_ms(0.9),
             p99: d.quantile_ms(0.99),
             slo: d.share_within(inp.slo_ms),
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// A metric over a set of rows (no windowing).
@@ -323,21 +325,13 @@ fn observe(t: &Threshold, rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> 
         return metric_value(t.metric, &d, rows, inp, inp.duration_s);
     };
     // Sliding windows of `w` seconds, one interval apart; report the worst window.
-    let per = per_interval(rows, inp, intervals);
     let len = (w.as_secs_f64().round() as usize).clamp(1, intervals);
     let upper_bound = matches!(t.op, Op::Lt | Op::Le | Op::Eq);
     let mut worst: Option<Option<f64>> = None;
-    for start in 0..=(intervals - len) {
-        let mut d = Dist::new();
-        for p in &per[start..start + len] {
-            d.merge(p);
-        }
-        if d.is_empty() {
-            continue;
-        }
+    per_interval(rows, inp, intervals).each_window(len, |d| {
         let v = match t.metric {
             Metric::Throughput => Some((d.finite.len()) as f64 / len as f64),
-            m => metric_value(m, &d, &[], inp, len as f64),
+            m => metric_value(m, d, &[], inp, len as f64),
         };
         let as_num = |x: Option<f64>| x.unwrap_or(f64::INFINITY);
         worst = Some(match worst {
@@ -346,7 +340,7 @@ fn observe(t: &Threshold, rows: &[&Row<'_>], inp: &Inputs, intervals: usize) -> 
             Some(prev) if !upper_bound && as_num(v) < as_num(prev) => v,
             Some(prev) => prev,
         });
-    }
+    });
     worst.unwrap_or_else(|| metric_value(t.metric, &Dist::new(), rows, inp, inp.duration_s))
 }
 

@@ -23,13 +23,10 @@ pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis) -> anyhow::Result<Sum
     let summary = Summary::new(info, a);
     let json = serde_json::to_string_pretty(&summary)?;
     crate::files::write(&dir.join("summary.json"), json + "\n")?;
-    crate::measure::hlog::write(
+    crate::measure::hlog::write_intervals(
         &dir.join("latency.hlog"),
         crate::events::from_ns(info.start_ns),
-        &[
-            hlog_series("delivery", &a.intervals),
-            hlog_series("uncorrected", &a.uncorrected_intervals),
-        ],
+        &[("delivery", &a.intervals), ("uncorrected", &a.uncorrected_intervals)],
     )?;
     let chart_dir = dir.join("charts");
     let written = write_charts(&chart_dir, info, a)?;
@@ -38,14 +35,6 @@ pub fn write_all(dir: &Path, info: &RunInfo, a: &Analysis) -> anyhow::Result<Sum
     junit::write(dir, &summary, None)?;
     html::write(dir, &summary, a, &written)?;
     Ok(summary)
-}
-
-/// Per-second histograms of one tag for `latency.hlog` (interval i starts i seconds in).
-fn hlog_series<'a>(tag: &'a str, v: &'a [crate::measure::Dist]) -> crate::measure::hlog::Series<'a> {
-    crate::measure::hlog::Series {
-        tag,
-        intervals: v.iter().enumerate().map(|(i, d)| (i as f64, &d.finite)).collect(),
-    }
 }
 
 /// Bottom of the SLO chart: close enough to the target that a dip from 100% to 99.5% is
