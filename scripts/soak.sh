@@ -5,8 +5,9 @@
 # file descriptors of the run and of each node; at the end it checks:
 #   - accounting exact (the run's verdict, lost == 0, the identity) and the queue peak reached;
 #   - each node's RSS growth per message queued at the peak <= SOAK_NODE_BYTES (default 100);
-#   - open fds flat: each process's spread of fd counts <= SOAK_FD_SPREAD (default 64).
-# The run process's own peak RSS is printed (it holds the events it merges at the end).
+#   - open fds flat: each process's spread of fd counts <= SOAK_FD_SPREAD (default 64);
+#   - the run process's peak RSS (VmHWM: it measures every recipient after the traffic) at most
+#     SOAK_RUN_BYTES (default 1024) per generated message.
 #
 #   scripts/soak.sh                                      # 20 min at 3000/s, 5-minute blackhole
 #   SOAK_MINUTES=3 SOAK_RATE=1000/s SOAK_BLACKHOLE=60s SOAK_BLACKHOLE_AT=30s scripts/soak.sh
@@ -18,6 +19,7 @@ HOLE="${SOAK_BLACKHOLE:-5m}"
 HOLE_AT="${SOAK_BLACKHOLE_AT:-5m}"
 NODE_BYTES="${SOAK_NODE_BYTES:-100}"
 FD_SPREAD="${SOAK_FD_SPREAD:-64}"
+RUN_BYTES="${SOAK_RUN_BYTES:-1024}"
 MIN_PEAK="${SOAK_MIN_PEAK:-500000}"
 require_tools python3 zstdcat
 mailsurge_bin missing quiet
@@ -54,7 +56,7 @@ echo "== mailsurge run: ${MINUTES} min at $RATE, gmail blackholed for $HOLE from
 "$BIN" run "$WORK/soak.yaml" --out "$OUT" --quiet >"$WORK/run.out" 2>"$WORK/run.err" &
 RUN_PID=$!
 SAMPLES="$WORK/samples.csv"
-echo "t,pid,kind,rss_kb,fds" >"$SAMPLES"
+echo "t,pid,kind,rss_kb,fds,hwm_kb" >"$SAMPLES"
 start=$(date +%s)
 while pid_alive "$RUN_PID"; do
   now=$(( $(date +%s) - start ))
@@ -65,13 +67,20 @@ while pid_alive "$RUN_PID"; do
     node="$(tr '\0' ' ' <"/proc/$p/cmdline" | sed -n 's|.* mta --config .*/nodes/\([^/]*\)/node.yaml.*|\1|p')"
     [[ -n "$node" ]] && kind="node:$node"
     fds=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)
-    echo "$now,$p,$kind,$(rss_kb "$p" 2>/dev/null || echo 0),$fds" >>"$SAMPLES"
+    echo "$now,$p,$kind,$(rss_kb "$p" 2>/dev/null || echo 0),$fds,$(hwm_kb "$p" 2>/dev/null || echo 0)" >>"$SAMPLES"
   done
-  sleep 10
+  # The run's peak comes after the traffic (merge and measurement): sample it every second.
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    pid_alive "$RUN_PID" || break
+    hwm="$(hwm_kb "$RUN_PID" 2>/dev/null || echo 0)"
+    [[ "${hwm:-0}" -gt "${RUN_HWM:-0}" ]] && RUN_HWM="$hwm"
+    sleep 1
+  done
 done
 wait "$RUN_PID" && rc=0 || rc=$?
 RUN_PID=
 tail -n 3 "$WORK/run.out"
 cp "$SAMPLES" "$OUT/soak-samples.csv"
 python3 "$(dirname "$0")/soak_check.py" --run "$OUT" --samples "$SAMPLES" --exit "$rc" \
-  --node-bytes "$NODE_BYTES" --fd-spread "$FD_SPREAD" --min-peak "$MIN_PEAK"
+  --node-bytes "$NODE_BYTES" --fd-spread "$FD_SPREAD" --min-peak "$MIN_PEAK" \
+  --run-hwm-kb "${RUN_HWM:-0}" --run-bytes "$RUN_BYTES"

@@ -47,6 +47,8 @@ def main() -> int:
     a.add_argument("--node-bytes", type=float, default=100)
     a.add_argument("--fd-spread", type=int, default=64)
     a.add_argument("--min-peak", type=int, default=0)
+    a.add_argument("--run-hwm-kb", type=int, default=0)
+    a.add_argument("--run-bytes", type=float, default=1024)
     o = a.parse_args()
     bad = []
     s = json.load(open(f"{o.run}/summary.json"))
@@ -83,10 +85,15 @@ def main() -> int:
         if max(fds) - min(fds) > o.fd_spread:
             bad.append(f"{kind} {pid}: open fds varied by {max(fds) - min(fds)} > {o.fd_spread}")
         print(line)
+    if o.run_hwm_kb and c["generated"]:
+        per = o.run_hwm_kb * 1024 / c["generated"]
+        print(f"run process peak RSS {o.run_hwm_kb // 1024} MB = {per:.0f} B per generated message")
+        if per > o.run_bytes:
+            bad.append(f"the run process peaked at {per:.0f} B per message > {o.run_bytes:.0f}")
     for b in bad:
         print(f"FAIL: {b}")
     if not bad:
-        print("PASS: accounting exact, node RSS bounded per queued message, fds flat")
+        print("PASS: accounting exact, node and run RSS bounded per message, fds flat")
     return 1 if bad else 0
 
 

@@ -62,6 +62,7 @@ apt_install() { # packages...; `apt-get update` only when there are no lists or 
 pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; } # pid: resident set size in KiB
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; } # pid: peak resident set size in KiB
 
 # start_inbox_and_node DIR INBOX_ADDR RULES NODE_ADDR POOL_IP [EXTRA_NODE_YAML]: a standalone
 # mock inbox (rules: a shipped name or a path) and a reference-MTA node routing every domain to
