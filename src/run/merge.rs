@@ -4,7 +4,8 @@
 //! Each process writes its own file in roughly, not exactly, time order (events are stamped
 //! where they happen and written by one task). Events are read in chunks of [`CHUNK`], each
 //! chunk sorted by time and written to a scratch run (zstd level 1) beside the output; the
-//! runs are then merged through a heap holding one event per run. Memory is a chunk plus one
+//! runs are then merged through a heap holding one event per run, at most [`FAN_IN`] at a time
+//! (more are merged in groups first, so open files stay few). Memory is a chunk plus one
 //! event per run, whatever the length of the run — a 20-minute soak's 18 M events no longer
 //! need their ~9 GB at once.
 //!
@@ -24,6 +25,9 @@ use crate::events::{self, CompressedWriter, Event};
 pub const CHUNK: usize = 128 * 1024;
 /// Scratch runs are written fast: they live for seconds.
 const SCRATCH_LEVEL: i32 = 1;
+/// Runs merged at once, each an open file: more are first merged in groups of this many into
+/// longer runs, so a day-long run's thousands of chunks never meet the open-file limit.
+pub const FAN_IN: usize = 32;
 
 /// Collects events from any number of files and writes them sorted by time.
 pub struct Merge<'p> {
@@ -32,6 +36,8 @@ pub struct Merge<'p> {
     chunk_size: usize,
     runs: Vec<PathBuf>,
     compact: &'p dyn Fn(&mut Event),
+    /// Runs merged at once ([`FAN_IN`]).
+    fan_in: usize,
     /// Lines that were not events, per input file read.
     pub torn: Vec<(PathBuf, usize)>,
 }
@@ -47,6 +53,7 @@ impl<'p> Merge<'p> {
             chunk_size: chunk_size.max(1),
             runs: Vec::new(),
             compact,
+            fan_in: FAN_IN,
             torn: Vec::new(),
         })
     }
@@ -96,11 +103,41 @@ impl<'p> Merge<'p> {
                 self.spill()?;
             }
             self.chunk = Vec::new();
+            self.narrow(self.fan_in)?;
             merge_runs(&self.runs, &mut w)?
         };
         w.finish()?;
         std::fs::remove_dir_all(&self.scratch).map_err(|e| crate::files::at(&self.scratch, e))?;
         Ok(n)
+    }
+}
+
+impl Merge<'_> {
+    /// Merges consecutive groups of `fan_in` runs into one until at most `fan_in` are left.
+    /// Consecutive, so ties still go to the earlier file.
+    fn narrow(&mut self, fan_in: usize) -> io::Result<()> {
+        let fan_in = fan_in.max(2);
+        let mut pass = 0;
+        while self.runs.len() > fan_in {
+            pass += 1;
+            let mut next = Vec::new();
+            for (i, group) in self.runs.chunks(fan_in).enumerate() {
+                if group.len() == 1 {
+                    next.push(group[0].clone());
+                    continue;
+                }
+                let path = self.scratch.join(format!("pass-{pass}-{i}.jsonl.zst"));
+                let mut w = CompressedWriter::create(&path, SCRATCH_LEVEL)?;
+                merge_runs(group, &mut w)?;
+                w.finish()?;
+                for r in group {
+                    std::fs::remove_file(r).map_err(|e| crate::files::at(r, e))?;
+                }
+                next.push(path);
+            }
+            self.runs = next;
+        }
+        Ok(())
     }
 }
 
@@ -169,10 +206,11 @@ mod tests {
         Event::new(t, id, Kind::Accepted)
     }
 
-    fn merged(files: &[Vec<Event>], chunk: usize) -> Vec<(u64, String)> {
+    fn merged(files: &[Vec<Event>], chunk: usize, fan_in: usize) -> Vec<(u64, String)> {
         let dir = tempfile::tempdir().unwrap();
         let no_op = |_: &mut Event| {};
         let mut m = Merge::new(&dir.path().join("scratch"), chunk, &no_op).unwrap();
+        m.fan_in = fan_in;
         for (i, evs) in files.iter().enumerate() {
             let p = dir.path().join(format!("in-{i}.jsonl"));
             let mut text = Vec::new();
@@ -204,7 +242,9 @@ mod tests {
         let mut all: Vec<(u64, String)> = files.iter().flatten().map(|e| (e.t, e.id.clone())).collect();
         all.sort_by_key(|(t, _)| *t);
         for chunk in [1, 2, 3, 5, 100] {
-            assert_eq!(merged(&files, chunk), all, "chunk {chunk}");
+            for fan_in in [2, 3, FAN_IN] {
+                assert_eq!(merged(&files, chunk, fan_in), all, "chunk {chunk}, fan-in {fan_in}");
+            }
         }
     }
 }
