@@ -395,6 +395,14 @@ pub fn each_in_file(path: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> 
 /// to mailsurge's bounce inbox and never to a real mailbox (RFC 2606 `.test`).
 pub const BOUNCE_DOMAIN: &str = "bounces.mailsurge.test";
 
+/// `node` of events derived from delivery status notifications (the bounce inbox's): they say
+/// what an MTA reported by mail, a witness apart from the MTA's own event log.
+pub const EXTERNAL_NODE: &str = "external";
+
+/// What the reference MTA puts in the id of a delivery status notification it queues
+/// (`<node>.dsn.<spool id>.<ns>`): mail of its own, not a generated message.
+pub const NOTICE_ID_MARK: &str = ".dsn.";
+
 /// The domain part of an address (lower-cased by callers where it matters).
 pub fn domain_of(addr: &str) -> &str {
     addr.rsplit_once('@').map_or("", |(_, d)| d)

@@ -97,3 +97,70 @@ fn report_on_a_directory_that_is_not_a_run_exits_2() {
     assert!(stderr.contains("not a run directory"), "{stderr}");
     assert!(!tmp.path().join("summary.json").exists(), "nothing is written");
 }
+
+/// Cross-witness contradictions injected into a real run's raw events (and its spool list)
+/// are counted by `mailsurge report`, fail the run (exit 1) and name themselves in
+/// summary.json, report.md and junit.xml.
+#[test]
+fn injected_contradictions_are_counted_and_fail_the_run() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let src = repo().join("reports/examples/smoke");
+    for f in ["scenario.yaml", "events.jsonl", "run.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    // The clean run re-renders with no contradiction.
+    let o = mailsurge(&["report", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_json(&dir.join("summary.json"))["contradictions"]["total"], 0);
+
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let first = |kind: &str| -> serde_json::Value {
+        let line = events
+            .lines()
+            .find(|l| l.contains(&format!("\"event\":\"{kind}\"")))
+            .unwrap();
+        serde_json::from_str(line).unwrap()
+    };
+    let received = first("received");
+    let (id, rcpt) = (received["id"].as_str().unwrap(), received["rcpt"].as_str().unwrap());
+    let t = received["t"].as_u64().unwrap();
+    let line = |id: &str, kind: &str, node: &str| {
+        format!("{{\"t\":{t},\"id\":\"{id}\",\"event\":\"{kind}\",\"node\":\"{node}\",\"rcpt\":\"{rcpt}\"}}\n")
+    };
+    let mut extra = String::new();
+    extra += &line("ghost.1", "received", "x"); // received_unaccepted
+    extra += &line(id, "bounced", "local-1"); // failed_and_received
+    extra += &line(id, "expired", "external"); // notice_for_delivered
+    extra += &line("ghost.2", "delivered", "local-1"); // delivered_unseen
+    std::fs::write(dir.join("events.jsonl"), events + &extra).unwrap();
+    let mut run: serde_json::Value = read_json(&dir.join("run.json"));
+    run["spooled"] = serde_json::json!([
+        { "msg_id": id, "rcpt": rcpt, "node": "local-1" },       // spooled_and_received
+        { "msg_id": "ghost.3", "rcpt": rcpt, "node": "local-1" }, // spooled_unaccepted
+    ]);
+    std::fs::write(dir.join("run.json"), serde_json::to_string(&run).unwrap()).unwrap();
+
+    let o = mailsurge(&["report", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = read_json(&dir.join("summary.json"));
+    assert_schema_valid(&s);
+    let k = &s["contradictions"];
+    for kind in [
+        "received_unaccepted",
+        "failed_and_received",
+        "notice_for_delivered",
+        "delivered_unseen",
+        "spooled_and_received",
+        "spooled_unaccepted",
+    ] {
+        assert!(k[kind].as_u64().unwrap() >= 1, "{kind} not counted: {k}");
+    }
+    // One of each kind.
+    assert_eq!(k["total"], 6, "{k}");
+    assert_eq!(s["verdict"], "fail");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("Contradictions 6"), "{md}");
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("contradictions == 0") && junit.contains("observed 6, limit == 0"));
+}

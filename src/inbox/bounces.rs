@@ -17,8 +17,7 @@ use crate::dsn::{self, Action};
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Decision, Envelope, Policy, Reply, SessionInfo};
 
-/// `node` of events derived from DSNs: they describe what the external MTA did.
-pub const EXTERNAL_NODE: &str = "external";
+pub use crate::events::EXTERNAL_NODE;
 
 /// What the bounce inbox has seen so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::events::{domain_of, Event, Kind};
+use crate::events::{domain_of, Event, Kind, EXTERNAL_NODE, NOTICE_ID_MARK};
 
 /// A message recipient still in a node's spool after the run.
 #[derive(Debug, Clone)]
@@ -51,6 +51,10 @@ pub struct Record {
     pub expired: bool,
     /// The schedule intended it, but the run ended before it was submitted.
     pub unsubmitted: bool,
+    /// An MTA's own event log says bounced or expired.
+    pub mta_failed: bool,
+    /// A delivery status notice mailed back says it failed (bounced or expired).
+    pub notice_failed: bool,
     pub deferrals: u32,
     pub spooled: bool,
     pub stranded: bool,
@@ -223,6 +227,9 @@ pub struct Ledger {
     pub records: HashMap<(String, String), Record>,
     pub events: u64,
     pub names: Names,
+    /// Spool leftovers that match no record and are not an MTA's own notice: a message in a
+    /// spool that nobody generated (a contradiction, see `witness`).
+    pub unknown_spooled: u64,
 }
 
 impl Ledger {
@@ -282,6 +289,12 @@ impl Ledger {
             Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped => {
                 r.bounced |= e.event == Kind::Bounced;
                 r.expired |= e.event == Kind::Expired;
+                if matches!(e.event, Kind::Bounced | Kind::Expired) {
+                    match e.node.as_deref() == Some(EXTERNAL_NODE) {
+                        true => r.notice_failed = true,
+                        false => r.mta_failed = true,
+                    }
+                }
                 r.dropped |= e.event == Kind::Dropped;
                 r.steps.push(step(names, e.t));
             }
@@ -298,9 +311,13 @@ impl Ledger {
     /// Marks what was left in the spools (after every event is in).
     pub fn add_spooled(&mut self, spooled: &[Spooled]) {
         for s in spooled {
-            if let Some(r) = self.records.get_mut(&(s.msg_id.clone(), s.rcpt.clone())) {
-                r.spooled = true;
-                r.stranded |= !s.node_alive;
+            match self.records.get_mut(&(s.msg_id.clone(), s.rcpt.clone())) {
+                Some(r) => {
+                    r.spooled = true;
+                    r.stranded |= !s.node_alive;
+                }
+                None if !s.msg_id.contains(NOTICE_ID_MARK) => self.unknown_spooled += 1,
+                None => {}
             }
         }
     }

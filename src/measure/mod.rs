@@ -11,6 +11,7 @@ pub mod hlog;
 pub mod intervals;
 pub mod latency;
 pub mod series;
+pub mod witness;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ pub use fold::{Fold, Rates};
 pub use intervals::ByInterval;
 pub use latency::Dist;
 pub use series::{Mark, MarkKind, QueueDepth};
+pub use witness::Contradictions;
 
 use crate::events::Event;
 use crate::scenario::threshold::{CountMetric, Metric, Op, Scope};
@@ -90,6 +92,8 @@ pub struct ThresholdResult {
 pub struct Analysis {
     pub counts: Counts,
     pub identity: Result<(), String>,
+    /// Recipients on which the run's witnesses disagree; must be 0 to pass.
+    pub contradictions: Contradictions,
     pub overall: Dist,
     pub uncorrected: Dist,
     pub slo_compliance: f64,
@@ -112,7 +116,7 @@ pub struct Analysis {
     pub thresholds: Vec<ThresholdResult>,
     /// Failover metrics per chaos action (SPEC §5), in time order; see [`faults`].
     pub faults: Vec<FaultMetrics>,
-    /// All thresholds, the SLO and `lost == 0` hold.
+    /// All thresholds, the SLO and `lost == 0` hold, and no witness contradicts another.
     pub pass: bool,
 }
 
@@ -200,10 +204,12 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
             }
         })
         .collect();
-    let pass = thresholds.iter().all(|t| t.pass) && slo_pass && counts.lost == 0;
+    let contradictions = witness::contradictions(ledger);
+    let pass = thresholds.iter().all(|t| t.pass) && slo_pass && counts.lost == 0 && contradictions.total == 0;
     let faults = faults::fault_metrics(&fold, &overall_series, inp);
     Analysis {
         identity: counts.check_identity(),
+        contradictions,
         counts,
         overall,
         uncorrected,

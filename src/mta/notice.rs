@@ -32,7 +32,13 @@ pub fn bounce(cfg: &NodeConfig, job: &Job, rcpts: &[String], reply: &Reply, stat
             remote_mta: remote.clone(),
         })
         .collect();
-    let unique = format!("{}.dsn.{:x}.{}", cfg.node, job.spool_id, now_ns());
+    let unique = format!(
+        "{}{}{:x}.{}",
+        cfg.node,
+        crate::events::NOTICE_ID_MARK,
+        job.spool_id,
+        now_ns()
+    );
     let host = format!("{}.mailsurge.test", cfg.node);
     let body = Notice {
         reporting_mta: &host,

@@ -60,6 +60,19 @@ pub fn slo_sentence(compliance: f64, delivery_ms: f64, target: f64) -> String {
     )
 }
 
+/// One sentence on cross-witness consistency, for report.md and report.html.
+pub fn contradictions_sentence(k: &crate::measure::Contradictions) -> String {
+    match k.total {
+        0 => "Witnesses agree: generator, MTA logs, inbox receipts, delivery notices and spools \
+              contradict each other on no recipient (contradictions 0)."
+            .into(),
+        n => format!(
+            "Contradictions {n}: the witnesses disagree on {n} recipients ({}).",
+            k.describe()
+        ),
+    }
+}
+
 /// The two accounting identities with the run's counts, for report.md and report.html: each
 /// page joins them with its own line break.
 pub fn identity_equations(c: &Counts) -> [String; 2] {

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::format::{esc_html, identity_equations, ms, r3, secs, slo_sentence};
+use super::format::{contradictions_sentence, esc_html, identity_equations, ms, r3, secs, slo_sentence};
 use super::markdown::action;
 use super::summary::{GroupLine, Summary, VERDICT_ABORTED};
 use crate::measure::{Analysis, MarkKind};
@@ -274,7 +274,14 @@ fn accounting_section(o: &mut String, s: &Summary, a: &Analysis) {
         o,
         "</tr>\n</table>\n<p class=\"note\"><code>lost</code> is computed — accepted, no terminal \
          event, not in any spool — never assumed. <code>stranded</code>: queued in the spool of a \
-         node that is dead at the end.</p>\n</section>"
+         node that is dead at the end.</p>"
+    );
+    let k = &s.contradictions;
+    let class = if k.total > 0 { "bad" } else { "ok" };
+    let _ = writeln!(
+        o,
+        "<p class=\"{class}\">{}</p>\n</section>",
+        esc_html(&contradictions_sentence(k))
     );
 }
 

@@ -7,7 +7,7 @@
 //!
 //! - threshold (`classname="mailsurge.thresholds"`, name = the expression as written),
 //! - the SLO (`mailsurge.slo`, `slo >= <target>`),
-//! - the accounting identity and `lost == 0` (`mailsurge.accounting`),
+//! - the accounting identity, `lost == 0` and `contradictions == 0` (`mailsurge.accounting`),
 //! - with `--baseline`, compared metric (`mailsurge.compare`, name = the metric).
 //!
 //! A failure's `message` holds the observed value and the limit; its body says the same in
@@ -131,6 +131,25 @@ fn cases(s: &Summary, cmp: Option<&Comparison>) -> Vec<Case> {
                 format!(
                     "{} accepted messages lost: no terminal event and not in any spool\nobserved: {}\nlimit:    == 0",
                     s.counts.lost, s.counts.lost
+                ),
+            )
+        }),
+    });
+    let k = &s.contradictions;
+    out.push(Case {
+        class: "mailsurge.accounting",
+        name: "contradictions == 0".into(),
+        failure: (k.total > 0).then(|| {
+            (
+                format!("observed {}, limit == 0", k.total),
+                format!(
+                    "{} recipients on which the run's witnesses disagree: {}
+                     (generator, MTA event logs, inbox receipts, delivery status notices, spools)
+                     observed: {}
+limit:    == 0",
+                    k.total,
+                    k.describe(),
+                    k.total
                 ),
             )
         }),
@@ -308,8 +327,8 @@ mod tests {
         let s = summary();
         let xml = render(&s, None);
         let names = check_well_formed(&xml);
-        // 5 thresholds + SLO + identity + lost.
-        assert_eq!(names.iter().filter(|n| *n == "testcase").count(), 8, "{xml}");
+        // 5 thresholds + SLO + identity + lost + contradictions.
+        assert_eq!(names.iter().filter(|n| *n == "testcase").count(), 9, "{xml}");
         assert!(!names.contains(&"failure".to_string()), "{xml}");
         assert!(xml.contains("name=\"mailsurge.smoke &lt;&amp;&gt; &quot;quoted&quot; &apos;x&apos;\""));
         assert!(xml.contains("time=\"8.263\""), "{xml}");
@@ -327,9 +346,16 @@ mod tests {
         s.counts.lost = 2;
         s.counts.delivered -= 2;
         s.counts.generated += 1; // breaks the identity as well
+        s.contradictions.delivered_unseen = 3;
+        s.contradictions.total = 3;
         let xml = render(&s, None);
         check_well_formed(&xml);
-        assert!(xml.contains("failures=\"4\""), "{xml}");
+        assert!(xml.contains("failures=\"5\""), "{xml}");
+        assert!(
+            xml.contains("<testcase name=\"contradictions == 0\" classname=\"mailsurge.accounting\""),
+            "{xml}"
+        );
+        assert!(xml.contains("3 delivered_unseen"), "{xml}");
         assert!(
             xml.contains(
                 "<testcase name=\"p99 &lt; 2s\" classname=\"mailsurge.thresholds\" time=\"0\">\n      \
@@ -359,7 +385,7 @@ mod tests {
         let xml = render(&cand, Some(&c));
         let names = check_well_formed(&xml);
         let cases = names.iter().filter(|n| *n == "testcase").count();
-        assert_eq!(cases, 8 + c.metrics.len());
+        assert_eq!(cases, 9 + c.metrics.len());
         assert!(xml.contains("failures=\"1\""), "{xml}");
         assert!(
             xml.contains("<failure message=\"observed 8.34 ms, limit ≤ 5.17 ms (baseline 4.17 ms)\""),

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::format::{identity_equations, ms, secs, slo_sentence};
+use super::format::{contradictions_sentence, identity_equations, ms, secs, slo_sentence};
 use super::summary::{Fault, Summary, VERDICT_ABORTED};
 
 /// How report.md writes an undelivered message's delivery time: no note on the page explains
@@ -77,6 +77,7 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         "duplicates {} · stranded {} · deferrals {} · events {} · never submitted {}\n",
         c.duplicates, c.stranded, c.deferrals, c.events, c.unsubmitted
     );
+    let _ = writeln!(o, "{}\n", contradictions_sentence(&s.contradictions));
     for (title, groups) in [("Regions", &s.by_region), ("Providers", &s.by_provider)] {
         if groups.is_empty() {
             continue;

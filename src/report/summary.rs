@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::format::{pct, r3};
-use crate::measure::{Analysis, Counts, Dist, FaultMetrics, Group};
+use crate::measure::{Analysis, Contradictions, Counts, Dist, FaultMetrics, Group};
 
 pub const SCHEMA: &str = "mailsurge.summary/v1";
 
@@ -26,6 +26,11 @@ pub struct Summary {
     pub by_region: BTreeMap<String, GroupLine>,
     pub by_provider: BTreeMap<String, GroupLine>,
     pub faults: Vec<Fault>,
+    /// Recipients on which the run's witnesses disagree (generator, MTA logs, receipts, DSNs,
+    /// spools), by kind; a run passes only with `total` 0. Absent from summaries written
+    /// before it existed.
+    #[serde(default)]
+    pub contradictions: Contradictions,
     /// Not in the schema's required set: why the verdict is what it is, in words.
     pub reasons: Vec<String>,
 }
@@ -191,6 +196,13 @@ impl Summary {
         if let Err(e) = &a.identity {
             reasons.push(format!("accounting identity does not hold: {e}"));
         }
+        if a.contradictions.total > 0 {
+            reasons.push(format!(
+                "{} contradictions between witnesses: {}",
+                a.contradictions.total,
+                a.contradictions.describe()
+            ));
+        }
         let verdict = match &info.aborted {
             Some(why) => {
                 reasons.insert(0, format!("aborted: {why}; the figures cover the run until then"));
@@ -237,6 +249,7 @@ impl Summary {
             by_region: a.by_region.iter().map(|(k, g)| (k.clone(), group(g))).collect(),
             by_provider: a.by_provider.iter().map(|(k, g)| (k.clone(), group(g))).collect(),
             faults: a.faults.iter().map(Fault::new).collect(),
+            contradictions: a.contradictions.clone(),
             reasons,
         }
     }
