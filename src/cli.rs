@@ -357,6 +357,12 @@ fn run(
         }
     };
     print_outcome(&o);
+    if o.summary.verdict == crate::report::VERDICT_ERROR {
+        if let Some(why) = o.summary.reasons.first() {
+            eprintln!("error: {why}");
+        }
+        return EXIT_RUNTIME;
+    }
     let regressed = match &baseline {
         Some(b) => match gate_on_baseline(&o, b, limits) {
             Ok(r) => r,
@@ -501,10 +507,10 @@ fn report(dir: PathBuf) -> u8 {
         Ok(summary) => {
             let o = crate::run::Outcome { dir, summary };
             print_outcome(&o);
-            if o.summary.verdict == "pass" {
-                EXIT_PASS
-            } else {
-                EXIT_FAIL
+            match o.summary.verdict.as_str() {
+                "pass" => EXIT_PASS,
+                crate::report::VERDICT_ERROR => EXIT_RUNTIME,
+                _ => EXIT_FAIL,
             }
         }
         Err(e @ crate::run::RenderError::Output(_)) => {

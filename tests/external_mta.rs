@@ -150,3 +150,46 @@ fn external_needs_submit_and_fixed_inbox_addresses() {
         assert!(err.contains(&format!("bad{i}.yaml:")), "file:line:col in {err}");
     }
 }
+
+/// A run whose system under test is not there measured nothing, and must not pass: exit 3
+/// with the reason, verdict `error`, and a failing junit case — never `PASS … accepted 0`.
+#[test]
+fn a_system_under_test_that_is_down_is_an_error_not_a_pass() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let nobody = free_addr("127.0.7.30"); // bound and released: nothing listens there
+    let inbox = free_addr("127.0.7.31");
+    let bounces = free_addr("127.0.7.251");
+    write(dir, "ext-inbox.yaml", "provider: ext\nrules: []\n");
+    let scenario = write(
+        dir,
+        "down.yaml",
+        &format!(
+            "name: down\nseed: 5\nduration: 1s\ndrain: 2s\n\
+             slo: {{ delivery_time: 5s, target: 80% }}\n\
+             thresholds: [ 'lost == 0' ]\n\
+             mta:\n  kind: external\n  submit: {nobody}\n  bounces: {{ domain: bounces.mailsurge.test, listen: {bounces} }}\n\
+             providers:\n  - {{ name: ext, domains: [example.com], rules: ./ext-inbox.yaml, listen: {inbox} }}\n\
+             traffic:\n  rate: 20/s\n  domains: {{ example.com: 100% }}\n  size: 1KiB\n  connections: 2\n"
+        ),
+    );
+    let out = dir.join("report");
+    let o = mailsurge(&["run", &scenario, "--out", out.to_str().unwrap(), "--quiet"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(stderr.contains("accepted none of the"), "{stderr}");
+    let s = read_json(&out.join("summary.json"));
+    assert_schema_valid(&s);
+    assert_eq!(s["verdict"], "error");
+    assert_eq!(s["counts"]["accepted"], 0);
+    assert_eq!(s["counts"]["submit_errors"], s["counts"]["generated"]);
+    assert_eq!(s["slo"]["pass"], false, "no eligible mail: the SLO cannot pass");
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("run completed") && junit.contains("not judged"),
+        "{junit}"
+    );
+    // `report` on the directory says the same.
+    let o = mailsurge(&["report", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+}

@@ -51,6 +51,8 @@ pub struct Record {
     pub expired: bool,
     /// The schedule intended it, but the run ended before it was submitted.
     pub unsubmitted: bool,
+    /// Its submission got no SMTP reply (a `rejected` without a code).
+    pub submit_error: bool,
     /// An MTA's own event log says bounced or expired.
     pub mta_failed: bool,
     /// A delivery status notice mailed back says it failed (bounced or expired).
@@ -199,6 +201,9 @@ pub struct Counts {
     pub events: u64,
     /// Part of `rejected_at_submit`: intended but never submitted before the run ended.
     pub unsubmitted: u64,
+    /// Part of `rejected_at_submit`: submissions that got no SMTP reply at all (connection
+    /// refused, reset or timed out) — the system under test was not there to refuse them.
+    pub submit_errors: u64,
 }
 
 impl Counts {
@@ -280,6 +285,7 @@ impl Ledger {
                 r.generated = true;
                 r.intended = r.intended.or(e.intended);
                 r.unsubmitted |= e.event == Kind::Unsubmitted;
+                r.submit_error |= e.event == Kind::Rejected && e.code.is_none();
             }
             Kind::Accepted => {
                 own(r, names);
@@ -343,6 +349,7 @@ impl Ledger {
                 Class::RejectedAtSubmit => {
                     c.rejected_at_submit += 1;
                     c.unsubmitted += u64::from(r.unsubmitted);
+                    c.submit_errors += u64::from(r.submit_error);
                 }
                 Class::Delivered => c.delivered += 1,
                 Class::Bounced => c.bounced += 1,

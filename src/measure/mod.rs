@@ -94,6 +94,8 @@ pub struct Analysis {
     pub identity: Result<(), String>,
     /// Recipients on which the run's witnesses disagree; must be 0 to pass.
     pub contradictions: Contradictions,
+    /// Why the run measured too little to be judged at all (verdict `error`, exit 3).
+    pub unjudgeable: Option<String>,
     pub overall: Dist,
     pub uncorrected: Dist,
     pub slo_compliance: f64,
@@ -154,8 +156,9 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
     let all: Vec<&Row<'_>> = rows.iter().collect();
     let overall = dist_of(&all, Record::delivery_us);
     let uncorrected = dist_of(&all, Record::uncorrected_us);
-    let slo_compliance = overall.share_within(inp.slo_ms).unwrap_or(1.0);
-    let slo_pass = slo_compliance >= inp.slo_target;
+    // No eligible message, no SLO: nothing measured never passes.
+    let slo_compliance = overall.share_within(inp.slo_ms).unwrap_or(0.0);
+    let slo_pass = !overall.is_empty() && slo_compliance >= inp.slo_target;
     let intervals = (inp.duration_s.ceil() as usize).max(1);
     let overall_series = series(&all, inp, intervals);
     let interval_dists = per_interval(&all, inp, intervals);
@@ -205,11 +208,13 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         })
         .collect();
     let contradictions = witness::contradictions(ledger);
+    let unjudgeable = unjudgeable(&counts);
     let pass = thresholds.iter().all(|t| t.pass) && slo_pass && counts.lost == 0 && contradictions.total == 0;
     let faults = faults::fault_metrics(&fold, &overall_series, inp);
     Analysis {
         identity: counts.check_identity(),
         contradictions,
+        unjudgeable,
         counts,
         overall,
         uncorrected,
@@ -229,6 +234,38 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         faults,
         pass,
     }
+}
+
+/// Submissions that got no SMTP reply beyond this share of those generated make a run
+/// unjudgeable: the system under test was mostly not there, and what little it accepted says
+/// nothing about it under the planned load.
+pub const MAX_SUBMIT_ERROR_SHARE: f64 = 0.10;
+
+/// Why a run cannot be judged, if it cannot: the system under test accepted nothing, or most
+/// submissions never reached it. Either is a broken set-up, not a verdict on the system.
+fn unjudgeable(c: &Counts) -> Option<String> {
+    if c.generated == 0 {
+        return None;
+    }
+    if c.accepted == 0 {
+        return Some(format!(
+            "nothing was measured: the system under test accepted none of the {} messages generated \
+             ({} submissions got no SMTP reply: connection refused, reset or timed out); is it \
+             running at the submit address?",
+            c.generated, c.submit_errors
+        ));
+    }
+    let share = c.submit_errors as f64 / c.generated as f64;
+    (share > MAX_SUBMIT_ERROR_SHARE).then(|| {
+        format!(
+            "{} of {} submissions ({:.1}%) got no SMTP reply (connection refused, reset or timed \
+             out), more than the {:.0}% a run can be judged with",
+            c.submit_errors,
+            c.generated,
+            share * 100.0,
+            MAX_SUBMIT_ERROR_SHARE * 100.0
+        )
+    })
 }
 
 fn add_to_group(g: &mut Group, rec: &Record) {
@@ -383,6 +420,38 @@ mod tests {
             providers: [("a.test".to_string(), "pa".to_string())].into(),
             thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
         }
+    }
+
+    /// Rejections with no SMTP reply (connection failures) beyond 10% of what was generated
+    /// make a run unjudgeable; SMTP refusals do not, and a run with no eligible mail never
+    /// passes its SLO.
+    #[test]
+    fn a_run_that_measured_nothing_does_not_pass() {
+        let rejected = |id: u64, code: Option<u16>| {
+            let mut e = Event::new(1, format!("r.{id}"), Kind::Rejected);
+            (e.rcpt, e.intended, e.code) = (Some("u@a.test".into()), Some(1), code);
+            e
+        };
+        let mut ev: Vec<Event> = (0..9).flat_map(|i| msg(i, 0.5, Some(10))).collect();
+        ev.push(rejected(100, Some(550)));
+        let a = analyze(&ev, &[], &inputs(&[]));
+        assert_eq!(
+            (a.unjudgeable.as_deref(), a.pass),
+            (None, true),
+            "an SMTP refusal is a verdict"
+        );
+        ev.extend([rejected(101, None), rejected(102, None)]);
+        let a = analyze(&ev, &[], &inputs(&[]));
+        assert_eq!(a.counts.submit_errors, 2);
+        assert!(
+            a.unjudgeable.as_deref().unwrap().contains("2 of 12 submissions"),
+            "{:?}",
+            a.unjudgeable
+        );
+        let none: Vec<Event> = (0..3).map(|i| rejected(i, None)).collect();
+        let a = analyze(&none, &[], &inputs(&[]));
+        assert!(a.unjudgeable.unwrap().contains("accepted none of the 3"));
+        assert!(!a.slo_pass && !a.pass, "no eligible mail, no SLO pass");
     }
 
     #[test]

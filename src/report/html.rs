@@ -17,7 +17,7 @@ use anyhow::Context as _;
 
 use super::format::{contradictions_sentence, esc_html, identity_equations, ms, r3, secs, slo_sentence};
 use super::markdown::action;
-use super::summary::{GroupLine, Summary, VERDICT_ABORTED};
+use super::summary::{GroupLine, Summary, VERDICT_ABORTED, VERDICT_ERROR};
 use crate::measure::{Analysis, MarkKind};
 
 mod timeline;
@@ -38,10 +38,10 @@ pub fn write(dir: &Path, s: &Summary, a: &Analysis, charts: &[(&str, &str)]) -> 
 /// The page. `charts`: (title, path in the run directory, SVG document).
 pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) -> String {
     let mut o = String::new();
-    // `pass`, `fail` or `aborted`: the badge's text and its CSS class.
+    // `pass`, `fail`, `aborted` or `error`: the badge's text and its CSS class.
     let verdict = s.verdict.to_uppercase();
     let class = match s.verdict.as_str() {
-        "pass" | "fail" | VERDICT_ABORTED => s.verdict.as_str(),
+        "pass" | "fail" | VERDICT_ABORTED | VERDICT_ERROR => s.verdict.as_str(),
         _ => "fail",
     };
     let _ = write!(
@@ -331,7 +331,7 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
             o,
             "<table>\n<tr><th>at</th><th>action</th><th>target</th><th>until</th><th>detection</th>\
              <th>recovery</th><th>delayed</th><th>lost</th><th>duplicates</th>\
-             <th>stranded: delivered after restore</th><th>stranded: undelivered</th>\
+             <th>held at the kill: delivered after restore</th><th>held: undelivered</th>\
              <th>counted until</th></tr>"
         );
         for f in &s.faults {
@@ -353,13 +353,13 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
                 if f.lost > 0 { " bad" } else { "" },
                 f.lost,
                 f.duplicates,
-                opt(f.stranded),
-                if f.stranded_undelivered.unwrap_or(0) > 0 {
+                opt(f.held_delivered_after_restore),
+                if f.held_undelivered.unwrap_or(0) > 0 {
                     " bad"
                 } else {
                     ""
                 },
-                opt(f.stranded_undelivered),
+                opt(f.held_undelivered),
                 f.window_end_s
             );
         }
@@ -406,7 +406,7 @@ background:#f0f1f3;padding:0 3px;border-radius:3px}
 nav{margin:6px 0 0;font-size:14px}nav a{color:#1f5fa8;text-decoration:none}
 .meta{color:#555;margin:0}.note{color:#555;font-size:13px;max-width:1000px}
 .badge{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff;font-size:18px;vertical-align:3px}
-.badge.pass{background:#1e7d32}.badge.fail{background:#c62828}.badge.aborted{background:#6d4c41}
+.badge.pass{background:#1e7d32}.badge.fail{background:#c62828}.badge.aborted{background:#6d4c41}.badge.error{background:#4a148c}
 .box{padding:10px 14px;border-radius:6px;border:1px solid}
 .box.pass{background:#e8f5e9;border-color:#a5d6a7}.box.fail{background:#fdecea;border-color:#f5a5a0}
 .box ul{margin:6px 0 0;padding-left:22px}

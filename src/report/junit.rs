@@ -45,10 +45,10 @@ fn limit_text(expr: &str, limit: f64) -> String {
 
 fn cases(s: &Summary, cmp: Option<&Comparison>) -> Vec<Case> {
     let mut out = Vec::new();
-    // A run stopped by hand fails its gate whatever its partial figures say; the case exists
-    // only then, so a finished run's junit.xml is unchanged.
-    if s.verdict == super::VERDICT_ABORTED {
-        let why = s.reasons.first().cloned().unwrap_or_else(|| "aborted".into());
+    // A run stopped by hand, or one that measured too little to judge, fails its gate whatever
+    // its figures say; the case exists only then, so a judged run's junit.xml is unchanged.
+    if s.verdict == super::VERDICT_ABORTED || s.verdict == super::VERDICT_ERROR {
+        let why = s.reasons.first().cloned().unwrap_or_else(|| s.verdict.clone());
         out.push(Case {
             class: "mailsurge.run",
             name: "run completed".into(),

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::format::{contradictions_sentence, identity_equations, ms, secs, slo_sentence};
-use super::summary::{Fault, Summary, VERDICT_ABORTED};
+use super::summary::{Fault, Summary, VERDICT_ABORTED, VERDICT_ERROR};
 
 /// How report.md writes an undelivered message's delivery time: no note on the page explains
 /// a bare `∞`.
@@ -20,10 +20,10 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         s.run_id, s.seed, s.started_at, s.wall_s
     );
     if !s.reasons.is_empty() {
-        let why = if s.verdict == VERDICT_ABORTED {
-            "Why it stopped"
-        } else {
-            "Why it failed"
+        let why = match s.verdict.as_str() {
+            VERDICT_ABORTED => "Why it stopped",
+            VERDICT_ERROR => "Why it was not judged",
+            _ => "Why it failed",
         };
         let _ = writeln!(o, "**{why}**\n");
         for r in &s.reasons {
@@ -117,7 +117,7 @@ fn faults(o: &mut String, s: &Summary) {
     }
     let _ = writeln!(
         o,
-        "## Faults\n\n| at | action | target | detection | recovery | delayed | lost | duplicates | stranded |\n\
+        "## Faults\n\n| at | action | target | detection | recovery | delayed | lost | duplicates | held at the kill |\n\
          |---|---|---|---|---|---|---|---|---|"
     );
     for f in &s.faults {
@@ -132,7 +132,7 @@ fn faults(o: &mut String, s: &Summary) {
             f.delayed,
             f.lost,
             f.duplicates,
-            match (f.stranded, f.stranded_undelivered) {
+            match (f.held_delivered_after_restore, f.held_undelivered) {
                 (Some(d), Some(u)) => format!("{d} delivered after restore, {u} undelivered"),
                 (Some(d), None) => format!("{d} delivered after restore"),
                 _ => "—".into(),

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::measure::{Analysis, Point};
 use charts::{ChartSpec, HLine, Line, Marker};
-pub use summary::{RunInfo, Summary, VERDICT_ABORTED};
+pub use summary::{RunInfo, Summary, VERDICT_ABORTED, VERDICT_ERROR};
 
 /// Writes summary.json, report.md, report.html and charts/ into `dir`; returns the summary. Every chart
 /// marks the analysis' chaos actions ([`Analysis::marks`], from the run's control events).

@@ -106,12 +106,15 @@ pub struct Fault {
     /// End of the intended-time window `delayed` and `duplicates` count.
     #[serde(default)]
     pub window_end_s: f64,
-    /// Kill of a region/node: mail in its spool at the kill delivered only after the restore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stranded: Option<u64>,
-    /// Kill of a region/node: that mail never delivered nor otherwise finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stranded_undelivered: Option<u64>,
+    /// Kill of a region/node: mail its spool *held* at the kill, delivered only after the
+    /// restore. (Not `counts.stranded`, which is mail still in a dead node's spool at the end;
+    /// summaries before the rename called this `stranded`.)
+    #[serde(default, alias = "stranded", skip_serializing_if = "Option::is_none")]
+    pub held_delivered_after_restore: Option<u64>,
+    /// Kill of a region/node: mail it held at the kill that was never delivered nor otherwise
+    /// finished.
+    #[serde(default, alias = "stranded_undelivered", skip_serializing_if = "Option::is_none")]
+    pub held_undelivered: Option<u64>,
 }
 
 impl Fault {
@@ -132,14 +135,17 @@ impl Fault {
             add: f.add.clone(),
             mx: f.mx,
             window_end_s: r3(f.window_end_s.max(0.0)),
-            stranded: f.stranded.map(|s| s.delivered_after_restore),
-            stranded_undelivered: f.stranded.map(|s| s.undelivered),
+            held_delivered_after_restore: f.held.map(|s| s.delivered_after_restore),
+            held_undelivered: f.held.map(|s| s.undelivered),
         }
     }
 }
 
 /// The verdict of a run stopped by hand (Ctrl-C, SIGTERM): neither pass nor fail.
 pub const VERDICT_ABORTED: &str = "aborted";
+/// The verdict of a run that measured too little to judge (the system under test accepted
+/// nothing, or most submissions got no reply): a broken set-up, exit 3.
+pub const VERDICT_ERROR: &str = "error";
 
 /// Run facts that are not measurements.
 #[derive(Debug, Clone)]
@@ -203,13 +209,17 @@ impl Summary {
                 a.contradictions.describe()
             ));
         }
-        let verdict = match &info.aborted {
-            Some(why) => {
+        let verdict = match (&info.aborted, &a.unjudgeable) {
+            (Some(why), _) => {
                 reasons.insert(0, format!("aborted: {why}; the figures cover the run until then"));
                 VERDICT_ABORTED
             }
-            None if a.pass => "pass",
-            None => "fail",
+            (None, Some(why)) => {
+                reasons.insert(0, format!("not judged: {why}"));
+                VERDICT_ERROR
+            }
+            (None, None) if a.pass => "pass",
+            (None, None) => "fail",
         };
         Summary {
             schema: SCHEMA.into(),
@@ -298,10 +308,13 @@ mod fault_rows {
         assert_eq!(k["detection_s"], 0.3);
         assert_eq!(k["recovery_s"], 3.0);
         assert_eq!(
-            (k["stranded"].as_u64(), k["stranded_undelivered"].as_u64()),
+            (
+                k["held_delivered_after_restore"].as_u64(),
+                k["held_undelivered"].as_u64()
+            ),
             (Some(0), Some(4))
         );
-        assert!(faults[1].get("stranded").is_none(), "restore has no stranded");
+        assert!(faults[1].get("held_undelivered").is_none(), "a restore holds nothing");
 
         // null detection/recovery are written as null, not left out.
         let mut never = summary.clone();
@@ -322,7 +335,7 @@ mod fault_rows {
         }
         // Round trip (compare reads summaries back).
         let back: Summary = serde_json::from_value(v).unwrap();
-        assert_eq!(back.faults[0].stranded_undelivered, Some(4));
+        assert_eq!(back.faults[0].held_undelivered, Some(4));
 
         let md = crate::report::markdown::render(&summary, &[]);
         assert!(md.contains("## Faults"), "{md}");

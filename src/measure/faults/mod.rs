@@ -39,12 +39,13 @@
 //! - **duplicates**: extra receipts (receipts − 1) of recipients intended in the window or —
 //!   for a `kill` — accepted by a killed node before it died (delivered, but not yet struck
 //!   from its spool, so the restarted node delivers them again).
-//! - **stranded** (`kill` of a region or node only): recipients accepted by a node of the target
-//!   before the kill (and after any earlier kill of that node) with no terminal event
-//!   (`delivered`, `received`, `bounced`, `expired`, `dropped`) before the kill, first received
-//!   only after the matching `restore` — the killed region's stranded mail delivered after
-//!   restore. **stranded_undelivered**: the same recipients that never got a receipt nor any
-//!   terminal event (still queued in a spool, or lost).
+//! - **held** (`kill` of a region or node only) — mail the killed node's spool held at the
+//!   kill: recipients accepted by a node of the target before the kill (and after any earlier
+//!   kill of that node) with no terminal event (`delivered`, `received`, `bounced`, `expired`,
+//!   `dropped`) before it. **held_delivered_after_restore**: of those, first received only
+//!   after the matching `restore`. **held_undelivered**: never received nor any terminal event
+//!   (still queued in a spool, or lost). Not `counts.stranded`, which is mail still in a *dead*
+//!   node's spool at the end of the run.
 
 mod context;
 mod recovery;
@@ -93,12 +94,12 @@ pub struct FaultMetrics {
     pub lost: u64,
     pub duplicates: u64,
     /// `kill` of a region or node only.
-    pub stranded: Option<Stranded>,
+    pub held: Option<Held>,
 }
 
 /// Mail in a killed node's spool at the kill.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stranded {
+pub struct Held {
     /// First received only after the matching `restore`.
     pub delivered_after_restore: u64,
     /// Never received and no terminal event at all (queued or lost at the end).
@@ -153,7 +154,7 @@ pub fn fault_metrics(fold: &Fold<'_>, series: &[Point], inp: &Inputs) -> Vec<Fau
                 delayed: counts.delayed,
                 lost: counts.lost,
                 duplicates: counts.duplicates,
-                stranded: counts.stranded,
+                held: counts.held,
             }
         })
         .collect()

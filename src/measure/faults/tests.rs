@@ -1,7 +1,7 @@
 //! Failover metrics computed from hand-built runs (see `fixtures`).
 
 use super::fixtures::*;
-use super::{recovery, Stranded};
+use super::{recovery, Held};
 use crate::events::{Event, Kind};
 use crate::measure::{analyze, Point};
 
@@ -26,15 +26,15 @@ fn region_kill_detected_at_first_evict_and_recovers() {
         "east-owned mail accepted before the kill, intended before it"
     );
     assert_eq!(k.duplicates, 1, "only the duplicate intended in the window");
-    assert_eq!(k.stranded.map(|s| s.undelivered), Some(4));
-    assert_eq!(k.stranded.map(|s| s.delivered_after_restore), Some(0));
+    assert_eq!(k.held.map(|s| s.undelivered), Some(4));
+    assert_eq!(k.held.map(|s| s.delivered_after_restore), Some(0));
 
     let r = &a.faults[1];
     assert_eq!((r.action.as_str(), r.target.as_str()), ("restore", "region/east"));
     assert!(close(r.detection_s, 0.8), "{:?}", r.detection_s);
     // Mail intended at 28 s is in east1 and lost: second 28 is 10 % undelivered, still ≥ 90 %.
     assert!(close(r.recovery_s, 0.0), "{:?}", r.recovery_s);
-    assert_eq!((r.delayed, r.duplicates, r.end_s, r.stranded), (0, 0, None, None));
+    assert_eq!((r.delayed, r.duplicates, r.end_s, r.held), (0, 0, None, None));
     assert_eq!(r.lost, 0, "a restore owns no mail, and its window is empty");
 }
 
@@ -55,7 +55,7 @@ fn dip_that_never_recovers_is_null() {
     assert_eq!(f.lost, 0);
     // Mail west1 accepted before the kill was received (and there is no restore); the queued
     // mail was accepted after it.
-    assert_eq!(f.stranded, Some(Stranded::default()));
+    assert_eq!(f.held, Some(Held::default()));
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn provider_block_detected_by_deferrals() {
     assert!(close(f.recovery_s, 10.0), "{:?}", f.recovery_s);
     assert!(close(f.end_s, 15.0));
     assert_eq!(f.delayed, 33, "comcast mail intended 5.0–14.9 s");
-    assert_eq!((f.lost, f.duplicates, f.stranded), (0, 0, None));
+    assert_eq!((f.lost, f.duplicates, f.held), (0, 0, None));
 
     // A provider block nobody noticed: no deferral after it.
     let quiet: Vec<Event> = ev.iter().filter(|e| e.event != Kind::Deferred).cloned().collect();
@@ -157,8 +157,8 @@ fn stranded_mail_delivered_after_restore() {
     let f = &a.faults[0];
     assert!(close(f.detection_s, 0.25));
     assert_eq!(
-        f.stranded,
-        Some(Stranded {
+        f.held,
+        Some(Held {
             delivered_after_restore: 2,
             undelivered: 2
         })

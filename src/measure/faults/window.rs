@@ -1,9 +1,9 @@
 //! The counts of one action's window: mail delayed past the SLO, lost and duplicated — and for
-//! a kill of a region or node, the mail stranded in the killed node's spool (module doc of
+//! a kill of a region or node, the mail the killed node's spool held at the kill (module doc of
 //! `faults` has the definitions).
 
 use super::context::Ctx;
-use super::{is_mta_kill, provider_target, Stranded};
+use super::{is_mta_kill, provider_target, Held};
 use crate::measure::accounting::Class;
 
 /// What [`count`] found.
@@ -12,7 +12,7 @@ pub struct Counts {
     pub delayed: u64,
     pub lost: u64,
     pub duplicates: u64,
-    pub stranded: Option<Stranded>,
+    pub held: Option<Held>,
 }
 
 /// Counts fault `i`'s window `[fault, w_end)`; `restore` is the matching restore's time.
@@ -23,7 +23,7 @@ pub fn count(cx: &Ctx, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
     let is_kill = is_mta_kill(a.f);
     let provider = provider_target(a.f);
     let mut c = Counts {
-        stranded: is_kill.then(Stranded::default),
+        held: is_kill.then(Held::default),
         ..Counts::default()
     };
     for ((_, rcpt), r) in cx.ledger.generated() {
@@ -62,11 +62,11 @@ pub fn count(cx: &Ctx, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
                 cx.kill_of(node, reg.or(r.region.as_deref()), s.t) == Some(i)
             });
         c.lost += u64::from((in_window && class == Class::Lost) || owned);
-        // Stranded: accepted by a node of the target, killed before it finished with it.
+        // Held: accepted by a node of the target, killed before it finished with it.
         if !unfinished {
             continue;
         }
-        let s = c.stranded.as_mut().expect("kill");
+        let s = c.held.as_mut().expect("kill");
         match r.first_received {
             Some(rx) if restore.is_some_and(|rs| rx >= rs) => s.delivered_after_restore += 1,
             Some(_) => {}
