@@ -40,6 +40,7 @@
 //!    [`gen`] (the generator alone against any SMTP server) and [`cli`] (one function per
 //!    command, SPEC §7); `main.rs` only calls it.
 
+pub mod alloc_count;
 pub mod chaos;
 pub mod cli;
 pub mod config;

@@ -102,7 +102,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for s in submitters {
-        let _ = rt.block_on(s);
+        rt.block_on(s).expect("a submitter panicked");
     }
     assert_eq!(kills, rounds);
 

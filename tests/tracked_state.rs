@@ -2,12 +2,11 @@
 //! the target falls behind, the generator holds every message the schedule has released and no
 //! connection has taken yet; this binary counts the heap that really costs.
 //!
-//! It has its own global allocator, which counts bytes per thread: tests running in parallel
-//! do not disturb each other, and a current-thread runtime puts all of the generator's
-//! allocations (scheduler, connections, backlog) on the thread that measures them.
+//! It installs the counting allocator (`mailsurge::alloc_count`), which counts bytes per
+//! thread: tests running in parallel do not disturb each other, and a current-thread runtime
+//! puts all of the generator's allocations (scheduler, connections, backlog) on the thread that
+//! measures them.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,41 +26,7 @@ const BUDGET: f64 = 64.0;
 /// Messages held when measuring.
 const N: u64 = 100_000;
 
-struct Counting;
-
-thread_local! {
-    /// Bytes allocated minus bytes freed by this thread.
-    static NET: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(delta: isize) {
-    // `try_with`: the allocator also runs while thread-locals are being torn down.
-    let _ = NET.try_with(|n| n.set(n.get() + delta));
-}
-
-fn net() -> isize {
-    NET.with(Cell::get)
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; only sizes are counted.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count(l.size() as isize);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        count(l.size() as isize);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        count(-(l.size() as isize));
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - l.size() as isize);
-        System.realloc(p, l, new_size)
-    }
-}
+use mailsurge::alloc_count::{net, Counting};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

@@ -118,6 +118,12 @@ impl LogSpool {
 
     /// As [`LogSpool::open`], with a custom segment size (tests rotate with tiny segments).
     pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<LogSpool> {
+        Self::open_syncing(dir, segment_bytes, Arc::new(|f: &File| f.sync_data()))
+    }
+
+    /// As [`LogSpool::open_with`], making batches durable with `sync` (`fdatasync` outside
+    /// tests; tests put a recording double here to prove no store is answered before it).
+    pub(crate) fn open_syncing(dir: &Path, segment_bytes: u64, sync: SyncFn) -> io::Result<LogSpool> {
         fs::create_dir_all(dir)?;
         let segs = list_segments(dir)?;
         let mut recovered = Vec::new();
@@ -149,7 +155,7 @@ impl LogSpool {
         let b = books.clone();
         let committer = std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || commit_loop(rx, writer, b, segment_bytes))?;
+            .spawn(move || commit_loop(rx, writer, b, segment_bytes, sync))?;
         Ok(LogSpool {
             tx: Mutex::new(Some(tx)),
             books,
@@ -311,9 +317,9 @@ impl SegmentWriter {
         Ok(id)
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync(&mut self, sync: &SyncFn) -> io::Result<()> {
         self.file.flush()?;
-        self.file.get_ref().sync_data()
+        sync(self.file.get_ref())
     }
 
     /// Where the next batch begins (its byte offset).
@@ -365,7 +371,16 @@ impl Backoff {
     }
 }
 
-fn commit_loop(rx: std_mpsc::Receiver<Request>, mut w: SegmentWriter, books: Arc<Mutex<Books>>, segment_bytes: u64) {
+/// How a batch is made durable: `fdatasync` (a test double in tests).
+pub(crate) type SyncFn = Arc<dyn Fn(&File) -> io::Result<()> + Send + Sync>;
+
+fn commit_loop(
+    rx: std_mpsc::Receiver<Request>,
+    mut w: SegmentWriter,
+    books: Arc<Mutex<Books>>,
+    segment_bytes: u64,
+    sync: SyncFn,
+) {
     let mut batch: Vec<Request> = Vec::with_capacity(64);
     let mut backoff = Backoff::new();
     while let Ok(first) = rx.recv() {
@@ -390,7 +405,7 @@ fn commit_loop(rx: std_mpsc::Receiver<Request>, mut w: SegmentWriter, books: Arc
             .iter()
             .map(|r| w.append(&r.meta, &r.body))
             .collect::<io::Result<Vec<_>>>()
-            .and_then(|ids| w.sync().map(|()| ids));
+            .and_then(|ids| w.sync(&sync).map(|()| ids));
         match written {
             Ok(ids) => {
                 backoff.succeeded();
@@ -433,7 +448,7 @@ fn commit_loop(rx: std_mpsc::Receiver<Request>, mut w: SegmentWriter, books: Arc
             }
         }
     }
-    let _ = w.sync();
+    let _ = w.sync(&sync);
 }
 
 /// The segment could not even be cut back (a broken disk, not a full one): leave a note for

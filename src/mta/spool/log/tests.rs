@@ -110,27 +110,65 @@ async fn segments_rotate_and_finished_ones_are_deleted() {
     assert!(s.recover().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn concurrent_stores_share_syncs() {
+/// Syncs started and finished, counted by a double at the sync boundary (it still calls
+/// `fdatasync`, slowed down so batches form).
+#[derive(Default)]
+struct SyncLog {
+    started: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+fn recording(log: &Arc<SyncLog>) -> SyncFn {
+    let log = log.clone();
+    Arc::new(move |f: &File| {
+        use std::sync::atomic::Ordering::SeqCst;
+        log.started.fetch_add(1, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        f.sync_data()?;
+        log.done.fetch_add(1, SeqCst);
+        Ok(())
+    })
+}
+
+/// The 250 waits for the disk: every store is answered only after a sync that *started after
+/// it was queued* has finished — syncs run one after another on the committer thread, so that
+/// is `done at the answer > started at the queueing`. Answering before the sync, or not syncing
+/// at all (removing `sync_data` from the commit), fails this; SIGKILL tests cannot tell, since
+/// the page cache survives a killed process. And concurrent stores share syncs: far fewer
+/// syncs than stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_are_answered_only_after_a_shared_sync() {
+    use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(LogSpool::open(dir.path()).unwrap());
+    let log = Arc::new(SyncLog::default());
+    let s = Arc::new(LogSpool::open_syncing(dir.path(), SEGMENT_BYTES, recording(&log)).unwrap());
     let mut tasks = Vec::new();
     for t in 0..8 {
-        let s = s.clone();
+        let (s, log) = (s.clone(), log.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..50 {
-                s.store(meta(t * 100 + i), Arc::new(vec![b'x'; 1024]))
-                    .await
-                    .unwrap()
-                    .unwrap();
+                let queued = log.started.load(SeqCst);
+                let rx = s.store(meta(t * 100 + i), Arc::new(vec![b'x'; 1024]));
+                rx.await.unwrap().unwrap();
+                let done = log.done.load(SeqCst);
+                assert!(
+                    done > queued,
+                    "store answered before a sync that began after it finished ({done} <= {queued})"
+                );
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
+    let syncs = log.done.load(SeqCst);
     drop(s);
     assert_eq!(LogSpool::scan(dir.path()).unwrap().len(), 400);
+    assert!(
+        syncs > 0 && syncs <= 200,
+        "400 stores took {syncs} syncs: batches are not shared"
+    );
+    eprintln!("400 concurrent stores, {syncs} syncs");
 }
 
 #[tokio::test]
