@@ -104,10 +104,17 @@ fn sighup_reload_bad_input_and_duplicates() {
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(err.contains("reload failed"), "{err}");
     assert!(err.contains("2 receipts, 1 duplicates"), "{err}");
-    assert!(
-        err.contains("bare_lf_rejected: 1") && err.contains("too_long_lines: 1"),
+    // The counters as a table, one per line: `  bare LF/CR refused    1`.
+    let row = |name: &str| -> Option<u64> {
+        let line = err.lines().find(|l| l.trim_start().starts_with(name))?;
+        line.split_whitespace().last()?.parse().ok()
+    };
+    assert_eq!(
+        (row("bare LF/CR refused"), row("lines too long")),
+        (Some(1), Some(1)),
         "{err}"
     );
+    assert!(!err.contains("StatsSnapshot"), "no debug dump: {err}");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&receipts)
         .unwrap()
         .lines()

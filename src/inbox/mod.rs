@@ -270,8 +270,8 @@ pub async fn run_standalone(
     let (_, duplicates) = inbox.counts();
     drop(inbox);
     let n = writer.await??;
-    eprintln!(
-        "mailsurge inbox `{provider}`: {n} receipts, {duplicates} duplicates; {:?}",
+    eprint!(
+        "mailsurge inbox `{provider}`: {n} receipts, {duplicates} duplicates\n{}",
         stats.snapshot()
     );
     Ok(())

@@ -113,6 +113,27 @@ pub struct StatsSnapshot {
     pub oversize: u64,
 }
 
+/// A table for people (the standalone inbox prints it when it stops), one counter per line.
+impl std::fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = [
+            ("connections", self.connections_total),
+            ("  still open", self.connections_active),
+            ("  refused over the limit", self.connections_refused_limit),
+            ("transactions", self.transactions),
+            ("protocol errors", self.protocol_errors),
+            ("timeouts", self.timeouts),
+            ("bare LF/CR refused", self.bare_lf_rejected),
+            ("lines too long", self.too_long_lines),
+            ("oversize refused", self.oversize),
+        ];
+        for (name, n) in rows {
+            writeln!(f, "  {name:<26}{n:>10}")?;
+        }
+        Ok(())
+    }
+}
+
 impl ServerStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
