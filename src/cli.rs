@@ -450,6 +450,14 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
         eprintln!("summary: {}", dir.join("summary.json").display());
     }
     println!("{}", s.one_line());
+    // Nothing accepted is a target that was not there (or refused everything): not a result.
+    if s.counts.generated > 0 && s.counts.accepted == 0 {
+        eprintln!(
+            "error: {} accepted none of the {} messages sent",
+            s.target, s.counts.generated
+        );
+        return EXIT_RUNTIME;
+    }
     EXIT_PASS
 }
 

@@ -67,6 +67,11 @@ impl GenOptions {
     /// says which bound a flag crosses (exit 2 before anything is sent).
     pub fn check(&self) -> Result<(), String> {
         use crate::scenario::limits::{MAX_CONNECTIONS, MAX_MESSAGE_SIZE, MAX_PLANNED, MAX_RATE};
+        if self.count.is_some() && self.duration.is_some() {
+            return Err("--count and --duration together: give one (--count N sends exactly N, \
+                        --duration D sends for D)"
+                .into());
+        }
         if self.size.0 > MAX_MESSAGE_SIZE {
             return Err(format!(
                 "--size {} is larger than a message may be (at most 32MiB)",
@@ -176,11 +181,21 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
             },
             d.map_or(MAX_GEN_TIME, |d| d + GEN_DRAIN),
         ),
-        (GenRate::PerSecond(r), d, n) => {
-            let d = d.unwrap_or_else(|| Duration::from_secs_f64(n.unwrap_or(0) as f64 / r.0));
+        (GenRate::PerSecond(r), Some(d), _) => {
             let curve = RateCurve::new(&RateSpec::Constant(r), d);
             (
                 Arrivals::Open(Box::new(Schedule::new(curve, Arrival::Poisson, o.seed))),
+                d + GEN_DRAIN,
+            )
+        }
+        // Exactly n messages at Poisson times: the curve runs far past their expected end
+        // (twice it, plus a minute) and the schedule stops at the n-th arrival.
+        (GenRate::PerSecond(r), None, n) => {
+            let n = n.unwrap_or(0);
+            let d = Duration::from_secs_f64(2.0 * n as f64 / r.0 + 60.0);
+            let curve = RateCurve::new(&RateSpec::Constant(r), d);
+            (
+                Arrivals::Open(Box::new(Schedule::new(curve, Arrival::Poisson, o.seed).limited(n))),
                 d + GEN_DRAIN,
             )
         }

@@ -55,6 +55,60 @@ fn gen_closed_and_open_loop_against_an_inbox() {
     assert!((300..=500).contains(&n), "about 400 at 200/s for 2 s: {n}");
     assert_eq!(s["counts"]["accepted"].as_u64().unwrap(), n);
 
+    // Open loop with a count sends exactly that many, at Poisson times.
+    for count in ["1", "5", "37"] {
+        let out = dir.path().join(format!("count-{count}"));
+        let o = mailsurge(&[
+            "gen",
+            "--target",
+            &target,
+            "--rate",
+            "200/s",
+            "--count",
+            count,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let s = read_json(&out.join("summary.json"));
+        assert_eq!(s["counts"]["generated"].to_string(), count, "{s}");
+        assert_eq!(s["counts"]["accepted"].to_string(), count, "{s}");
+    }
+    let o = mailsurge(&[
+        "gen",
+        "--target",
+        &target,
+        "--rate",
+        "200/s",
+        "--count",
+        "3",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "--count and --duration are exclusive");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give one"));
+    // Nothing listening: nothing accepted is an error, not a result.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = dir.path().join("dead");
+    let o = mailsurge(&[
+        "gen",
+        "--target",
+        &dead.to_string(),
+        "--rate",
+        "max",
+        "--count",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("accepted none of the 2"));
+
     let o = mailsurge(&["gen", "--target", "192.0.2.1:25", "--rate", "max", "--count", "1"]);
     assert_eq!(o.status.code(), Some(2), "non-loopback targets are refused");
     let o = mailsurge(&["gen", "--target", &target, "--rate", "max"]);

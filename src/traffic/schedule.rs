@@ -147,6 +147,8 @@ pub struct Schedule {
     t: f64,
     /// Uniform arrivals: accumulated expected count since the last arrival.
     acc: f64,
+    /// Arrivals still to give, when the schedule is cut at a count (`gen --count`).
+    left: Option<u64>,
 }
 
 /// Step for integrating a uniform schedule through zero-rate stretches.
@@ -162,13 +164,31 @@ impl Schedule {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5ced_u64),
             t: 0.0,
             acc: 0.0,
+            left: None,
         }
+    }
+
+    /// Ends the schedule after `n` arrivals (the curve must be long enough to hold them).
+    pub fn limited(mut self, n: u64) -> Schedule {
+        self.left = Some(n);
+        self
     }
 }
 
 impl Iterator for Schedule {
     type Item = f64;
     fn next(&mut self) -> Option<f64> {
+        match &mut self.left {
+            Some(0) => return None,
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        self.arrival_time()
+    }
+}
+
+impl Schedule {
+    fn arrival_time(&mut self) -> Option<f64> {
         let end = self.curve.duration();
         let max = self.curve.max_rate();
         if max <= 0.0 {
