@@ -179,7 +179,16 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
 fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> {
     let f = &s.file;
     std::fs::create_dir_all(dir.join("nodes")).with_context(|| format!("cannot create {}", dir.display()))?;
-    crate::files::write(&dir.join("scenario.yaml"), s.to_yaml())?;
+    // Self-contained, so `mailsurge run <dir>/scenario.yaml` reruns the same plan from anywhere.
+    let (yaml, files) = s.self_contained();
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        crate::files::write(&path, text)?;
+    }
+    crate::files::write(&dir.join("scenario.yaml"), yaml)?;
     // run.log keeps the lines below; a report directory that cannot hold it is not fatal.
     if let Err(e) = crate::runlog::open(&dir.join("run.log")) {
         tracing::warn!("cannot write {}: {e}", dir.join("run.log").display());

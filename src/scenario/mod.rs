@@ -50,10 +50,30 @@ impl Scenario {
             .find(|p| p.spec.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
     }
 
-    /// The resolved scenario as YAML, for `scenario.yaml` in the report (seed included).
-    pub fn to_yaml(&self) -> String {
-        serde_norway::to_string(&self.file).unwrap_or_else(|e| format!("# cannot serialise scenario: {e}\n"))
+    /// The scenario as a run directory keeps it, re-runnable from there: every rule table or
+    /// response table it names by path is carried along under `files/` (returned as (path
+    /// relative to the scenario, text)) and referred to there; shipped names stay names.
+    pub fn self_contained(&self) -> (String, Vec<(String, String)>) {
+        let mut file = self.file.clone();
+        let mut files = Vec::new();
+        for (p, r) in file.providers.iter_mut().zip(&self.providers) {
+            if r.rules_source.dir.is_some() {
+                let rel = format!("files/rules-{}.yaml", p.name);
+                p.rules = format!("./{rel}");
+                files.push((rel, r.rules_source.text.clone()));
+            }
+        }
+        if self.responses_source.dir.is_some() {
+            let rel = "files/responses.yaml".to_string();
+            file.mta.responses = format!("./{rel}");
+            files.push((rel, self.responses_source.text.clone()));
+        }
+        (yaml(&file), files)
     }
+}
+
+fn yaml(f: &ScenarioFile) -> String {
+    serde_norway::to_string(f).unwrap_or_else(|e| format!("# cannot serialise scenario: {e}\n"))
 }
 
 /// Loads and validates a scenario file.
