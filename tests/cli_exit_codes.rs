@@ -136,3 +136,26 @@ fn failing_threshold_exits_1_with_reason() {
     assert_eq!(s["thresholds"][0]["pass"], false);
     assert_eq!(s["counts"]["lost"], 0);
 }
+
+/// `validate` recognises a node config (what `mailsurge mta --config` reads) and checks it,
+/// response table included, instead of reading it as a scenario.
+#[test]
+fn validate_reads_node_configs_as_node_configs() {
+    let dir = tempdir();
+    let node = "node: n-1\nregion: r\nlisten: 127.0.3.9:0\nrelay_networks: [127.0.0.0/8]\n\
+                spool: { kind: local, dir: spool }\nroutes: { example.com: [127.0.2.9:2525] }\n\
+                events: events.jsonl\nresponses: deliverability\n";
+    let good = write(dir.path(), "node.yaml", node);
+    let o = mailsurge(&["validate", &good]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok (node config)"));
+    let bad = write(
+        dir.path(),
+        "bad-node.yaml",
+        &node.replace("responses: deliverability", "responses: nowhere"),
+    );
+    let o = mailsurge(&["validate", &bad]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("read as node config") && err.contains("nowhere"), "{err}");
+}

@@ -40,7 +40,7 @@ pub fn compile(s: Scenario) -> Result<Compiled, ConfigError> {
     })
 }
 
-/// Validates a scenario, a rule table or a response table, telling them apart by their
+/// Validates a scenario, a rule table, a response table or a node config, telling them apart by their
 /// top-level keys; an error says which kind the file was read as, and why, so a damaged file
 /// (a rules file missing its `provider:`) is not reported as a bad scenario without a hint.
 pub fn validate_file(path: &Path) -> Result<&'static str, ConfigError> {
@@ -48,6 +48,10 @@ pub fn validate_file(path: &Path) -> Result<&'static str, ConfigError> {
     let (kind, why) = file_kind(&src.text);
     let checked = match kind {
         "mock-inbox rules" => crate::inbox::RuleSet::from_source(&src).map(drop),
+        // What `mailsurge mta --config` reads at start: the config and its response table.
+        "node config" => crate::mta::NodeConfig::load(path)
+            .and_then(|(cfg, src)| crate::mta::load_responses(&cfg, &src))
+            .map(drop),
         "response table" => crate::mta::responses::ResponseTable::from_source(&src).map(drop),
         // Compiling checks what each part reads of the plan: rule tables, the response table,
         // chaos replies.
@@ -72,6 +76,8 @@ fn file_kind(text: &str) -> (&'static str, String) {
         return ("response table", "it is a top-level list".into());
     }
     const RULES: [&str; 3] = ["provider", "latency", "rules"];
+    // Keys only a node config has (`name:`/`regions:` are the scenario's).
+    const NODE: [&str; 5] = ["node", "region", "listen", "routes", "relay_networks"];
     const SCENARIO: [&str; 11] = [
         "name",
         "seed",
@@ -98,7 +104,10 @@ fn file_kind(text: &str) -> (&'static str, String) {
             format!("it has {}", k.join(", "))
         }
     };
-    if score(&RULES) > score(&SCENARIO) {
+    let (rules, node, scenario) = (score(&RULES), score(&NODE), score(&SCENARIO));
+    if node > rules && node > scenario {
+        ("node config", found(&NODE))
+    } else if rules > scenario {
         ("mock-inbox rules", found(&RULES))
     } else {
         ("scenario", found(&SCENARIO))
