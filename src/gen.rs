@@ -168,6 +168,7 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         size: SizeSpec::Fixed(o.size),
         tenants: 1,
         recipients_per_message: 1,
+        recipients: Default::default(),
         connections: o.connections,
     };
     let (arrivals, window) = match (o.rate, o.duration, o.count) {

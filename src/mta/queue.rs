@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -500,20 +500,9 @@ impl Queues {
 
     fn schedule_retry(self: &Arc<Self>, mut job: Job, v: &Verdict, last: Reply) {
         let r = &self.cfg.retry;
-        let exp = r.factor.powi(job.attempt.saturating_sub(1).min(64) as i32);
-        let base = (r.initial.as_secs_f64() * exp).min(r.max_delay.as_secs_f64());
-        let jitter = r.jitter.0 * base;
-        let delay = {
-            let mut rng = lock(&self.rng);
-            if jitter > 0.0 {
-                base + rng.random_range(-jitter..=jitter)
-            } else {
-                base
-            }
-        }
-        .max(0.0);
-        let age_s = now_ns().saturating_sub(job.meta.received_ns) as f64 / 1e9;
-        if age_s + delay > r.give_up.as_secs_f64() {
+        let delay = super::retry::backoff(r, job.attempt, &mut *lock(&self.rng));
+        let age = Duration::from_nanos(now_ns().saturating_sub(job.meta.received_ns));
+        if age + delay > r.give_up.0 {
             self.notify_sender(&job, &job.rcpts, &last, "4.4.7");
             for rcpt in &job.rcpts {
                 let mut e = Event::new(now_ns(), job.meta.msg_id.clone(), Kind::Expired);
@@ -544,10 +533,7 @@ impl Queues {
         }
         // Parked, the job keeps only where its message is; stopping leaves it in the spool,
         // where a restart recovers it.
-        self.waiting.park(
-            job.park(&self.names),
-            Instant::now() + Duration::try_from_secs_f64(delay).unwrap_or(r.max_delay.0),
-        );
+        self.waiting.park(job.park(&self.names), Instant::now() + delay);
     }
 
     /// With `dsn: true`, queues a delivery status notification to the envelope sender for

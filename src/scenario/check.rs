@@ -256,6 +256,32 @@ fn traffic(at: &At, t: &Traffic, owners: &DomainOwners) -> Result<(), ConfigErro
             "traffic: domains: weights must not all be 0".into(),
         ));
     }
+    for (k, share) in &t.recipients {
+        if !RECIPIENT_PREFIXES.contains(&k.as_str()) {
+            return Err(at.err(
+                k,
+                "traffic",
+                format!(
+                    "traffic: recipients: `{k}` is not a scripted local part (expected one of {}, e.g. `nouser: 2%`)",
+                    RECIPIENT_PREFIXES.join(", ")
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&share.0) {
+            return Err(at.err(
+                k,
+                "traffic",
+                format!("traffic: recipients: {k}: a share from 0% to 100%"),
+            ));
+        }
+    }
+    if t.recipients.values().map(|p| p.0).sum::<f64>() > 1.0 + 1e-9 {
+        return Err(at.err(
+            "recipients",
+            "traffic",
+            "traffic: recipients: the shares add up to more than 100%".into(),
+        ));
+    }
     if t.connections == 0 || t.recipients_per_message == 0 || t.tenants == 0 {
         return Err(at.err(
             "traffic",

@@ -247,10 +247,20 @@ pub struct Traffic {
     pub tenants: u32,
     #[serde(default = "one")]
     pub recipients_per_message: u32,
+    /// Shares of recipients whose local part starts with a prefix the shipped provider profiles
+    /// script (`nouser: 2%` → `nouser-<N>@…`, an unknown user); the rest are `user<N>`. Keys:
+    /// [`RECIPIENT_PREFIXES`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recipients: BTreeMap<String, Percent>,
     /// Submission connections, each reused for many messages.
     #[serde(default = "default_connections")]
     pub connections: u32,
 }
+
+/// Local-part prefixes the shipped provider profiles script (`rcpt: '^nouser[-.+]'` …): an
+/// unknown user, a full mailbox, a temporary failure, greylisting, a spam refusal, a slow
+/// acceptance.
+pub const RECIPIENT_PREFIXES: [&str; 6] = ["nouser", "full", "tempfail", "greylist", "spam", "slow"];
 
 fn default_connections() -> u32 {
     16

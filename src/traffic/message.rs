@@ -12,6 +12,10 @@ use crate::scenario::{SizeDist, SizeSpec, Traffic};
 /// Distinct recipient mailboxes per domain; enough that no mailbox is unrealistically hot.
 const MAILBOXES_PER_DOMAIN: u32 = 100_000;
 
+/// Distinct scripted mailboxes (`nouser-<N>`, …) per domain: a list's bad addresses are few and
+/// mailed again and again — which is what suppression lists are for — so repeats must happen.
+const SCRIPTED_MAILBOXES: u32 = 1_000;
+
 /// Smallest message we generate: the identity headers alone take about this much.
 const MIN_SIZE: u64 = 512;
 
@@ -43,6 +47,8 @@ pub struct Mix {
     size: SizeSpec,
     tenants: u32,
     rcpts: u32,
+    /// Scripted local-part prefixes with their cumulative share (`traffic: recipients:`).
+    prefixes: Vec<(String, f64)>,
 }
 
 impl Mix {
@@ -54,6 +60,14 @@ impl Mix {
             size: t.size.clone(),
             tenants: t.tenants.max(1),
             rcpts: t.recipients_per_message.max(1),
+            prefixes: t
+                .recipients
+                .iter()
+                .scan(0.0, |acc, (k, p)| {
+                    *acc += p.0;
+                    Some((k.clone(), *acc))
+                })
+                .collect(),
         }
     }
 
@@ -87,7 +101,15 @@ impl Mix {
                     }
                     x -= w;
                 }
-                format!("user{}@{domain}", rng.random_range(0..MAILBOXES_PER_DOMAIN))
+                let n = rng.random_range(0..MAILBOXES_PER_DOMAIN);
+                // Drawn only with a mix, so a scenario without one keeps its recipients.
+                if !self.prefixes.is_empty() {
+                    let u = rng.random::<f64>();
+                    if let Some((p, _)) = self.prefixes.iter().find(|(_, c)| u < *c) {
+                        return format!("{p}-{}@{domain}", n % SCRIPTED_MAILBOXES);
+                    }
+                }
+                format!("user{n}@{domain}")
             })
             .collect()
     }
@@ -354,6 +376,42 @@ mod tests {
         let built = b.build(&big, &rcpts, 0);
         assert!(built.len() >= (3 << 20) - 100);
         assert!(built.head.len() < 4096, "only the headers are the message's own bytes");
+    }
+
+    #[test]
+    fn recipient_mix_scripts_local_parts_at_their_shares() {
+        let plain = Mix::new(&traffic("rate: 10/s\ndomains: { a.test: 1 }\n"));
+        let mixed = Mix::new(&traffic(
+            "rate: 10/s\ndomains: { a.test: 1 }\nrecipients: { nouser: 10%, greylist: 20% }\n",
+        ));
+        let mut r = ChaCha8Rng::seed_from_u64(3);
+        let drafts: Vec<Draft> = (0..20_000).map(|i| plain.draft(i, 0, &mut r)).collect();
+        let share = |p: &str| {
+            let n = drafts.iter().filter(|d| mixed.recipients(d)[0].starts_with(p)).count();
+            n as f64 / drafts.len() as f64
+        };
+        assert!((share("nouser-") - 0.10).abs() < 0.01, "{}", share("nouser-"));
+        assert!((share("greylist-") - 0.20).abs() < 0.01, "{}", share("greylist-"));
+        assert!((share("user") - 0.70).abs() < 0.01, "{}", share("user"));
+        // The same mailbox number either way (scripted ones from a smaller set, so they repeat
+        // and suppression has something to do), and no mix leaves recipients as they were.
+        let number = |r: &str| -> u32 {
+            r.split('@')
+                .next()
+                .unwrap()
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap()
+        };
+        for d in &drafts[..100] {
+            let (a, b) = (&plain.recipients(d)[0], &mixed.recipients(d)[0]);
+            let want = if b.starts_with("user") {
+                number(a)
+            } else {
+                number(a) % SCRIPTED_MAILBOXES
+            };
+            assert_eq!(number(b), want, "{a} {b}");
+        }
     }
 
     #[test]
