@@ -227,7 +227,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             crate::run::RunOptions { out, quiet, stop: None },
             force,
             baseline.as_deref(),
-            limits(tolerance, min_delta),
+            crate::report::compare::Limits::new(tolerance, min_delta),
         ),
         Cmd::Compare {
             base,
@@ -235,7 +235,12 @@ fn dispatch(cmd: Cmd) -> u8 {
             tolerance,
             min_delta,
             json,
-        } => compare(&base, &candidate, limits(tolerance, min_delta), json),
+        } => compare(
+            &base,
+            &candidate,
+            crate::report::compare::Limits::new(tolerance, min_delta),
+            json,
+        ),
         Cmd::Validate { files } => validate_all(&files),
         Cmd::Inbox {
             rules,
@@ -414,10 +419,6 @@ fn inbox(rules: &str, listen: SocketAddr, receipts: Option<&Path>, seed: u64) ->
 
 /// `mailsurge gen`: load any SMTP server, write summary.json, print one line.
 fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
-    if o.duration.is_none() && o.count.is_none() {
-        eprintln!("error: give --duration D or --count N");
-        return EXIT_CONFIG;
-    }
     if let Err(e) = o.check() {
         eprintln!("error: {e}");
         return EXIT_CONFIG;
@@ -438,27 +439,22 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
         }
     };
     let dir = out.unwrap_or_else(crate::gen::default_out);
-    let written = std::fs::create_dir_all(&dir).and_then(|()| {
-        let json = serde_json::to_string_pretty(&s).map_err(std::io::Error::other)?;
-        std::fs::write(dir.join("summary.json"), json + "\n")
-    });
-    if let Err(e) = written {
-        eprintln!("error: cannot write {}: {e}", dir.display());
-        return EXIT_RUNTIME;
-    }
-    if !quiet {
-        eprintln!("summary: {}", dir.join("summary.json").display());
+    match s.write(&dir) {
+        Ok(path) if !quiet => eprintln!("summary: {}", path.display()),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", dir.display());
+            return EXIT_RUNTIME;
+        }
     }
     println!("{}", s.one_line());
-    // Nothing accepted is a target that was not there (or refused everything): not a result.
-    if s.counts.generated > 0 && s.counts.accepted == 0 {
-        eprintln!(
-            "error: {} accepted none of the {} messages sent",
-            s.target, s.counts.generated
-        );
-        return EXIT_RUNTIME;
+    match s.unjudged() {
+        Some(why) => {
+            eprintln!("error: {why}");
+            EXIT_RUNTIME
+        }
+        None => EXIT_PASS,
     }
-    EXIT_PASS
 }
 
 /// `mailsurge mta`: one standalone reference MTA node until SIGTERM.
@@ -529,14 +525,6 @@ fn report(dir: PathBuf) -> u8 {
             eprintln!("error: {e}");
             EXIT_CONFIG
         }
-    }
-}
-
-/// `--tolerance` and `--min-delta` as the comparison's limits.
-fn limits(tolerance: crate::report::compare::Tolerance, min_delta: Option<Dur>) -> crate::report::compare::Limits {
-    crate::report::compare::Limits {
-        tolerance,
-        min_delta_ms: min_delta.map(|d| d.as_secs_f64() * 1e3),
     }
 }
 

@@ -67,6 +67,9 @@ impl GenOptions {
     /// says which bound a flag crosses (exit 2 before anything is sent).
     pub fn check(&self) -> Result<(), String> {
         use crate::scenario::limits::{MAX_CONNECTIONS, MAX_MESSAGE_SIZE, MAX_PLANNED, MAX_RATE};
+        if self.duration.is_none() && self.count.is_none() {
+            return Err("give --duration D or --count N".into());
+        }
         if self.count.is_some() && self.duration.is_some() {
             return Err("--count and --duration together: give one (--count N sends exactly N, \
                         --duration D sends for D)"
@@ -135,6 +138,26 @@ pub struct GenSummary {
 
 impl GenSummary {
     /// The line `mailsurge gen` prints: counts, wall time, rate and submission latency.
+    /// Writes `summary.json` into `dir` (created); returns its path.
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let path = dir.join("summary.json");
+        std::fs::write(&path, json + "\n")?;
+        Ok(path)
+    }
+
+    /// Why this load measured nothing, if it did not: a target that accepted none of what
+    /// was sent was not there (or refused everything) — not a result (exit 3).
+    pub fn unjudged(&self) -> Option<String> {
+        (self.counts.generated > 0 && self.counts.accepted == 0).then(|| {
+            format!(
+                "{} accepted none of the {} messages sent",
+                self.target, self.counts.generated
+            )
+        })
+    }
+
     pub fn one_line(&self) -> String {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}ms"));
         format!(

@@ -58,6 +58,14 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// `--tolerance` and `--min-delta` as the comparison's limits.
+    pub fn new(tolerance: Tolerance, min_delta: Option<crate::units::Dur>) -> Limits {
+        Limits {
+            tolerance,
+            min_delta_ms: min_delta.map(|d| d.as_secs_f64() * 1e3),
+        }
+    }
+
     fn min_delta_ms(&self, base: &Summary) -> f64 {
         self.min_delta_ms
             .unwrap_or(base.slo.delivery_ms * DEFAULT_MIN_DELTA_SHARE)

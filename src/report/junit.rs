@@ -23,6 +23,28 @@ use super::format::{esc_xml, esc_xml_body, num, pct};
 use super::summary::Summary;
 use crate::scenario::threshold::Threshold;
 
+/// `contradictions == 0`: the run's witnesses agree on every recipient.
+fn contradictions_case(s: &Summary) -> Case {
+    let k = &s.contradictions;
+    Case {
+        class: "mailsurge.accounting",
+        name: "contradictions == 0".into(),
+        failure: (k.total > 0).then(|| {
+            (
+                format!("observed {}, limit == 0", k.total),
+                format!(
+                    "{} recipients on which the run's witnesses disagree: {}\n\
+                     (generator, MTA event logs, inbox receipts, delivery status notices, spools)\n\
+                     observed: {}\nlimit:    == 0",
+                    k.total,
+                    k.describe(),
+                    k.total
+                ),
+            )
+        }),
+    }
+}
+
 /// One test case; `failure` is (message, body).
 struct Case {
     class: &'static str,
@@ -135,25 +157,7 @@ fn cases(s: &Summary, cmp: Option<&Comparison>) -> Vec<Case> {
             )
         }),
     });
-    let k = &s.contradictions;
-    out.push(Case {
-        class: "mailsurge.accounting",
-        name: "contradictions == 0".into(),
-        failure: (k.total > 0).then(|| {
-            (
-                format!("observed {}, limit == 0", k.total),
-                format!(
-                    "{} recipients on which the run's witnesses disagree: {}
-                     (generator, MTA event logs, inbox receipts, delivery status notices, spools)
-                     observed: {}
-limit:    == 0",
-                    k.total,
-                    k.describe(),
-                    k.total
-                ),
-            )
-        }),
-    });
+    out.push(contradictions_case(s));
     for m in cmp.map_or(&[][..], |c| &c.metrics) {
         let observed = fmt_value(m.unit, &m.candidate);
         let base = fmt_value(m.unit, &m.base);

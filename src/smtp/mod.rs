@@ -9,6 +9,7 @@
 pub mod client;
 pub mod codec;
 mod deadline;
+mod encode;
 mod policy;
 pub mod reply;
 pub mod server;
