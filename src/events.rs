@@ -51,6 +51,11 @@ impl Kind {
     pub fn is_control(self) -> bool {
         matches!(self, Kind::Fault | Kind::FaultEnd | Kind::Evicted | Kind::Admitted)
     }
+
+    /// An MTA's last word on a recipient at one node.
+    pub fn is_mta_end(self) -> bool {
+        matches!(self, Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped)
+    }
 }
 
 /// One event line. Optional fields are omitted when empty to keep the file small.
@@ -362,33 +367,61 @@ pub fn read_file(path: &Path) -> io::Result<(Vec<Event>, usize)> {
 /// [`read_file`] one event at a time, without holding the file's events: `f` gets each in file
 /// order; returns the count of lines that are not events.
 pub fn each_in_file(path: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::Result<usize> {
-    let file = std::fs::File::open(path)?;
-    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|x| x == "zst") {
-        Box::new(io::BufReader::new(zstd::stream::read::Decoder::with_buffer(
-            io::BufReader::new(file),
-        )?))
-    } else {
-        Box::new(io::BufReader::new(file))
-    };
     let mut bad = 0;
-    // Bytes, not `lines()`: a line torn inside a multi-byte character is one bad line, not an
-    // error that would end the file.
-    for line in reader.split(b'\n') {
-        let line = line?;
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        match serde_json::from_slice::<Event>(&line) {
-            Ok(mut e) => {
-                if matches!(e.event, Kind::Fault | Kind::FaultEnd) && e.fault.is_none() {
-                    e.fault = Some(Box::new(Fault::from_legacy_text(&e)));
-                }
-                f(e)?;
-            }
+    for line in EventReader::open(path)? {
+        match line? {
+            Ok(e) => f(e)?,
             Err(_) => bad += 1,
         }
     }
     Ok(bad)
+}
+
+/// An event file read a line at a time, plain or zstd-compressed (by its `.zst` name): each
+/// item is an event, or why its line is not one. Blank lines are skipped; fault lines written
+/// before the typed fields get them from their text.
+pub struct EventReader {
+    lines: io::Split<Box<dyn BufRead>>,
+}
+
+impl EventReader {
+    pub fn open(path: &Path) -> io::Result<EventReader> {
+        let file = std::fs::File::open(path)?;
+        let reader: Box<dyn BufRead> = if path.extension().is_some_and(|x| x == "zst") {
+            Box::new(io::BufReader::new(zstd::stream::read::Decoder::with_buffer(
+                io::BufReader::new(file),
+            )?))
+        } else {
+            Box::new(io::BufReader::new(file))
+        };
+        // Bytes, not `lines()`: a line torn inside a multi-byte character is one bad line, not
+        // an error that would end the file.
+        Ok(EventReader {
+            lines: reader.split(b'\n'),
+        })
+    }
+}
+
+impl Iterator for EventReader {
+    type Item = io::Result<Result<Event, serde_json::Error>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = match self.lines.next()? {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            return Some(Ok(serde_json::from_slice::<Event>(&line).map(|mut e| {
+                if matches!(e.event, Kind::Fault | Kind::FaultEnd) && e.fault.is_none() {
+                    e.fault = Some(Box::new(Fault::from_legacy_text(&e)));
+                }
+                e
+            })));
+        }
+    }
 }
 
 /// The harness-owned domain of every generated envelope sender, so bounces and DSNs come back

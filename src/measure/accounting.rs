@@ -175,13 +175,6 @@ impl Record {
     }
 }
 
-impl Kind {
-    /// An MTA's last word on a recipient at one node.
-    pub fn is_mta_end(self) -> bool {
-        matches!(self, Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped)
-    }
-}
-
 /// The accounting counts of summary.json.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(default)]

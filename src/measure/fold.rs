@@ -60,7 +60,7 @@ pub struct Fold<'i> {
     pub ledger: Ledger,
     /// `fault`, `fault_end`, `evicted`, `admitted`: few, kept whole (charts mark them).
     pub control: Vec<Event>,
-    /// Deferrals and receipts, in the order read.
+    /// Deferrals and receipts: in the order read, then by time ([`Fold::settle`]).
     pub reactions: Vec<Reaction>,
     /// Node → region, from any event naming both.
     pub node_region: HashMap<Name, Name>,
@@ -131,6 +131,11 @@ impl<'i> Fold<'i> {
             Kind::Bounced => bump(&mut r.bounced, idx(e.t)),
             _ => {}
         }
+    }
+
+    /// Done reading: puts the reactions in time order (once, for every fault's detection).
+    pub fn settle(&mut self) {
+        self.reactions.sort_by_key(|r| r.t);
     }
 
     /// Seconds of wall time the by-time series cover: past the traffic window into the

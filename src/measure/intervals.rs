@@ -64,13 +64,20 @@ impl ByInterval {
         let len = len.clamp(1, self.intervals);
         let mut window = Dist::new();
         add(&mut window, self.range(0, len));
+        // One scratch histogram for the second that leaves, reset only when it held values:
+        // a fresh one per step would be 221 KB allocated and zeroed for every second.
+        let mut gone = Dist::new();
         for start in 0..=(self.intervals - len) {
             if start > 0 {
-                let mut gone = Dist::new();
-                add(&mut gone, self.range(start - 1, start));
-                // Same bounds, and `gone` only holds values the window has: cannot fail.
-                let _ = window.finite.subtract(&gone.finite);
-                window.infinite -= gone.infinite;
+                let leaving = self.range(start - 1, start);
+                if !leaving.is_empty() {
+                    add(&mut gone, leaving);
+                    // Same bounds, and `gone` only holds values the window has: cannot fail.
+                    let _ = window.finite.subtract(&gone.finite);
+                    window.infinite -= gone.infinite;
+                    gone.finite.reset();
+                    gone.infinite = 0;
+                }
                 add(&mut window, self.range(start + len - 1, start + len));
             }
             if !window.is_empty() {

@@ -138,6 +138,7 @@ pub fn analyze(events: &[Event], spooled: &[Spooled], inp: &Inputs) -> Analysis 
 /// Everything a report shows, from a run's folded events and its spool leftovers.
 pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> Analysis {
     fold.ledger.add_spooled(spooled);
+    fold.settle();
     let ledger = &fold.ledger;
     let counts = ledger.counts();
     let rows: Vec<Row<'_>> = ledger

@@ -18,10 +18,10 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::events::{self, CompressedWriter, Event};
+use crate::events::{self, CompressedWriter, Event, EventReader};
 
 /// Events sorted in memory at a time (about 60 MB of them); a 20-minute soak's 18 M events
-/// make ~140 scratch runs, each read back through a 64 KiB buffer.
+/// make ~140 scratch runs, read back at most [`FAN_IN`] at a time.
 pub const CHUNK: usize = 128 * 1024;
 /// Scratch runs are written fast: they live for seconds.
 const SCRATCH_LEVEL: i32 = 1;
@@ -166,33 +166,29 @@ fn merge_runs(runs: &[PathBuf], w: &mut CompressedWriter) -> io::Result<u64> {
     Ok(n)
 }
 
-/// One scratch run, read an event at a time.
+/// One scratch run, read an event at a time; a line that is not an event is an error here
+/// (the merge wrote every one of them).
 struct RunReader {
     path: PathBuf,
-    lines: io::Lines<Box<dyn io::BufRead>>,
+    events: EventReader,
 }
 
 impl RunReader {
     fn open(path: &Path) -> io::Result<RunReader> {
-        let f = std::fs::File::open(path).map_err(|e| crate::files::at(path, e))?;
-        let z = zstd::stream::read::Decoder::new(f).map_err(|e| crate::files::at(path, e))?;
-        let r: Box<dyn io::BufRead> = Box::new(io::BufReader::with_capacity(1 << 16, z));
         Ok(RunReader {
             path: path.to_path_buf(),
-            lines: io::BufRead::lines(r),
+            events: EventReader::open(path).map_err(|e| crate::files::at(path, e))?,
         })
     }
 
     fn next(&mut self) -> io::Result<Option<Event>> {
         let at = |e| crate::files::at(&self.path, e);
-        match self.lines.next() {
+        match self.events.next() {
             None => Ok(None),
-            Some(line) => {
-                let line = line.map_err(at)?;
-                serde_json::from_str(&line)
-                    .map(Some)
-                    .map_err(|e| at(io::Error::new(io::ErrorKind::InvalidData, e)))
-            }
+            Some(line) => line
+                .map_err(at)?
+                .map(Some)
+                .map_err(|e| at(io::Error::new(io::ErrorKind::InvalidData, e))),
         }
     }
 }

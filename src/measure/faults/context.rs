@@ -29,7 +29,7 @@ pub struct Ctx<'a> {
     /// Balancer reactions (`evicted`, `admitted`), sorted by time.
     balancer: Vec<&'a Event>,
     /// Deferrals and receipts, sorted by time.
-    reactions: Vec<Reaction>,
+    reactions: &'a [Reaction],
     /// Indexes (into `faults`) of kills of regions and nodes.
     kills: Vec<usize>,
     /// `fault_end` time per fault id.
@@ -50,8 +50,6 @@ impl<'a> Ctx<'a> {
             .filter(|e| matches!(e.event, Kind::Evicted | Kind::Admitted))
             .collect();
         balancer.sort_by_key(|e| e.t);
-        let mut reactions = fold.reactions.clone();
-        reactions.sort_by_key(|r| r.t);
         let mut ends: HashMap<&str, u64> = HashMap::new();
         for e in fold.control.iter().filter(|e| e.event == Kind::FaultEnd) {
             let t = ends.entry(e.id.as_str()).or_insert(e.t);
@@ -63,7 +61,7 @@ impl<'a> Ctx<'a> {
             ledger: &fold.ledger,
             node_region,
             balancer,
-            reactions,
+            reactions: &fold.reactions,
             kills: (0..faults.len()).filter(|&i| is_mta_kill(faults[i].f)).collect(),
             ends,
         }
