@@ -304,6 +304,57 @@ mod tests {
         );
     }
 
+    /// Every shipped profile's scripted refusals, read from the profiles themselves: a content
+    /// refusal (`spam-` recipients) bounces that message alone — no suppression, no reroute
+    /// of the domain, no retries until give-up — and a block of the sending IP (pool `blocked`)
+    /// reroutes. Several content refusals say "blocked" or "reputation" too, which once sent
+    /// them down the IP-block path.
+    #[test]
+    fn shipped_table_tells_content_refusals_from_ip_blocks() {
+        let here = Source {
+            name: "t".into(),
+            text: String::new(),
+            dir: None,
+        };
+        let src = crate::config::resolve(&here, "deliverability", crate::config::Shipped::Scenario).unwrap();
+        let t = ResponseTable::from_source(&src).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mock-inboxes");
+        let (mut content, mut blocks) = (0, 0);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let doc: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let Some(rules) = doc.get("rules").and_then(|r| r.as_sequence()) else {
+                continue;
+            };
+            for rule in rules {
+                let text = |k: &str| rule.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+                let reply = text("reply");
+                let Some(code) = reply.get(..3).and_then(|c| c.parse::<u16>().ok()) else {
+                    continue;
+                };
+                let rest = reply[3..].trim_start();
+                let first = rest.split_whitespace().next().unwrap_or_default();
+                let enhanced =
+                    (first.split('.').count() == 3 && first.starts_with(|c: char| c.is_ascii_digit())).then_some(first);
+                let text_part = enhanced.map_or(rest, |e| rest[e.len()..].trim_start());
+                let r = Reply::new(code, enhanced, text_part);
+                let v = t.classify(&r);
+                let at = format!("{}: {reply}", path.display());
+                if text("rcpt").starts_with("^spam") && code >= 500 {
+                    assert_eq!((v.action, v.suppress), (Action::Bounce, false), "{at}");
+                    content += 1;
+                } else if text("pool") == "blocked" && code >= 500 {
+                    assert_eq!(v.action, Action::Reroute, "{at}");
+                    blocks += 1;
+                }
+            }
+        }
+        assert!(
+            content >= 8 && blocks >= 6,
+            "profiles read: {content} content refusals, {blocks} IP blocks"
+        );
+    }
+
     #[test]
     fn bad_tables_fail_with_position() {
         let src = Source {

@@ -91,12 +91,17 @@ pub async fn write_events(
     Ok(())
 }
 
-/// Follows node event files as they grow, counting terminal MTA events for the drain check.
+/// Follows node event files as they grow, counting the MTAs' last words for the drain check.
 pub struct Tail {
     files: Vec<(PathBuf, u64, Vec<u8>)>,
-    /// [`key`]s of (id, recipient) pairs with a terminal event; a set, because a message
-    /// recovered from a spool after a crash can end twice.
-    pub terminal: HashSet<u64>,
+    /// [`key`]s of (id, recipient) pairs an MTA has finished with — delivered, bounced, expired
+    /// or dropped; a set, because a message recovered from a spool after a crash can end twice.
+    /// A receipt alone does not finish a message: the inbox writes it before its 250 (a `slow`
+    /// inbox holds that reply for seconds), and until the MTA hears the 250 the message is
+    /// still in its spool.
+    pub ended: HashSet<u64>,
+    /// Pairs whose first end was a failure: with the receipts, the world's view of "done".
+    pub failed: u64,
     pub bounced: u64,
 }
 
@@ -104,7 +109,8 @@ impl Tail {
     pub fn new(paths: Vec<PathBuf>) -> Tail {
         Tail {
             files: paths.into_iter().map(|p| (p, 0, Vec::new())).collect(),
-            terminal: HashSet::new(),
+            ended: HashSet::new(),
+            failed: 0,
             bounced: 0,
         }
     }
@@ -130,12 +136,11 @@ impl Tail {
                 let Ok(e) = serde_json::from_slice::<Event>(line) else {
                     continue;
                 };
-                if matches!(e.event, Kind::Bounced | Kind::Expired | Kind::Dropped)
-                    && self.terminal.insert(key(&e.id, e.rcpt.as_deref()))
-                    && e.event == Kind::Bounced
-                {
-                    self.bounced += 1;
+                if !e.event.is_mta_end() || !self.ended.insert(key(&e.id, e.rcpt.as_deref())) {
+                    continue;
                 }
+                self.failed += u64::from(e.event != Kind::Delivered);
+                self.bounced += u64::from(e.event == Kind::Bounced);
             }
         }
     }
@@ -257,6 +262,8 @@ mod tests {
             line("m.1", Kind::Bounced),
             line("m.2", Kind::Expired),
             line("m.1", Kind::Bounced),
+            line("m.4", Kind::Delivered),
+            line("m.4", Kind::Deferred),
         ]
         .concat();
         // A line still being written is left for the next poll.
@@ -265,13 +272,13 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         tail.poll();
         assert_eq!(
-            (tail.terminal.len(), tail.bounced),
-            (2, 1),
-            "the repeated bounce counts once"
+            (tail.ended.len(), tail.failed, tail.bounced),
+            (3, 2, 1),
+            "the repeated bounce counts once; a delivery ends without failing"
         );
         text.extend_from_slice(&partial[10..]);
         std::fs::write(&path, &text).unwrap();
         tail.poll();
-        assert_eq!(tail.terminal.len(), 3);
+        assert_eq!((tail.ended.len(), tail.failed), (4, 3));
     }
 }

@@ -55,6 +55,39 @@ pub struct Play<'a> {
     pub stop: Option<watch::Receiver<Option<&'static str>>>,
 }
 
+/// When the drain is over. Every accepted message must be *settled* — received by an inbox, or
+/// failed by an MTA — and every MTA must have logged its end: an inbox writes its receipt
+/// before it answers 250, and a `slow` one holds that answer for seconds, so ending on
+/// receipts alone stopped nodes with received mail still in their spools. An MTA's line can be
+/// missing for good, though (a node killed between the inbox's 250 and its log line, and never
+/// restored), so once everything is settled the MTAs get one delivery timeout to catch up.
+struct Drain {
+    grace: Duration,
+    settled_at: Option<Instant>,
+    /// The grace ran out before every MTA logged its end.
+    waited_out: bool,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain {
+            grace: crate::mta::NodeLimits::default().delivery_timeout.0 + DRAIN_POLL * 4,
+            settled_at: None,
+            waited_out: false,
+        }
+    }
+
+    fn over(&mut self, settled: bool, mta_ended: bool, now: Instant) -> bool {
+        if !settled {
+            self.settled_at = None;
+            return false;
+        }
+        let since = *self.settled_at.get_or_insert(now);
+        self.waited_out = !mta_ended && now.duration_since(since) >= self.grace;
+        mta_ended || self.waited_out
+    }
+}
+
 /// The progress line's last reading, for the rate.
 struct Last {
     at: Instant,
@@ -70,6 +103,7 @@ impl Play<'_> {
             at: Instant::now(),
             accepted: 0,
         };
+        let mut drain = Drain::new();
         loop {
             // Sleep until the next poll or the next chaos step, whichever is first.
             let poll_at = Instant::now() + DRAIN_POLL;
@@ -85,13 +119,25 @@ impl Play<'_> {
             self.notice_crashes(topo);
             let accepted = self.counters.accepted.load(Ordering::Relaxed);
             let dsn_terminal = topo.bounces.as_ref().map_or(0, |(b, _)| b.terminal());
-            let terminal = self.live.delivered_keys() + tail.terminal.len() as u64 + dsn_terminal;
+            let settled = self.live.delivered_keys() + tail.failed + dsn_terminal;
             let now = Instant::now();
             if now.duration_since(last.at).as_secs_f64() >= progress_every {
                 self.progress(&mut last, now, accepted, tail.bounced + dsn_terminal);
             }
             // A pending chaos step (a restore, say) is part of the run: wait for it.
-            if gen.is_finished() && terminal >= accepted && self.chaos.done() {
+            let settled = gen.is_finished() && settled >= accepted && self.chaos.done();
+            if drain.over(
+                settled,
+                topo.nodes.is_empty() || tail.ended.len() as u64 >= accepted,
+                now,
+            ) {
+                if drain.waited_out {
+                    self.log.line(&format!(
+                        "{} received message(s) still without their MTA's delivered line after {:.0}s; ending the drain",
+                        accepted.saturating_sub(tail.ended.len() as u64),
+                        drain.grace.as_secs_f64()
+                    ));
+                }
                 return Ok(Ended::Drained);
             }
             if now >= self.clock.hard_stop {
@@ -177,5 +223,31 @@ impl Play<'_> {
                 self.live.slo_text(self.f.slo.delivery_time.as_secs_f64() * 1e3),
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_waits_for_the_mtas_then_gives_up_after_the_grace() {
+        let mut d = Drain::new();
+        let t0 = Instant::now();
+        assert!(!d.over(false, true, t0), "unsettled mail keeps the drain open");
+        assert!(!d.over(true, false, t0), "received, but an MTA has not logged its end");
+        assert!(!d.over(true, false, t0 + d.grace / 2));
+        assert!(d.over(true, true, t0 + d.grace / 2), "every MTA ended");
+        assert!(!d.waited_out);
+
+        let mut d = Drain::new();
+        assert!(!d.over(true, false, t0));
+        assert!(
+            !d.over(false, false, t0 + d.grace),
+            "unsettled again: the grace restarts"
+        );
+        assert!(!d.over(true, false, t0 + d.grace));
+        assert!(d.over(true, false, t0 + d.grace * 2));
+        assert!(d.waited_out, "a missing line cannot hold the run forever");
     }
 }
