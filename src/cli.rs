@@ -152,7 +152,7 @@ pub enum Cmd {
     },
     /// Run one standalone reference MTA node until SIGTERM.
     Mta {
-        /// Node config (SPEC §4).
+        /// Node config (YAML; every key in docs/node-config.md).
         #[arg(long)]
         config: PathBuf,
     },
