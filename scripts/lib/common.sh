@@ -123,3 +123,18 @@ port_taken() { # addr:port -> listening (or the wildcard address on its port)?
 listening_pid() { # addr:port -> pid of the process listening on exactly addr:port (empty if none)
   ss -Hltnp "sport = :${1##*:}" 2>/dev/null | awk -v a="$1" '$4 == a' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2
 }
+
+# --- benchmark verdicts -------------------------------------------------------------------------
+# bench_verdict WHAT RATIO TARGET: prints "TARGET MET" or "TARGET MISSED" with the ratio and
+# returns 0 or 1 (`bench_verdict ... || exit 1`): a benchmark whose target is missed fails.
+bench_verdict() {
+  if python3 -c "import sys; sys.exit(0 if $2 >= $3 else 1)"; then
+    echo "TARGET MET: $1 $2 (target >= $3)"
+  else
+    echo "TARGET MISSED: $1 $2 (target >= $3)"
+    return 1
+  fi
+}
+
+# median NUMBER...: the median (the lower middle one for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -150,23 +150,27 @@ const BOUNDARY: &str = "=_mailsurge_alt_1";
 /// Share of the body given to the text/plain part; the rest is HTML, as in marketing mail.
 const TEXT_SHARE: f64 = 0.35;
 
-/// Adds about `len` bytes of `material` as borrowed pieces, cut at line ends so the part stays
-/// CRLF text; repeats the material for parts larger than it.
+/// Adds `len` bytes of `material` (one more at most) as borrowed pieces: whole lines while they
+/// fit, then the start of a line closed by its own CRLF, so the part stays CRLF text and a
+/// `--size 1KiB` message is 1 KiB on the wire, not a line (~78 bytes per part) more or less.
+/// Repeats the material for parts larger than it.
 fn append_lines<'m>(m: &mut Vec<&'m [u8]>, material: &'m [u8], len: usize) {
     let mut need = len;
     while need > 0 && !material.is_empty() {
         let take = need.min(material.len());
-        let cut = material[..take].windows(2).rposition(|w| w == b"\r\n").map_or_else(
-            || {
-                material
-                    .windows(2)
-                    .position(|w| w == b"\r\n")
-                    .map_or(material.len(), |i| i + 2)
-            },
-            |i| i + 2,
-        );
+        if let Some(i) = material[..take].windows(2).rposition(|w| w == b"\r\n") {
+            m.push(&material[..i + 2]);
+            need -= i + 2;
+            continue;
+        }
+        // Less than a line left: its first `need - 2` bytes (never ending inside a CRLF).
+        let mut cut = need.saturating_sub(2).min(material.len());
+        while cut > 0 && material[cut - 1] == b'\r' {
+            cut -= 1;
+        }
         m.push(&material[..cut]);
-        need = need.saturating_sub(cut);
+        m.push(b"\r\n");
+        break;
     }
 }
 
@@ -360,7 +364,25 @@ mod tests {
         };
         let rcpts = ["user1@a.test".to_string()];
         let m = b.build(&d, &rcpts, 1_700_000_000_500_000_000).to_vec();
-        assert!(m.len() >= 12 * 1024 - 100 && m.len() < 12 * 1024 + 200, "{}", m.len());
+        assert!((12 * 1024..=12 * 1024 + 2).contains(&m.len()), "{}", m.len());
+        // Sizes are met to the byte or two (a part's last line is cut, not a line added), from
+        // the smallest message with a body on up; benchmarks size against a peer by them.
+        for size in [1024, 1025, 1100, 1500, 4096, 100_000] {
+            let sized = b.build(&Draft { size, ..d }, &rcpts, 0).to_vec();
+            assert!(
+                (size as usize..=size as usize + 2).contains(&sized.len()),
+                "{size}: {}",
+                sized.len()
+            );
+            assert!(
+                sized.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r'),
+                "{size}: CRLF text"
+            );
+            assert!(
+                !sized.windows(2).any(|w| w == b"\n."),
+                "{size}: no line starts with a dot"
+            );
+        }
         let text = String::from_utf8(m.clone()).unwrap();
         assert!(text.contains("Content-Type: multipart/alternative; boundary=\"=_mailsurge_alt_1\""));
         assert!(text.contains("Content-Type: text/html") && text.contains("<p>"));
