@@ -12,7 +12,26 @@
 #   A run is timed from the start of smtp-source until the sink has received all 10000
 #   messages (end to end: accept, make durable, queue, deliver). The figure of merit is
 #   postfix_time / mailsurge_time per repetition; the script prints the MEDIAN of those
-#   ratios. Target (from the issue): >= 5, i.e. mailsurge at least 5x faster, both durable.
+#   ratios, against Postfix as shipped AND against Postfix tuned for throughput (below).
+#   Target (SPEC's performance bar): >= 10 against the TUNED Postfix, both durable.
+#
+# TUNED POSTFIX (a third relay run per repetition, same instance layout plus these settings;
+# each is Postfix's documented knob for the limit it lifts):
+#       in_flow_delay = 0                    postconf(5) in_flow_delay: "Time to pause before
+#                                            accepting a new message, when the message arrival
+#                                            rate exceeds the message delivery rate ... Specify
+#                                            0 to disable the feature" (default 1s).
+#       initial_destination_concurrency = 20 postconf(5) / SCHEDULER_README "Concurrency
+#                                            scheduling": the slow start begins at 5 parallel
+#                                            deliveries; start at the limit (20) instead.
+#       smtp_connection_cache_destinations = [127.0.5.3]:2525
+#                                            CONNECTION_CACHE_README: per-destination caching
+#                                            keeps connections to the sink open even when the
+#                                            queue is not backed up (on-demand caching, the
+#                                            default, only caches under backlog).
+#       default_destination_concurrency_limit and smtp_destination_concurrency_limit stay 20,
+#       the outbound connections mailsurge gets (limits.domain_connections = 20). Durability
+#       cannot be tuned away: cleanup(8) fsyncs every queue file and that is compiled in.
 #
 # FAIRNESS (what each side does)
 #   Durability: both relays acknowledge a message (250 after the final dot) only once it is on
@@ -55,9 +74,9 @@
 #   Each timed run starts a fresh sink (fresh counter) and a freshly started relay with an
 #   EMPTY queue/spool in a new directory (start-up is not timed). `sync` runs before each
 #   timed run so that write-back from the previous run does not land in this one. Within a
-#   repetition the two runs are back to back and their order flips every repetition
-#   (Postfix first on odd ones, mailsurge first on even ones) to spread the noise of a shared
-#   machine. Everything stays on loopback (127.0.5.0/24).
+#   repetition the three runs (Postfix, tuned Postfix, mailsurge) are back to back and their
+#   order rotates every repetition, so each takes each place once in three, to spread the
+#   noise of a shared machine. Everything stays on loopback (127.0.5.0/24).
 #
 # VALIDITY
 #   smtp-source (without -A) aborts with "fatal: ..." and a non-zero exit on the first reply
@@ -98,8 +117,8 @@
 #   opened to the sink. Postfix's own warnings are counted and the first one shown (with
 #   one busy destination its qmgr warns that the destination uses up all active queue
 #   entries; that is expected here). Then: the ratio of each repetition, their median, and
-#   PASS/FAIL against the target. Exit status: 0 when the benchmark ran (target met or not; these are
-#   measurements), 1 when a run was INVALID or something broke.
+#   TARGET MET/MISSED against the tuned Postfix. Exit status: 0 when the runs were valid and the
+#   target was met; 1 when it was missed, a run was INVALID or something broke.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib/postfix-instance.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/postfix-instance.sh" # and lib/common.sh
@@ -121,7 +140,7 @@ PF_ADDR=127.0.5.1
 MS_ADDR=127.0.5.2
 SINK_ADDR=127.0.5.3
 PORT=2525
-TARGET=5
+TARGET=10 # against the tuned Postfix
 
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "error: REPEATS must be a positive integer" >&2; exit 2; }
 [[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUN_TIMEOUT must be a positive integer" >&2; exit 2; }
@@ -272,8 +291,14 @@ start_sink() {
 # --- the relays -------------------------------------------------------------------------
 RELAY_PID="" # the process whose CPU is measured (mailsurge, or Postfix's master)
 
-start_postfix() {
-  local d="$RUN_DIR/postfix"
+start_postfix() { # [tuned]
+  local d="$RUN_DIR/postfix" tuning=""
+  if [[ "${1:-}" == tuned ]]; then
+    tuning="# Tuned for throughput (see the script's header for the source of each).
+in_flow_delay = 0
+initial_destination_concurrency = $OUT_CONNECTIONS
+smtp_connection_cache_destinations = [$SINK_ADDR]:$PORT"
+  fi
   pf_write_config "$d" bench "$PF_ADDR:$PORT" \
     "Private Postfix instance for scripts/bench-relay.sh: a pure relay to smtp-sink." <<EOF
 transport_maps = inline:{$DOMAIN=smtp:[$SINK_ADDR]:$PORT}
@@ -282,6 +307,7 @@ smtp_dns_support_level = disabled
 # Both are Postfix's defaults, stated here because the comparison depends on them.
 default_process_limit = 100
 smtp_destination_concurrency_limit = $OUT_CONNECTIONS
+$tuning
 EOF
   pf_start "$d" "$PF_ADDR:$PORT" || return 1
   RELAY_PID="$PF_MASTER"
@@ -327,7 +353,7 @@ RUN_OK=0
 
 relay_ticks() { # CPU ticks of the relay under test so far
   case $1 in
-    postfix) postfix_ticks "$RELAY_PID" ;;
+    postfix | tuned) postfix_ticks "$RELAY_PID" ;;
     mailsurge) proc_ticks "$RELAY_PID" ;;
     *) echo 0 ;;
   esac
@@ -339,6 +365,7 @@ timed_run() {
   mkdir -p "$RUN_DIR"
   case $who in
     postfix) addr="$PF_ADDR" label="postfix" ;;
+    tuned) addr="$PF_ADDR" label="pf-tuned" ;;
     mailsurge) addr="$MS_ADDR" label="mailsurge" ;;
     direct) addr="$SINK_ADDR" label="direct" ;; # reference: no relay, straight into the sink
   esac
@@ -347,6 +374,7 @@ timed_run() {
   start_sink "$RUN_DIR" || return 1
   case $who in
     postfix) start_postfix || return 1 ;;
+    tuned) start_postfix tuned || return 1 ;;
     mailsurge) start_mailsurge || return 1 ;;
   esac
   sync
@@ -389,7 +417,7 @@ timed_run() {
 
   # Let Postfix finish removing delivered queue files (the sink counts at the dot, before
   # the relay has processed the 250), then stop the relay and the sink.
-  if [[ $who == postfix ]]; then
+  if [[ $who == postfix || $who == tuned ]]; then
     local n_queued
     n_queued="$(pf_queue_left "$RUN_DIR/postfix")"
     if ((n_queued)); then problems+=("$n_queued queue files left in the Postfix queue"); fi
@@ -405,7 +433,7 @@ timed_run() {
     problems+=("the sink received $final_mesg messages in total, expected exactly $MESSAGES")
   fi
   local extra=""
-  if [[ $who == postfix ]]; then
+  if [[ $who == postfix || $who == tuned ]]; then
     local log="$RUN_DIR/postfix/maillog" sent bad warn
     sent="$(count_matches 'status=sent' "$log")"
     bad="$(count_matches -E 'status=(deferred|bounced|expired)' "$log")"
@@ -439,7 +467,7 @@ timed_run() {
   if ((${#problems[@]})); then
     echo "  INVALID run ($label): this measurement means nothing:"
     printf '    - %s\n' "${problems[@]}"
-    if [[ $who == postfix ]]; then
+    if [[ $who == postfix || $who == tuned ]]; then
       grep -v 'status=sent' "$RUN_DIR/postfix/maillog" 2>/dev/null | grep -E 'warning|error|fatal|panic|status=' | tail -n 5 | sed 's/^/    postfix: /' || true
     elif [[ $who == mailsurge ]]; then
       tail -n 5 "$RUN_DIR/mailsurge/stderr.log" 2>/dev/null | sed 's/^/    mailsurge: /' || true
@@ -456,7 +484,6 @@ count_matches() { # grep args... -> number of matching lines (0 when none or no 
   echo "${n:-0}"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # --- header -------------------------------------------------------------------------------
 sys_pf="not running"
@@ -473,13 +500,14 @@ echo "source:    smtp-source ${SOURCE_ARGS[*]} <relay>:$PORT"
 echo "sink:      smtp-sink -u nobody -c $SINK_ADDR:$PORT 1000   (fresh per run)"
 echo "postfix:   private instance on $PF_ADDR:$PORT, transport $DOMAIN -> smtp:[$SINK_ADDR]:$PORT, fsync per queue file,"
 echo "           smtp_destination_concurrency_limit=$OUT_CONNECTIONS (default), default_process_limit=100 (default)"
+echo "pf-tuned:  the same plus in_flow_delay=0, initial_destination_concurrency=$OUT_CONNECTIONS, smtp_connection_cache_destinations=[$SINK_ADDR]:$PORT"
 echo "mailsurge: $BIN mta --config node.yaml   listen $MS_ADDR:$PORT, route $DOMAIN -> $SINK_ADDR:$PORT,"
 echo "           group-commit fdatasync spool, limits.domain_connections=$OUT_CONNECTIONS"
-echo "repeats:   $REPEATS (order flips every repetition)   target: median postfix/mailsurge >= $TARGET"
+echo "repeats:   $REPEATS (the order rotates every repetition)   target: median tuned-postfix/mailsurge >= $TARGET"
 
 # --- runs -----------------------------------------------------------------------------------
 broken=0
-RATIOS=""
+RATIOS="" TUNED_RATIOS=""
 echo
 echo "reference: smtp-source straight into smtp-sink, no relay (the harness's floor; not part of the ratio)"
 if ! timed_run "-" direct || ((!RUN_OK)); then
@@ -487,9 +515,11 @@ if ! timed_run "-" direct || ((!RUN_OK)); then
   exit 1
 fi
 echo "timed runs:"
+ORDERS=("postfix tuned mailsurge" "mailsurge postfix tuned" "tuned mailsurge postfix")
 for ((rep = 1; rep <= REPEATS; rep++)); do
-  if ((rep % 2)); then order=(postfix mailsurge); else order=(mailsurge postfix); fi
-  pf_s="" ms_s="" ok=1
+  # Each relay takes each place in the order once every three repetitions.
+  read -r -a order <<<"${ORDERS[$(((rep - 1) % 3))]}"
+  pf_s="" tu_s="" ms_s="" ok=1
   for who in "${order[@]}"; do
     if ! timed_run "$rep" "$who"; then
       echo "  run failed to start ($who); see above"
@@ -497,7 +527,11 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
       break
     fi
     ((RUN_OK)) || { ok=0; break; }
-    if [[ $who == postfix ]]; then pf_s="$RUN_SECS"; else ms_s="$RUN_SECS"; fi
+    case $who in
+      postfix) pf_s="$RUN_SECS" ;;
+      tuned) tu_s="$RUN_SECS" ;;
+      *) ms_s="$RUN_SECS" ;;
+    esac
   done
   if ((!ok)); then
     broken=1
@@ -505,18 +539,22 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
     break
   fi
   r="$(awk -v p="$pf_s" -v m="$ms_s" 'BEGIN { printf "%.2f", p / m }')"
-  echo "  rep $rep  ratio postfix/mailsurge = $r"
+  t="$(awk -v p="$tu_s" -v m="$ms_s" 'BEGIN { printf "%.2f", p / m }')"
+  echo "  rep $rep  ratio postfix/mailsurge = $r   tuned-postfix/mailsurge = $t"
   RATIOS+="$r "
+  TUNED_RATIOS+="$t "
 done
 
 # --- summary -------------------------------------------------------------------------------
 echo
 echo "== summary (median of per-repetition postfix_time / mailsurge_time)"
 if ((broken)); then
-  echo "  INVALID (a run was rejected, lost messages, or did not start; see above)  ratios so far: ${RATIOS:-none}"
+  echo "  INVALID (a run was rejected, lost messages, or did not start; see above)  ratios so far: ${RATIOS:-none} / tuned ${TUNED_RATIOS:-none}"
   exit 1
 fi
-m="$(tr ' ' '\n' <<<"$RATIOS" | grep . | median)"
-verdict="$(awk -v m="$m" -v t="$TARGET" 'BEGIN { print (m >= t) ? "PASS" : "FAIL" }')"
-printf '  median ratio %.2f  (target >= %s)  %s   [ratios: %s]\n' "$m" "$TARGET" "$verdict" "${RATIOS% }"
-exit 0
+# shellcheck disable=SC2086 # word splitting of the ratio lists is intended
+printf '  Postfix as shipped:  median ratio %.2f   [ratios: %s]\n' "$(median $RATIOS)" "${RATIOS% }"
+# shellcheck disable=SC2086
+printf '  Postfix tuned:       median ratio %.2f   [ratios: %s]\n' "$(median $TUNED_RATIOS)" "${TUNED_RATIOS% }"
+# shellcheck disable=SC2086
+bench_verdict "median tuned-postfix/mailsurge time ratio" "$(median $TUNED_RATIOS)" "$TARGET" || exit 1
