@@ -14,6 +14,8 @@
 # HOW TO RUN
 #   scripts/bench-mta-latency.sh                 # REPEATS=3, steps 10 20 30 40 50 60
 #   REPEATS=5 STEPS="10 20 40 80" scripts/bench-mta-latency.sh
+#   Prints TARGET MET or TARGET MISSED; exits 1 when missed or when any run failed to measure
+#   (INVALID: exit 2/3, no summary.json, verdict error/aborted, or a threshold failing at half).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -27,14 +29,25 @@ base_rate=100   # smoke.yaml's rate in messages/s
 
 field() { python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-run() { # $1 = rate scale, $2 = out dir; prints "slo_pass p50 p99 uncorrected_p50"
-  "$BIN" run scenarios/smoke.yaml --rate-scale "$1" --out "$2" --quiet >/dev/null 2>&1 || true
-  field "$2/summary.json" "s['slo']['pass'], s['delivery_ms']['p50'], s['delivery_ms']['p99'], s['delivery_ms']['uncorrected_p50']"
+# run SCALE DIR [strict]: prints "slo_pass p50 p99 uncorrected_p50" of one run. A run that did not
+# measure (exit 2 or 3, no summary, verdict error/aborted) prints INVALID and ends the script
+# with 1: a failed run is not a data point. With `strict`, a threshold failure (exit 1) is
+# INVALID too (at half capacity every threshold must hold); without it, exit 1 is a probe that
+# went over capacity, which is what the probes look for.
+run() {
+  local rc=0
+  "$BIN" run scenarios/smoke.yaml --rate-scale "$1" --out "$2" --quiet >"$2.log" 2>&1 || rc=$?
+  if ((rc >= 2)) || [[ ! -s "$2/summary.json" ]] || { ((rc == 1)) && [[ "${3:-}" == strict ]]; }; then
+    echo "INVALID: run at --rate-scale $1 exited $rc: $(grep -v '^t=' "$2.log" | tail -n 3 | tr '\n' ' ')" >&2
+    exit 1
+  fi
+  field "$2/summary.json" "s['verdict'] in ('pass', 'fail') or sys.exit('INVALID: verdict ' + s['verdict']), s['slo']['pass'], s['delivery_ms']['p50'], s['delivery_ms']['p99'], s['delivery_ms']['uncorrected_p50']" | cut -d' ' -f2-
 }
 
 capacity=0
 for step in $STEPS; do
-  read -r pass p50 p99 unc <<<"$(run "$step" "$work/cap-$step" | tr -d '(),')"
+  line="$(run "$step" "$work/cap-$step")" || exit 1
+  read -r pass p50 p99 unc <<<"$(tr -d '(),' <<<"$line")"
   printf 'capacity probe  %5d msg/s  slo %-5s p50 %8s ms  p99 %8s ms\n' $((step * base_rate)) "$pass" "$p50" "$p99"
   [ "$pass" = "True" ] || break
   capacity=$step
@@ -46,10 +59,10 @@ half=$(python3 -c "print($capacity / 2)")
 echo "capacity ~$((capacity * base_rate)) msg/s (last step meeting the SLO); measuring at half: $(python3 -c "print(int($half * $base_rate))") msg/s"
 results=()
 for r in $(seq 1 "$REPEATS"); do
-  read -r pass p50 p99 unc <<<"$(run "$half" "$work/half-$r" | tr -d '(),')"
+  line="$(run "$half" "$work/half-$r" strict)" || exit 1
+  read -r pass p50 p99 unc <<<"$(tr -d '(),' <<<"$line")"
   printf 'run %d  p50 %s ms  p99 %s ms  MTA-added p50 (uncorrected) %s ms\n' "$r" "$p50" "$p99" "$unc"
   results+=("$unc")
 done
-median=$(printf '%s\n' "${results[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-verdict=$(python3 -c "print('PASS' if $median <= 5 else 'FAIL')")
-echo "median MTA-added p50: $median ms (target <= 5 ms) $verdict"
+echo "median MTA-added p50 over $REPEATS runs: [${results[*]}] ms"
+bench_verdict "median MTA-added p50 (ms)" "$(median "${results[@]}")" 5 "<=" || exit 1

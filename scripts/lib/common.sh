@@ -125,13 +125,15 @@ listening_pid() { # addr:port -> pid of the process listening on exactly addr:po
 }
 
 # --- benchmark verdicts -------------------------------------------------------------------------
-# bench_verdict WHAT RATIO TARGET: prints "TARGET MET" or "TARGET MISSED" with the ratio and
+# bench_verdict WHAT VALUE TARGET [OP]: prints "TARGET MET" or "TARGET MISSED" with the value and
 # returns 0 or 1 (`bench_verdict ... || exit 1`): a benchmark whose target is missed fails.
+# OP is how VALUE must compare with TARGET: ">=" (a ratio; the default) or "<=" (a latency).
 bench_verdict() {
-  if python3 -c "import sys; sys.exit(0 if $2 >= $3 else 1)"; then
-    echo "TARGET MET: $1 $2 (target >= $3)"
+  local op="${4:->=}"
+  if python3 -c "import sys; sys.exit(0 if $2 $op $3 else 1)"; then
+    echo "TARGET MET: $1 $2 (target $op $3)"
   else
-    echo "TARGET MISSED: $1 $2 (target >= $3)"
+    echo "TARGET MISSED: $1 $2 (target $op $3)"
     return 1
   fi
 }
