@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak (SPEC §14): the smoke topology (one region of two nodes, two providers) for
+# Soak (issue 13's long-run soak): the smoke topology (one region of two nodes, two providers) for
 # SOAK_MINUTES at SOAK_RATE, with gmail blackholed for SOAK_BLACKHOLE from minute
 # SOAK_BLACKHOLE_AT, so mail queues deep and then drains. Every 10 s it samples the RSS and open
 # file descriptors of the run and of each node; at the end it checks:

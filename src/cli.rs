@@ -88,7 +88,7 @@ pub enum Cmd {
         /// The run directory (`run --out DIR`, or reports/<name>-<UTC timestamp>).
         run_dir: PathBuf,
     },
-    /// Check scenario and rule files without running anything (exit 2 on the first error).
+    /// Check scenarios, rule tables, response tables and node configs without running anything (exit 2 on the first error).
     Validate {
         /// Scenario files or mock-inbox rule files.
         #[arg(required = true)]

@@ -122,8 +122,10 @@ impl<'de> Deserialize<'de> for Limit {
     }
 }
 
-/// Greylisting: the first attempt of a (source IP, sender, recipient) triple is deferred, and
-/// so is every retry until `retry_after` has passed since the first one.
+/// Greylisting: the first attempt of a (client network, sender, recipient) triple is deferred,
+/// and so is every retry until `retry_after` has passed since the first one. The network is
+/// the source's /24 (IPv6 /64), as Postgrey and most greylisters key it, so a sender whose
+/// pool spreads retries over neighbouring addresses is not greylisted again.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Greylist {

@@ -197,7 +197,7 @@ impl FromStr for Threshold {
         };
         let metric = parse_metric(metric).ok_or_else(|| {
             format!(
-                "threshold `{expr}`: unknown metric `{metric}` (use p50 p90 p99 p999 max slo throughput {})",
+                "threshold `{expr}`: unknown metric `{metric}` (use p50 p90 p95 p99 p999 max slo throughput {})",
                 CountMetric::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
             )
         })?;
