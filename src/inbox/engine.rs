@@ -48,12 +48,14 @@ pub struct Verdict {
 /// Runtime changes to a provider, applied on top of its rules.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
-    /// Refuse new connections from `sources` (all if `None`) at connect with `reply`, then
-    /// close — an IP reputation block of one egress pool.
+    /// Refuse `sources` (all if `None`) with `reply`, then close — an IP reputation block of
+    /// one egress pool. New connections are refused at connect, open ones at their next
+    /// command: a sender reusing a connection is blocked as soon as a fresh one would be.
     Block { sources: Option<Vec<IpAddr>>, reply: Reply },
     /// Add this much to every reply.
     Latency(Duration),
-    /// Provider down: every new connection gets this behaviour (reset or blackhole).
+    /// Provider down: every connection gets this behaviour (reset or blackhole) — new ones at
+    /// connect, open ones at their next command.
     Down(Behaviour),
 }
 
@@ -130,27 +132,25 @@ impl Engine {
     pub fn decide(&self, ctx: &Context<'_>, default: Reply) -> Verdict {
         let overlays = read(&self.overlays);
         let extra = self.extra_delay(&overlays, ctx.conn_id);
-        if ctx.stage == Stage::Connect {
-            for o in overlays.iter() {
-                match o {
-                    Overlay::Down(b) => {
-                        return Verdict {
-                            reply: None,
-                            delay: Duration::ZERO,
-                            close: true,
-                            behaviour: Some(*b),
-                        }
+        for o in overlays.iter() {
+            match o {
+                Overlay::Down(b) => {
+                    return Verdict {
+                        reply: None,
+                        delay: Duration::ZERO,
+                        close: true,
+                        behaviour: Some(*b),
                     }
-                    Overlay::Block { sources, reply } if sources.as_ref().is_none_or(|s| s.contains(&ctx.ip)) => {
-                        return Verdict {
-                            reply: Some(render(reply, ctx)),
-                            delay: extra,
-                            close: true,
-                            behaviour: None,
-                        }
-                    }
-                    _ => {}
                 }
+                Overlay::Block { sources, reply } if sources.as_ref().is_none_or(|s| s.contains(&ctx.ip)) => {
+                    return Verdict {
+                        reply: Some(render(reply, ctx)),
+                        delay: extra,
+                        close: true,
+                        behaviour: None,
+                    }
+                }
+                _ => {}
             }
         }
         let rules = self.rules();

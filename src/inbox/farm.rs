@@ -125,9 +125,10 @@ impl ProviderRt {
     }
 
     /// Takes MX hosts down. `refuse` closes the listener (connections refused) and ends open
-    /// sessions; `reset` and `blackhole` keep listening and misbehave on every new
-    /// connection. With several MXes and one selected, only `refuse` can single it out (the
-    /// behaviours are provider-wide, as they live in the shared engine).
+    /// sessions; `reset` and `blackhole` keep listening and misbehave on every connection
+    /// (open sessions at their next command). With several MXes and one selected, only
+    /// `refuse` can single it out (the behaviours are provider-wide, as they live in the
+    /// shared engine).
     pub fn kill(&mut self, mode: KillMode, mx: Option<u32>) {
         match mode {
             KillMode::Refuse => {

@@ -393,15 +393,16 @@ impl Queues {
                     break addr;
                 }
                 Err(e) => {
+                    // A host that refuses the connection or refuses service in its greeting
+                    // (4xx/5xx, like Postfix's smtp_skip_4xx/5xx_greeting) is skipped: the
+                    // attempt goes on down the MX list (RFC 5321 §5.1).
+                    self.routing.mark_down(addr);
+                    if tries < addrs.len() && self.routing.pick_route(addrs, job.route_idx) != addr {
+                        continue;
+                    }
                     let r = match e {
                         crate::smtp::ClientError::Greeting(r) => r,
-                        e => {
-                            self.routing.mark_down(addr);
-                            if tries < addrs.len() && self.routing.pick_route(addrs, job.route_idx) != addr {
-                                continue;
-                            }
-                            Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}"))
-                        }
+                        e => Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}")),
                     };
                     self.attempt_failed_all(job, &r, None);
                     return None;
