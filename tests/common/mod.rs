@@ -237,3 +237,70 @@ pub fn run_events(dir: &Path) -> String {
     }
     std::fs::read_to_string(dir.join("events.jsonl")).unwrap()
 }
+
+/// Writes `dir/node.yaml` with the given `routes:` value (YAML flow map) plus `extra` config
+/// lines, and starts a node on it (spool and events in `dir`).
+pub fn start_node_routes(dir: &Path, name: &str, routes: &str, extra: &str) -> Proc {
+    let cfg = dir.join("node.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node: {name}\nregion: test\nlisten: 127.0.0.1:0\nspool: {{ kind: local, dir: spool }}\n\
+             routes: {routes}\nevents: events.jsonl\n{extra}"
+        ),
+    )
+    .unwrap();
+    spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr)
+}
+
+/// Submits one message per `(id, rcpt)` on one SMTP session, each expected to get 250.
+pub fn submit_all(addr: SocketAddr, msgs: &[(String, String)]) {
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.code(), 220);
+    assert_eq!(c.cmd("EHLO client.test"), 250);
+    for (id, rcpt) in msgs {
+        assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), 250);
+        assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")), 250, "{rcpt}");
+        assert_eq!(c.cmd("DATA"), 354);
+        c.send(&format!(
+            "From: a@sender.test\r\nTo: {rcpt}\r\nMessage-ID: <{id}@t>\r\nX-Mailsurge-Id: {id}\r\n\
+             Subject: t\r\n\r\nhello\r\n.\r\n"
+        ));
+        assert_eq!(c.code(), 250, "{id} accepted");
+    }
+    assert_eq!(c.cmd("QUIT"), 221);
+}
+
+/// The complete JSON lines of a file (a torn last line is skipped); empty if it is missing.
+pub fn json_lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The run's merged events, parsed.
+pub fn run_event_values(dir: &Path) -> Vec<serde_json::Value> {
+    run_events(dir)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Nanoseconds since the Unix epoch (the clock every event's `t` uses).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A free TCP port on `ip` (bound then released; fine for tests on a private loopback address).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
