@@ -1,11 +1,21 @@
 //! Each kind of mock-inbox rule over real loopback sockets: rate limits, concurrency limits,
 //! greylisting, seeded probabilities, messages per connection, size/HELO/time-window matches,
 //! misbehaviours (tarpit, blackhole, reset, disconnect) and runtime overlays.
+//!
+//! Tests whose subject is time (rates, greylisting, windows, delays) run on tokio's paused
+//! clock (`start_paused = true`): the server is in-process and every rule and limit reads
+//! `tokio::time::Instant`, so time only moves when the runtime is idle and jumps to the next
+//! timer. A burst is then instantaneous however loaded the machine, a delay shows as exactly
+//! its length, and a missing delay as none. Real loopback sockets are fine on that clock:
+//! client and server share the one current-thread runtime, loopback delivers a write to the
+//! peer's socket before `write` returns, and the client sets `TCP_NODELAY` (the server
+//! already does) so no byte waits for a kernel delayed-ACK timer the paused clock cannot see —
+//! the runtime is never idle while a reply is in flight, so time cannot skip past it.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailsurge::config::Source;
 use mailsurge::inbox::{Inbox, Overlay, Receipt, RuleSet};
@@ -14,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 struct Server {
     addr: SocketAddr,
@@ -79,7 +90,10 @@ impl C {
     async fn connect(addr: SocketAddr, from: &str) -> C {
         let s = TcpSocket::new_v4().unwrap();
         s.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
-        let (r, w) = s.connect(addr).await.unwrap().into_split();
+        let stream = s.connect(addr).await.unwrap();
+        // No Nagle: a write must not wait for an ACK on a kernel timer (see the module doc).
+        stream.set_nodelay(true).unwrap();
+        let (r, w) = stream.into_split();
         C {
             r: BufReader::new(r),
             w,
@@ -126,7 +140,12 @@ impl C {
     }
 }
 
-#[tokio::test]
+/// Guards the GCRA limit: a burst of 3 passes, the 4th is refused and closed, other IPs have
+/// their own bucket, and a token comes back after 1/rate. At 2/s with a burst of 3 the 4th
+/// MAIL is refused only if it comes within 500 ms of the 1st, which on the wall clock a loaded
+/// box need not manage (seven round trips); on the paused clock the burst takes no time at
+/// all, and the 600 ms sleep moves time by exactly that — past the 500 ms a token takes.
+#[tokio::test(start_paused = true)]
 async fn rate_limit_bursts_then_421_and_close_while_other_ips_pass() {
     let s = start(
         "  - { stage: mail, limit: { per: source_ip, rate: 2/s, burst: 3 }, reply: \"421 4.7.0 [TSS04] Messages from {ip} temporarily deferred due to unexpected volume\", then: close }\n",
@@ -135,10 +154,12 @@ async fn rate_limit_bursts_then_421_and_close_while_other_ips_pass() {
     )
     .await;
     let mut a = C::hello(s.addr, "127.0.0.2").await;
+    let burst = Instant::now();
     for _ in 0..3 {
         assert_eq!(a.cmd("MAIL FROM:<a@x.test>").await, 250);
         assert_eq!(a.cmd("RSET").await, 250);
     }
+    assert_eq!(burst.elapsed(), Duration::ZERO, "the burst takes no (paused) time");
     a.w.write_all(b"MAIL FROM:<a@x.test>\r\n").await.unwrap();
     match a.read(Duration::from_secs(5)).await {
         Got::Reply(421, text) => assert!(text.contains("127.0.0.2"), "{text}"),
@@ -158,7 +179,11 @@ async fn rate_limit_bursts_then_421_and_close_while_other_ips_pass() {
     assert_eq!(a.cmd("MAIL FROM:<a@x.test>").await, 250);
 }
 
-#[tokio::test]
+/// Guards greylisting: a triple is deferred until `retry_after` (1 s) has passed since its
+/// first sight, then let through. The "too early" retry must land inside that second, which
+/// the wall clock does not promise under load; on the paused clock it lands at the same
+/// instant, and the 1.1 s sleep is exactly 1.1 s, so both sides of `retry_after` are checked.
+#[tokio::test(start_paused = true)]
 async fn greylist_defers_then_accepts_after_retry_after() {
     let s = start(
         "  - { stage: rcpt, greylist: { retry_after: 1s }, reply: \"451 4.7.1 Greylisted, please try again later\" }\n",
@@ -257,7 +282,12 @@ async fn messages_per_connection_limit() {
     assert_eq!(c.cmd("MAIL FROM:<a@x.test>").await, 421);
 }
 
-#[tokio::test]
+/// Guards each condition; for `window`, a rule that holds until 1 s after the inbox started
+/// must apply inside that second and not after it. The connection and four commands before
+/// the "inside" RCPT need not fit in 1 s of wall time under load, so this runs on the paused
+/// clock: they take none, and the 1 s sleep puts the next RCPT exactly at the window's
+/// (exclusive) end.
+#[tokio::test(start_paused = true)]
 async fn size_helo_sender_source_pool_and_window_conditions() {
     let s = start(
         "  - { stage: ehlo, helo: '^bad', reply: \"550 5.7.1 HELO rejected\" }\n\
@@ -292,7 +322,11 @@ async fn size_helo_sender_source_pool_and_window_conditions() {
     }
 }
 
-#[tokio::test]
+/// Guards the misbehaviours. The tarpit checks are lower bounds (a 300 ms delay is applied,
+/// and to later replies too), which load cannot break, but on the paused clock they are exact:
+/// without the tarpit no time passes at all. The blackhole is "no reply within 500 ms", which
+/// load cannot fake either; paused, the wait costs nothing.
+#[tokio::test(start_paused = true)]
 async fn misbehaviours_tarpit_blackhole_reset_disconnect() {
     let s = start(
         "  - { stage: connect, source: 127.0.0.6, behaviour: blackhole }\n\
@@ -332,7 +366,12 @@ async fn misbehaviours_tarpit_blackhole_reset_disconnect() {
     );
 }
 
-#[tokio::test]
+/// Guards overlays: a block refuses one pool, a latency overlay delays replies, and removing
+/// the overlays removes the delay. The last was `< 250 ms` of wall time for a MAIL round
+/// trip, which a loaded 2-core box can exceed. On the paused clock an answer without the
+/// overlay takes no time at all, and a latency overlay left behind would still cost its full
+/// 250 ms, so the check keeps its bound and can no longer fail for want of CPU.
+#[tokio::test(start_paused = true)]
 async fn runtime_overlays_block_a_pool_add_latency_and_restore() {
     let s = start(
         "  - { stage: rcpt, rcpt: '^nouser', reply: \"550 5.1.1 no such user\" }\n",
@@ -368,7 +407,11 @@ async fn runtime_overlays_block_a_pool_add_latency_and_restore() {
     let mut a = C::hello(s.addr, "127.0.0.2").await;
     let t = Instant::now();
     assert_eq!(a.cmd("MAIL FROM:<a@x.test>").await, 250);
-    assert!(t.elapsed() < Duration::from_millis(250));
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "latency gone with the overlay: {:?}",
+        t.elapsed()
+    );
 
     s.inbox
         .engine()

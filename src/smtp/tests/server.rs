@@ -1,7 +1,15 @@
 //! Server tests over real loopback sockets: raw bytes in, exact reply codes out.
+//!
+//! Tests about timeouts and delays run on tokio's paused clock (`start_paused = true`): the
+//! server is in-process and its deadlines are `tokio::time` timers, so time moves only when
+//! the runtime is idle, straight to the next timer. Loopback I/O between tasks of the one
+//! runtime never leaves it idle with a reply in flight (see `Raw::new` in `support.rs`), so
+//! what a test measures is the server's own waiting, never the machine's load.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::codec::Rng;
 use super::support::*;
@@ -318,22 +326,39 @@ async fn too_many_connections_from_one_ip_get_421_while_others_pass() {
     d.expect(220).await;
 }
 
-#[tokio::test]
+/// Guards the command (idle) timeout: a client silent after EHLO gets 421 and a close once
+/// `command_timeout` has passed, and not before. On the wall clock, 150 ms also had to cover
+/// the greeting and the EHLO round trip (the timer restarts per command), which a loaded box
+/// does not promise. Paused, those take no time and the timeout fires when the runtime goes
+/// idle; if it never fired, the client's 5 s read (`WAIT`) would expire first and fail the
+/// test, and the elapsed check catches a timer set to the wrong length.
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_with_421() {
+    let timeout = Duration::from_millis(150);
     let limits = Limits {
-        command_timeout: Duration::from_millis(150),
+        command_timeout: timeout,
         ..test_limits()
     };
     let srv = TestServer::start(TestPolicy::default(), limits).await;
     let mut raw = srv.raw().await;
     raw.hello().await;
+    let idle = Instant::now();
     let r = raw.expect(421).await;
+    // Paused time is exact; tokio only rounds a timer up to its 1 ms tick.
+    assert!(
+        (timeout..timeout + Duration::from_millis(10)).contains(&idle.elapsed()),
+        "421 after {:?} of silence, want {timeout:?}",
+        idle.elapsed()
+    );
     assert_eq!(r.text(), "mx.test Error: timeout exceeded");
     raw.expect_closed().await;
     assert_eq!(srv.stats.snapshot().timeouts, 1);
 }
 
-#[tokio::test]
+/// Guards that shutdown tells idle sessions 421 at once and `serve` returns, rather than
+/// waiting out `SHUTDOWN_GRACE` (10 s) or a linger timer (2 s). Paused, nothing here takes
+/// any time unless the server waits on a timer, so the 1 s bound measures only that.
+#[tokio::test(start_paused = true)]
 async fn shutdown_ends_serve_and_idle_sessions() {
     let srv = TestServer::default_server().await;
     let addr = srv.addr;
@@ -383,7 +408,11 @@ async fn smuggling_attempt_is_one_rejected_message() {
     assert_eq!(srv.stats.snapshot().bare_lf_rejected, 1);
 }
 
-#[tokio::test]
+/// Guards that a reply already due (NOOP) is written before the server sleeps on a delayed
+/// decision (MAIL, 400 ms), not held back with it. The wall-clock version needed the NOOP
+/// round trip inside 300 ms. Paused, it takes no time at all if flushed first, and exactly
+/// the 400 ms delay if held back, so the 300 ms bound still separates the two.
+#[tokio::test(start_paused = true)]
 async fn replies_before_a_delay_are_flushed_first() {
     let policy = TestPolicy {
         mail: Some(Decision::ok().with_delay(Duration::from_millis(400))),
@@ -395,9 +424,13 @@ async fn replies_before_a_delay_are_flushed_first() {
     let t0 = Instant::now();
     raw.send("NOOP\r\nMAIL FROM:<a@b>\r\n").await;
     raw.expect(250).await;
-    assert!(t0.elapsed() < Duration::from_millis(300), "NOOP reply held back");
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "NOOP reply held back: {:?}",
+        t0.elapsed()
+    );
     raw.expect(250).await;
-    assert!(t0.elapsed() >= Duration::from_millis(400));
+    assert!(t0.elapsed() >= Duration::from_millis(400), "{:?}", t0.elapsed());
 }
 
 #[tokio::test]

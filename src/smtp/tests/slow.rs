@@ -1,7 +1,15 @@
 //! Slow and greedy clients (issue: connection exhaustion): deadlines that bytes do not push
 //! back, and connection slots kept for clients that hold none.
+//!
+//! The deadline tests run on tokio's paused clock (see `server.rs`): the client's trickle and
+//! the server's deadlines are tokio timers in one runtime, so time advances by exactly the
+//! trickle's pauses and the deadline under test fires at its virtual instant, whatever the
+//! load. The bounds can then sit between the line deadline (400 ms) and the progress deadline
+//! (1.5 s) that would otherwise cut the session, which is what tells the two apart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::support::*;
 use crate::smtp::Limits;
@@ -29,7 +37,11 @@ async fn trickle(raw: &mut Raw, bytes: &[u8], every: Duration) -> Option<crate::
     raw.try_reply().await
 }
 
-#[tokio::test]
+/// Guards the line deadline: a command line trickled a byte per 50 ms is cut 400 ms after it
+/// began, even though each byte would reset an idle timer. Cut by the progress deadline
+/// (1.5 s) instead, or not at all (the 31 bytes end at 1.55 s), it fails the bound. The
+/// wall-clock version needed the 421 inside 1.4 s under load; paused, it comes at 400 ms.
+#[tokio::test(start_paused = true)]
 async fn a_command_line_trickled_byte_by_byte_times_out() {
     let srv = TestServer::start(TestPolicy::default(), slow_limits()).await;
     let mut raw = srv.raw().await;
@@ -44,14 +56,16 @@ async fn a_command_line_trickled_byte_by_byte_times_out() {
     let r = r.expect("a 421 before the close");
     assert_eq!((r.code, r.enhanced.as_deref()), (421, Some("4.4.2")), "{r}");
     assert!(
-        t.elapsed() < Duration::from_millis(1400),
+        (Duration::from_millis(400)..Duration::from_millis(1400)).contains(&t.elapsed()),
         "cut at the line deadline: {:?}",
         t.elapsed()
     );
     raw.expect_closed().await;
 }
 
-#[tokio::test]
+/// Guards the total DATA deadline (400 ms) against a body trickled a byte per 50 ms (2 s in
+/// all). Paused like the others so the trickle's pace is exact under load.
+#[tokio::test(start_paused = true)]
 async fn data_trickled_times_out() {
     let srv = TestServer::start(TestPolicy::default(), slow_limits()).await;
     let mut raw = srv.raw().await;
@@ -64,7 +78,10 @@ async fn data_trickled_times_out() {
     assert!(srv.policy.received().is_empty());
 }
 
-#[tokio::test]
+/// Guards the progress deadline (1.5 s): NOOPs every 100 ms keep a session busy but deliver
+/// nothing, so it is closed with 421. The 5 s bound is the "never closed" case; paused, the
+/// close comes at 1.5 s of virtual time, however slow the round trips are in real time.
+#[tokio::test(start_paused = true)]
 async fn a_session_that_only_keeps_alive_is_closed() {
     let srv = TestServer::start(TestPolicy::default(), slow_limits()).await;
     let mut raw = srv.raw().await;

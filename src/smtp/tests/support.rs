@@ -189,7 +189,13 @@ impl Raw {
         Raw::new(tokio::time::timeout(WAIT, sock.connect(addr)).await.unwrap().unwrap())
     }
 
+    /// `TCP_NODELAY` like the server's sockets: with Nagle, a small write behind unacknowledged
+    /// bytes waits for the peer's delayed ACK, a kernel timer. On the wall clock that costs up
+    /// to 40 ms; on a paused tokio clock the runtime would sit idle meanwhile and jump time to
+    /// the next tokio timer (a server deadline, or `WAIT`). Without it, loopback I/O between
+    /// tasks of one runtime is ready before `write` returns, so paused tests stay exact.
     fn new(stream: TcpStream) -> Raw {
+        stream.set_nodelay(true).unwrap();
         Raw {
             stream,
             buf: Vec::new(),
