@@ -168,10 +168,24 @@ impl Policy for Inbox {
         let d = self.decide(c, Reply::new(250, Some("2.0.0"), "Ok: queued"));
         if d.hangup.is_none() && d.reply.is_success() {
             self.accepted.fetch_add(1, Ordering::Relaxed);
-            let mut r = Receipt::new(&self.provider, t_ns, env.rcpts.clone(), s.peer.ip(), &body, env.size);
+            // Delivered is when the 250 goes out, not when the dot came in: a slow mailbox
+            // (or a latency fault) holding its answer delays the delivery, and the receipt —
+            // which the run's drain takes as "delivered" — must not come before the sending
+            // MTA can know it. The session sleeps the same delay before queueing the reply.
+            let delay = d.delay.unwrap_or_default();
+            let at = t_ns + u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+            let mut r = Receipt::new(&self.provider, at, env.rcpts.clone(), s.peer.ip(), &body, env.size);
             self.check_duplicate(&mut r);
             // The receiver only goes away at shutdown, when losing a late receipt is moot.
-            let _ = self.receipts.send(r);
+            if delay.is_zero() {
+                let _ = self.receipts.send(r);
+            } else {
+                let receipts = self.receipts.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = receipts.send(r);
+                });
+            }
         }
         d
     }

@@ -29,7 +29,7 @@ use anyhow::Context as _;
 
 use crate::config::{self as cfgfile, Shipped, Source};
 use crate::smtp::{self, Limits, ServerStats};
-pub use config::{NodeConfig, NodeLimits};
+pub use config::NodeConfig;
 use eventlog::EventLog;
 use queue::Queues;
 use responses::ResponseTable;

@@ -20,6 +20,9 @@ use crate::traffic::submit::Counters;
 /// How often the drain check reads node events.
 const DRAIN_POLL: Duration = Duration::from_millis(250);
 
+/// How long a settled run waits for the MTAs' own end lines (see [`Drain`]).
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
 /// What the loop watches.
 pub struct Clock {
     pub start: Instant,
@@ -56,11 +59,12 @@ pub struct Play<'a> {
 }
 
 /// When the drain is over. Every accepted message must be *settled* — received by an inbox, or
-/// failed by an MTA — and every MTA must have logged its end: an inbox writes its receipt
-/// before it answers 250, and a `slow` one holds that answer for seconds, so ending on
-/// receipts alone stopped nodes with received mail still in their spools. An MTA's line can be
-/// missing for good, though (a node killed between the inbox's 250 and its log line, and never
-/// restored), so once everything is settled the MTAs get one delivery timeout to catch up.
+/// failed by an MTA — and every MTA must have logged its end: a receipt is written as the
+/// inbox's 250 goes out, and until the MTA has read that 250 and logged it, the message is
+/// still in its spool (ending on receipts alone stopped nodes with received mail spooled). An
+/// MTA's line can be missing for good, though — a node killed between the 250 and its next
+/// events flush, whose spool had already let the message go — so once everything is settled
+/// the MTAs get [`DRAIN_GRACE`] to catch up: many flush intervals, and many drain polls.
 struct Drain {
     grace: Duration,
     settled_at: Option<Instant>,
@@ -71,7 +75,7 @@ struct Drain {
 impl Drain {
     fn new() -> Drain {
         Drain {
-            grace: crate::mta::NodeLimits::default().delivery_timeout.0 + DRAIN_POLL * 4,
+            grace: DRAIN_GRACE,
             settled_at: None,
             waited_out: false,
         }
