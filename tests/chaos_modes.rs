@@ -31,20 +31,8 @@ fn run(dir: &Path, name: &str, yaml: &str) -> (PathBuf, Option<i32>, String) {
     let scenario = dir.join(format!("{name}.yaml"));
     std::fs::write(&scenario, yaml).unwrap();
     let out = dir.join("run");
-    let o = mailsurge(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        out.join("summary.json").exists(),
-        "no summary; exit {:?}\n{stderr}",
-        o.status
-    );
-    (out, o.status.code(), stderr)
+    let (code, stderr) = run_scenario(&scenario, &out);
+    (out, code, stderr)
 }
 
 /// The `fault` (start) and `fault_end` times of fault `n` (`fault.<n>`).

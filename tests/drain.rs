@@ -33,15 +33,8 @@ fn a_slow_250_keeps_the_run_going_until_the_mta_has_heard_it() {
     )
     .unwrap();
     let out = dir.join("report");
-    let o = mailsurge(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = run_scenario(&scenario, &out);
+    assert_eq!(code, Some(0), "{stderr}");
     let s = read_json(&out.join("summary.json"));
     assert_schema_valid(&s);
     let c = &s["counts"];

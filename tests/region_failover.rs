@@ -35,19 +35,7 @@ fn region_kill_and_restore_loses_nothing() {
     .unwrap();
     let out = dir.join("report");
     let started = std::time::Instant::now();
-    let o = mailsurge(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        out.join("summary.json").exists(),
-        "no summary; exit {:?}\n{stderr}",
-        o.status
-    );
+    let (code, stderr) = run_scenario(&scenario, &out);
     assert!(started.elapsed().as_secs() <= 60, "took {:?}", started.elapsed());
     let s = read_json(&out.join("summary.json"));
     assert_schema_valid(&s);
@@ -60,7 +48,7 @@ fn region_kill_and_restore_loses_nothing() {
         c["delivered"].as_u64().unwrap(),
         "every accepted message delivered: {c}"
     );
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
 
     let faults = s["faults"].as_array().expect("faults");
     assert_eq!(faults.len(), 2, "{faults:?}");
@@ -134,20 +122,13 @@ fn provider_refuse_and_restore_delivers_everything() {
     )
     .unwrap();
     let out = tmp.path().join("report");
-    let o = mailsurge(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let (code, stderr) = run_scenario(&scenario, &out);
     let s = read_json(&out.join("summary.json"));
     let c = &s["counts"];
     assert_eq!(c["lost"], 0, "{c}\n{stderr}");
     assert_eq!(c["queued"], 0, "the restored provider takes the queued mail: {c}");
     assert_eq!(c["delivered"], c["accepted"], "{c}");
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
     let kill = &s["faults"][0];
     assert_eq!(
         (kill["action"].as_str(), kill["target"].as_str()),

@@ -37,15 +37,7 @@ fn report_rerenders_a_chaos_run_identically_from_raw_data() {
     )
     .unwrap();
     let out = dir.join("run");
-    let o = mailsurge(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let code = o.status.code();
+    let (code, stderr) = run_scenario(&scenario, &out);
     assert!(matches!(code, Some(0 | 1)), "exit {code:?}\n{stderr}");
     let original = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
     let s = read_json(&out.join("summary.json"));
@@ -98,7 +90,7 @@ fn report_on_a_directory_that_is_not_a_run_exits_2() {
     let tmp = tempdir();
     let o = mailsurge(&["report", tmp.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("not a run directory"), "{stderr}");
     assert!(!tmp.path().join("summary.json").exists(), "nothing is written");
 }
@@ -116,7 +108,7 @@ fn injected_contradictions_are_counted_and_fail_the_run() {
     }
     // The clean run re-renders with no contradiction.
     let o = mailsurge(&["report", dir.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read_json(&dir.join("summary.json"))["contradictions"]["total"], 0);
 
     let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
@@ -147,7 +139,7 @@ fn injected_contradictions_are_counted_and_fail_the_run() {
     std::fs::write(dir.join("run.json"), serde_json::to_string(&run).unwrap()).unwrap();
 
     let o = mailsurge(&["report", dir.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(code, Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let s = read_json(&dir.join("summary.json"));
     assert_schema_valid(&s);
     let k = &s["contradictions"];

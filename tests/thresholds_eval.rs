@@ -192,20 +192,13 @@ fn scoped_windowed_and_throughput_thresholds_are_judged_on_the_run() {
     )
     .unwrap();
     let out = dir.join("run");
-    let o = mailsurge(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let (code, stderr) = run_scenario(&scenario, &out);
     let s = read_json(&out.join("summary.json"));
     assert_schema_valid(&s);
     let c = &s["counts"];
     assert_eq!(c["lost"], 0, "{c}\n{stderr}");
     assert_eq!(c["delivered"], c["accepted"], "every message delivered: {c}");
-    assert_eq!(o.status.code(), Some(1), "failed thresholds exit 1\n{stderr}");
+    assert_eq!(code, Some(1), "failed thresholds exit 1\n{stderr}");
     assert_eq!(s["verdict"], "fail");
 
     // Each threshold's verdict, as summary.json and junit.xml give it.

@@ -98,3 +98,120 @@ impl Policy for Ingress {
         Decision::reply(reply)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::sync::{oneshot, watch};
+
+    use super::*;
+    use crate::mta::spool::{Recovered, SpoolId};
+
+    /// A spool at the durability boundary: it holds every store's answer until the test says
+    /// the write is durable (or failed), and records the order of "durable" and "replied".
+    #[derive(Default)]
+    struct HeldSpool {
+        held: Mutex<Vec<oneshot::Sender<std::io::Result<SpoolId>>>>,
+        order: Mutex<Vec<&'static str>>,
+    }
+
+    impl HeldSpool {
+        fn settle(&self, r: std::io::Result<SpoolId>) {
+            let tx = crate::sync::lock(&self.held).pop().expect("a store is waiting");
+            crate::sync::lock(&self.order).push("durable");
+            tx.send(r).unwrap();
+        }
+    }
+
+    impl Spool for HeldSpool {
+        fn store(&self, _meta: Meta, _body: Arc<Vec<u8>>) -> oneshot::Receiver<std::io::Result<SpoolId>> {
+            let (tx, rx) = oneshot::channel();
+            crate::sync::lock(&self.held).push(tx);
+            rx
+        }
+        fn read(&self, id: SpoolId) -> std::io::Result<(Meta, Vec<u8>)> {
+            Err(std::io::Error::other(format!("{id} is not readable in this test")))
+        }
+        fn remove(&self, _id: SpoolId) {}
+        fn recover(&self) -> std::io::Result<Vec<Recovered>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn ingress(dir: &std::path::Path, spool: Arc<HeldSpool>) -> (Ingress, watch::Sender<bool>) {
+        let cfg: crate::mta::NodeConfig = serde_norway::from_str(
+            "node: t-1\nregion: t\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.0/8]\n\
+             spool: { kind: local, dir: spool }\nroutes: {}\nevents: events.jsonl\n",
+        )
+        .unwrap();
+        let events = Arc::new(EventLog::open(&dir.join("events.jsonl"), "t-1", "t").unwrap());
+        let responses = crate::mta::responses::ResponseTable::shipped();
+        let (stop, stopping) = watch::channel(false);
+        let spool: Arc<dyn Spool> = spool;
+        let queues = Queues::new(Arc::new(cfg), responses, spool.clone(), events.clone(), stopping);
+        let ingress = Ingress {
+            hostname: "t-1.mailsurge.test".into(),
+            relay_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            spool,
+            queues,
+            events,
+        };
+        (ingress, stop)
+    }
+
+    /// The 250 after the final dot is the MTA's promise to deliver: it must not go out before
+    /// the spool says the message is durable, and a write that fails must be a 4xx. A SIGKILL
+    /// keeps the page cache, so no kill test can tell a synced 250 from an unsynced one; this
+    /// one can, at the boundary where the sync is awaited.
+    #[tokio::test]
+    async fn the_250_waits_for_the_spool_to_be_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(HeldSpool::default());
+        let (ingress, _stop) = ingress(dir.path(), spool.clone());
+        let s = SessionInfo {
+            conn_id: 1,
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            local: "127.0.0.1:25".parse().unwrap(),
+            helo: Some("client.test".into()),
+            transactions: 0,
+        };
+        let env = Envelope {
+            from: "a@sender.test".into(),
+            size_hint: None,
+            rcpts: vec!["b@nowhere.test".into()],
+            size: 40,
+        };
+        let body = b"Message-ID: <1@t>\r\n\r\nbody\r\n".to_vec();
+
+        let answer = ingress.message(&s, &env, body.clone());
+        tokio::pin!(answer);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut answer)
+                .await
+                .is_err(),
+            "replied before the spool was durable"
+        );
+        spool.settle(Ok(7));
+        let d = answer.await;
+        crate::sync::lock(&spool.order).push("replied");
+        assert_eq!(d.reply.code, 250, "{}", d.reply);
+        assert_eq!(*crate::sync::lock(&spool.order), ["durable", "replied"]);
+
+        // A failed write is a temporary failure: the client keeps the message.
+        let answer = ingress.message(&s, &env, body);
+        tokio::pin!(answer);
+        assert!(tokio::time::timeout(Duration::from_millis(100), &mut answer)
+            .await
+            .is_err());
+        spool.settle(Err(std::io::Error::other("disk full")));
+        let d = answer.await;
+        assert_eq!(
+            (d.reply.code, d.reply.enhanced.as_deref()),
+            (451, Some("4.3.0")),
+            "{}",
+            d.reply
+        );
+    }
+}

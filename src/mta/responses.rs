@@ -162,6 +162,18 @@ impl ResponseTable {
     }
 
     /// First matching rule's verdict; without a match: 2xx deliver, 4xx defer, else bounce.
+    /// The table every scenario gets unless it names another (`deliverability`), for tests.
+    #[cfg(test)]
+    pub(crate) fn shipped() -> ResponseTable {
+        let here = Source {
+            name: "shipped".into(),
+            text: String::new(),
+            dir: None,
+        };
+        let src = crate::config::resolve(&here, "deliverability", crate::config::Shipped::Scenario).unwrap();
+        ResponseTable::from_source(&src).unwrap()
+    }
+
     pub fn classify(&self, reply: &Reply) -> Verdict {
         let text = reply.text();
         let rule = self.rules.iter().find(|r| {
@@ -251,13 +263,7 @@ mod tests {
     /// The shipped table against the reply texts the shipped provider profiles send.
     #[test]
     fn shipped_table_understands_shipped_profiles() {
-        let here = Source {
-            name: "t".into(),
-            text: String::new(),
-            dir: None,
-        };
-        let src = crate::config::resolve(&here, "deliverability", crate::config::Shipped::Scenario).unwrap();
-        let t = ResponseTable::from_source(&src).unwrap();
+        let t = ResponseTable::shipped();
         let unknown_users = [
             Reply::new(
                 550,
@@ -311,13 +317,7 @@ mod tests {
     /// them down the IP-block path.
     #[test]
     fn shipped_table_tells_content_refusals_from_ip_blocks() {
-        let here = Source {
-            name: "t".into(),
-            text: String::new(),
-            dir: None,
-        };
-        let src = crate::config::resolve(&here, "deliverability", crate::config::Shipped::Scenario).unwrap();
-        let t = ResponseTable::from_source(&src).unwrap();
+        let t = ResponseTable::shipped();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mock-inboxes");
         let (mut content, mut blocks) = (0, 0);
         for entry in std::fs::read_dir(&dir).unwrap() {

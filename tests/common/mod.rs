@@ -304,3 +304,22 @@ pub fn free_port(ip: &str) -> u16 {
         .unwrap()
         .port()
 }
+
+/// `mailsurge run SCENARIO --out OUT --quiet`: its exit code and stderr. Every caller needs a
+/// report to look at, so a run that wrote no summary.json fails here, with its stderr.
+pub fn run_scenario(scenario: &Path, out: &Path) -> (Option<i32>, String) {
+    let o = mailsurge(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        out.join("summary.json").exists(),
+        "no summary; exit {:?}\n{stderr}",
+        o.status
+    );
+    (o.status.code(), stderr)
+}
