@@ -90,7 +90,7 @@ fn report_on_a_directory_that_is_not_a_run_exits_2() {
     let tmp = tempdir();
     let o = mailsurge(&["report", tmp.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a run directory"), "{stderr}");
     assert!(!tmp.path().join("summary.json").exists(), "nothing is written");
 }
@@ -108,7 +108,7 @@ fn injected_contradictions_are_counted_and_fail_the_run() {
     }
     // The clean run re-renders with no contradiction.
     let o = mailsurge(&["report", dir.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read_json(&dir.join("summary.json"))["contradictions"]["total"], 0);
 
     let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
@@ -139,7 +139,7 @@ fn injected_contradictions_are_counted_and_fail_the_run() {
     std::fs::write(dir.join("run.json"), serde_json::to_string(&run).unwrap()).unwrap();
 
     let o = mailsurge(&["report", dir.to_str().unwrap()]);
-    assert_eq!(code, Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let s = read_json(&dir.join("summary.json"));
     assert_schema_valid(&s);
     let k = &s["contradictions"];
