@@ -52,6 +52,7 @@ pub mod gen;
 pub mod inbox;
 pub mod measure;
 pub mod mta;
+pub mod nats;
 pub mod report;
 pub mod run;
 pub mod runlog;

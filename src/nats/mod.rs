@@ -1,0 +1,6 @@
+//! NATS JetStream for the shared queue (`spool: nats`, SPEC §9): the server process the harness
+//! runs. The spool backend on top of it lands here too; this module knows nothing of the MTA.
+
+pub mod server;
+
+pub use server::{locate, NatsError, NatsServer, ServerInfo};
