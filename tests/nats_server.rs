@@ -62,3 +62,52 @@ fn a_server_that_cannot_sync_every_write_is_refused() {
     std::fs::write(&old, "#!/bin/sh\necho 'nats-server: v2.10.0'\n").unwrap();
     check_version(&old).expect("2.10 syncs every write");
 }
+
+/// The store the shared queue is built on: a publish is answered with its sequence once the
+/// server acknowledged it; the message can be fetched by sequence and deleted; and what was
+/// acknowledged is still there after the server is SIGKILLed and restarted on its store (the
+/// client reconnects by itself).
+#[tokio::test]
+async fn acknowledged_messages_survive_a_killed_server() {
+    use mailsurge::nats::stream::Store;
+    let bin = nats_server_bin();
+    let tmp = tempdir();
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2));
+    let mut s = NatsServer::start(&bin, tmp.path(), ip)
+        .await
+        .expect("nats-server starts");
+    let url = format!("nats://{}", s.addr);
+    let store = Store::open(&url, "spool").await.expect("stream");
+    let mut seqs = Vec::new();
+    for i in 0..3u8 {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Mailsurge-Rcpts", format!("user{i}@example.com").as_str());
+        let body = bytes::Bytes::from(vec![b'a' + i; 64 * 1024]);
+        seqs.push(
+            store
+                .publish("example.com", h, body)
+                .await
+                .expect("publish acknowledged"),
+        );
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    let (h, body) = store.get(2).await.unwrap();
+    assert_eq!(h.get("Mailsurge-Rcpts").map(|v| v.as_str()), Some("user1@example.com"));
+    assert_eq!((body.len(), body[0]), (64 * 1024, b'b'));
+    store.delete(2).await.unwrap();
+    assert!(store.get(2).await.is_err(), "a deleted message is gone");
+
+    s.kill().await;
+    s.restart().await.expect("restarts on its store");
+    let mut left = None;
+    for _ in 0..100 {
+        if let (Ok(a), Ok(c)) = (store.get(1).await, store.get(3).await) {
+            left = Some((a.1[0], c.1[0]));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, Some((b'a', b'c')), "acknowledged messages kept across SIGKILL");
+    assert!(store.get(2).await.is_err(), "and the deleted one stays deleted");
+    s.stop().await;
+}

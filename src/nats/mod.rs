@@ -2,5 +2,6 @@
 //! runs. The spool backend on top of it lands here too; this module knows nothing of the MTA.
 
 pub mod server;
+pub mod stream;
 
 pub use server::{locate, NatsError, NatsServer, ServerInfo};
