@@ -137,7 +137,6 @@ pub struct GenSummary {
 }
 
 impl GenSummary {
-    /// The line `mailsurge gen` prints: counts, wall time, rate and submission latency.
     /// Writes `summary.json` into `dir` (created); returns its path.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
@@ -158,6 +157,7 @@ impl GenSummary {
         })
     }
 
+    /// The line `mailsurge gen` prints: counts, wall time, rate and submission latency.
     pub fn one_line(&self) -> String {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}ms"));
         format!(

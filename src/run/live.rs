@@ -96,9 +96,8 @@ pub struct Tail {
     files: Vec<(PathBuf, u64, Vec<u8>)>,
     /// [`key`]s of (id, recipient) pairs an MTA has finished with — delivered, bounced, expired
     /// or dropped; a set, because a message recovered from a spool after a crash can end twice.
-    /// A receipt alone does not finish a message: the inbox writes it before its 250 (a `slow`
-    /// inbox holds that reply for seconds), and until the MTA hears the 250 the message is
-    /// still in its spool.
+    /// A receipt alone does not finish a message: until the MTA has read the inbox's 250 and
+    /// logged it, the message is still in its spool.
     pub ended: HashSet<u64>,
     /// Pairs whose first end was a failure: with the receipts, the world's view of "done".
     pub failed: u64,

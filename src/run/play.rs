@@ -66,7 +66,6 @@ pub struct Play<'a> {
 /// events flush, whose spool had already let the message go — so once everything is settled
 /// the MTAs get [`DRAIN_GRACE`] to catch up: many flush intervals, and many drain polls.
 struct Drain {
-    grace: Duration,
     settled_at: Option<Instant>,
     /// The grace ran out before every MTA logged its end.
     waited_out: bool,
@@ -75,7 +74,6 @@ struct Drain {
 impl Drain {
     fn new() -> Drain {
         Drain {
-            grace: DRAIN_GRACE,
             settled_at: None,
             waited_out: false,
         }
@@ -87,7 +85,7 @@ impl Drain {
             return false;
         }
         let since = *self.settled_at.get_or_insert(now);
-        self.waited_out = !mta_ended && now.duration_since(since) >= self.grace;
+        self.waited_out = !mta_ended && now.duration_since(since) >= DRAIN_GRACE;
         mta_ended || self.waited_out
     }
 }
@@ -139,7 +137,7 @@ impl Play<'_> {
                     self.log.line(&format!(
                         "{} received message(s) still without their MTA's delivered line after {:.0}s; ending the drain",
                         accepted.saturating_sub(tail.ended.len() as u64),
-                        drain.grace.as_secs_f64()
+                        DRAIN_GRACE.as_secs_f64()
                     ));
                 }
                 return Ok(Ended::Drained);
@@ -240,18 +238,18 @@ mod tests {
         let t0 = Instant::now();
         assert!(!d.over(false, true, t0), "unsettled mail keeps the drain open");
         assert!(!d.over(true, false, t0), "received, but an MTA has not logged its end");
-        assert!(!d.over(true, false, t0 + d.grace / 2));
-        assert!(d.over(true, true, t0 + d.grace / 2), "every MTA ended");
+        assert!(!d.over(true, false, t0 + DRAIN_GRACE / 2));
+        assert!(d.over(true, true, t0 + DRAIN_GRACE / 2), "every MTA ended");
         assert!(!d.waited_out);
 
         let mut d = Drain::new();
         assert!(!d.over(true, false, t0));
         assert!(
-            !d.over(false, false, t0 + d.grace),
+            !d.over(false, false, t0 + DRAIN_GRACE),
             "unsettled again: the grace restarts"
         );
-        assert!(!d.over(true, false, t0 + d.grace));
-        assert!(d.over(true, false, t0 + d.grace * 2));
+        assert!(!d.over(true, false, t0 + DRAIN_GRACE));
+        assert!(d.over(true, false, t0 + DRAIN_GRACE * 2));
         assert!(d.waited_out, "a missing line cannot hold the run forever");
     }
 }
