@@ -45,27 +45,26 @@ sink_pid=""
 cleanup() { [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-start_sink() {
-  if ss -ltn | grep -q "${ADDR} "; then echo "INVALID: $ADDR already in use"; exit 1; fi
-  smtp-sink -u nobody "$ADDR" 1000 & sink_pid=$!
+start_sink() { # [smtp-sink options...]: the timed runs use none (its fastest mode)
+  if ss -ltn | grep -q "${ADDR} "; then echo "INVALID: $ADDR already in use" >&2; exit 1; fi
+  smtp-sink -u nobody "$@" "$ADDR" 1000 & sink_pid=$!
   for _ in $(seq 50); do ss -ltn | grep -q "${ADDR} " && return; sleep 0.05; done
-  echo "INVALID: smtp-sink did not start"; exit 1
+  echo "INVALID: smtp-sink did not start" >&2; exit 1
 }
 stop_sink() { kill "$sink_pid" 2>/dev/null; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; }
 
 # wire_bytes WHO [SIZE]: mean DATA bytes per message of 50 messages from smtp-source (WHO=source)
 # or gen --size SIZE (WHO=gen), dumped by a separate smtp-sink (not the timed one).
 wire_bytes() {
-  local dump="$work/dump-$1-${2:-}" pid
+  local dump="$work/dump-$1-${2:-}"
   chmod o+x "$work"; mkdir -p "$dump" && chmod 777 "$dump" # smtp-sink -u nobody writes the dumps
-  smtp-sink -u nobody -d "$dump/%H%M%S." "$ADDR" 100 & pid=$!
-  for _ in $(seq 50); do ss -ltn | grep -q "${ADDR} " && break; sleep 0.05; done
+  start_sink -d "$dump/%H%M%S."
   if [ "$1" = source ]; then
     smtp-source -d -s 2 -m 50 -l 1024 "$ADDR"
   else
     "$BIN" gen --target "$ADDR" --rate max --count 50 --connections 2 --size "$2" --out "$work/cal-$2" --quiet >/dev/null
   fi
-  sleep 0.3; kill "$pid"; wait "$pid" 2>/dev/null || true
+  sleep 0.3; stop_sink
   python3 scripts/wire_bytes.py "$dump" | awk '$2 == 50 {print $1; ok=1} END {exit !ok}' ||
     { echo "INVALID: the dump sink did not keep 50 messages from $1" >&2; exit 1; }
 }

@@ -243,7 +243,6 @@ timed_run() {
   fi
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # --- header -------------------------------------------------------------------------------
 echo "== mailsurge inbox vs Postfix smtp-sink"
@@ -296,7 +295,8 @@ for ((p = 0; p < ${#PROFILES[@]}; p++)); do
     echo "  $prof: INVALID (messages rejected or lost; see above)  ratios so far: ${RATIOS[$prof]:-none}"
     continue
   fi
-  m="$(tr ' ' '\n' <<<"${RATIOS[$prof]}" | grep . | median)"
+  # shellcheck disable=SC2086 # the ratios are one word each
+  m="$(median ${RATIOS[$prof]})"
   printf '  %-8s median ratio %.3f  (target <= %s)   [ratios: %s]\n' "$prof" "$m" "$target" "${RATIOS[$prof]% }"
   bench_verdict "$prof inbox/sink time ratio" "$m" "$target" "<=" || broken=1
 done

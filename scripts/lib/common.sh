@@ -138,5 +138,8 @@ bench_verdict() {
   fi
 }
 
-# median NUMBER...: the median (the lower middle one for an even count).
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# median NUMBER...: the median (the mean of the two middle ones for an even count).
+median() {
+  printf '%s\n' "$@" | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
