@@ -22,6 +22,10 @@ pub enum Kind {
     Unsubmitted,
     /// MTA: spooled durably and answered 250.
     Accepted,
+    /// MTA, shared queue (`spool: nats`): the node took the message from the queue and holds
+    /// it under a lease (`attempt`: the times the queue has handed it out). After a node dies,
+    /// a survivor's `leased` is the takeover.
+    Leased,
     /// MTA: a delivery attempt got a transient failure; will retry.
     Deferred,
     /// MTA: the inbox answered 250.

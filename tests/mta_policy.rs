@@ -11,6 +11,39 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
+/// Every test here runs on both spools: local disk, and the shared queue (`spool: nats`).
+macro_rules! on_both_spools {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name(false)
+            }
+            #[test]
+            fn nats() {
+                super::$name(true)
+            }
+        }
+    )*};
+}
+
+on_both_spools!(
+    throttle_reply_cuts_the_domain_rate_and_it_recovers,
+    block_reply_reroutes_the_next_attempt_to_the_other_pool,
+    refused_primary_mx_fails_over_to_the_secondary,
+    primary_mx_refusing_at_greeting_fails_over_to_the_secondary,
+    deferred_retries_follow_the_backoff_schedule_and_expire,
+);
+
+/// A node relaying `example.com` to `inbox`.
+fn node_on(spool: &TestSpool, dir: &std::path::Path, name: &str, inbox: std::net::SocketAddr, extra: &str) -> Proc {
+    node_routes_on(spool, dir, name, &format!("{{ example.com: [{inbox}] }}"), extra)
+}
+
+fn node_routes_on(spool: &TestSpool, dir: &std::path::Path, name: &str, routes: &str, extra: &str) -> Proc {
+    start_node_with(dir, name, routes, extra, spool, std::process::Stdio::inherit())
+}
+
 /// `(id, rcpt)` pairs `<prefix>.<i>` → `user<i>@example.com`.
 fn batch(prefix: &str, n: usize) -> Vec<(String, String)> {
     (0..n)
@@ -76,9 +109,9 @@ fn rate(times: &[u64]) -> f64 {
 /// bound — a loaded machine can only make sends slower — so the "during" bound (≤ 14/s for a
 /// 10/s cut) holds under any load, and the before/after rates are asserted only as clearly
 /// above it (≥ 2× the cut rate), not as exactly 40/s.
-#[test]
-fn throttle_reply_cuts_the_domain_rate_and_it_recovers() {
+fn throttle_reply_cuts_the_domain_rate_and_it_recovers(nats: bool) {
     let dir = tempdir();
+    let spool = TestSpool::new(nats, dir.path());
     std::fs::write(
         dir.path().join("rules.yaml"),
         // The first try of `volume-*` gets Yahoo's TSS04 volume deferral; retries after 1 s pass.
@@ -94,7 +127,8 @@ fn throttle_reply_cuts_the_domain_rate_and_it_recovers() {
     .unwrap();
     let rules = dir.path().join("rules.yaml");
     let inbox = start_inbox(dir.path(), rules.to_str().unwrap());
-    let node = start_node(
+    let node = node_on(
+        &spool,
         dir.path(),
         "th-1",
         inbox.addr,
@@ -177,9 +211,9 @@ fn throttle_reply_cuts_the_domain_rate_and_it_recovers() {
 /// fresh mail to the domain goes straight out of the dedicated pool while the reroute holds.
 /// The inbox blocks the shared pool's address by source IP, so only a rerouted attempt can be
 /// delivered.
-#[test]
-fn block_reply_reroutes_the_next_attempt_to_the_other_pool() {
+fn block_reply_reroutes_the_next_attempt_to_the_other_pool(nats: bool) {
     let dir = tempdir();
+    let spool = TestSpool::new(nats, dir.path());
     std::fs::write(
         dir.path().join("rules.yaml"),
         "provider: blocker\nrules:\n  - { stage: mail, source: 127.0.1.1,\n      \
@@ -188,7 +222,8 @@ fn block_reply_reroutes_the_next_attempt_to_the_other_pool() {
     .unwrap();
     let rules = dir.path().join("rules.yaml");
     let inbox = start_inbox(dir.path(), rules.to_str().unwrap());
-    let node = start_node(
+    let node = node_on(
+        &spool,
         dir.path(),
         "rr-1",
         inbox.addr,
@@ -246,15 +281,16 @@ fn block_reply_reroutes_the_next_attempt_to_the_other_pool() {
 /// A refusing primary MX (nothing listens on it: connection refused) → the node walks down
 /// the route list within the same attempt and delivers through the secondary; when the
 /// primary comes back it gets the mail again.
-#[test]
-fn refused_primary_mx_fails_over_to_the_secondary() {
+fn refused_primary_mx_fails_over_to_the_secondary(nats: bool) {
     let dir = tempdir();
+    let spool = TestSpool::new(nats, dir.path());
     let secondary_dir = dir.path().join("secondary");
     std::fs::create_dir_all(&secondary_dir).unwrap();
     let secondary = start_inbox(&secondary_dir, "generic");
     // The primary's address: a port nothing listens on (yet).
     let primary: std::net::SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
-    let node = start_node_routes(
+    let node = node_routes_on(
+        &spool,
         dir.path(),
         "mx-1",
         &format!("{{ example.com: [{primary}, {}] }}", secondary.addr),
@@ -308,9 +344,9 @@ fn refused_primary_mx_fails_over_to_the_secondary() {
 /// overloaded or down-for-maintenance front end does): like Postfix (`smtp_skip_4xx_greeting`,
 /// on by default) and RFC 5321 §5.1 (try each address in the list until one succeeds), the
 /// node must try the secondary instead of retrying the refusing primary until give-up.
-#[test]
-fn primary_mx_refusing_at_greeting_fails_over_to_the_secondary() {
+fn primary_mx_refusing_at_greeting_fails_over_to_the_secondary(nats: bool) {
     let dir = tempdir();
+    let spool = TestSpool::new(nats, dir.path());
     let (p_dir, s_dir) = (dir.path().join("primary"), dir.path().join("secondary"));
     std::fs::create_dir_all(&p_dir).unwrap();
     std::fs::create_dir_all(&s_dir).unwrap();
@@ -321,7 +357,8 @@ fn primary_mx_refusing_at_greeting_fails_over_to_the_secondary() {
     .unwrap();
     let primary = start_inbox(&p_dir, p_dir.join("rules.yaml").to_str().unwrap());
     let secondary = start_inbox(&s_dir, "generic");
-    let node = start_node_routes(
+    let node = node_routes_on(
+        &spool,
         dir.path(),
         "mx-2",
         &format!("{{ example.com: [{}, {}] }}", primary.addr, secondary.addr),
@@ -365,11 +402,12 @@ fn primary_mx_refusing_at_greeting_fails_over_to_the_secondary() {
 /// than the delay's lower bound — a retry is never early — and never longer than its upper
 /// bound plus 1 s, a margin for a loaded machine that still tells a capped 0.8 s delay from
 /// the 3.2 s an uncapped one would reach by the fifth retry.
-#[test]
-fn deferred_retries_follow_the_backoff_schedule_and_expire() {
+fn deferred_retries_follow_the_backoff_schedule_and_expire(nats: bool) {
     let dir = tempdir();
+    let spool = TestSpool::new(nats, dir.path());
     let inbox = start_inbox(dir.path(), "generic");
-    let node = start_node(
+    let node = node_on(
+        &spool,
         dir.path(),
         "bo-1",
         inbox.addr,

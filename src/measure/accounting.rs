@@ -61,7 +61,8 @@ pub struct Record {
     pub spooled: bool,
     pub stranded: bool,
     /// Its path through the MTAs: acceptances (the node's line and the generator's record of
-    /// the 250) and the MTA's terminal events, in the order read.
+    /// the 250) and the MTA's terminal events, in the order read; on a shared queue also its
+    /// leases and the deferrals that ended them.
     pub steps: Vec<Step>,
 }
 
@@ -71,7 +72,8 @@ pub struct Record {
 pub struct Step {
     /// The event's time; for `submitted`, when the 250 arrived (`acked`).
     pub t: u64,
-    /// `Accepted`, `Submitted`, `Delivered`, `Bounced`, `Expired` or `Dropped`.
+    /// `Accepted`, `Submitted`, `Delivered`, `Bounced`, `Expired` or `Dropped`; on a shared
+    /// queue also `Leased` and `Deferred`.
     pub kind: Kind,
     pub node: Name,
     pub region: Name,
@@ -284,7 +286,16 @@ impl Ledger {
                 own(r, names);
                 r.steps.push(step(names, e.t));
             }
-            Kind::Deferred => r.deferrals += 1,
+            Kind::Deferred => {
+                r.deferrals += 1;
+                // In a shared queue a deferral hands the message back to the queue: its lease
+                // ends there (takeover reads it). Only then, so a local spool's deferrals cost
+                // no memory.
+                if r.steps.iter().any(|s| s.kind == Kind::Leased) {
+                    r.steps.push(step(names, e.t));
+                }
+            }
+            Kind::Leased => r.steps.push(step(names, e.t)),
             Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped => {
                 r.bounced |= e.event == Kind::Bounced;
                 r.expired |= e.event == Kind::Expired;

@@ -17,6 +17,42 @@ use crate::scenario::Retry;
 pub enum SpoolConfig {
     /// One directory on local disk; relative to the config file.
     Local { dir: PathBuf },
+    /// The shared queue (SPEC §9): one JetStream stream that every node of a run stores into
+    /// and delivers from.
+    Nats {
+        /// `nats://host:port` of the server (a loopback address).
+        url: String,
+        /// The stream's name; every node of one run names the same one.
+        #[serde(default = "default_stream")]
+        stream: String,
+        /// How long a taken message stays this node's without being extended: what survivors
+        /// wait before they take over the messages of a node that died.
+        #[serde(default = "default_lease")]
+        lease: crate::units::Dur,
+    },
+}
+
+fn default_stream() -> String {
+    "mailsurge".into()
+}
+
+fn default_lease() -> crate::units::Dur {
+    crate::units::Dur(super::spool::nats::DEFAULT_LEASE)
+}
+
+/// The host of a `nats://host:port` URL, if it is an IP address.
+pub fn nats_url_ip(url: &str) -> Option<IpAddr> {
+    let rest = url.strip_prefix("nats://").unwrap_or(url);
+    let hostport = rest.rsplit('@').next()?.split('/').next()?;
+    if let Ok(sa) = hostport.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .parse()
+        .ok()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,9 +149,39 @@ impl NodeConfig {
         let src = Source::read(path)?;
         let mut cfg: NodeConfig = src.parse()?;
         let dir = src.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-        let SpoolConfig::Local { dir: spool } = &mut cfg.spool;
-        if spool.is_relative() {
-            *spool = dir.join(&*spool);
+        match &mut cfg.spool {
+            SpoolConfig::Local { dir: spool } => {
+                if spool.is_relative() {
+                    *spool = dir.join(&*spool);
+                }
+            }
+            SpoolConfig::Nats { url, stream, lease } => {
+                if !nats_url_ip(url).is_some_and(|ip| ip.is_loopback()) {
+                    return Err(src.error_at(
+                        url.as_str(),
+                        src.top_key_line("spool"),
+                        format!("spool: url `{url}` is not nats://<loopback address>:<port> (mailsurge only uses 127.0.0.0/8 and ::1)"),
+                    ));
+                }
+                if stream.is_empty()
+                    || !stream
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(src.error_at(
+                        stream.as_str(),
+                        src.top_key_line("spool"),
+                        format!("spool: stream `{stream}` must be letters, digits, `-` or `_`"),
+                    ));
+                }
+                if lease.0 < std::time::Duration::from_millis(300) {
+                    return Err(src.error_at(
+                        "lease",
+                        src.top_key_line("spool"),
+                        format!("spool: lease {:?} is too short to be kept (at least 300ms)", lease.0),
+                    ));
+                }
+            }
         }
         if cfg.events.is_relative() {
             cfg.events = dir.join(&cfg.events);
@@ -182,10 +248,5 @@ impl NodeConfig {
             })
             .or_else(|| self.routes.get("*"))
             .map(Vec::as_slice)
-    }
-
-    pub fn spool_dir(&self) -> &Path {
-        let SpoolConfig::Local { dir } = &self.spool;
-        dir
     }
 }

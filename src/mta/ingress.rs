@@ -94,7 +94,10 @@ impl Policy for Ingress {
             self.events.emit(e);
         }
         let reply = Reply::new(250, Some("2.0.0"), &format!("Ok: queued as {spool_id:016X}"));
-        self.queues.submit(spool_id, meta, body, true);
+        // A shared queue hands the message to whichever node takes it (this one included).
+        if !self.spool.shared() {
+            self.queues.submit(spool_id, meta, body, true);
+        }
         Decision::reply(reply)
     }
 }

@@ -30,10 +30,11 @@ use anyhow::Context as _;
 use crate::config::{self as cfgfile, Shipped, Source};
 use crate::smtp::{self, Limits, ServerStats};
 pub use config::NodeConfig;
+use config::SpoolConfig;
 use eventlog::EventLog;
 use queue::Queues;
 use responses::ResponseTable;
-use spool::{LogSpool, Spool};
+use spool::{LogSpool, NatsSpool, Spool};
 
 /// How long a stopping node waits for in-flight deliveries before exiting anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -55,21 +56,35 @@ pub async fn run_node(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let spool_dir = cfg.spool_dir().to_path_buf();
-    let spool: Arc<dyn Spool> =
-        Arc::new(LogSpool::open(&spool_dir).with_context(|| format!("cannot open spool {}", spool_dir.display()))?);
+    // The shared queue, and its lease, when the spool is one.
+    type Shared = Option<(Arc<NatsSpool>, Duration)>;
+    let (spool, shared): (Arc<dyn Spool>, Shared) = match &cfg.spool {
+        SpoolConfig::Local { dir } => (
+            Arc::new(LogSpool::open(dir).with_context(|| format!("cannot open spool {}", dir.display()))?),
+            None,
+        ),
+        SpoolConfig::Nats { url, stream, lease } => {
+            let s = NatsSpool::open(url, stream)
+                .await
+                .with_context(|| format!("cannot open the shared queue at {url}"))?;
+            (s.clone(), Some((s, lease.0)))
+        }
+    };
     let events = Arc::new(
         EventLog::open(&cfg.events, &cfg.node, &cfg.region)
             .with_context(|| format!("cannot open events file {}", cfg.events.display()))?,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let queues = Queues::new(cfg.clone(), responses, spool.clone(), events.clone(), stop_rx);
+    let queues = Queues::new(cfg.clone(), responses, spool.clone(), events.clone(), stop_rx.clone());
 
     // Recovery: everything still in the spool was acknowledged and is not done.
     let recovered = spool.recover().context("cannot read the spool")?;
     let n_recovered = recovered.len();
     for r in recovered {
         queues.submit(r.id, r.meta, Arc::new(r.body), false);
+    }
+    if let Some((s, lease)) = &shared {
+        take_from_shared_queue(s, *lease, &queues, &events, stop_rx).await?;
     }
 
     let listener = crate::smtp::listen(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -117,7 +132,46 @@ pub async fn run_node(
             break;
         }
     }
+    if let Some((s, _)) = &shared {
+        s.hand_back().await;
+    }
     flusher.abort();
     events.flush();
+    Ok(())
+}
+
+/// Joins the shared queue's consumers: what this node takes goes to its delivery queues, each
+/// recipient with a `leased` event (mail as accepted is screened on its first hand-out only).
+async fn take_from_shared_queue(
+    spool: &Arc<NatsSpool>,
+    lease: Duration,
+    queues: &Arc<Queues>,
+    events: &Arc<EventLog>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<spool::nats::Pulled>(spool::nats::MAX_HELD);
+    spool
+        .pull(lease, tx, stopping)
+        .await
+        .context("cannot join the shared queue")?;
+    let (queues, events) = (queues.clone(), events.clone());
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            for rcpt in &p.meta.rcpts {
+                let mut e = crate::events::Event::new(
+                    crate::events::now_ns(),
+                    p.meta.msg_id.clone(),
+                    crate::events::Kind::Leased,
+                );
+                e.rcpt = Some(rcpt.clone());
+                e.attempt = Some(p.delivered);
+                events.emit(e);
+            }
+            match p.resume {
+                Some(r) => queues.resume(p.id, p.meta, p.body, r),
+                None => queues.submit(p.id, p.meta, p.body, p.delivered <= 1),
+            }
+        }
+    });
     Ok(())
 }

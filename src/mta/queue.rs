@@ -36,7 +36,7 @@ use super::responses::{Action, ResponseTable, Verdict};
 use super::retry::Waiting;
 use super::routing::{Routing, REROUTE_HOLD};
 use super::screen::Screen;
-use super::spool::{self, Meta, Spool, SpoolId};
+use super::spool::{self, Meta, Resume, Spool, SpoolId};
 use crate::events::{now_ns, Event, Kind};
 use crate::smtp::{Client, ClientConfig, Reply};
 use crate::sync::lock;
@@ -204,6 +204,27 @@ impl Queues {
             self.live.fetch_add(1, Ordering::Relaxed);
             self.enqueue(Parked::new(spool_id, rcpts, &domain, &self.names));
         }
+    }
+
+    /// Queues a deferred job taken from a shared queue where it left off: its message's
+    /// recipients are the job's, all at one domain.
+    pub fn resume(self: &Arc<Self>, spool_id: SpoolId, meta: Meta, body: Arc<Vec<u8>>, r: Resume) {
+        let Some(first) = meta.rcpts.first() else {
+            self.remove_from_spool(spool_id);
+            return;
+        };
+        let job = Job {
+            spool_id,
+            domain: crate::events::domain_of(first).to_ascii_lowercase(),
+            rcpts: meta.rcpts.clone(),
+            meta: Arc::new(meta),
+            body,
+            attempt: r.attempt,
+            pool: r.pool,
+            route_idx: r.route_idx,
+        };
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.enqueue(job.park(&self.names));
     }
 
     fn enqueue(self: &Arc<Self>, job: Parked) {
@@ -531,6 +552,32 @@ impl Queues {
                 v.hold.unwrap_or(DEFAULT_THROTTLE_HOLD),
             ),
             _ => {}
+        }
+        // A shared queue keeps the job until it is due, for whichever node takes it then.
+        let resume = Resume {
+            attempt: job.attempt,
+            pool: job.pool.clone(),
+            route_idx: job.route_idx,
+            due_ns: now_ns() + delay.as_nanos() as u64,
+        };
+        let meta = Meta {
+            rcpts: job.rcpts.clone(),
+            ..(*job.meta).clone()
+        };
+        if let Some(stored) = self.spool.defer(meta, job.body.clone(), resume) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                match stored.await {
+                    Ok(Ok(_)) => me.job_done(&job),
+                    // Not handed over: it waits here instead, its message still held.
+                    Ok(Err(e)) => {
+                        tracing::warn!("cannot hand a deferred job back to the shared queue ({e}); it waits here");
+                        me.waiting.park(job.park(&me.names), Instant::now() + delay);
+                    }
+                    Err(_) => me.waiting.park(job.park(&me.names), Instant::now() + delay),
+                }
+            });
+            return;
         }
         // Parked, the job keeps only where its message is; stopping leaves it in the spool,
         // where a restart recovers it.

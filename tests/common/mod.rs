@@ -107,16 +107,102 @@ pub fn start_node(dir: &Path, name: &str, inbox: SocketAddr, extra: &str) -> Pro
 
 /// [`start_node`] with the node's stderr (its warnings) sent to `stderr`.
 pub fn start_node_to(dir: &Path, name: &str, inbox: SocketAddr, extra: &str, stderr: Stdio) -> Proc {
+    start_node_with(
+        dir,
+        name,
+        &format!("{{ example.com: [{inbox}] }}"),
+        extra,
+        &TestSpool::Local,
+        stderr,
+    )
+}
+
+/// A node with its routes (`{ domain: [addr, …] }`), extra config lines and spool.
+pub fn start_node_with(dir: &Path, name: &str, routes: &str, extra: &str, spool: &TestSpool, stderr: Stdio) -> Proc {
     let cfg = dir.join("node.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "node: {name}\nregion: test\nlisten: 127.0.0.1:0\nspool: {{ kind: local, dir: spool }}\n\
-             routes: {{ example.com: [{inbox}] }}\nevents: events.jsonl\n{extra}"
+            "node: {name}\nregion: test\nlisten: 127.0.0.1:0\nspool: {}\n\
+             routes: {routes}\nevents: events.jsonl\n{extra}",
+            spool.yaml()
         ),
     )
     .unwrap();
     spawn_listening_to(&["mta", "--config", cfg.to_str().unwrap()], node_addr, stderr)
+}
+
+/// The spool a test's nodes use: local disk, or a shared queue (`spool: nats`) on a
+/// nats-server of the test's own.
+pub enum TestSpool {
+    Local,
+    Nats(Box<TestNats>),
+}
+
+impl TestSpool {
+    /// Local, or with `nats` a fresh server under `dir/nats`.
+    pub fn new(nats: bool, dir: &Path) -> TestSpool {
+        match nats {
+            true => TestSpool::Nats(Box::new(TestNats::start(dir))),
+            false => TestSpool::Local,
+        }
+    }
+
+    /// The node config's `spool:` value.
+    pub fn yaml(&self) -> String {
+        match self {
+            TestSpool::Local => "{ kind: local, dir: spool }".into(),
+            TestSpool::Nats(n) => format!(
+                "{{ kind: nats, url: \"{}\", lease: {}ms }}",
+                n.url(),
+                TEST_LEASE.as_millis()
+            ),
+        }
+    }
+}
+
+/// The lease a test's shared queue gives: short, so a takeover is quick to see.
+pub const TEST_LEASE: Duration = Duration::from_millis(1500);
+
+/// A nats-server with durable JetStream (the harness's own config) in a test's directory.
+pub struct TestNats {
+    pub rt: tokio::runtime::Runtime,
+    pub server: mailsurge::nats::NatsServer,
+}
+
+impl TestNats {
+    pub fn start(dir: &Path) -> TestNats {
+        let bin = nats_server_bin();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 9, 1));
+        let server = rt
+            .block_on(mailsurge::nats::NatsServer::start(&bin, &dir.join("nats"), ip))
+            .expect("nats-server starts");
+        TestNats { rt, server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.server.addr)
+    }
+
+    /// SIGKILL; the store stays as the last sync left it.
+    pub fn kill(&mut self) {
+        self.rt.block_on(self.server.kill());
+    }
+
+    /// Back on the same store and address.
+    pub fn restart(&mut self) {
+        self.rt.block_on(self.server.restart()).expect("nats-server restarts");
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        self.rt.block_on(self.server.kill());
+    }
 }
 
 /// Polls `f` until it returns Some or the timeout passes.
@@ -241,16 +327,7 @@ pub fn run_events(dir: &Path) -> String {
 /// Writes `dir/node.yaml` with the given `routes:` value (YAML flow map) plus `extra` config
 /// lines, and starts a node on it (spool and events in `dir`).
 pub fn start_node_routes(dir: &Path, name: &str, routes: &str, extra: &str) -> Proc {
-    let cfg = dir.join("node.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "node: {name}\nregion: test\nlisten: 127.0.0.1:0\nspool: {{ kind: local, dir: spool }}\n\
-             routes: {routes}\nevents: events.jsonl\n{extra}"
-        ),
-    )
-    .unwrap();
-    spawn_listening(&["mta", "--config", cfg.to_str().unwrap()], node_addr)
+    start_node_with(dir, name, routes, extra, &TestSpool::Local, Stdio::inherit())
 }
 
 /// Submits one message per `(id, rcpt)` on one SMTP session, each expected to get 250.

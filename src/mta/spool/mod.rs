@@ -7,6 +7,7 @@
 //! throughput does not collapse to one fsync per message.
 
 pub mod log;
+pub mod nats;
 
 use std::io;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use log::LogSpool;
+pub use nats::NatsSpool;
 
 /// A spooled message's identity in one spool, and where it is: segment number in the high 24
 /// bits, the record's byte offset in that segment in the low 40. So reading a message back
@@ -30,6 +32,23 @@ pub struct Meta {
     pub rcpts: Vec<String>,
     /// When the node accepted it (ns since epoch); retries give up relative to this.
     pub received_ns: u64,
+}
+
+/// How far a deferred job has got, kept with it while it waits in a shared queue (a local
+/// spool keeps this in the node's memory instead): whichever node takes it next goes on from
+/// here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// Attempts made so far (backoff and expiry go on from it).
+    pub attempt: u32,
+    /// Egress pool after a `reroute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Index into the domain's route list after a `failover`.
+    #[serde(default)]
+    pub route_idx: usize,
+    /// Not to be attempted before this (ns since epoch).
+    pub due_ns: u64,
 }
 
 /// A message found in the spool at start-up.
@@ -63,4 +82,21 @@ pub trait Spool: Send + Sync + 'static {
     fn remove(&self, id: SpoolId);
     /// Everything stored and not removed, for restart recovery (call once, at start).
     fn recover(&self) -> io::Result<Vec<Recovered>>;
+    /// Whether stored messages are handed out by the spool to whichever node pulls them (a
+    /// shared queue), instead of being queued by the node that stored them.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Hands a deferred job (its envelope narrowed to its recipients) back to the spool until
+    /// `resume.due_ns`; the receiver resolves once that copy is durable, and the caller then
+    /// lets go of its own. `None`: the spool has no such place (local disk), and the node
+    /// keeps the job waiting in memory.
+    fn defer(
+        &self,
+        _meta: Meta,
+        _body: Arc<Vec<u8>>,
+        _resume: Resume,
+    ) -> Option<oneshot::Receiver<io::Result<SpoolId>>> {
+        None
+    }
 }

@@ -1,0 +1,377 @@
+//! The shared queue (SPEC §9, `spool: nats`): every node of a run stores accepted mail in one
+//! JetStream stream and every node's delivery takes mail from it, so mail accepted by a node
+//! that dies is delivered by the survivors — SendGrid's move from per-node disk queues to a
+//! pull-based distributed queue (background/000).
+//!
+//! - **Store**: one publish per message, envelope in a header, body as payload; it resolves
+//!   only after the server's acknowledgement, which the server sends after its sync-always
+//!   write (the harness refuses a server without it, [`crate::nats::server`]). While the client
+//!   is disconnected a store fails at once: the node answers 4xx at DATA rather than waiting.
+//! - **Lease**: a node takes messages from one durable work-queue consumer shared by all nodes,
+//!   at most [`MAX_HELD`] at a time, and holds each under the consumer's ack wait, extended
+//!   (`+WPI`) every third of it while held. A node that dies stops extending: after one lease
+//!   its messages go to the next puller. A node that stops cleanly hands them back at once.
+//! - **End**: a terminal state (delivered, bounced, expired, dropped) acknowledges the message,
+//!   which a work queue then deletes. Not confirmed by the server: an acknowledgement lost
+//!   with a dying server or node means one more delivery — a counted duplicate, never a loss.
+//! - **Defer**: the job's remaining recipients and how far they got ([`Resume`]) are
+//!   published as a new message due at the retry time, and the old one is acknowledged once
+//!   that copy is durable. A node that takes a message not yet due gives it back with a
+//!   delayed redelivery (`-NAK` with a delay) for the time left.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::AckKind;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Meta, Recovered, Resume, Spool, SpoolId};
+use crate::events::now_ns;
+use crate::nats::stream::{Store, StreamError};
+use crate::sync::lock;
+
+/// How long a taken message stays a node's without being extended: what a survivor waits
+/// before it takes over a dead node's messages.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// Most messages one node holds at a time (taken and not yet acknowledged or deferred): what
+/// it works on now plus what waits for a connection or a pacing slot. Bounded, so a node never
+/// takes more than it can keep leases on, and the rest stays in the stream for the others.
+pub const MAX_HELD: usize = 2048;
+/// The name every node's puller shares.
+const CONSUMER: &str = "delivery";
+/// The subject (under the stream's name) messages are published to.
+const SUBJECT: &str = "q";
+/// The header that carries the envelope.
+const META_HEADER: &str = "Mailsurge-Meta";
+/// How long a store waits for the server's acknowledgement before the node answers 4xx.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most messages asked for in one pull request.
+const PULL_BATCH: usize = 256;
+/// How long one pull request waits for messages before it is renewed.
+const PULL_WAIT: Duration = Duration::from_secs(1);
+
+/// What a stream message carries besides its body.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    #[serde(flatten)]
+    meta: Meta,
+    /// A deferred job's progress; absent on mail as accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resume: Option<Resume>,
+    /// A message the server stored after this (ns since epoch) was answered 4xx at DATA: the
+    /// client buffered the publish through a disconnection and sent it late. It is discarded,
+    /// never delivered (a refused message must not arrive). 0: no deadline (a deferral).
+    #[serde(default)]
+    refuse_after: u64,
+}
+
+/// The envelope (and a deferred job's progress) of a stream message, from its headers.
+pub fn envelope(headers: &HeaderMap) -> Option<(Meta, Option<Resume>)> {
+    let e = decode(headers)?;
+    Some((e.meta, e.resume))
+}
+
+fn decode(headers: &HeaderMap) -> Option<Envelope> {
+    serde_json::from_str(headers.get(META_HEADER)?.as_str()).ok()
+}
+
+/// A message this node has taken from the queue, for its delivery queues.
+#[derive(Debug)]
+pub struct Pulled {
+    pub id: SpoolId,
+    pub meta: Meta,
+    pub body: Arc<Vec<u8>>,
+    /// A deferred job's progress; `None` for mail as accepted.
+    pub resume: Option<Resume>,
+    /// Times the server has handed this stream message out, this one included.
+    pub delivered: u32,
+}
+
+/// A taken message: what `read` answers, and the handle its lease is kept and ended with.
+struct Held {
+    meta: Meta,
+    body: Bytes,
+    acker: Arc<Acker>,
+}
+
+/// One node's view of the shared queue.
+pub struct NatsSpool {
+    store: Store,
+    held: Mutex<HashMap<SpoolId, Held>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl NatsSpool {
+    /// Connects to the server at `url` and opens (or creates) the stream `stream`.
+    pub async fn open(url: &str, stream: &str) -> Result<Arc<NatsSpool>, StreamError> {
+        Ok(Arc::new(NatsSpool {
+            store: Store::open(url, stream).await?,
+            held: Mutex::new(HashMap::new()),
+            rt: tokio::runtime::Handle::current(),
+        }))
+    }
+
+    /// Starts taking messages for this node: joins the shared consumer (leases of `lease`),
+    /// then pulls into `tx` and keeps the leases of what it holds until `stopping`.
+    pub async fn pull(
+        self: &Arc<Self>,
+        lease: Duration,
+        tx: mpsc::Sender<Pulled>,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<(), StreamError> {
+        let consumer = self.store.work_consumer(CONSUMER, lease).await?;
+        tokio::spawn(self.clone().pull_loop(consumer, tx, stopping.clone()));
+        tokio::spawn(self.clone().keep_leases(lease));
+        Ok(())
+    }
+
+    /// Messages held now.
+    pub fn held(&self) -> usize {
+        lock(&self.held).len()
+    }
+
+    /// Gives every held message back for immediate redelivery (a clean stop: the others need
+    /// not wait out the leases).
+    pub async fn hand_back(&self) {
+        let held: Vec<Held> = lock(&self.held).drain().map(|(_, h)| h).collect();
+        for h in held {
+            let _ = h.acker.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+
+    /// What is queued in the stream `stream` at `url` now: the end-of-run scan.
+    pub async fn queued(url: &str, stream: &str) -> Result<Vec<Meta>, StreamError> {
+        let store = Store::open(url, stream).await?;
+        Ok(store
+            .scan()
+            .await?
+            .into_iter()
+            .filter_map(|(_, h, _)| decode(&h).map(|e| e.meta))
+            .collect())
+    }
+
+    fn publish(&self, env: Envelope, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>> {
+        let (tx, rx) = oneshot::channel();
+        if !self.store.connected() {
+            let _ = tx.send(Err(io::Error::other("the NATS server is not reachable")));
+            return rx;
+        }
+        let mut headers = HeaderMap::new();
+        match serde_json::to_string(&env) {
+            Ok(json) => headers.insert(META_HEADER, json.as_str()),
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::other(e)));
+                return rx;
+            }
+        }
+        let payload = Bytes::from(Arc::try_unwrap(body).unwrap_or_else(|b| (*b).clone()));
+        let store = self.store.clone();
+        self.rt.spawn(async move {
+            let r = match tokio::time::timeout(PUBLISH_TIMEOUT, store.publish(SUBJECT, headers, payload)).await {
+                Ok(Ok(seq)) => Ok(seq),
+                Ok(Err(e)) => Err(io::Error::other(e)),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the NATS server did not acknowledge the write in time",
+                )),
+            };
+            let _ = tx.send(r);
+        });
+        rx
+    }
+
+    async fn pull_loop(
+        self: Arc<Self>,
+        consumer: PullConsumer,
+        tx: mpsc::Sender<Pulled>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let mut failing = false;
+        while !*stopping.borrow() {
+            let room = MAX_HELD.saturating_sub(self.held()).min(tx.capacity());
+            if room == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(room.min(PULL_BATCH))
+                .expires(PULL_WAIT)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!("cannot pull from the shared queue: {e}; retrying");
+                        failing = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stopping.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    m = batch.next() => m,
+                    _ = stopping.changed() => return,
+                };
+                match next {
+                    None => break,
+                    Some(Ok(m)) => {
+                        if failing {
+                            tracing::info!("pulling from the shared queue again");
+                            failing = false;
+                        }
+                        if let Some(p) = self.take(m).await {
+                            if tx.send(p).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!("pull request ended: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds a delivered stream message, or gives it back (not yet due), or discards it (no
+    /// envelope; stored after its refusal).
+    async fn take(&self, m: async_nats::jetstream::Message) -> Option<Pulled> {
+        let (seq, delivered, published) = match m.info() {
+            Ok(i) => (
+                i.stream_sequence,
+                u32::try_from(i.delivered).unwrap_or(u32::MAX),
+                u64::try_from(i.published.unix_timestamp_nanos()).unwrap_or(0),
+            ),
+            Err(e) => {
+                tracing::error!("a shared-queue message without JetStream metadata: {e}");
+                return None;
+            }
+        };
+        let (msg, acker) = m.split();
+        let Some(env) = msg.headers.as_ref().and_then(decode) else {
+            tracing::error!("shared-queue message #{seq} has no readable {META_HEADER} header: discarded");
+            let _ = acker.ack_with(AckKind::Term).await;
+            return None;
+        };
+        if env.refuse_after != 0 && published > env.refuse_after {
+            tracing::warn!(
+                "shared-queue message #{seq} ({}) was stored after its DATA was answered 4xx: discarded",
+                env.meta.msg_id
+            );
+            let _ = acker.ack_with(AckKind::Term).await;
+            return None;
+        }
+        if let Some(r) = &env.resume {
+            let now = now_ns();
+            if r.due_ns > now + 1_000_000 {
+                let _ = acker
+                    .ack_with(AckKind::Nak(Some(Duration::from_nanos(r.due_ns - now))))
+                    .await;
+                return None;
+            }
+        }
+        let mut meta = env.meta;
+        if meta.msg_id.is_empty() {
+            meta.msg_id = format!("{seq:016x}");
+        }
+        let body = msg.payload;
+        lock(&self.held).insert(
+            seq,
+            Held {
+                meta: meta.clone(),
+                body: body.clone(),
+                acker: Arc::new(acker),
+            },
+        );
+        Some(Pulled {
+            id: seq,
+            meta,
+            body: Arc::new(body.to_vec()),
+            resume: env.resume,
+            delivered,
+        })
+    }
+
+    /// Extends the lease of every held message, every third of a lease, for as long as the
+    /// node lives (a stopping node still finishes its in-flight deliveries; it hands the rest
+    /// back before it exits).
+    async fn keep_leases(self: Arc<Self>, lease: Duration) {
+        let every = (lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let ackers: Vec<Arc<Acker>> = lock(&self.held).values().map(|h| h.acker.clone()).collect();
+            for a in ackers {
+                let _ = a.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+impl Spool for NatsSpool {
+    fn store(&self, meta: Meta, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>> {
+        let deadline = now_ns() + PUBLISH_TIMEOUT.as_nanos() as u64;
+        self.publish(
+            Envelope {
+                meta,
+                resume: None,
+                refuse_after: deadline,
+            },
+            body,
+        )
+    }
+
+    fn read(&self, id: SpoolId) -> io::Result<(Meta, Vec<u8>)> {
+        lock(&self.held)
+            .get(&id)
+            .map(|h| (h.meta.clone(), h.body.to_vec()))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("shared-queue message #{id} is not held here"),
+                )
+            })
+    }
+
+    fn remove(&self, id: SpoolId) {
+        if let Some(h) = lock(&self.held).remove(&id) {
+            self.rt.spawn(async move {
+                let _ = h.acker.ack().await;
+            });
+        }
+    }
+
+    fn recover(&self) -> io::Result<Vec<Recovered>> {
+        // Nothing is this node's after a restart: what it held comes back through the queue.
+        Ok(Vec::new())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn defer(&self, meta: Meta, body: Arc<Vec<u8>>, resume: Resume) -> Option<oneshot::Receiver<io::Result<SpoolId>>> {
+        Some(self.publish(
+            Envelope {
+                meta,
+                resume: Some(resume),
+                refuse_after: 0,
+            },
+            body,
+        ))
+    }
+}
