@@ -48,6 +48,10 @@ pub enum Cmd {
         /// Multiply the traffic rate, e.g. 0.5.
         #[arg(long)]
         rate_scale: Option<f64>,
+        /// Override `mta.spool`: `local` (each node's disk) or `nats` (the shared queue) — the
+        /// same day on either, to compare them.
+        #[arg(long, value_parser = parse_spool)]
+        spool: Option<crate::scenario::SpoolKind>,
         /// Plain periodic progress lines instead of a live line.
         #[arg(long)]
         quiet: bool,
@@ -203,6 +207,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+fn parse_spool(s: &str) -> Result<crate::scenario::SpoolKind, String> {
+    match s {
+        "local" => Ok(crate::scenario::SpoolKind::Local),
+        "nats" => Ok(crate::scenario::SpoolKind::Nats),
+        _ => Err(format!("`{s}` is not a spool: local or nats")),
+    }
+}
+
 /// One function per command; each returns its exit code.
 fn dispatch(cmd: Cmd) -> u8 {
     match cmd {
@@ -213,6 +225,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             seed,
             duration,
             rate_scale,
+            spool,
             quiet,
             baseline,
             tolerance,
@@ -223,6 +236,7 @@ fn dispatch(cmd: Cmd) -> u8 {
                 seed,
                 duration,
                 rate_scale,
+                spool,
             },
             crate::run::RunOptions { out, quiet, stop: None },
             force,
@@ -325,8 +339,7 @@ fn run(
         eprintln!("error: --rate-scale must be a positive number, not {x}");
         return EXIT_CONFIG;
     }
-    s.apply(&overrides);
-    if let Err(e) = crate::run::check_supported(&s) {
+    if let Err(e) = s.apply(&overrides) {
         return config_error(&e);
     }
     let compiled = match crate::run::compile(s) {

@@ -26,6 +26,9 @@ pub enum Kind {
     /// it under a lease (`attempt`: the times the queue has handed it out). After a node dies,
     /// a survivor's `leased` is the takeover.
     Leased,
+    /// MTA, shared queue: as `leased`, for a message whose earlier holder's lease ran out
+    /// without an end (that node died, or stopped and handed it back): the takeover.
+    TakenOver,
     /// MTA: a delivery attempt got a transient failure; will retry.
     Deferred,
     /// MTA: the inbox answered 250.
@@ -54,6 +57,11 @@ impl Kind {
     /// Events about the run itself (faults, balancer changes), not about one message.
     pub fn is_control(self) -> bool {
         matches!(self, Kind::Fault | Kind::FaultEnd | Kind::Evicted | Kind::Admitted)
+    }
+
+    /// A node's hold on a shared-queue message began (`leased`, `taken_over`).
+    pub fn is_lease(self) -> bool {
+        matches!(self, Kind::Leased | Kind::TakenOver)
     }
 
     /// An MTA's last word on a recipient at one node.
@@ -110,6 +118,8 @@ pub enum TargetKind {
     Region,
     Node,
     Provider,
+    /// The shared queue's nats-server (`spool: nats`).
+    Nats,
     /// A target an old run's text named in a form this version does not know.
     #[serde(other)]
     Other,
@@ -123,6 +133,7 @@ impl TargetKind {
             "region" => TargetKind::Region,
             "node" => TargetKind::Node,
             "provider" => TargetKind::Provider,
+            "nats" => TargetKind::Nats,
             _ => TargetKind::Other,
         }
     }
@@ -132,6 +143,7 @@ impl TargetKind {
             TargetKind::Region => "region",
             TargetKind::Node => "node",
             TargetKind::Provider => "provider",
+            TargetKind::Nats => "nats",
             TargetKind::Other => "",
         }
     }

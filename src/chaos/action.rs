@@ -22,9 +22,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// `region/<name>`, `node/<name>` or `provider/<name>`; the plan has checked the form.
+    /// `region/<name>`, `node/<name>`, `provider/<name>` or `nats`; the plan has checked the
+    /// form.
     fn parse(s: &str) -> Target {
-        let (kind, name) = s.split_once('/').unwrap_or(("", s));
+        let (kind, name) = s.split_once('/').unwrap_or((s, s));
         Target {
             kind: TargetKind::parse(kind),
             name: name.to_string(),
@@ -34,7 +35,10 @@ impl Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.kind.as_str(), self.name)
+        match self.kind {
+            TargetKind::Nats => f.write_str("nats"),
+            k => write!(f, "{}/{}", k.as_str(), self.name),
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //!   was. `restore`, or the end of the kill's `for:` window, restarts it on the same spool.
 //! - `kill` of `provider/P`: its MX hosts go down (`refuse` closes the listeners, `blackhole` and
 //!   `reset` misbehave on every connection); `restore` or the window's end brings them back.
+//! - `kill` of `nats` (the shared queue's server): SIGKILL; `restore` or the window's end
+//!   restarts it on the same store and address. Nodes answer 4xx at DATA while it is away.
 //! - `block`: the provider refuses one egress pool with the action's reply, until the window
 //!   ends. `latency`: the provider answers `add` later, until the window ends.
 //!
@@ -24,6 +26,7 @@ use crate::events::{now_ns, Event, Kind, TargetKind};
 use crate::inbox::farm::ProviderRt;
 use crate::inbox::Overlay;
 use crate::mta::process::{kill_node, restart_node, Node};
+use crate::nats::NatsServer;
 use crate::scenario::{ChaosKind, KillMode};
 
 /// The running system a step acts on.
@@ -32,6 +35,8 @@ pub struct World<'a> {
     pub providers: &'a mut [ProviderRt],
     pub pools: &'a BTreeMap<String, Vec<IpAddr>>,
     pub events: &'a mpsc::UnboundedSender<Event>,
+    /// The shared queue's server, when the run started one.
+    pub nats: Option<&'a mut NatsServer>,
 }
 
 /// Carries out one step and records it. Returns a line for the run log.
@@ -55,6 +60,18 @@ pub async fn apply(step: &Step, w: World<'_>) -> anyhow::Result<String> {
                 restart_node(n)
                     .await
                     .with_context(|| format!("restore: cannot restart node {}", n.name))?;
+            }
+        }
+        (TargetKind::Nats, ChaosKind::Kill, false) => {
+            if let Some(s) = w.nats {
+                s.kill().await;
+            }
+        }
+        (TargetKind::Nats, ChaosKind::Restore, false) | (TargetKind::Nats, ChaosKind::Kill, true) => {
+            if let Some(s) = w.nats.filter(|s| !s.running()) {
+                s.restart()
+                    .await
+                    .context("restore: cannot restart the shared queue's nats-server")?;
             }
         }
         (TargetKind::Provider, verb, end) => {
@@ -121,6 +138,7 @@ fn record(step: &Step, nodes: &[Node]) -> Event {
             e.region = nodes.iter().find(|n| n.name == name).map(|n| n.region.clone());
             e.node = Some(name);
         }
+        TargetKind::Nats => {}
         _ => e.provider = Some(name),
     }
     e

@@ -291,11 +291,11 @@ impl Ledger {
                 // In a shared queue a deferral hands the message back to the queue: its lease
                 // ends there (takeover reads it). Only then, so a local spool's deferrals cost
                 // no memory.
-                if r.steps.iter().any(|s| s.kind == Kind::Leased) {
+                if r.steps.iter().any(|s| s.kind.is_lease()) {
                     r.steps.push(step(names, e.t));
                 }
             }
-            Kind::Leased => r.steps.push(step(names, e.t)),
+            Kind::Leased | Kind::TakenOver => r.steps.push(step(names, e.t)),
             Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped => {
                 r.bounced |= e.event == Kind::Bounced;
                 r.expired |= e.event == Kind::Expired;

@@ -3,6 +3,7 @@
 //! The protocol (PIPELINING, SIZE, line limits, bare-LF rejection) is [`crate::smtp::server`];
 //! this is the part that decides, like Postfix's `smtpd` restrictions plus `cleanup`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -19,6 +20,34 @@ pub struct Ingress {
     pub spool: Arc<dyn Spool>,
     pub queues: Arc<Queues>,
     pub events: Arc<EventLog>,
+    pub spool_failures: FailureLog,
+}
+
+/// Spool write failures, logged at most once a second with how many there were: a shared
+/// queue's server going away answers every DATA 451, and a line each would bury the log.
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    /// The second (since epoch) of the last line.
+    last_s: AtomicU64,
+    /// Failures since the last line.
+    since: AtomicU64,
+}
+
+impl FailureLog {
+    fn note(&self, why: &dyn std::fmt::Display) {
+        let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now_ns() / 1_000_000_000;
+        let last = self.last_s.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_s
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.since.store(0, Ordering::Relaxed);
+            tracing::error!("spool write failed: {why} ({n} DATA answered 451 since the last such line)");
+        }
+    }
 }
 
 impl Ingress {
@@ -71,7 +100,7 @@ impl Policy for Ingress {
         let spool_id = match stored {
             Ok(Ok(id)) => id,
             Ok(Err(e)) => {
-                tracing::error!("spool write failed: {e}");
+                self.spool_failures.note(&e);
                 return Decision::reply(Reply::new(
                     451,
                     Some("4.3.0"),
@@ -79,7 +108,7 @@ impl Policy for Ingress {
                 ));
             }
             Err(_) => {
-                tracing::error!("spool committer went away");
+                self.spool_failures.note(&"the spool's committer went away");
                 return Decision::reply(Reply::new(451, Some("4.3.0"), "Temporary local problem, try again"));
             }
         };
@@ -160,6 +189,7 @@ mod tests {
             spool,
             queues,
             events,
+            spool_failures: FailureLog::default(),
         };
         (ingress, stop)
     }

@@ -100,6 +100,7 @@ pub async fn run_node(
         spool,
         queues: queues.clone(),
         events: events.clone(),
+        spool_failures: ingress::FailureLog::default(),
     });
     let limits = Limits {
         hostname: ingress.hostname.clone(),
@@ -161,7 +162,10 @@ async fn take_from_shared_queue(
                 let mut e = crate::events::Event::new(
                     crate::events::now_ns(),
                     p.meta.msg_id.clone(),
-                    crate::events::Kind::Leased,
+                    match p.taken_over {
+                        true => crate::events::Kind::TakenOver,
+                        false => crate::events::Kind::Leased,
+                    },
                 );
                 e.rcpt = Some(rcpt.clone());
                 e.attempt = Some(p.delivered);

@@ -40,6 +40,7 @@ pub async fn start_node(
     name: &str,
     k: u8,
     routes: &BTreeMap<String, Vec<SocketAddr>>,
+    spool: SpoolConfig,
 ) -> anyhow::Result<Node> {
     let dir = run_dir.join("nodes").join(name);
     std::fs::create_dir_all(&dir)?;
@@ -56,7 +57,7 @@ pub async fn start_node(
         region: region.to_string(),
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(NODE_NET[0], NODE_NET[1], NODE_NET[2], k)), 0),
         relay_networks: vec!["127.0.0.0/8".parse()?],
-        spool: SpoolConfig::Local { dir: "spool".into() },
+        spool,
         routes: routes.clone(),
         egress_pools: s.file.mta.egress_pools.clone(),
         default_pool: None,

@@ -37,6 +37,8 @@ pub enum NatsError {
         MIN_VERSION.1
     )]
     TooOld { path: String, version: String },
+    #[error("{first}; and installing one failed: {why}")]
+    Install { first: Box<NatsError>, why: String },
     #[error("{path}: cannot tell its version: {why}")]
     Version { path: String, why: String },
     #[error("nats-server at {addr}: {why}")]
@@ -80,6 +82,39 @@ pub fn locate() -> Result<PathBuf, NatsError> {
         }
     }
     Err(too_old.unwrap_or(NatsError::NotFound))
+}
+
+/// Where the project's install script is, from the working directory (a checkout).
+pub const INSTALL_SCRIPT: &str = "scripts/install-nats.sh";
+
+/// [`locate`], and when no usable server is found, installs one with the project's
+/// [`INSTALL_SCRIPT`] (the PyPI wheel into `.tools/nats`, no root) if the working directory is
+/// a checkout that has it — so `mailsurge run` of a `spool: nats` scenario works on a fresh
+/// clone. `note` hears what is being done; the install takes a minute at most.
+pub fn locate_or_install(note: &dyn Fn(&str)) -> Result<PathBuf, NatsError> {
+    let first = match locate() {
+        Ok(p) => return Ok(p),
+        Err(e @ (NatsError::NotFound | NatsError::TooOld { .. })) => e,
+        Err(e) => return Err(e),
+    };
+    if !Path::new(INSTALL_SCRIPT).is_file() {
+        return Err(first);
+    }
+    note(&format!("{first}; installing it now with {INSTALL_SCRIPT}"));
+    let out = std::process::Command::new("bash")
+        .arg(INSTALL_SCRIPT)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io(Path::new(INSTALL_SCRIPT)))?;
+    if !out.status.success() {
+        return Err(NatsError::Install {
+            first: Box::new(first),
+            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    check_version(&bin)?;
+    Ok(bin)
 }
 
 /// Runs `BIN --version` (`nats-server: v2.15.1`) and refuses servers older than
@@ -185,6 +220,11 @@ impl NatsServer {
             return Err(self.failed("JetStream is not enabled".into()));
         }
         Ok(())
+    }
+
+    /// Whether the process is up (not killed or stopped by this handle).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL, like a machine failing: the store stays as the last sync left it.

@@ -330,7 +330,7 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
         let _ = writeln!(
             o,
             "<table>\n<tr><th>at</th><th>action</th><th>target</th><th>until</th><th>detection</th>\
-             <th>recovery</th><th>delayed</th><th>lost</th><th>duplicates</th>\
+             <th>recovery</th><th>takeover</th><th>delayed</th><th>lost</th><th>duplicates</th>\
              <th>held at the kill: delivered after restore</th><th>held: undelivered</th>\
              <th>counted until</th></tr>"
         );
@@ -339,7 +339,7 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
             let _ = writeln!(
                 o,
                 "<tr><td class=\"num\">{:.1} s</td><td>{}</td><td><code>{}</code></td><td class=\"num\">{}</td>\
-                 <td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num{}\">{}</td><td class=\"num\">{:.1} s</td></tr>",
                 f.at_s,
@@ -349,6 +349,7 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
                 secs(f.detection_s, "none"),
                 if f.recovery_s.is_none() { " bad" } else { "" },
                 secs(f.recovery_s, "not recovered"),
+                secs(f.takeover_s, "—"),
                 f.delayed,
                 if f.lost > 0 { " bad" } else { "" },
                 f.lost,
@@ -367,7 +368,8 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
             o,
             "</table>\n<p class=\"note\">Detection: fault → first eviction (region/node) or deferral \
              (provider); for a restore, first admission or receipt. Recovery: fault → start of 10 s of \
-             per-second SLO compliance ≥ target. Delayed, lost and duplicates count mail intended from \
+             per-second SLO compliance ≥ target. Takeover (shared queue): kill → the last message \
+             the killed nodes held under lease picked up again. Delayed, lost and duplicates count mail intended from \
              the fault until recovery (or the action's end, if later): “counted until”.</p>"
         );
     }
@@ -475,6 +477,7 @@ mod tests {
             slo_ms: 1000.0,
             slo_target: 0.99,
             aborted: None,
+            spool: None,
         };
         let s = Summary::new(&info, &a);
         let chart = (

@@ -117,18 +117,19 @@ fn faults(o: &mut String, s: &Summary) {
     }
     let _ = writeln!(
         o,
-        "## Faults\n\n| at | action | target | detection | recovery | delayed | lost | duplicates | held at the kill |\n\
-         |---|---|---|---|---|---|---|---|---|"
+        "## Faults\n\n| at | action | target | detection | recovery | takeover | delayed | lost | duplicates | held at the kill |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     );
     for f in &s.faults {
         let _ = writeln!(
             o,
-            "| {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             f.at_s,
             action(f),
             f.target,
             secs(f.detection_s, "none"),
             secs(f.recovery_s, "**not recovered**"),
+            secs(f.takeover_s, "—"),
             f.delayed,
             f.lost,
             f.duplicates,
@@ -143,7 +144,8 @@ fn faults(o: &mut String, s: &Summary) {
         o,
         "\nDetection: fault → first eviction (region/node) or deferral (provider); for a restore, first \
          admission or receipt. Recovery: fault → start of 10 s of per-second SLO compliance ≥ target. \
-         Counts cover mail intended from the fault until recovery (or the action's end, if later).\n"
+         Takeover (shared queue): kill → the last message the killed nodes held under lease picked up \
+         again. Counts cover mail intended from the fault until recovery (or the action's end, if later).\n"
     );
 }
 

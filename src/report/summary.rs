@@ -33,6 +33,18 @@ pub struct Summary {
     pub contradictions: Contradictions,
     /// Not in the schema's required set: why the verdict is what it is, in words.
     pub reasons: Vec<String>,
+    /// How the run kept accepted mail and what made a 250 durable. Absent from summaries of
+    /// runs before the shared queue, and of external MTAs (theirs is their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolLine>,
+}
+
+/// The run's spool: `local` (each node's disk) or `nats` (the shared queue), and why a 250
+/// was safe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpoolLine {
+    pub kind: String,
+    pub durability: String,
 }
 
 /// Percentiles in ms; `null` = +∞ (some eligible message was never delivered).
@@ -115,6 +127,11 @@ pub struct Fault {
     /// finished.
     #[serde(default, alias = "stranded_undelivered", skip_serializing_if = "Option::is_none")]
     pub held_undelivered: Option<u64>,
+    /// Kill of a region/node on a shared queue (`spool: nats`): seconds from the kill until
+    /// the last message its nodes held under lease was picked up again by a node; absent if
+    /// some never was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover_s: Option<f64>,
 }
 
 impl Fault {
@@ -137,6 +154,7 @@ impl Fault {
             window_end_s: r3(f.window_end_s.max(0.0)),
             held_delivered_after_restore: f.held.map(|s| s.delivered_after_restore),
             held_undelivered: f.held.map(|s| s.undelivered),
+            takeover_s: f.takeover_s.map(r3),
         }
     }
 }
@@ -162,6 +180,7 @@ pub struct RunInfo {
     /// Set when the run was stopped by hand before it ended (`stopped by SIGTERM at 4.1 s`):
     /// the verdict is then `aborted`, whatever the partial figures say.
     pub aborted: Option<String>,
+    pub spool: Option<SpoolLine>,
 }
 
 fn q(d: &Dist, q: f64) -> Option<f64> {
@@ -261,6 +280,7 @@ impl Summary {
             faults: a.faults.iter().map(Fault::new).collect(),
             contradictions: a.contradictions.clone(),
             reasons,
+            spool: info.spool.clone(),
         }
     }
 }
@@ -286,6 +306,7 @@ mod fault_rows {
             slo_ms: 1000.0,
             slo_target: 0.9,
             aborted: None,
+            spool: None,
         };
         let summary = Summary::new(&info, &a);
         let v = serde_json::to_value(&summary).unwrap();
@@ -340,11 +361,11 @@ mod fault_rows {
         let md = crate::report::markdown::render(&summary, &[]);
         assert!(md.contains("## Faults"), "{md}");
         assert!(
-            md.contains("| 10.0 s | kill | region/east | 0.300 s | 3.000 s | 34 | 4 | 1 | 0 delivered after restore, 4 undelivered |"),
+            md.contains("| 10.0 s | kill | region/east | 0.300 s | 3.000 s | — | 34 | 4 | 1 | 0 delivered after restore, 4 undelivered |"),
             "{md}"
         );
         assert!(
-            md.contains("| 20.0 s | restore | region/east | 0.800 s | 0.000 s | 0 | 0 | 0 | — |"),
+            md.contains("| 20.0 s | restore | region/east | 0.800 s | 0.000 s | — | 0 | 0 | 0 | — |"),
             "{md}"
         );
     }

@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use super::live::Log;
 use super::merge::{self, Merge};
 use super::render::{self, NodeRecord, RunRecord, SpooledRecord};
+use super::shared::SpoolRecord;
+use super::topology::Down;
 use crate::events::{self, now_ns};
 use crate::mta::process::Node;
 use crate::mta::spool::LogSpool;
@@ -21,6 +23,8 @@ pub struct RunFacts {
     pub start_ns: u64,
     /// Why the run was stopped early, if it was stopped by hand.
     pub aborted: Option<String>,
+    /// How it kept accepted mail.
+    pub spool: SpoolRecord,
 }
 
 /// Merges the event files, scans the spools and writes `run.json`. The raw per-process event
@@ -30,7 +34,7 @@ pub fn collect(
     f: &ScenarioFile,
     harness_events: &Path,
     nodes: &[Node],
-    alive: &std::collections::BTreeMap<String, bool>,
+    down: &Down,
     facts: RunFacts,
     log: &Log,
 ) -> anyhow::Result<()> {
@@ -38,7 +42,7 @@ pub fn collect(
     let compact = |e: &mut events::Event| e.compact(&|rcpt| crate::measure::provider_of(&providers, rcpt));
     let mut merge = Merge::new(&dir.join(".merge"), merge::CHUNK, &compact)?;
     merge.add_file(harness_events).context("cannot read harness events")?;
-    let mut spooled = Vec::new();
+    let mut spooled = down.queued.clone();
     for n in nodes {
         let file = n.dir.join("events.jsonl");
         match merge.add_file(&file) {
@@ -78,11 +82,12 @@ pub fn collect(
             .map(|n| NodeRecord {
                 name: n.name.clone(),
                 region: n.region.clone(),
-                alive: alive.get(&n.name).copied().unwrap_or(false),
+                alive: down.alive.get(&n.name).copied().unwrap_or(false),
             })
             .collect(),
         spooled,
         aborted: facts.aborted,
+        spool: Some(facts.spool),
     }
     .write(dir)
 }

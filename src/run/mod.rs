@@ -21,6 +21,7 @@ mod merge;
 mod outdir;
 mod play;
 mod render;
+mod shared;
 mod topology;
 
 pub use compile::{compile, validate_file, Compiled};
@@ -31,7 +32,6 @@ pub use render::{render, NodeRecord, RenderError, RunRecord, SpooledRecord, RUN_
 use topology::Topology;
 
 use crate::chaos::Timeline;
-use crate::config::ConfigError;
 use crate::events::{now_ns, Event};
 use crate::inbox::bounces::EXTERNAL_NODE;
 use crate::mta::process::Node;
@@ -63,16 +63,6 @@ pub struct Outcome {
     pub summary: Summary,
 }
 
-/// Scenario features this build cannot run yet; refused before anything starts (exit 2).
-pub fn check_supported(s: &Scenario) -> Result<(), ConfigError> {
-    if s.file.mta.spool != crate::scenario::SpoolKind::Local {
-        return Err(s
-            .source
-            .error_at("nats", 1, "mta: spool: nats is not implemented in this version"));
-    }
-    Ok(())
-}
-
 /// Runs a compiled scenario end to end, phase by phase: set up the run directory, bring the
 /// topology up, play traffic and chaos until drained, bring everything down, collect the raw
 /// data into the directory, and render the report from it.
@@ -92,7 +82,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let live = Arc::new(LiveStats::default());
     let harness_events = dir.join("nodes").join("harness.events.jsonl");
     let writer = tokio::spawn(write_events(ev_rx, harness_events.clone(), live.clone()));
-    let mut topo = Topology::up(c, &dir, &log, &ev_tx).await?;
+    let mut topo = Topology::up(c, &dir, &run_id, &log, &ev_tx).await?;
 
     // Traffic, then the traffic window and the drain with the chaos timeline.
     let counters = Arc::new(Counters::default());
@@ -144,12 +134,12 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         let _ = h.await;
     }
 
-    let (alive, bounce_stats) = topo.down(&crashed).await;
+    let down = topo.down(&crashed, &log).await;
     // The balancer holds event senders too; the writer ends when the last one goes.
     drop(balancer);
     drop(ev_tx);
     writer.await.context("event writer failed")??;
-    if let Some(st) = bounce_stats {
+    if let Some(st) = &down.bounces {
         log.line(&format!(
             "bounce inbox: {} messages, {} bounced, {} expired, {} delay notices, {} unattributed",
             st.messages, st.bounced, st.expired, st.delayed, st.unattributed
@@ -162,8 +152,9 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         started,
         start_ns,
         aborted,
+        spool: topo.spool_record(),
     };
-    collect::collect(&dir, f, &harness_events, &topo.nodes, &alive, facts, &log)?;
+    collect::collect(&dir, f, &harness_events, &topo.nodes, &down, facts, &log)?;
     let summary = render(&dir)?;
     if !crashed.is_empty() {
         bail!(

@@ -180,6 +180,7 @@ impl Play<'_> {
                 providers: &mut topo.providers,
                 pools: &self.f.mta.egress_pools,
                 events: self.events,
+                nats: topo.queue.as_mut().and_then(|q| q.server.as_mut()),
             };
             let at = Instant::now().saturating_duration_since(self.clock.start).as_secs_f64();
             match chaos::apply(&st, world).await {

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::shared::SpoolRecord;
+use super::shared::QUEUE_NODE;
 use crate::config::{ConfigError, Source};
 use crate::events;
 use crate::inbox::bounces::EXTERNAL_NODE;
@@ -44,6 +46,10 @@ pub struct RunRecord {
     /// Why the run stopped early, when it was stopped by hand (verdict `aborted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// How the run kept accepted mail (local spools or the shared queue) and what made a 250
+    /// durable. Absent in runs from before the shared queue: local spools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,13 +100,19 @@ impl RunRecord {
     /// The spool leftovers as the ledger wants them.
     fn spooled(&self) -> Vec<Spooled> {
         let alive: BTreeMap<&str, bool> = self.nodes.iter().map(|n| (n.name.as_str(), n.alive)).collect();
+        // The shared queue's mail waits for any node: stranded only with none alive to take
+        // it, or with the queue's server itself left dead.
+        let queue_reachable = self.nodes.iter().any(|n| n.alive) && !self.spool.as_ref().is_some_and(|s| s.down_at_end);
         self.spooled
             .iter()
             .map(|s| Spooled {
                 msg_id: s.msg_id.clone(),
                 rcpt: s.rcpt.clone(),
                 node: s.node.clone(),
-                node_alive: alive.get(s.node.as_str()).copied().unwrap_or(false),
+                node_alive: match s.node.as_str() {
+                    QUEUE_NODE => queue_reachable,
+                    n => alive.get(n).copied().unwrap_or(false),
+                },
             })
             .collect()
     }
@@ -182,6 +194,14 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
         slo_ms: inputs.slo_ms,
         slo_target: inputs.slo_target,
         aborted: run.aborted,
+        // Runs written before the record say nothing; an external MTA's durability is its own.
+        spool: run
+            .spool
+            .filter(|_| f.mta.kind != MtaKind::External)
+            .map(|s| report::SpoolLine {
+                kind: s.kind,
+                durability: s.durability,
+            }),
     };
     report::write_all(dir, &info, &analysis).map_err(RenderError::Output)
 }
@@ -219,7 +239,7 @@ mod tests {
                     alive: false,
                 },
             ],
-            spooled: ["a-1", "a-2", "gone"]
+            spooled: ["a-1", "a-2", "gone", QUEUE_NODE]
                 .iter()
                 .map(|n| SpooledRecord {
                     msg_id: "m".into(),
@@ -228,11 +248,19 @@ mod tests {
                 })
                 .collect(),
             aborted: None,
+            spool: Some(SpoolRecord::local()),
         };
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path()).unwrap();
-        let back = RunRecord::read(dir.path()).unwrap();
+        let mut back = RunRecord::read(dir.path()).unwrap();
         let alive: Vec<bool> = back.spooled().iter().map(|s| s.node_alive).collect();
-        assert_eq!(alive, [true, false, false]);
+        // The shared queue's leftovers wait for any live node.
+        assert_eq!(alive, [true, false, false, true]);
+        // ...unless its server was left dead, or no node lived.
+        back.spool.as_mut().unwrap().down_at_end = true;
+        assert!(!back.spooled()[3].node_alive);
+        back.spool.as_mut().unwrap().down_at_end = false;
+        back.nodes[0].alive = false;
+        assert!(!back.spooled()[3].node_alive);
     }
 }

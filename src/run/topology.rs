@@ -13,9 +13,12 @@ use tokio::task::JoinHandle;
 
 use super::compile::Compiled;
 use super::live::Log;
+use super::render::SpooledRecord;
+use super::shared::{SharedQueue, SpoolRecord};
 use crate::events::Event;
 use crate::inbox::bounces::{BounceInbox, BounceStats};
 use crate::inbox::farm::{spawn_server, ProviderRt};
+use crate::mta::config::SpoolConfig;
 use crate::mta::process::{start_node, stop_node, Node};
 use crate::scenario::MtaKind;
 
@@ -25,6 +28,8 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     /// The bounce inbox of an external MTA: its policy and domain.
     pub bounces: Option<(Arc<BounceInbox>, String)>,
+    /// The shared queue (`spool: nats`).
+    pub queue: Option<SharedQueue>,
     bounce_task: Option<JoinHandle<std::io::Result<()>>>,
     stop_inboxes: watch::Sender<bool>,
 }
@@ -34,6 +39,7 @@ impl Topology {
     pub async fn up(
         c: &Compiled,
         dir: &Path,
+        run_id: &str,
         log: &Log,
         events: &mpsc::UnboundedSender<Event>,
     ) -> anyhow::Result<Self> {
@@ -57,6 +63,7 @@ impl Topology {
             providers,
             nodes: Vec::new(),
             bounces: None,
+            queue: SharedQueue::up(s, dir, run_id, log).await?,
             bounce_task: None,
             stop_inboxes,
         };
@@ -100,11 +107,16 @@ impl Topology {
         log: &Log,
         routes: &BTreeMap<String, Vec<SocketAddr>>,
     ) -> anyhow::Result<()> {
+        let spool = match &self.queue {
+            Some(q) => q.spool_config(),
+            None => SpoolConfig::Local { dir: "spool".into() },
+        };
         let mut k = 0u8;
         for r in &c.scenario.file.regions {
             for n in 1..=r.nodes {
                 k += 1;
-                let node = start_node(&c.scenario, dir, &r.name, &format!("{}-{n}", r.name), k, routes)
+                let name = format!("{}-{n}", r.name);
+                let node = start_node(&c.scenario, dir, &r.name, &name, k, routes, spool.clone())
                     .await
                     .with_context(|| format!("cannot start node {}-{n}", r.name))?;
                 log.line(&format!(
@@ -117,15 +129,18 @@ impl Topology {
         Ok(())
     }
 
-    /// Stops nodes first (their last deliveries land in the inboxes), then the inboxes. Returns
-    /// which nodes were alive at the end (a node that `crashed` counts as dead) and the bounce
-    /// inbox's figures.
-    pub async fn down(&mut self, crashed: &[String]) -> (BTreeMap<String, bool>, Option<BounceStats>) {
+    /// Stops nodes first (their last deliveries land in the inboxes), then reads what the
+    /// shared queue still holds and stops its server, then the inboxes.
+    pub async fn down(&mut self, crashed: &[String], log: &Log) -> Down {
         let mut alive = BTreeMap::new();
         for n in &mut self.nodes {
             let ok = stop_node(n).await;
             alive.insert(n.name.clone(), ok && !crashed.contains(&n.name));
         }
+        let queued = match &mut self.queue {
+            Some(q) => q.down(log).await,
+            None => Vec::new(),
+        };
         let _ = self.stop_inboxes.send(true);
         if let Some(t) = self.bounce_task.take() {
             let _ = t.await;
@@ -135,6 +150,27 @@ impl Topology {
         }
         // Inboxes and the bounce inbox hold event senders; dropping them lets the writer end.
         self.providers.clear();
-        (alive, self.bounces.take().map(|(b, _)| b.stats()))
+        Down {
+            alive,
+            bounces: self.bounces.take().map(|(b, _)| b.stats()),
+            queued,
+        }
     }
+
+    /// How the run kept accepted mail, for `run.json`.
+    pub fn spool_record(&self) -> SpoolRecord {
+        self.queue
+            .as_ref()
+            .map_or_else(SpoolRecord::local, |q| q.record.clone())
+    }
+}
+
+/// What [`Topology::down`] found.
+pub struct Down {
+    /// Which nodes were alive at the end (a node that `crashed` counts as dead).
+    pub alive: BTreeMap<String, bool>,
+    /// The bounce inbox's figures.
+    pub bounces: Option<BounceStats>,
+    /// Recipients still in the shared queue.
+    pub queued: Vec<SpooledRecord>,
 }

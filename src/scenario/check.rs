@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::model::*;
 use super::threshold::Scope;
@@ -204,6 +205,7 @@ fn mta(at: &At, f: &ScenarioFile, owners: &DomainOwners) -> Result<(), ConfigErr
     if let Some(ip) = f.mta.submit.map(|a| a.ip()).filter(|ip: &IpAddr| !ip.is_loopback()) {
         return Err(at.err("submit", "mta", format!("mta: submit: {ip} is not a loopback address")));
     }
+    shared_queue(at, f)?;
     if let Some(b) = &f.mta.bounces {
         if !b.listen.ip().is_loopback() {
             return Err(at.err(
@@ -383,6 +385,50 @@ fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `spool: nats` and its settings: a server named by `nats:` is on loopback, and the settings
+/// are not given without the shared queue they belong to.
+fn shared_queue(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+    let m = &f.mta;
+    if m.spool != SpoolKind::Nats {
+        for (key, given) in [("nats", m.nats.is_some()), ("lease", m.lease.is_some())] {
+            if given {
+                return Err(at.err(
+                    key,
+                    "mta",
+                    format!("mta: `{key}:` belongs to the shared queue; it needs `spool: nats`"),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if m.kind == MtaKind::External {
+        return Err(at.err(
+            "nats",
+            "mta",
+            "mta: spool: nats is the reference MTA's shared queue; an external MTA keeps its own".into(),
+        ));
+    }
+    if let Some(url) = &m.nats {
+        if !crate::mta::config::nats_url_ip(url).is_some_and(|ip| ip.is_loopback()) {
+            return Err(at.err(
+                url,
+                "mta",
+                format!("mta: nats: `{url}` is not nats://<loopback address>:<port> (mailsurge only uses 127.0.0.0/8 and ::1)"),
+            ));
+        }
+    }
+    if let Some(l) = m.lease {
+        if l.0 < Duration::from_millis(300) {
+            return Err(at.err(
+                "lease",
+                "mta",
+                format!("mta: lease: {l} is too short to be renewed in time (at least 300ms)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Targets exist and each action has the fields it needs. The `reply:` text is parsed where
 /// the chaos timeline compiles (it needs the SMTP reply grammar).
 fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
@@ -397,8 +443,10 @@ fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        let (kind, name) = c.target.split_once('/').unwrap_or(("", ""));
+        let (kind, name) = c.target.split_once('/').unwrap_or((c.target.as_str(), ""));
         let known = match kind {
+            // The server `run` started (one named by `nats:` is not the run's to kill).
+            "nats" => name.is_empty() && f.mta.spool == SpoolKind::Nats && f.mta.nats.is_none(),
             "region" => f.regions.iter().any(|r| r.name == name),
             "provider" => f.providers.iter().any(|p| p.name == name),
             "node" => f
@@ -412,7 +460,7 @@ fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
                 &c.target,
                 "chaos",
                 format!(
-                    "chaos: target `{}` is not a known region/<name>, node/<name> or provider/<name>",
+                    "chaos: target `{}` is not a known region/<name>, node/<name>, provider/<name> or nats (the shared queue's server, with spool: nats and no mta: nats:)",
                     c.target
                 ),
             ));
@@ -432,7 +480,7 @@ fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
             },
             ChaosKind::Latency if c.add.is_none() => return bad("latency needs `add:` (e.g. 500ms)".into()),
             ChaosKind::Kill if provider.is_none() && c.mode.is_some() => {
-                return bad("`mode:` applies to provider kills only (nodes are SIGKILLed)".into());
+                return bad("`mode:` applies to provider kills only (nodes and nats are SIGKILLed)".into());
             }
             _ => {}
         }

@@ -110,17 +110,29 @@ pub fn from_source(source: Source) -> Result<Scenario, ConfigError> {
     })
 }
 
-/// Overrides from the command line (`--seed`, `--duration`, `--rate-scale`).
+/// Overrides from the command line (`--seed`, `--duration`, `--rate-scale`, `--spool`).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub seed: Option<u64>,
     pub duration: Option<crate::units::Dur>,
     pub rate_scale: Option<f64>,
+    /// The same day on each node's own disk, or on the shared queue (`mta.spool`).
+    pub spool: Option<SpoolKind>,
 }
 
 impl Scenario {
-    /// Applies CLI overrides; the report's scenario.yaml shows the values actually used.
-    pub fn apply(&mut self, o: &Overrides) {
+    /// Applies CLI overrides; the report's scenario.yaml shows the values actually used. A
+    /// `--spool local` drops the shared queue's own settings, and refuses a chaos action
+    /// aimed at its server (exit 2, at the action).
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(k) = o.spool {
+            let m = &mut self.file.mta;
+            m.spool = k;
+            if k == SpoolKind::Local {
+                (m.nats, m.lease) = (None, None);
+            }
+            check::check(&self.source, &self.file)?;
+        }
         if let Some(s) = o.seed {
             self.file.seed = s;
         }
@@ -134,5 +146,6 @@ impl Scenario {
                 RateSpec::Curve { peak, .. } => scale(peak),
             }
         }
+        Ok(())
     }
 }

@@ -110,6 +110,14 @@ pub struct Mta {
     /// `kind: external`: the harness-owned bounce domain and its inbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounces: Option<Bounces>,
+    /// `spool: nats`: an existing server or cluster (`nats://host:port`) instead of the one
+    /// `run` starts under the report directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
+    /// `spool: nats`: how long a node's hold on a message lasts unless it renews it — what
+    /// survivors wait before taking over a dead node's mail. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::units::Dur>,
 }
 
 impl Default for Mta {
@@ -123,6 +131,8 @@ impl Default for Mta {
             screen: Default::default(),
             submit: None,
             bounces: None,
+            nats: None,
+            lease: None,
         }
     }
 }

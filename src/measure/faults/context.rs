@@ -34,6 +34,9 @@ pub struct Ctx<'a> {
     kills: Vec<usize>,
     /// `fault_end` time per fault id.
     ends: HashMap<&'a str, u64>,
+    /// The run had a shared queue: some recipient was `leased`. A killed node then held what
+    /// it had leased, not what it had accepted.
+    pub shared: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -64,6 +67,10 @@ impl<'a> Ctx<'a> {
             reactions: &fold.reactions,
             kills: (0..faults.len()).filter(|&i| is_mta_kill(faults[i].f)).collect(),
             ends,
+            shared: fold
+                .ledger
+                .generated()
+                .any(|(_, r)| r.steps.iter().any(|s| s.kind.is_lease())),
         }
     }
 
@@ -92,6 +99,11 @@ impl<'a> Ctx<'a> {
             .iter()
             .copied()
             .find(|&k| self.faults[k].ev.t > t && self.covers(self.faults[k].f, node, region))
+    }
+
+    /// The time of the first kill of a region or node after fault `i`.
+    pub fn next_kill_after(&self, i: usize) -> Option<u64> {
+        self.kills.iter().find(|&&k| k > i).map(|&k| self.faults[k].ev.t)
     }
 
     /// The action's own `fault_end`, if it came at or after the action.

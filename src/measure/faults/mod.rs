@@ -42,13 +42,18 @@
 //! - **held** (`kill` of a region or node only) — mail the killed node's spool held at the
 //!   kill: recipients accepted by a node of the target before the kill (and after any earlier
 //!   kill of that node) with no terminal event (`delivered`, `received`, `bounced`, `expired`,
-//!   `dropped`) before it. **held_delivered_after_restore**: of those, first received only
+//!   `dropped`) before it. On a shared queue (`spool: nats`): recipients whose lease a node of
+//!   the target held at the kill (`takeover.rs`).
+//! - **takeover** (`takeover_s`, shared queue, `kill` of a region or node): kill → the last of
+//!   the held recipients picked up again by a node (its first `leased` after the kill); `None`
+//!   if nothing was held or some of it never was. **held_delivered_after_restore**: of those, first received only
 //!   after the matching `restore`. **held_undelivered**: never received nor any terminal event
 //!   (still queued in a spool, or lost). Not `counts.stranded`, which is mail still in a *dead*
 //!   node's spool at the end of the run.
 
 mod context;
 mod recovery;
+mod takeover;
 mod window;
 
 #[cfg(test)]
@@ -95,6 +100,9 @@ pub struct FaultMetrics {
     pub duplicates: u64,
     /// `kill` of a region or node only.
     pub held: Option<Held>,
+    /// `kill` of a region or node on a shared queue: kill → the last of what its nodes held
+    /// picked up again (`None` if nothing was held or some of it never was).
+    pub takeover_s: Option<f64>,
 }
 
 /// Mail in a killed node's spool at the kill.
@@ -155,6 +163,9 @@ pub fn fault_metrics(fold: &Fold<'_>, series: &[Point], inp: &Inputs) -> Vec<Fau
                 lost: counts.lost,
                 duplicates: counts.duplicates,
                 held: counts.held,
+                takeover_s: (cx.shared && is_mta_kill(a.f))
+                    .then(|| takeover::takeover_s(&cx, i))
+                    .flatten(),
             }
         })
         .collect()

@@ -167,3 +167,64 @@ fn stranded_mail_delivered_after_restore() {
     assert_eq!(f.duplicates, 1, "r.3003: held by the killed node, delivered twice");
     assert!(close(f.end_s, 20.0));
 }
+
+/// A node's hold on a shared-queue message: `leased` / `taken_over` / `deferred` / `delivered`
+/// by `node` at `at_s`.
+fn held_by(at_s: f64, seq: u32, kind: Kind, node: &str) -> Event {
+    let mut e = Event::new(ns(at_s), format!("r.{seq}"), kind);
+    e.rcpt = Some(format!("u{seq}@gmail.test"));
+    e.node = Some(node.into());
+    e.region = Some(node.trim_end_matches(char::is_numeric).into());
+    e
+}
+
+#[test]
+fn shared_queue_takeover_is_the_last_pick_up_of_what_the_killed_node_held() {
+    let mut ev = traffic(|_| Some(0.1));
+    // 3001: leased by east1 before the kill; west1 takes it over 5.2 s after.
+    ev.extend(msg(3001, 9.0, "east1", "gmail.test", &[15.3]));
+    ev.push(held_by(9.5, 3001, Kind::Leased, "east1"));
+    ev.push(held_by(15.2, 3001, Kind::TakenOver, "west1"));
+    ev.push(held_by(15.3, 3001, Kind::Delivered, "west1"));
+    // 3002: east1's `leased` line died with it; west1's takeover at 15.4 s says it was held.
+    ev.extend(msg(3002, 9.9, "west1", "gmail.test", &[15.5]));
+    ev.push(held_by(15.4, 3002, Kind::TakenOver, "west1"));
+    ev.push(held_by(15.5, 3002, Kind::Delivered, "west1"));
+    // 3003: east1 deferred it before the kill (back in the queue); west1's later plain lease
+    // is its retry, not a takeover.
+    ev.extend(msg(3003, 8.0, "east1", "gmail.test", &[12.1]));
+    ev.push(held_by(8.9, 3003, Kind::Leased, "east1"));
+    ev.push(held_by(9.0, 3003, Kind::Deferred, "east1"));
+    ev.push(held_by(12.0, 3003, Kind::Leased, "west1"));
+    ev.push(held_by(12.1, 3003, Kind::Delivered, "west1"));
+    // 3004: held by the survivor at the kill: not the kill's.
+    ev.extend(msg(3004, 9.8, "east1", "gmail.test", &[10.2]));
+    ev.push(held_by(9.85, 3004, Kind::Leased, "west1"));
+    ev.push(held_by(10.2, 3004, Kind::Delivered, "west1"));
+    // 3006: delivered by east1 just before the kill, its `delivered` line lost with it, and
+    // acknowledged: nothing to take over.
+    ev.extend(msg(3006, 9.7, "east1", "gmail.test", &[9.95]));
+    ev.push(held_by(9.75, 3006, Kind::Leased, "east1"));
+    ev.push(control(10.0, Kind::Fault, "fault.0", "kill node/east1"));
+    let a = analyze(&ev, &[], &inputs());
+    let k = &a.faults[0];
+    assert!(close(k.takeover_s, 5.4), "{:?}", k.takeover_s);
+    assert_eq!(
+        k.held,
+        Some(Held::default()),
+        "both held were delivered, neither after a restore"
+    );
+    assert_eq!(k.delayed, 2, "the two held messages waited out the lease");
+
+    // One more held, never picked up: no takeover time, and it is held undelivered.
+    ev.extend(msg(3005, 9.6, "east1", "gmail.test", &[]));
+    ev.push(held_by(9.7, 3005, Kind::Leased, "east1"));
+    let a = analyze(&ev, &[], &inputs());
+    let k = &a.faults[0];
+    assert_eq!(k.takeover_s, None);
+    assert_eq!(k.held.map(|h| h.undelivered), Some(1));
+
+    // A local-spool run has no leases and no takeover figure.
+    let (_, a) = region_kill_run();
+    assert_eq!(a.faults[0].takeover_s, None);
+}

@@ -36,11 +36,15 @@ pub fn count(cx: &Ctx, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
         // A killed node's own mail is the fault's too, whenever it was intended: what it had
         // not finished is delayed until the restore, and what it had delivered but not yet
         // struck from its spool is delivered again (a duplicate).
+        // On a shared queue the node held what it had leased; accepted mail went to the queue.
         let held = is_kill
-            && r.accepts().any(|s| {
-                let (n, reg) = cx.place(s);
-                s.t < t0 && cx.kill_of(n, reg, s.t) == Some(i)
-            });
+            && match cx.shared {
+                true => super::takeover::held(cx, r, i).is_some(),
+                false => r.accepts().any(|s| {
+                    let (n, reg) = cx.place(s);
+                    s.t < t0 && cx.kill_of(n, reg, s.t) == Some(i)
+                }),
+            };
         let first_terminal = r.first_terminal();
         let unfinished = held && first_terminal.is_none_or(|t| t >= t0);
         if (in_window || unfinished) && r.eligible() && r.delivery_us().is_none_or(|us| us > slo_us) {

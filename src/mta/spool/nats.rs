@@ -93,6 +93,9 @@ pub struct Pulled {
     pub resume: Option<Resume>,
     /// Times the server has handed this stream message out, this one included.
     pub delivered: u32,
+    /// An earlier holder's lease ran out without an end (it died, or stopped and handed the
+    /// message back): handed out again, and not because it was deferred until now.
+    pub taken_over: bool,
 }
 
 /// A taken message: what `read` answers, and the handle its lease is kept and ended with.
@@ -128,7 +131,7 @@ impl NatsSpool {
         stopping: watch::Receiver<bool>,
     ) -> Result<(), StreamError> {
         let consumer = self.store.work_consumer(CONSUMER, lease).await?;
-        tokio::spawn(self.clone().pull_loop(consumer, tx, stopping.clone()));
+        tokio::spawn(self.clone().pull_loop(consumer, lease, tx, stopping.clone()));
         tokio::spawn(self.clone().keep_leases(lease));
         Ok(())
     }
@@ -191,6 +194,7 @@ impl NatsSpool {
     async fn pull_loop(
         self: Arc<Self>,
         consumer: PullConsumer,
+        lease: Duration,
         tx: mpsc::Sender<Pulled>,
         mut stopping: watch::Receiver<bool>,
     ) {
@@ -233,7 +237,7 @@ impl NatsSpool {
                             tracing::info!("pulling from the shared queue again");
                             failing = false;
                         }
-                        if let Some(p) = self.take(m).await {
+                        if let Some(p) = self.take(m, lease).await {
                             if tx.send(p).await.is_err() {
                                 return;
                             }
@@ -250,7 +254,12 @@ impl NatsSpool {
 
     /// Holds a delivered stream message, or gives it back (not yet due), or discards it (no
     /// envelope; stored after its refusal).
-    async fn take(&self, m: async_nats::jetstream::Message) -> Option<Pulled> {
+    ///
+    /// A takeover is told from the server's delivery count: mail as accepted is handed out
+    /// more than once only when a lease ran out (or a stopping node handed it back); a
+    /// deferred job is also handed out once early and given back until due, so for it only a
+    /// hand-out a lease or more past its due time is one.
+    async fn take(&self, m: async_nats::jetstream::Message, lease: Duration) -> Option<Pulled> {
         let (seq, delivered, published) = match m.info() {
             Ok(i) => (
                 i.stream_sequence,
@@ -285,6 +294,11 @@ impl NatsSpool {
                 return None;
             }
         }
+        let taken_over = delivered > 1
+            && env
+                .resume
+                .as_ref()
+                .is_none_or(|r| now_ns() >= r.due_ns + lease.as_nanos() as u64);
         let mut meta = env.meta;
         if meta.msg_id.is_empty() {
             meta.msg_id = format!("{seq:016x}");
@@ -304,6 +318,7 @@ impl NatsSpool {
             body: Arc::new(body.to_vec()),
             resume: env.resume,
             delivered,
+            taken_over,
         })
     }
 

@@ -92,6 +92,16 @@ pub fn svg(s: &Summary, a: &Analysis) -> String {
                 cy - 7.0
             );
         }
+        if let Some(t) = f.takeover_s {
+            // A circle: the last of the killed nodes' leased mail picked up by a survivor.
+            let _ = write!(
+                o,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#fff\" stroke=\"#1f4e9c\" \
+                 stroke-width=\"2.5\"><title>taken over after {t:.3} s</title></circle>",
+                x(f.at_s + t),
+                y + 13.0
+            );
+        }
         if let Some(r) = f.recovery_s {
             let rx = x(f.at_s + r);
             let _ = write!(
@@ -130,7 +140,7 @@ pub fn svg(s: &Summary, a: &Analysis) -> String {
     o.push_str("</svg>");
     o.push_str(
         "\n<p class=\"note\">Bars: an action from its start to its end (a kill until its restore); ◆ \
-         detection, green tick recovery; balancer row: ▼ eviction, ▲ re-admission (first per node group).</p>",
+         detection, green tick recovery, ○ takeover (shared queue); balancer row: ▼ eviction, ▲ re-admission (first per node group).</p>",
     );
     o
 }
