@@ -176,7 +176,7 @@ impl SharedQueue {
         if let Some(s) = &mut self.server {
             s.stop().await;
         }
-        let records = queued
+        queued
             .into_iter()
             .flat_map(|m| {
                 let id = m.msg_id;
@@ -186,7 +186,6 @@ impl SharedQueue {
                     node: QUEUE_NODE.to_string(),
                 })
             })
-            .collect();
-        records
+            .collect()
     }
 }
