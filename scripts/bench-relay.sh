@@ -14,6 +14,14 @@
 #   postfix_time / mailsurge_time per repetition; the script prints the MEDIAN of those
 #   ratios, against Postfix as shipped AND against Postfix tuned for throughput (below).
 #   Target (SPEC's performance bar): >= 10 against the TUNED Postfix, both durable.
+#   A fourth relay in every repetition is the same mailsurge node on the SHARED QUEUE
+#   (`spool: nats`, SPEC §9): the node answers 250 only after a nats-server that syncs every
+#   write (sync_interval: always, started by `mailsurge queue` with its store in the same
+#   scratch directory) acknowledged the publish, and delivers by pulling from that queue.
+#   Its ratio to the tuned Postfix has the target >= 3; its ratio to the local spool is
+#   printed beside it. Its CPU column counts the node AND nats-server. After the timed runs an
+#   untimed counting pass runs each mailsurge relay once under `strace -f -c` (fsync,
+#   fdatasync) to print the syncs per message of the local spool and of nats-server.
 #
 # TUNED POSTFIX (a third relay run per repetition, same instance layout plus these settings;
 # each is Postfix's documented knob for the limit it lifts):
@@ -139,8 +147,10 @@ OUT_CONNECTIONS=20 # Postfix smtp_destination_concurrency_limit = mailsurge doma
 PF_ADDR=127.0.5.1
 MS_ADDR=127.0.5.2
 SINK_ADDR=127.0.5.3
+NATS_ADDR=127.0.5.4
 PORT=2525
 TARGET=10 # against the tuned Postfix
+NATS_TARGET=3 # the shared queue against the tuned Postfix
 
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "error: REPEATS must be a positive integer" >&2; exit 2; }
 [[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUN_TIMEOUT must be a positive integer" >&2; exit 2; }
@@ -151,7 +161,7 @@ if ! perl -MTime::HiRes -e 1 2>/dev/null; then
   echo "== installing perl (the sink's counter is read with Time::HiRes)"
   apt_install perl
 fi
-require_tools ss timeout awk perl mkfifo
+require_tools ss timeout awk perl mkfifo strace
 
 mailsurge_bin missing # BIN: MAILSURGE_BIN, or the release binary (built if missing)
 
@@ -159,6 +169,8 @@ mailsurge_bin missing # BIN: MAILSURGE_BIN, or the release binary (built if miss
 pf_scratch_dir "$SPOOL_PARENT" bench-relay # WORK (mode 755), WORK_FSTYPE; tmpfs/ramfs refused
 RUN_DIR=""
 MS_PID=""
+QUEUE_PID=""
+NATS_PID=""
 SINK_PID=""
 HELPER_PID=""
 DONE_FD=""
@@ -168,6 +180,13 @@ stop_mailsurge() {
   local pid="$MS_PID"
   [[ -n "$pid" ]] || return 0
   MS_PID=""
+  stop_pid "$pid" 150
+}
+
+stop_queue() { # `mailsurge queue` stops its nats-server on SIGTERM
+  local pid="$QUEUE_PID"
+  [[ -n "$pid" ]] || return 0
+  QUEUE_PID="" NATS_PID=""
   stop_pid "$pid" 150
 }
 
@@ -193,6 +212,7 @@ stop_sink() {
 cleanup() {
   pf_stop
   stop_mailsurge
+  stop_queue
   stop_sink
   if [[ "$KEEP_WORK" == 1 ]]; then
     echo "scratch directory kept: $WORK"
@@ -313,15 +333,41 @@ EOF
   RELAY_PID="$PF_MASTER"
 }
 
-start_mailsurge() {
-  local d="$RUN_DIR/mailsurge"
+# The shared queue's server, as `run` starts it: `mailsurge queue` prints READY nats://ADDR.
+start_queue() {
+  local d="$RUN_DIR/queue" line="" i
   mkdir -p "$d"
+  "$BIN" queue --dir "$d" --listen "$NATS_ADDR" >"$d/stdout.log" 2>"$d/stderr.log" &
+  QUEUE_PID=$!
+  for ((i = 0; i < 1200; i++)); do # a first use may install nats-server (PyPI) first
+    { read -r line <"$d/stdout.log"; } 2>/dev/null || true
+    [[ -n "$line" ]] && break
+    pid_alive "$QUEUE_PID" || break
+    sleep 0.05
+  done
+  if [[ "$line" != "READY nats://"* ]]; then
+    echo "error: mailsurge queue did not come up (stdout: '${line}')" >&2
+    tail -n 15 "$d/stderr.log" >&2
+    return 1
+  fi
+  NATS_URL="$(awk '{ print $2 }' <<<"$line")"
+  NATS_VERSION="$(awk '{ print $4 }' <<<"$line")"
+  NATS_PID="$(children_of "$QUEUE_PID" | head -n 1)"
+}
+
+start_mailsurge() { # [nats]
+  local d="$RUN_DIR/mailsurge" spool="{ kind: local, dir: spool }"
+  mkdir -p "$d"
+  if [[ "${1:-}" == nats ]]; then
+    start_queue || return 1
+    spool="{ kind: nats, url: \"$NATS_URL\" }"
+  fi
   cat >"$d/node.yaml" <<EOF
 node: bench-1
 region: bench
 listen: $MS_ADDR:$PORT
 relay_networks: [127.0.0.0/8]
-spool: { kind: local, dir: spool }
+spool: $spool
 routes: { $DOMAIN: [$SINK_ADDR:$PORT] }
 retry: { initial: 1s, factor: 2, max_delay: 20s, jitter: 20%, give_up: 2m }
 responses: deliverability
@@ -355,6 +401,7 @@ relay_ticks() { # CPU ticks of the relay under test so far
   case $1 in
     postfix | tuned) postfix_ticks "$RELAY_PID" ;;
     mailsurge) proc_ticks "$RELAY_PID" ;;
+    msnats) echo $(($(proc_ticks "$RELAY_PID") + $(proc_ticks "$NATS_PID"))) ;;
     *) echo 0 ;;
   esac
 }
@@ -367,6 +414,7 @@ timed_run() {
     postfix) addr="$PF_ADDR" label="postfix" ;;
     tuned) addr="$PF_ADDR" label="pf-tuned" ;;
     mailsurge) addr="$MS_ADDR" label="mailsurge" ;;
+    msnats) addr="$MS_ADDR" label="ms-nats" ;;
     direct) addr="$SINK_ADDR" label="direct" ;; # reference: no relay, straight into the sink
   esac
   RUN_OK=0
@@ -376,8 +424,18 @@ timed_run() {
     postfix) start_postfix || return 1 ;;
     tuned) start_postfix tuned || return 1 ;;
     mailsurge) start_mailsurge || return 1 ;;
+    msnats) start_mailsurge nats || return 1 ;;
   esac
   sync
+  # The counting pass: every fsync/fdatasync of the process that makes a 250 durable.
+  local tracer="" traced=""
+  if [[ -n "${COUNT_SYNCS:-}" ]]; then
+    traced="$RELAY_PID"
+    [[ $who == msnats ]] && traced="$NATS_PID"
+    strace -f -c -e trace=fsync,fdatasync -o "$RUN_DIR/syncs" -p "$traced" 2>/dev/null &
+    tracer=$!
+    sleep 0.5 # attached before the load starts
+  fi
 
   local err="$RUN_DIR/source.err" rc=0 relay0 relay1 sink0 sink1 m0 m1 t0 t1 t_src done_line="" t_end=""
   relay0="$(relay_ticks "$who")"
@@ -422,8 +480,13 @@ timed_run() {
     n_queued="$(pf_queue_left "$RUN_DIR/postfix")"
     if ((n_queued)); then problems+=("$n_queued queue files left in the Postfix queue"); fi
     pf_stop
-  elif [[ $who == mailsurge ]]; then
+  elif [[ $who == mailsurge || $who == msnats ]]; then
     stop_mailsurge
+    stop_queue
+  fi
+  if [[ -n "$tracer" ]]; then
+    wait "$tracer" 2>/dev/null || true # detaches when the traced process exits
+    SYNCS="$(awk '$NF == "fsync" || $NF == "fdatasync" { n += $4 } END { print n + 0 }' "$RUN_DIR/syncs")"
   fi
   stop_sink
 
@@ -441,7 +504,7 @@ timed_run() {
     if ((bad)); then problems+=("Postfix logged $bad deferred/bounced/expired deliveries"); fi
     warn="$(count_matches 'warning:' "$log")"
     if ((warn)); then extra="  postfix warnings: $warn (e.g. $(grep -m1 -o 'warning:.*' "$log" | cut -c1-80))"; fi
-  elif [[ $who == mailsurge ]]; then
+  elif [[ $who == mailsurge || $who == msnats ]]; then
     local ev="$RUN_DIR/mailsurge/events.jsonl" delivered bad
     delivered="$(count_matches '"event":"delivered"' "$ev")"
     bad="$(count_matches -E '"event":"(deferred|bounced|expired|dropped)"' "$ev")"
@@ -469,7 +532,7 @@ timed_run() {
     printf '    - %s\n' "${problems[@]}"
     if [[ $who == postfix || $who == tuned ]]; then
       grep -v 'status=sent' "$RUN_DIR/postfix/maillog" 2>/dev/null | grep -E 'warning|error|fatal|panic|status=' | tail -n 5 | sed 's/^/    postfix: /' || true
-    elif [[ $who == mailsurge ]]; then
+    elif [[ $who == mailsurge || $who == msnats ]]; then
       tail -n 5 "$RUN_DIR/mailsurge/stderr.log" 2>/dev/null | sed 's/^/    mailsurge: /' || true
     fi
     return 0
@@ -503,11 +566,14 @@ echo "           smtp_destination_concurrency_limit=$OUT_CONNECTIONS (default), 
 echo "pf-tuned:  the same plus in_flow_delay=0, initial_destination_concurrency=$OUT_CONNECTIONS, smtp_connection_cache_destinations=[$SINK_ADDR]:$PORT"
 echo "mailsurge: $BIN mta --config node.yaml   listen $MS_ADDR:$PORT, route $DOMAIN -> $SINK_ADDR:$PORT,"
 echo "           group-commit fdatasync spool, limits.domain_connections=$OUT_CONNECTIONS"
-echo "repeats:   $REPEATS (the order rotates every repetition)   target: median tuned-postfix/mailsurge >= $TARGET"
+echo "ms-nats:   the same node with spool: nats, on \`mailsurge queue\` (nats-server, sync_interval: always,"
+echo "           store in the scratch directory) on $NATS_ADDR; CPU counts the node and nats-server"
+echo "repeats:   $REPEATS (the order rotates every repetition)   targets: median tuned-postfix/mailsurge >= $TARGET,"
+echo "           tuned-postfix/ms-nats >= $NATS_TARGET"
 
 # --- runs -----------------------------------------------------------------------------------
 broken=0
-RATIOS="" TUNED_RATIOS=""
+RATIOS="" TUNED_RATIOS="" NATS_RATIOS="" NATS_LOCAL=""
 echo
 echo "reference: smtp-source straight into smtp-sink, no relay (the harness's floor; not part of the ratio)"
 if ! timed_run "-" direct || ((!RUN_OK)); then
@@ -515,11 +581,11 @@ if ! timed_run "-" direct || ((!RUN_OK)); then
   exit 1
 fi
 echo "timed runs:"
-ORDERS=("postfix tuned mailsurge" "mailsurge postfix tuned" "tuned mailsurge postfix")
+ORDERS=("postfix tuned mailsurge msnats" "msnats mailsurge postfix tuned" "tuned msnats mailsurge postfix")
 for ((rep = 1; rep <= REPEATS; rep++)); do
-  # Each relay takes each place in the order once every three repetitions.
+  # The order rotates every repetition.
   read -r -a order <<<"${ORDERS[$(((rep - 1) % 3))]}"
-  pf_s="" tu_s="" ms_s="" ok=1
+  pf_s="" tu_s="" ms_s="" mn_s="" ok=1
   for who in "${order[@]}"; do
     if ! timed_run "$rep" "$who"; then
       echo "  run failed to start ($who); see above"
@@ -530,6 +596,7 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
     case $who in
       postfix) pf_s="$RUN_SECS" ;;
       tuned) tu_s="$RUN_SECS" ;;
+      msnats) mn_s="$RUN_SECS" ;;
       *) ms_s="$RUN_SECS" ;;
     esac
   done
@@ -540,9 +607,13 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
   fi
   r="$(awk -v p="$pf_s" -v m="$ms_s" 'BEGIN { printf "%.2f", p / m }')"
   t="$(awk -v p="$tu_s" -v m="$ms_s" 'BEGIN { printf "%.2f", p / m }')"
-  echo "  rep $rep  ratio postfix/mailsurge = $r   tuned-postfix/mailsurge = $t"
+  n="$(awk -v p="$tu_s" -v m="$mn_s" 'BEGIN { printf "%.2f", p / m }')"
+  l="$(awk -v p="$ms_s" -v m="$mn_s" 'BEGIN { printf "%.2f", m / p }')"
+  echo "  rep $rep  ratio postfix/mailsurge = $r   tuned-postfix/mailsurge = $t   tuned-postfix/ms-nats = $n   ms-nats/mailsurge time = $l"
   RATIOS+="$r "
   TUNED_RATIOS+="$t "
+  NATS_RATIOS+="$n "
+  NATS_LOCAL+="$l "
 done
 
 # --- summary -------------------------------------------------------------------------------
@@ -557,4 +628,31 @@ printf '  Postfix as shipped:  median ratio %.2f   [ratios: %s]\n' "$(median $RA
 # shellcheck disable=SC2086
 printf '  Postfix tuned:       median ratio %.2f   [ratios: %s]\n' "$(median $TUNED_RATIOS)" "${TUNED_RATIOS% }"
 # shellcheck disable=SC2086
-bench_verdict "median tuned-postfix/mailsurge time ratio" "$(median $TUNED_RATIOS)" "$TARGET" || exit 1
+printf '  shared queue:        median tuned-postfix/ms-nats %.2f   [ratios: %s]\n' "$(median $NATS_RATIOS)" "${NATS_RATIOS% }"
+# shellcheck disable=SC2086
+printf '                       median ms-nats/mailsurge (local spool) time %.2f   [ratios: %s]\n' "$(median $NATS_LOCAL)" "${NATS_LOCAL% }"
+
+echo
+echo "== syncs per message (one untimed pass each under strace -f -c: fsync + fdatasync)"
+COUNT_SYNCS=1
+for who in mailsurge msnats; do
+  SYNCS=""
+  if timed_run "count" "$who" >/dev/null && ((RUN_OK)) && [[ -n "$SYNCS" ]]; then
+    case $who in
+      mailsurge) what="mailsurge local spool (the node)" ;;
+      msnats) what="nats-server $NATS_VERSION (sync_interval: always)" ;;
+    esac
+    printf '  %-48s %7d syncs / %d messages = %.3f per message\n' "$what" "$SYNCS" "$MESSAGES" \
+      "$(awk -v s="$SYNCS" -v m="$MESSAGES" 'BEGIN { print s / m }')"
+  else
+    echo "  $who: the counting pass failed (strace not permitted here?); no figure"
+  fi
+done
+COUNT_SYNCS=""
+echo
+verdict=0
+# shellcheck disable=SC2086
+bench_verdict "median tuned-postfix/mailsurge time ratio" "$(median $TUNED_RATIOS)" "$TARGET" || verdict=1
+# shellcheck disable=SC2086
+bench_verdict "median tuned-postfix/ms-nats time ratio (shared queue)" "$(median $NATS_RATIOS)" "$NATS_TARGET" || verdict=1
+exit "$verdict"

@@ -177,6 +177,7 @@ impl Fault {
     pub fn target_path(&self) -> String {
         match self.target_kind {
             TargetKind::Other => self.target.clone(),
+            TargetKind::Nats => "nats".into(),
             k => format!("{}/{}", k.as_str(), self.target),
         }
     }

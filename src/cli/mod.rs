@@ -1,166 +1,24 @@
 //! The command line (SPEC §7) and its exit codes: 0 pass, 1 a threshold/SLO/loss failed,
-//! 2 usage or config error (nothing started), 3 runtime or environment error.
+//! 2 usage or config error (nothing started), 3 runtime or environment error. The commands
+//! and their flags are in `args.rs`; this file runs them.
+
+mod args;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 use crate::config::{ConfigError, Source};
 use crate::scenario::{self, Overrides};
-use crate::units::Dur;
 
 pub const EXIT_PASS: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_RUNTIME: u8 = 3;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "mailsurge",
-    version,
-    about = "Load-test and region-failover harness for email delivery systems"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Cmd {
-    /// Run a scenario end to end and write a report (exit 0 pass, 1 fail, 2 bad scenario, 3 runtime error).
-    Run {
-        /// The scenario file (YAML).
-        scenario: PathBuf,
-        /// Report directory (default: reports/<name>-<UTC timestamp>). Must be new or empty.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Replace the previous run in --out (a directory holding a mailsurge run only).
-        #[arg(long, requires = "out")]
-        force: bool,
-        /// Override the scenario's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Override the traffic window, e.g. 30s.
-        #[arg(long)]
-        duration: Option<Dur>,
-        /// Multiply the traffic rate, e.g. 0.5.
-        #[arg(long)]
-        rate_scale: Option<f64>,
-        /// Override `mta.spool`: `local` (each node's disk) or `nats` (the shared queue) — the
-        /// same day on either, to compare them.
-        #[arg(long, value_parser = parse_spool)]
-        spool: Option<crate::scenario::SpoolKind>,
-        /// Plain periodic progress lines instead of a live line.
-        #[arg(long)]
-        quiet: bool,
-        /// Compare with this baseline (a summary.json or a run directory) after the run: writes
-        /// compare.json, and a regression exits 1 even if the run passed.
-        #[arg(long)]
-        baseline: Option<PathBuf>,
-        /// With --baseline: allowed worsening, e.g. 10% (see `compare`).
-        #[arg(long, default_value = "10%", requires = "baseline")]
-        tolerance: crate::report::compare::Tolerance,
-        /// With --baseline: delivery-time increases up to this are never regressions
-        /// (default: 1% of the baseline's SLO delivery time).
-        #[arg(long, requires = "baseline")]
-        min_delta: Option<Dur>,
-    },
-    /// Regression gate between two runs' summary.json (or run directories): exit 1 when the
-    /// candidate is worse than the baseline beyond the tolerance, 0 otherwise, 2 on bad input.
-    Compare {
-        /// The baseline: summary.json or a run directory holding one.
-        base: PathBuf,
-        /// The run under test: summary.json or a run directory holding one.
-        candidate: PathBuf,
-        /// Allowed worsening: 10% (default) or a fraction such as 0.1.
-        #[arg(long, default_value = "10%")]
-        tolerance: crate::report::compare::Tolerance,
-        /// Delivery-time increases up to this are never regressions (default: 1% of the
-        /// baseline's SLO delivery time, e.g. 20ms for a 2s SLO).
-        #[arg(long)]
-        min_delta: Option<Dur>,
-        /// Print the comparison as JSON (mailsurge.compare/v1) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Re-render every report file of a run directory from its raw data (events.jsonl,
-    /// scenario.yaml, run.json). Exit code as `run`: 0 pass, 1 fail; 2 not a run directory (or
-    /// its raw data is unreadable), 3 cannot write the report.
-    Report {
-        /// The run directory (`run --out DIR`, or reports/<name>-<UTC timestamp>).
-        run_dir: PathBuf,
-    },
-    /// Check scenarios, rule tables, response tables and node configs without running anything (exit 2 on the first error).
-    Validate {
-        /// Scenario files or mock-inbox rule files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Run one standalone mock inbox until Ctrl-C.
-    Inbox {
-        /// Rule table (a path, or a shipped profile name such as `generic`).
-        #[arg(long)]
-        rules: String,
-        /// Address to listen on (loopback), e.g. 127.0.2.1:2525.
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Append one JSON line per accepted message to this file.
-        #[arg(long)]
-        receipts: Option<PathBuf>,
-        /// Seed for probabilistic rules and latency.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
-    /// Load any SMTP server: open-loop at a rate (intended times) or closed-loop `max` like
-    /// smtp-source. Writes summary.json with counts and submission latency.
-    Gen {
-        /// The server to load (loopback only), e.g. 127.0.0.1:2525.
-        #[arg(long)]
-        target: SocketAddr,
-        /// Messages per second (open loop, e.g. 2000/s) or `max` (closed loop).
-        #[arg(long)]
-        rate: crate::gen::GenRate,
-        /// How long to generate (open loop), or to keep sending (closed loop `max`).
-        #[arg(long)]
-        duration: Option<Dur>,
-        /// How many messages to send.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Submission connections, each reused.
-        #[arg(long, default_value_t = 20)]
-        connections: u32,
-        /// Message size, e.g. 1KiB.
-        #[arg(long, default_value = "1KiB")]
-        size: crate::units::Size,
-        /// Recipient domain.
-        #[arg(long, default_value = "example.com")]
-        domain: String,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Output directory (default reports/gen-<UTC timestamp>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long)]
-        quiet: bool,
-    },
-    /// Merge HdrHistogram interval logs (latency.hlog) from several hosts or runs, by tag and
-    /// absolute second; prints each tag's percentiles and writes the merged log with --out.
-    Merge {
-        #[arg(required = true)]
-        hlogs: Vec<PathBuf>,
-        /// Write the merged interval log here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Run one standalone reference MTA node until SIGTERM.
-    Mta {
-        /// Node config (YAML; every key in docs/node-config.md).
-        #[arg(long)]
-        config: PathBuf,
-    },
-}
+pub use args::{Cli, Cmd};
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
@@ -205,14 +63,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
             eprintln!("error: cannot start the async runtime: {e}");
             EXIT_RUNTIME
         })
-}
-
-fn parse_spool(s: &str) -> Result<crate::scenario::SpoolKind, String> {
-    match s {
-        "local" => Ok(crate::scenario::SpoolKind::Local),
-        "nats" => Ok(crate::scenario::SpoolKind::Nats),
-        _ => Err(format!("`{s}` is not a spool: local or nats")),
-    }
 }
 
 /// One function per command; each returns its exit code.
@@ -289,6 +139,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             gen(&o, out, quiet)
         }
         Cmd::Mta { config } => mta(&config),
+        Cmd::Queue { dir, listen } => queue(&dir, listen),
     }
 }
 
@@ -481,6 +332,27 @@ fn mta(config: &Path) -> u8 {
         Err(e) => return config_error(&e),
     };
     block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())).map_or_else(|c| c, |()| EXIT_PASS)
+}
+
+fn queue(dir: &Path, ip: std::net::IpAddr) -> u8 {
+    if !ip.is_loopback() {
+        eprintln!("error: --listen {ip} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)");
+        return EXIT_CONFIG;
+    }
+    let serve = async {
+        let bin = crate::nats::server::locate_or_install(&|m| eprintln!("{m}"))?;
+        let mut s = crate::nats::NatsServer::start(&bin, dir, ip).await?;
+        println!(
+            "{}nats://{} nats-server {}",
+            crate::mta::READY_PREFIX,
+            s.addr,
+            s.info.version
+        );
+        crate::signal::terminated().await;
+        s.stop().await;
+        anyhow::Ok(())
+    };
+    block_on(serve).map_or_else(|c| c, |()| EXIT_PASS)
 }
 
 fn merge(hlogs: &[PathBuf], out: Option<&Path>) -> u8 {
