@@ -330,6 +330,22 @@ impl Serialize for Pattern {
     }
 }
 
+/// The host of a `scheme://host:port` URL (`nats://127.0.5.1:4222`, `[::1]:4222`), if it is an
+/// IP address: what the loopback rule checks of a server named by URL.
+pub fn url_host_ip(url: &str) -> Option<std::net::IpAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.rsplit('@').next()?.split('/').next()?;
+    if let Ok(sa) = hostport.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,5 +428,16 @@ mod tests {
         assert!(serde_norway::from_str::<Size>("1e30").is_err());
         let big: Result<Dur, _> = serde_norway::from_str("\"18446744073709551615s\"");
         assert!(big.is_err());
+    }
+
+    #[test]
+    fn a_urls_host_is_read_as_an_ip_or_not_at_all() {
+        let ip = |u: &str| url_host_ip(u).map(|i| i.to_string());
+        assert_eq!(ip("nats://127.0.5.1:4222").as_deref(), Some("127.0.5.1"));
+        assert_eq!(ip("nats://user:pw@127.0.0.2:4222").as_deref(), Some("127.0.0.2"));
+        assert_eq!(ip("nats://[::1]:4222").as_deref(), Some("::1"));
+        assert_eq!(ip("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip("nats://localhost:4222"), None, "names are not looked up");
+        assert_eq!(ip("nats://10.1.2.3:4222").as_deref(), Some("10.1.2.3"));
     }
 }

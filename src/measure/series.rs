@@ -139,7 +139,8 @@ struct Copy {
 /// breaks in between the MTA keeps the message queued and retries — it is still in its queue.
 /// Copies are tracked per node, so a message accepted twice (resubmitted to another node after
 /// an unanswered DATA) is two queued copies, and mail in the spool of a killed node stays
-/// queued (stranded) to the end of the series. Only for a recipient with no `delivered` event
+/// queued (stranded) to the end of the series. On a shared queue a copy moves to the node that
+/// leases it (a `leased` or `taken_over` event), whose end then closes it. Only for a recipient with no `delivered` event
 /// at all — an external MTA, whose deliveries mailsurge sees only as receipts — does the first
 /// `received` end its open copies.
 ///
@@ -206,9 +207,23 @@ fn copies(r: &Record) -> Vec<Copy> {
         }
     }
     out.sort_by_key(|c| c.start);
-    let mut ends: Vec<&Step> = r.steps.iter().filter(|s| s.kind.is_mta_end()).collect();
+    let mut ends: Vec<&Step> = r
+        .steps
+        .iter()
+        .filter(|s| s.kind.is_mta_end() || s.kind.is_lease())
+        .collect();
     ends.sort_by_key(|s| s.t);
     for e in ends {
+        if e.kind.is_lease() {
+            // A shared queue's copy is where its lease is: the node that took it (from the
+            // queue, or over from a dead node) holds the oldest open copy no other lease moved.
+            if !out.iter().any(|c| c.end.is_none() && c.node == e.node) {
+                if let Some(c) = out.iter_mut().find(|c| c.end.is_none()) {
+                    (c.node, c.region) = (e.node, e.region);
+                }
+            }
+            continue;
+        }
         // The node's own oldest open copy; an end without a node closes the oldest of any.
         let mut open = out.iter_mut().filter(|c| c.end.is_none());
         if let Some(c) = open.find(|c| e.node == Name::NONE || c.node == e.node) {
@@ -406,5 +421,28 @@ mod tests {
         // Before offset 0 is negative (charts leave it out); no control events, no marks.
         assert_eq!(marks(&events[..1], START + 61 * S)[0].at_s, -1.0);
         assert!(marks(&events[10..], START).is_empty());
+    }
+
+    #[test]
+    fn a_shared_queue_copy_moves_with_its_lease_and_ends_at_the_lessees_end() {
+        let events = vec![
+            // Accepted by east-1, leased by west-1, which delivers it at 2 s.
+            ev(0, "q.1", Kind::Accepted, Some("east-1")),
+            ev(S / 2, "q.1", Kind::Leased, Some("west-1")),
+            ev(2 * S, "q.1", Kind::Delivered, Some("west-1")),
+            // Leased by east-1, which dies; west-1 takes it over and delivers it at 3 s.
+            ev(0, "q.2", Kind::Accepted, Some("east-1")),
+            ev(S / 2, "q.2", Kind::Leased, Some("east-1")),
+            ev(2 * S, "q.2", Kind::TakenOver, Some("west-1")),
+            ev(3 * S, "q.2", Kind::Delivered, Some("west-1")),
+        ];
+        let d = depth_of(&events, START, 5);
+        assert!(close(&d.overall, &[2.0, 2.0, 1.0, 0.0, 0.0]), "{:?}", d.overall);
+        // Both ended with their lessee's delivery, in the lessee's region.
+        assert!(
+            close(&d.by_region["west"], &[2.0, 2.0, 1.0, 0.0, 0.0]),
+            "{:?}",
+            d.by_region
+        );
     }
 }

@@ -40,21 +40,6 @@ fn default_lease() -> crate::units::Dur {
     crate::units::Dur(super::spool::nats::DEFAULT_LEASE)
 }
 
-/// The host of a `nats://host:port` URL, if it is an IP address.
-pub fn nats_url_ip(url: &str) -> Option<IpAddr> {
-    let rest = url.strip_prefix("nats://").unwrap_or(url);
-    let hostport = rest.rsplit('@').next()?.split('/').next()?;
-    if let Ok(sa) = hostport.parse::<SocketAddr>() {
-        return Some(sa.ip());
-    }
-    hostport
-        .rsplit_once(':')
-        .map_or(hostport, |(h, _)| h)
-        .trim_matches(['[', ']'])
-        .parse()
-        .ok()
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -156,7 +141,7 @@ impl NodeConfig {
                 }
             }
             SpoolConfig::Nats { url, stream, lease } => {
-                if !nats_url_ip(url).is_some_and(|ip| ip.is_loopback()) {
+                if !crate::units::url_host_ip(url).is_some_and(|ip| ip.is_loopback()) {
                     return Err(src.error_at(
                         url.as_str(),
                         src.top_key_line("spool"),

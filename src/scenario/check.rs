@@ -409,7 +409,7 @@ fn shared_queue(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
         ));
     }
     if let Some(url) = &m.nats {
-        if !crate::mta::config::nats_url_ip(url).is_some_and(|ip| ip.is_loopback()) {
+        if !crate::units::url_host_ip(url).is_some_and(|ip| ip.is_loopback()) {
             return Err(at.err(
                 url,
                 "mta",
