@@ -106,7 +106,7 @@ pub async fn run_node(
         hostname: ingress.hostname.clone(),
         max_connections: cfg.limits.max_connections,
         max_connections_per_ip: cfg.limits.connections_per_ip,
-        max_message_size: cfg.limits.max_message_size.0 as usize,
+        max_message_size: max_message_size(&cfg) as usize,
         max_recipients: cfg.limits.max_recipients,
         // Relay clients (the generator, the operator's own hosts) are never starved of slots.
         priority_networks: cfg.relay_networks.clone(),
@@ -139,6 +139,16 @@ pub async fn run_node(
     flusher.abort();
     events.flush();
     Ok(())
+}
+
+/// The ingress SIZE limit: the node's, and on the shared queue no more than one publish carries
+/// (a larger body is refused 552 at once instead of 451 for ever).
+fn max_message_size(cfg: &NodeConfig) -> u64 {
+    let own = cfg.limits.max_message_size.0;
+    match cfg.spool {
+        SpoolConfig::Local { .. } => own,
+        SpoolConfig::Nats { .. } => own.min(crate::nats::server::MAX_PAYLOAD - crate::nats::server::ENVELOPE_ROOM),
+    }
 }
 
 /// Joins the shared queue's consumers: what this node takes goes to its delivery queues, each

@@ -65,6 +65,14 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
         esc_html(&s.started_at),
         s.wall_s
     );
+    if let Some(sp) = &s.spool {
+        let _ = writeln!(
+            o,
+            "<p class=\"meta\">spool <code>{}</code>: {}</p>",
+            esc_html(&sp.kind),
+            esc_html(&sp.durability)
+        );
+    }
     let _ = writeln!(
         o,
         "<nav>{}</nav>",

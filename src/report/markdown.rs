@@ -19,6 +19,9 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         "run `{}` · seed {} · started {} · wall {:.1} s\n",
         s.run_id, s.seed, s.started_at, s.wall_s
     );
+    if let Some(sp) = &s.spool {
+        let _ = writeln!(o, "spool `{}`: {}\n", sp.kind, sp.durability);
+    }
     if !s.reasons.is_empty() {
         let why = match s.verdict.as_str() {
             VERDICT_ABORTED => "Why it stopped",

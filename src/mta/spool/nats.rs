@@ -7,6 +7,13 @@
 //!   only after the server's acknowledgement, which the server sends after its sync-always
 //!   write (the harness refuses a server without it, [`crate::nats::server`]). While the client
 //!   is disconnected a store fails at once: the node answers 4xx at DATA rather than waiting.
+//!   A server that dies after its write and before its acknowledgement leaves the node unable
+//!   to tell: it answers 4xx, and the message it could not confirm is in the queue. The sender
+//!   retries a 4xx (RFC 5321 §4.2.5), and the retry carries the same `Nats-Msg-Id` (message
+//!   id, envelope and size), which JetStream answers with the stored copy's acknowledgement
+//!   instead of storing it again: one delivery, and the retry gets its 250. (A sender that
+//!   never retries gets that one delivery of a message it was told had failed — the ambiguous
+//!   lost reply of RFC 5321 §6.1, which no store can settle.)
 //! - **Lease**: a node takes messages from one durable work-queue consumer shared by all nodes,
 //!   at most [`MAX_HELD`] at a time, and holds each under the consumer's ack wait, extended
 //!   (`+WPI`) every third of it while held. A node that dies stops extending: after one lease
@@ -81,6 +88,21 @@ pub fn envelope(headers: &HeaderMap) -> Option<(Meta, Option<Resume>)> {
 
 fn decode(headers: &HeaderMap) -> Option<Envelope> {
     serde_json::from_str(headers.get(META_HEADER)?.as_str()).ok()
+}
+
+/// The `Nats-Msg-Id` a submission is stored under: the same message (id, sender, recipients,
+/// size) submitted again within the stream's two-minute window — a sender's retry after a 4xx
+/// whose write did land — is answered with the stored copy instead of a second one. Mail without
+/// an id of its own is never deduplicated.
+fn dedupe_id(meta: &Meta, size: usize) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    if meta.msg_id.is_empty() {
+        return None;
+    }
+    // SipHash with fixed keys: the same key from every node of the run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&meta.msg_id, &meta.from, &meta.rcpts, size).hash(&mut h);
+    Some(format!("{:016x}", h.finish()))
 }
 
 /// A message this node has taken from the queue, for its delivery queues.
@@ -161,13 +183,21 @@ impl NatsSpool {
             .collect())
     }
 
-    fn publish(&self, env: Envelope, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>> {
+    fn publish(
+        &self,
+        env: Envelope,
+        body: Arc<Vec<u8>>,
+        dedupe: Option<String>,
+    ) -> oneshot::Receiver<io::Result<SpoolId>> {
         let (tx, rx) = oneshot::channel();
         if !self.store.connected() {
             let _ = tx.send(Err(io::Error::other("the NATS server is not reachable")));
             return rx;
         }
         let mut headers = HeaderMap::new();
+        if let Some(id) = dedupe {
+            headers.insert("Nats-Msg-Id", id.as_str());
+        }
         match serde_json::to_string(&env) {
             Ok(json) => headers.insert(META_HEADER, json.as_str()),
             Err(e) => {
@@ -340,6 +370,7 @@ impl NatsSpool {
 impl Spool for NatsSpool {
     fn store(&self, meta: Meta, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>> {
         let deadline = now_ns() + PUBLISH_TIMEOUT.as_nanos() as u64;
+        let dedupe = dedupe_id(&meta, body.len());
         self.publish(
             Envelope {
                 meta,
@@ -347,6 +378,7 @@ impl Spool for NatsSpool {
                 refuse_after: deadline,
             },
             body,
+            dedupe,
         )
     }
 
@@ -387,6 +419,8 @@ impl Spool for NatsSpool {
                 refuse_after: 0,
             },
             body,
+            // A deferral is a new copy of a stored message: never deduplicated against it.
+            None,
         ))
     }
 }
