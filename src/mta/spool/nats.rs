@@ -131,7 +131,39 @@ struct Held {
 pub struct NatsSpool {
     store: Store,
     held: Mutex<HashMap<SpoolId, Held>>,
+    /// What this node finished lately, for a redelivery whose acknowledgement was lost.
+    finished: Mutex<Finished>,
     rt: tokio::runtime::Handle,
+}
+
+/// Messages this node acknowledged in the last [`Finished::KEEP`]: an acknowledgement is not
+/// confirmed, and one lost with a restarting server hands the message out again — to this node
+/// as often as not. Seen here, it is acknowledged again instead of delivered twice. (Handed to
+/// another node, it is a counted duplicate: nothing but a confirmed acknowledgement per
+/// message, a round trip each, would prevent that.)
+#[derive(Default)]
+struct Finished {
+    seqs: std::collections::HashSet<SpoolId>,
+    order: std::collections::VecDeque<(SpoolId, std::time::Instant)>,
+}
+
+impl Finished {
+    const KEEP: Duration = Duration::from_secs(120);
+    const MAX: usize = 1 << 18;
+
+    fn add(&mut self, seq: SpoolId) {
+        let now = std::time::Instant::now();
+        while let Some(&(old, at)) = self.order.front() {
+            if self.order.len() < Self::MAX && now.duration_since(at) < Self::KEEP {
+                break;
+            }
+            self.order.pop_front();
+            self.seqs.remove(&old);
+        }
+        if self.seqs.insert(seq) {
+            self.order.push_back((seq, now));
+        }
+    }
 }
 
 impl NatsSpool {
@@ -140,6 +172,7 @@ impl NatsSpool {
         Ok(Arc::new(NatsSpool {
             store: Store::open(url, stream).await?,
             held: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Finished::default()),
             rt: tokio::runtime::Handle::current(),
         }))
     }
@@ -302,6 +335,16 @@ impl NatsSpool {
             }
         };
         let (msg, acker) = m.split();
+        // Handed out again to the node that has it: finished (its ack was lost) — ack again;
+        // still in hand (the server lost its lease state) — keep the newer handle.
+        if lock(&self.finished).seqs.contains(&seq) {
+            let _ = acker.ack().await;
+            return None;
+        }
+        if let Some(h) = lock(&self.held).get_mut(&seq) {
+            h.acker = Arc::new(acker);
+            return None;
+        }
         let Some(env) = msg.headers.as_ref().and_then(decode) else {
             tracing::error!("shared-queue message #{seq} has no readable {META_HEADER} header: discarded");
             let _ = acker.ack_with(AckKind::Term).await;
@@ -396,6 +439,7 @@ impl Spool for NatsSpool {
 
     fn remove(&self, id: SpoolId) {
         if let Some(h) = lock(&self.held).remove(&id) {
+            lock(&self.finished).add(id);
             self.rt.spawn(async move {
                 let _ = h.acker.ack().await;
             });
