@@ -132,3 +132,35 @@ fn killing_the_queue_server_loses_nothing_acknowledged_and_delivers_nothing_refu
         "{faults:?}"
     );
 }
+
+/// The network rule holds for the queue server too: a scenario or node config naming one off
+/// loopback is refused by `validate` (exit 2, file:line:col), and nothing connects to it.
+#[test]
+fn a_queue_server_off_loopback_is_refused() {
+    let dir = tempdir();
+    let text = std::fs::read_to_string(repo().join("scenarios/shared-queue.yaml"))
+        .unwrap()
+        .replace("  lease: 5s\n", "  lease: 5s\n  nats: nats://192.0.2.7:4222\n");
+    let path = dir.path().join("off-loopback.yaml");
+    std::fs::write(&path, text).unwrap();
+    let o = mailsurge(&["validate", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("off-loopback.yaml:") && err.contains("192.0.2.7"), "{err}");
+
+    let node = dir.path().join("node.yaml");
+    std::fs::write(
+        &node,
+        "node: n-1\nregion: r\nlisten: 127.0.0.1:0\nrelay_networks: [127.0.0.0/8]\n\
+         spool: { kind: nats, url: \"nats://192.0.2.7:4222\" }\n\
+         routes: { example.com: [127.0.0.1:2525] }\nevents: events.jsonl\n",
+    )
+    .unwrap();
+    let o = mailsurge(&["validate", node.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("node.yaml:5:") && err.contains("not nats://<loopback address>"),
+        "{err}"
+    );
+}

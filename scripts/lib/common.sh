@@ -66,9 +66,11 @@ hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; } # pid: peak resident se
 
 # start_inbox_and_node DIR INBOX_ADDR RULES NODE_ADDR POOL_IP [EXTRA_NODE_YAML]: a standalone
 # mock inbox (rules: a shipped name or a path) and a reference-MTA node routing every domain to
-# it, with their output in DIR; sets INBOX_PID and NODE_PID. Callers stop them.
+# it, with their output in DIR; sets INBOX_PID and NODE_PID. Callers stop them. NODE_SPOOL, when
+# set, is the node's `spool:` (default: a local spool in DIR/spool).
 start_inbox_and_node() {
-  local dir="$1" inbox="$2" rules="$3" node="$4" pool="$5" extra="${6:-}"
+  local dir="$1" inbox="$2" rules="$3" node="$4" pool="$5" extra="${6:-}" spool='{ kind: local, dir: spool }'
+  if [[ -n "${NODE_SPOOL:-}" ]]; then spool="$NODE_SPOOL"; fi
   "$BIN" inbox --rules "$rules" --listen "$inbox" >"$dir/inbox.out" 2>"$dir/inbox.err" &
   INBOX_PID=$!
   cat >"$dir/node.yaml" <<YAML
@@ -76,7 +78,7 @@ node: n-1
 region: r
 listen: $node
 relay_networks: [127.0.0.0/8]
-spool: { kind: local, dir: spool }
+spool: $spool
 routes: { "*": [$inbox] }
 egress_pools: { p: [$pool] }
 events: events.jsonl

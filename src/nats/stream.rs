@@ -24,7 +24,7 @@ fn err(what: impl Into<String>) -> impl FnOnce(String) -> StreamError {
 }
 
 /// A stream whose subjects are `<name>.>`, kept on disk, one replica (a single server; a
-/// cluster would ask for three), messages up to the server's `MAX_PAYLOAD` (33 MiB), each
+/// cluster would ask for three), messages up to the server's `MAX_PAYLOAD` (32 MiB), each
 /// stored once per `Nats-Msg-Id` within two minutes
 /// (a publish retried after a lost ack is not stored twice). Cloning shares the connection.
 #[derive(Clone)]

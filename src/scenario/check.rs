@@ -29,6 +29,9 @@ pub mod limits {
     /// Largest message: the reference MTA's and the inboxes' SIZE limit (32 MiB); the
     /// generator holds each message it sends whole, one per connection.
     pub const MAX_MESSAGE_SIZE: u64 = 32 << 20;
+    /// Largest message on the shared queue (`spool: nats`): nats-server's file store keeps
+    /// records of at most 32 MiB, and 1 MiB of each publish is kept for the envelope.
+    pub const MAX_SHARED_QUEUE_MESSAGE: u64 = 31 << 20;
     /// Highest rate one generator schedules (about 10× what the benchmarks show it sending on
     /// loopback); a higher peak needs several agents.
     pub const MAX_RATE: f64 = 200_000.0;
@@ -343,6 +346,16 @@ fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
             "traffic",
             format!(
                 "traffic: size: {} is larger than a message may be (at most 32MiB, the MTA's SIZE limit)",
+                Size(largest)
+            ),
+        ));
+    }
+    if f.mta.spool == SpoolKind::Nats && largest > MAX_SHARED_QUEUE_MESSAGE {
+        return Err(at.err(
+            "size",
+            "traffic",
+            format!(
+                "traffic: size: {} is larger than the shared queue stores (spool: nats: at most 31MiB; nats-server's file store keeps records of at most 32 MiB, 1 MiB of which is the envelope's)",
                 Size(largest)
             ),
         ));

@@ -468,3 +468,14 @@ impl Spool for NatsSpool {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::nats::server::{ENVELOPE_ROOM, MAX_PAYLOAD};
+    use crate::scenario::limits::MAX_SHARED_QUEUE_MESSAGE;
+
+    #[test]
+    fn the_scenario_limit_is_what_one_publish_carries() {
+        assert_eq!(MAX_PAYLOAD - ENVELOPE_ROOM, MAX_SHARED_QUEUE_MESSAGE);
+    }
+}
