@@ -8,12 +8,14 @@
 //!   write (the harness refuses a server without it, [`crate::nats::server`]). While the client
 //!   is disconnected a store fails at once: the node answers 4xx at DATA rather than waiting.
 //!   A server that dies after its write and before its acknowledgement leaves the node unable
-//!   to tell: it answers 4xx, and the message it could not confirm is in the queue. The sender
-//!   retries a 4xx (RFC 5321 §4.2.5), and the retry carries the same `Nats-Msg-Id` (message
-//!   id, envelope and size), which JetStream answers with the stored copy's acknowledgement
-//!   instead of storing it again: one delivery, and the retry gets its 250. (A sender that
-//!   never retries gets that one delivery of a message it was told had failed — the ambiguous
-//!   lost reply of RFC 5321 §6.1, which no store can settle.)
+//!   to tell whether the message is stored. Every publish carries a `Nats-Msg-Id` (message id,
+//!   envelope and size), so the node sends the same publish again once the server is back, for
+//!   up to 20 s: JetStream answers with the stored copy's acknowledgement, or stores it then,
+//!   and the reply to the dot (which senders wait minutes for) is a 250 either way. Only a
+//!   server away longer gets a 4xx for a message that may be stored; the sender's retry of it
+//!   (RFC 5321 §4.2.5) is then answered from the stored copy rather than stored twice — unless
+//!   that copy was already delivered and deleted before the server restarted, which loses its
+//!   id (a counted duplicate).
 //! - **Lease**: a node takes messages from one durable work-queue consumer shared by all nodes,
 //!   at most [`MAX_HELD`] at a time, and holds each under the consumer's ack wait, extended
 //!   (`+WPI`) every third of it while held. A node that dies stops extending: after one lease
@@ -58,8 +60,11 @@ const CONSUMER: &str = "delivery";
 const SUBJECT: &str = "q";
 /// The header that carries the envelope.
 const META_HEADER: &str = "Mailsurge-Meta";
-/// How long a store waits for the server's acknowledgement before the node answers 4xx.
+/// How long one publish waits for the server's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publish that was sent but not acknowledged is repeated, waiting for the server to
+/// come back, before the node answers 4xx (senders wait minutes for the reply to the dot).
+const SETTLE: Duration = Duration::from_secs(20);
 /// Most messages asked for in one pull request.
 const PULL_BATCH: usize = 256;
 /// How long one pull request waits for messages before it is renewed.
@@ -240,15 +245,35 @@ impl NatsSpool {
         }
         let payload = Bytes::from(Arc::try_unwrap(body).unwrap_or_else(|b| (*b).clone()));
         let store = self.store.clone();
+        let settle = headers.get("Nats-Msg-Id").is_some();
         self.rt.spawn(async move {
-            let r = match tokio::time::timeout(PUBLISH_TIMEOUT, store.publish(SUBJECT, headers, payload)).await {
-                Ok(Ok(seq)) => Ok(seq),
-                Ok(Err(e)) => Err(io::Error::other(e)),
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the NATS server did not acknowledge the write in time",
-                )),
+            let once = || async {
+                match tokio::time::timeout(
+                    PUBLISH_TIMEOUT,
+                    store.publish(SUBJECT, headers.clone(), payload.clone()),
+                )
+                .await
+                {
+                    Ok(Ok(seq)) => Ok(seq),
+                    Ok(Err(e)) => Err(io::Error::other(e)),
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the NATS server did not acknowledge the write in time",
+                    )),
+                }
             };
+            let mut r = once().await;
+            // Sent and not acknowledged: the server may have stored it and died before its
+            // answer. The same publish again (same Nats-Msg-Id) once it is back settles it —
+            // the stored copy's ack, or a first store — so the reply waits for that rather
+            // than answer 451 for a message that may be delivered.
+            let until = tokio::time::Instant::now() + SETTLE;
+            while settle && r.is_err() && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if store.connected() {
+                    r = once().await;
+                }
+            }
             let _ = tx.send(r);
         });
         rx
@@ -412,7 +437,9 @@ impl NatsSpool {
 
 impl Spool for NatsSpool {
     fn store(&self, meta: Meta, body: Arc<Vec<u8>>) -> oneshot::Receiver<io::Result<SpoolId>> {
-        let deadline = now_ns() + PUBLISH_TIMEOUT.as_nanos() as u64;
+        // The latest the node may still answer 250: the first publish, the settling, and one
+        // last publish begun just before the settling ends.
+        let deadline = now_ns() + (2 * PUBLISH_TIMEOUT + SETTLE).as_nanos() as u64;
         let dedupe = dedupe_id(&meta, body.len());
         self.publish(
             Envelope {
@@ -456,6 +483,14 @@ impl Spool for NatsSpool {
     }
 
     fn defer(&self, meta: Meta, body: Arc<Vec<u8>>, resume: Resume) -> Option<oneshot::Receiver<io::Result<SpoolId>>> {
+        // A new copy of the stored message, deduplicated only against itself (a settling
+        // repeat), never against the message it continues: its due time makes it unique.
+        let dedupe = Some(format!(
+            "defer-{}-{}-{}",
+            dedupe_id(&meta, body.len()).unwrap_or_default(),
+            resume.attempt,
+            resume.due_ns
+        ));
         Some(self.publish(
             Envelope {
                 meta,
@@ -463,8 +498,7 @@ impl Spool for NatsSpool {
                 refuse_after: 0,
             },
             body,
-            // A deferral is a new copy of a stored message: never deduplicated against it.
-            None,
+            dedupe,
         ))
     }
 }
