@@ -46,7 +46,6 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 after="$(rss_kb "$NODE_PID")"
-spool_mb="$(du -sm "$WORK/spool" | cut -f1)"
 echo "queued: ${deferred:-0} of $N messages deferred and waiting"
 echo "node RSS: $((before / 1024)) MB -> $((after / 1024)) MB"
 echo "bytes per queued message: $(( (after - before) * 1024 / N ))"
@@ -56,5 +55,6 @@ if [[ -n "${NATS_PID:-}" ]]; then
   echo "nats-server RSS: $((nats_before / 1024)) MB -> $((nats_after / 1024)) MB ($(( (nats_after - nats_before) * 1024 / N )) B per queued message)"
   echo "queue store on disk: $((store_kb / 1024)) MB ($(( store_kb * 1024 / N )) B per message, 4 KiB bodies)"
 else
+  spool_mb="$(du -sm "$WORK/spool" | cut -f1)"
   echo "spool on disk: ${spool_mb} MB ($(( spool_mb * 1048576 / N )) B per message)"
 fi
