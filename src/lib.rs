@@ -41,6 +41,7 @@
 //!    command, SPEC §7); `main.rs` only calls it.
 
 pub mod alloc_count;
+pub mod capacity;
 pub mod chaos;
 pub mod cli;
 pub mod config;

@@ -121,6 +121,12 @@ pub struct Overrides {
 }
 
 impl Scenario {
+    /// Checks the file again after a change made in code (an override, a capacity probe), as
+    /// `load` checked it: errors point into the original file.
+    pub fn recheck(&self) -> Result<(), ConfigError> {
+        check::check(&self.source, &self.file)
+    }
+
     /// Applies CLI overrides; the report's scenario.yaml shows the values actually used. A
     /// `--spool local` drops the shared queue's own settings, and refuses a chaos action
     /// aimed at its server (exit 2, at the action).
@@ -131,7 +137,7 @@ impl Scenario {
             if k == SpoolKind::Local {
                 (m.nats, m.lease) = (None, None);
             }
-            check::check(&self.source, &self.file)?;
+            self.recheck()?;
         }
         if let Some(s) = o.seed {
             self.file.seed = s;
