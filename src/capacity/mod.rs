@@ -2,10 +2,12 @@
 //! while its SLO and thresholds hold — found by real runs at constant rates (probes), ramping
 //! up and then bisecting ([`search`]) — and what saturated first.
 //!
-//! Built in steps: the search comes first; the probe runs, bottleneck attribution,
-//! `capacity.json` and its report follow.
+//! Built in steps: the search, the probes as real runs and `capacity.json` are here;
+//! bottleneck attribution, the capacity report and its chart, and the scenario's `capacity:`
+//! gate key follow.
 
 pub mod probe;
+pub mod runner;
 pub mod search;
 
 pub use search::{End, Next, Search, Verdict};

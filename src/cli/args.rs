@@ -151,6 +151,35 @@ pub enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Find the highest constant rate the scenario's topology carries with its SLO and
+    /// thresholds holding (the knee): real runs ramping up ×2 from --min, then bisecting to
+    /// --precision. Writes capacity.json and one run directory per probe. Exit 0 when the knee
+    /// reaches the scenario's peak (× --headroom), 1 when not, 2 bad input, 3 a probe that
+    /// could not be judged.
+    Capacity {
+        scenario: PathBuf,
+        /// First rate probed (default: a quarter of the scenario's peak).
+        #[arg(long)]
+        min: Option<crate::units::Rate>,
+        /// Highest rate probed (default: eight times the scenario's peak).
+        #[arg(long)]
+        max: Option<crate::units::Rate>,
+        /// Stop bisecting when pass and fail are this close.
+        #[arg(long, default_value = "5%")]
+        precision: crate::units::Percent,
+        /// Each probe's measured time at its rate (after a 5 s warm-up).
+        #[arg(long, default_value = "20s")]
+        step: Dur,
+        /// Kill this target at the start of every probe (repeatable): region/X, node/X, provider/X.
+        #[arg(long)]
+        down: Vec<String>,
+        /// The knee must reach the scenario's peak times this.
+        #[arg(long, default_value_t = 1.0)]
+        headroom: f64,
+        /// Output directory (default: reports/<name>-capacity-<UTC timestamp>). Must be new or empty.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Start a shared queue's server as `run` does (nats-server with durable JetStream that
     /// syncs every write, installed with scripts/install-nats.sh when none is found), print
     /// `READY nats://ADDR`, serve until SIGTERM or Ctrl-C. For nodes started by hand with

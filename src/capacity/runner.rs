@@ -1,0 +1,211 @@
+//! The capacity search as it runs: each probe a real `run` of its probe scenario into
+//! `<out>/probes/<k>-<rate>/` (a normal run directory that `report` and `compare` accept), the
+//! search's next step from the verdicts, and `capacity.json` at the end.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::probe::{self, ProbePlan};
+use super::search::{End, Next, Search, Verdict};
+use crate::scenario::{RateSpec, Scenario};
+
+pub const SCHEMA: &str = "mailsurge.capacity/v1";
+pub const CAPACITY_FILE: &str = "capacity.json";
+
+/// How a search is run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub search: Search,
+    pub warmup: Duration,
+    pub step: Duration,
+    pub down: Vec<String>,
+    pub out: PathBuf,
+    /// The knee must reach the scenario's peak × this for the gate to pass.
+    pub headroom: f64,
+    /// Turns `Some(signal)` when the search is to stop (Ctrl-C): the running probe ends early.
+    pub stop: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+}
+
+/// One probe in `capacity.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeLine {
+    pub rate_per_s: f64,
+    /// `pass`, `fail` or `error`.
+    pub verdict: String,
+    pub pass: bool,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// SLO compliance, a fraction.
+    pub slo: Option<f64>,
+    /// Its run directory, relative to the capacity directory.
+    pub dir: String,
+    /// Why it failed or errored, in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// `capacity.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub schema: String,
+    pub scenario: String,
+    /// The highest passing rate; `null` when even the first probe failed or none could be judged.
+    pub knee_per_s: Option<f64>,
+    /// `knee`, `below_min`, `at_least_max` or `stopped`.
+    pub end: String,
+    /// What the end means, in words.
+    pub why: String,
+    pub scenario_peak_per_s: f64,
+    pub headroom: f64,
+    /// knee ≥ peak × headroom.
+    pub pass: bool,
+    pub down: Vec<String>,
+    pub step_s: f64,
+    pub warmup_s: f64,
+    pub probes: Vec<ProbeLine>,
+}
+
+/// The scenario's peak rate: its constant rate, or its curve's peak.
+pub fn peak_of(s: &Scenario) -> f64 {
+    match &s.file.traffic.rate {
+        RateSpec::Constant(r) => r.0,
+        RateSpec::Curve { peak, .. } => peak.0,
+    }
+}
+
+/// Runs the search; `progress` hears one line per probe started and finished.
+pub async fn search(base: &Scenario, o: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<Capacity> {
+    std::fs::create_dir_all(o.out.join("probes")).with_context(|| format!("cannot create {}", o.out.display()))?;
+    let mut done: Vec<(f64, Verdict)> = Vec::new();
+    let mut lines: Vec<ProbeLine> = Vec::new();
+    let end = loop {
+        let rate = match o.search.next(&done) {
+            Next::Probe(r) => r,
+            Next::Done(end) => break end,
+        };
+        let k = done.len() + 1;
+        let rel = format!("probes/{k:02}-{}", probe::rate_label(rate));
+        progress(&format!(
+            "probe {k}: {}/s for {:?} (+{:?} warm-up) → {rel}",
+            probe::rate_label(rate),
+            o.step,
+            o.warmup
+        ));
+        let (verdict, line) = one(base, o, rate, &o.out.join(&rel), &rel).await?;
+        progress(&format!(
+            "probe {k}: {}/s {}",
+            probe::rate_label(rate),
+            line.verdict.to_uppercase()
+        ));
+        done.push((rate, verdict));
+        lines.push(line);
+        if o.stop.as_ref().is_some_and(|s| s.borrow().is_some()) {
+            break End::Stopped {
+                best: lines.iter().filter(|l| l.pass).map(|l| l.rate_per_s).reduce(f64::max),
+                why: "stopped by hand".into(),
+            };
+        }
+    };
+    let peak = peak_of(base);
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    for l in &mut lines {
+        l.rate_per_s = r1(l.rate_per_s);
+    }
+    let (knee, end_name, why) = match &end {
+        End::Knee(k) => (
+            Some(*k),
+            "knee",
+            format!(
+                "highest passing rate within {:.0}% of the lowest failing one",
+                o.search.precision * 100.0
+            ),
+        ),
+        End::BelowMin => (
+            None,
+            "below_min",
+            format!(
+                "the first probe ({}/s) failed: the knee is below --min",
+                probe::rate_label(o.search.min)
+            ),
+        ),
+        End::AtLeastMax(m) => (
+            Some(*m),
+            "at_least_max",
+            format!("every probe passed up to --max ({}/s)", probe::rate_label(*m)),
+        ),
+        End::Stopped { best, why } => (*best, "stopped", why.clone()),
+    };
+    let c = Capacity {
+        schema: SCHEMA.into(),
+        scenario: base.file.name.clone(),
+        knee_per_s: knee.map(r1),
+        end: end_name.into(),
+        why,
+        scenario_peak_per_s: peak,
+        headroom: o.headroom,
+        pass: knee.is_some_and(|k| k >= peak * o.headroom) && end_name != "stopped",
+        down: o.down.clone(),
+        step_s: o.step.as_secs_f64(),
+        warmup_s: o.warmup.as_secs_f64(),
+        probes: lines,
+    };
+    let json = serde_json::to_string_pretty(&c)?;
+    crate::files::write(&o.out.join(CAPACITY_FILE), json + "\n")?;
+    Ok(c)
+}
+
+/// One probe: its scenario, its run, its verdict.
+async fn one(base: &Scenario, o: &Options, rate: f64, dir: &Path, rel: &str) -> anyhow::Result<(Verdict, ProbeLine)> {
+    let plan = ProbePlan {
+        rate,
+        warmup: o.warmup,
+        step: o.step,
+        down: o.down.clone(),
+    };
+    let s = probe::scenario(base, &plan)?;
+    let compiled = crate::run::compile(s)?;
+    let opts = crate::run::RunOptions {
+        out: Some(dir.to_path_buf()),
+        quiet: true,
+        stop: o.stop.clone(),
+    };
+    let mut line = ProbeLine {
+        rate_per_s: rate,
+        verdict: String::new(),
+        pass: false,
+        p50_ms: None,
+        p99_ms: None,
+        slo: None,
+        dir: rel.into(),
+        reasons: Vec::new(),
+    };
+    let verdict = match crate::run::run(&compiled, &opts).await {
+        Ok(out) => {
+            let s = &out.summary;
+            line.p50_ms = s.delivery_ms.p50;
+            line.p99_ms = s.delivery_ms.p99;
+            line.slo = Some(s.slo.compliance);
+            line.reasons = s.reasons.clone();
+            match s.verdict.as_str() {
+                "pass" => Verdict::Pass,
+                "fail" => Verdict::Fail,
+                v => Verdict::Error(format!("verdict {v}: {}", s.reasons.join("; "))),
+            }
+        }
+        Err(e) => {
+            line.reasons = vec![format!("{e:#}")];
+            Verdict::Error(format!("{e:#}"))
+        }
+    };
+    line.verdict = match &verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Error(_) => "error",
+    }
+    .into();
+    line.pass = verdict == Verdict::Pass;
+    Ok((verdict, line))
+}
