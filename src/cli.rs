@@ -352,7 +352,7 @@ fn capacity(
     precision: crate::units::Percent,
     step: crate::units::Dur,
     down: Vec<String>,
-    headroom: f64,
+    headroom: Option<f64>,
     out: Option<PathBuf>,
 ) -> u8 {
     use crate::capacity::{runner, Search};
@@ -361,6 +361,7 @@ fn capacity(
         Err(e) => return config_error(&e),
     };
     let peak = runner::peak_of(&s);
+    let headroom = headroom.or(s.file.capacity.map(|g| g.headroom)).unwrap_or(1.0);
     let mut search = Search::around(peak);
     search.min = min.map_or(search.min, |r| r.0);
     search.max = max.map_or(search.max, |r| r.0);

@@ -173,9 +173,10 @@ pub enum Cmd {
         /// Kill this target at the start of every probe (repeatable): region/X, node/X, provider/X.
         #[arg(long)]
         down: Vec<String>,
-        /// The knee must reach the scenario's peak times this.
-        #[arg(long, default_value_t = 1.0)]
-        headroom: f64,
+        /// The knee must reach the scenario's peak times this (default: the scenario's
+        /// `capacity: headroom`, else 1).
+        #[arg(long)]
+        headroom: Option<f64>,
         /// Output directory (default: reports/<name>-capacity-<UTC timestamp>). Must be new or empty.
         #[arg(long)]
         out: Option<PathBuf>,

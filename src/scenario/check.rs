@@ -74,6 +74,7 @@ pub fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
     capacity(&at, f)?;
     chaos(&at, f)?;
     thresholds(&at, f, &owners)?;
+    capacity_gate(&at, f)?;
     external(&at, f)
 }
 
@@ -400,6 +401,20 @@ fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
 
 /// `spool: nats` and its settings: a server named by `nats:` is on loopback, and the settings
 /// are not given without the shared queue they belong to.
+fn capacity_gate(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+    match f.capacity {
+        Some(g) if !(g.headroom.is_finite() && g.headroom > 0.0) => Err(at.err(
+            "headroom",
+            "capacity",
+            format!(
+                "capacity: headroom must be a number above 0 (e.g. 1.5), not {}",
+                g.headroom
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn shared_queue(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     let m = &f.mta;
     if m.spool != SpoolKind::Nats {

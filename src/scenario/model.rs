@@ -36,6 +36,16 @@ pub struct ScenarioFile {
     pub traffic: Traffic,
     #[serde(default)]
     pub chaos: Vec<ChaosAction>,
+    /// `mailsurge capacity`'s gate: the knee must reach the peak × `headroom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityGate>,
+}
+
+/// `capacity: { headroom: 1.5 }` — "we still carry 1.5× last year's peak".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityGate {
+    pub headroom: f64,
 }
 
 fn default_seed() -> u64 {
