@@ -88,7 +88,12 @@ fn dispatch(cmd: Cmd) -> u8 {
                 rate_scale,
                 spool,
             },
-            crate::run::RunOptions { out, quiet, stop: None },
+            crate::run::RunOptions {
+                out,
+                quiet,
+                silent: false,
+                stop: None,
+            },
             force,
             baseline.as_deref(),
             crate::report::compare::Limits::new(tolerance, min_delta),

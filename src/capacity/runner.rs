@@ -170,6 +170,7 @@ async fn one(base: &Scenario, o: &Options, rate: f64, dir: &Path, rel: &str) -> 
     let opts = crate::run::RunOptions {
         out: Some(dir.to_path_buf()),
         quiet: true,
+        silent: true,
         stop: o.stop.clone(),
     };
     let mut line = ProbeLine {

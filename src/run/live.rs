@@ -150,12 +150,14 @@ impl Tail {
 /// progress line every few seconds. Every line also goes to `run.log` through `tracing`.
 pub struct Log {
     bar: Option<indicatif::ProgressBar>,
+    /// Lines go to `run.log` only.
+    silent: bool,
 }
 
 impl Log {
     /// `total` is the whole run (traffic window plus the longest drain) for the bar's length.
-    pub fn new(quiet: bool, total: std::time::Duration) -> Log {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+    pub fn new(quiet: bool, silent: bool, total: std::time::Duration) -> Log {
+        let bar = (!quiet && !silent && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::with_draw_target(
                 Some(total.as_millis() as u64),
                 indicatif::ProgressDrawTarget::stderr_with_hz(4),
@@ -166,7 +168,7 @@ impl Log {
             b.set_style(style);
             b
         });
-        Log { bar }
+        Log { bar, silent }
     }
 
     /// Plain periodic progress lines instead of a live bar.
@@ -178,6 +180,7 @@ impl Log {
         tracing::info!(target: "run", "{s}");
         match &self.bar {
             Some(b) => b.println(s),
+            None if self.silent => {}
             None => eprintln!("{s}"),
         }
     }
@@ -190,6 +193,7 @@ impl Log {
                 b.set_position(elapsed.as_millis() as u64);
                 b.set_message(s.to_string());
             }
+            None if self.silent => {}
             None => eprintln!("{s}"),
         }
     }

@@ -51,6 +51,8 @@ const START_LEAD: Duration = Duration::from_millis(300);
 pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub quiet: bool,
+    /// No output at all but `run.log` (a capacity probe: the search prints its own lines).
+    pub silent: bool,
     /// Turns `Some(signal)` when the run is to stop early ([`crate::signal::stops`]); the run
     /// then ends its children, keeps the spools and writes a partial report (`aborted`).
     pub stop: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
@@ -184,7 +186,7 @@ fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> 
     if let Err(e) = crate::runlog::open(&dir.join("run.log")) {
         tracing::warn!("cannot write {}: {e}", dir.join("run.log").display());
     }
-    let log = Log::new(opts.quiet, f.duration.0 + f.drain.0);
+    let log = Log::new(opts.quiet, opts.silent, f.duration.0 + f.drain.0);
     log.line(&format!(
         "mailsurge run `{}` seed {} → {}",
         f.name,
