@@ -85,12 +85,6 @@ struct Envelope {
     refuse_after: u64,
 }
 
-/// The envelope (and a deferred job's progress) of a stream message, from its headers.
-pub fn envelope(headers: &HeaderMap) -> Option<(Meta, Option<Resume>)> {
-    let e = decode(headers)?;
-    Some((e.meta, e.resume))
-}
-
 fn decode(headers: &HeaderMap) -> Option<Envelope> {
     serde_json::from_str(headers.get(META_HEADER)?.as_str()).ok()
 }
