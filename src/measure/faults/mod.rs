@@ -163,9 +163,7 @@ pub fn fault_metrics(fold: &Fold<'_>, series: &[Point], inp: &Inputs) -> Vec<Fau
                 lost: counts.lost,
                 duplicates: counts.duplicates,
                 held: counts.held,
-                takeover_s: (cx.shared && is_mta_kill(a.f))
-                    .then(|| takeover::takeover_s(&cx, i))
-                    .flatten(),
+                takeover_s: counts.takeover_s,
             }
         })
         .collect()

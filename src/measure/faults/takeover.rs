@@ -65,18 +65,3 @@ pub fn held(cx: &Ctx, r: &Record, i: usize) -> Option<Option<u64>> {
         _ => None,
     }
 }
-
-/// Fault `i` (a kill of a region or node)'s takeover time in seconds, from the kill to the last
-/// pick-up of what its nodes held; `None` when they held nothing or something was never picked
-/// up again.
-pub fn takeover_s(cx: &Ctx, i: usize) -> Option<f64> {
-    let t0 = cx.faults[i].ev.t;
-    let mut last: Option<u64> = None;
-    for (_, r) in cx.ledger.generated() {
-        if let Some(picked) = held(cx, r, i) {
-            let t = picked?;
-            last = Some(last.map_or(t, |l| l.max(t)));
-        }
-    }
-    last.map(|t| t.saturating_sub(t0) as f64 / super::NS)
-}

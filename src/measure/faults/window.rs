@@ -13,6 +13,9 @@ pub struct Counts {
     pub lost: u64,
     pub duplicates: u64,
     pub held: Option<Held>,
+    /// Shared queue: seconds from the kill to the last pick-up of what it held (`None`: it
+    /// held nothing, or something was never picked up).
+    pub takeover_s: Option<f64>,
 }
 
 /// Counts fault `i`'s window `[fault, w_end)`; `restore` is the matching restore's time.
@@ -26,6 +29,8 @@ pub fn count(cx: &Ctx, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
         held: is_kill.then(Held::default),
         ..Counts::default()
     };
+    // The latest pick-up of shared-queue mail the kill held; `None` inside once one never was.
+    let mut last_pickup: Option<Option<u64>> = None;
     for ((_, rcpt), r) in cx.ledger.generated() {
         // A provider's fault is about that provider's mail only; faults overlap in time, and
         // another provider's trouble in the same window is not this one's.
@@ -39,7 +44,17 @@ pub fn count(cx: &Ctx, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
         // On a shared queue the node held what it had leased; accepted mail went to the queue.
         let held = is_kill
             && match cx.shared {
-                true => super::takeover::held(cx, r, i).is_some(),
+                true => match super::takeover::held(cx, r, i) {
+                    Some(picked) => {
+                        last_pickup = Some(match (last_pickup, picked) {
+                            (Some(Some(l)), Some(p)) => Some(l.max(p)),
+                            (None, p) => p,
+                            _ => None,
+                        });
+                        true
+                    }
+                    None => false,
+                },
                 false => r.accepts().any(|s| {
                     let (n, reg) = cx.place(s);
                     s.t < t0 && cx.kill_of(n, reg, s.t) == Some(i)
@@ -78,5 +93,6 @@ pub fn count(cx: &Ctx, i: usize, w_end: u64, restore: Option<u64>) -> Counts {
             None => {}
         }
     }
+    c.takeover_s = last_pickup.flatten().map(|t| t.saturating_sub(t0) as f64 / super::NS);
     c
 }
