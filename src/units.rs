@@ -346,6 +346,17 @@ pub fn url_host_ip(url: &str) -> Option<std::net::IpAddr> {
         .ok()
 }
 
+/// `Err(why)` unless `url` names a queue server by a loopback address (the network rule: a
+/// name is not looked up, so it is refused too).
+pub fn loopback_url(url: &str) -> Result<(), String> {
+    match url_host_ip(url) {
+        Some(ip) if ip.is_loopback() => Ok(()),
+        _ => Err(format!(
+            "`{url}` is not nats://<loopback address>:<port> (mailsurge only uses 127.0.0.0/8 and ::1)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

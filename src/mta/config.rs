@@ -141,12 +141,8 @@ impl NodeConfig {
                 }
             }
             SpoolConfig::Nats { url, stream, lease } => {
-                if !crate::units::url_host_ip(url).is_some_and(|ip| ip.is_loopback()) {
-                    return Err(src.error_at(
-                        url.as_str(),
-                        src.top_key_line("spool"),
-                        format!("spool: url `{url}` is not nats://<loopback address>:<port> (mailsurge only uses 127.0.0.0/8 and ::1)"),
-                    ));
+                if let Err(why) = crate::units::loopback_url(url) {
+                    return Err(src.error_at(url.as_str(), src.top_key_line("spool"), format!("spool: url {why}")));
                 }
                 if stream.is_empty()
                     || !stream
@@ -159,11 +155,14 @@ impl NodeConfig {
                         format!("spool: stream `{stream}` must be letters, digits, `-` or `_`"),
                     ));
                 }
-                if lease.0 < std::time::Duration::from_millis(300) {
+                if lease.0 < crate::scenario::limits::MIN_LEASE {
                     return Err(src.error_at(
                         "lease",
                         src.top_key_line("spool"),
-                        format!("spool: lease {:?} is too short to be kept (at least 300ms)", lease.0),
+                        format!(
+                            "spool: lease {lease} is too short to be renewed in time (at least {})",
+                            crate::units::Dur(crate::scenario::limits::MIN_LEASE)
+                        ),
                     ));
                 }
             }

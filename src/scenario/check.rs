@@ -6,9 +6,9 @@
 //! (a rule table's regexes, a chaos `reply:`) is checked where that part compiles its share of
 //! the plan; this file needs only the plan itself.
 
+use crate::units::Dur;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use super::model::*;
 use super::threshold::Scope;
@@ -29,6 +29,9 @@ pub mod limits {
     /// Largest message: the reference MTA's and the inboxes' SIZE limit (32 MiB); the
     /// generator holds each message it sends whole, one per connection.
     pub const MAX_MESSAGE_SIZE: u64 = 32 << 20;
+    /// Shortest lease on the shared queue: it is renewed every third of itself, and a
+    /// renewal must get through a busy node's event loop in time.
+    pub const MIN_LEASE: Duration = Duration::from_millis(300);
     /// Largest message on the shared queue (`spool: nats`): nats-server's file store keeps
     /// records of at most 32 MiB, and 1 MiB of each publish is kept for the envelope.
     pub const MAX_SHARED_QUEUE_MESSAGE: u64 = 31 << 20;
@@ -437,20 +440,19 @@ fn shared_queue(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
         ));
     }
     if let Some(url) = &m.nats {
-        if !crate::units::url_host_ip(url).is_some_and(|ip| ip.is_loopback()) {
-            return Err(at.err(
-                url,
-                "mta",
-                format!("mta: nats: `{url}` is not nats://<loopback address>:<port> (mailsurge only uses 127.0.0.0/8 and ::1)"),
-            ));
+        if let Err(why) = crate::units::loopback_url(url) {
+            return Err(at.err(url, "mta", format!("mta: nats: {why}")));
         }
     }
     if let Some(l) = m.lease {
-        if l.0 < Duration::from_millis(300) {
+        if l.0 < MIN_LEASE {
             return Err(at.err(
                 "lease",
                 "mta",
-                format!("mta: lease: {l} is too short to be renewed in time (at least 300ms)"),
+                format!(
+                    "mta: lease: {l} is too short to be renewed in time (at least {})",
+                    Dur(MIN_LEASE)
+                ),
             ));
         }
     }
