@@ -19,7 +19,6 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,14 +73,7 @@ fn rounds() -> usize {
 fn node(dir: &Path, name: &str, inbox: SocketAddr, spool: &TestSpool) -> Proc {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    start_node_with(
-        &d,
-        name,
-        &format!("{{ example.com: [{inbox}] }}"),
-        NODE_CFG,
-        spool,
-        Stdio::inherit(),
-    )
+    start_node_on(spool, &d, name, inbox, NODE_CFG)
 }
 
 fn kill(p: &mut Proc) {

@@ -160,14 +160,13 @@ fn post_acceptance_errors_are_dropped_events_not_rejects(nats: bool) {
     let spool = TestSpool::new(nats, dir.path());
     let receipts = dir.path().join("receipts.jsonl");
     let inbox = start_inbox(dir.path(), "generic");
-    let node = start_node_with(
+    let node = start_node_on(
+        &spool,
         dir.path(),
         "s-1",
-        &format!("{{ example.com: [{}] }}", inbox.addr),
+        inbox.addr,
         "relay_networks: [127.0.0.0/8]\n\
          screen: { unsubscribed: '^unsub[-.]', tenant_rate: 1/s, tenant_burst: 1, require_from: true }\n",
-        &spool,
-        std::process::Stdio::inherit(),
     );
     let mut c = Raw::connect(node.addr);
     assert_eq!(c.code(), 220);

@@ -35,15 +35,6 @@ on_both_spools!(
     deferred_retries_follow_the_backoff_schedule_and_expire,
 );
 
-/// A node relaying `example.com` to `inbox`.
-fn node_on(spool: &TestSpool, dir: &std::path::Path, name: &str, inbox: std::net::SocketAddr, extra: &str) -> Proc {
-    node_routes_on(spool, dir, name, &format!("{{ example.com: [{inbox}] }}"), extra)
-}
-
-fn node_routes_on(spool: &TestSpool, dir: &std::path::Path, name: &str, routes: &str, extra: &str) -> Proc {
-    start_node_with(dir, name, routes, extra, spool, std::process::Stdio::inherit())
-}
-
 /// `(id, rcpt)` pairs `<prefix>.<i>` → `user<i>@example.com`.
 fn batch(prefix: &str, n: usize) -> Vec<(String, String)> {
     (0..n)
@@ -127,7 +118,7 @@ fn throttle_reply_cuts_the_domain_rate_and_it_recovers(nats: bool) {
     .unwrap();
     let rules = dir.path().join("rules.yaml");
     let inbox = start_inbox(dir.path(), rules.to_str().unwrap());
-    let node = node_on(
+    let node = start_node_on(
         &spool,
         dir.path(),
         "th-1",
@@ -222,7 +213,7 @@ fn block_reply_reroutes_the_next_attempt_to_the_other_pool(nats: bool) {
     .unwrap();
     let rules = dir.path().join("rules.yaml");
     let inbox = start_inbox(dir.path(), rules.to_str().unwrap());
-    let node = node_on(
+    let node = start_node_on(
         &spool,
         dir.path(),
         "rr-1",
@@ -289,7 +280,7 @@ fn refused_primary_mx_fails_over_to_the_secondary(nats: bool) {
     let secondary = start_inbox(&secondary_dir, "generic");
     // The primary's address: a port nothing listens on (yet).
     let primary: std::net::SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
-    let node = node_routes_on(
+    let node = start_node_routes_on(
         &spool,
         dir.path(),
         "mx-1",
@@ -357,7 +348,7 @@ fn primary_mx_refusing_at_greeting_fails_over_to_the_secondary(nats: bool) {
     .unwrap();
     let primary = start_inbox(&p_dir, p_dir.join("rules.yaml").to_str().unwrap());
     let secondary = start_inbox(&s_dir, "generic");
-    let node = node_routes_on(
+    let node = start_node_routes_on(
         &spool,
         dir.path(),
         "mx-2",
@@ -406,7 +397,7 @@ fn deferred_retries_follow_the_backoff_schedule_and_expire(nats: bool) {
     let dir = tempdir();
     let spool = TestSpool::new(nats, dir.path());
     let inbox = start_inbox(dir.path(), "generic");
-    let node = node_on(
+    let node = start_node_on(
         &spool,
         dir.path(),
         "bo-1",

@@ -107,14 +107,22 @@ pub fn start_node(dir: &Path, name: &str, inbox: SocketAddr, extra: &str) -> Pro
 
 /// [`start_node`] with the node's stderr (its warnings) sent to `stderr`.
 pub fn start_node_to(dir: &Path, name: &str, inbox: SocketAddr, extra: &str, stderr: Stdio) -> Proc {
-    start_node_with(
-        dir,
-        name,
-        &format!("{{ example.com: [{inbox}] }}"),
-        extra,
-        &TestSpool::Local,
-        stderr,
-    )
+    start_node_with(dir, name, &example_route(inbox), extra, &TestSpool::Local, stderr)
+}
+
+/// [`start_node`] on `spool`.
+pub fn start_node_on(spool: &TestSpool, dir: &Path, name: &str, inbox: SocketAddr, extra: &str) -> Proc {
+    start_node_with(dir, name, &example_route(inbox), extra, spool, Stdio::inherit())
+}
+
+/// [`start_node_routes`] on `spool`.
+pub fn start_node_routes_on(spool: &TestSpool, dir: &Path, name: &str, routes: &str, extra: &str) -> Proc {
+    start_node_with(dir, name, routes, extra, spool, Stdio::inherit())
+}
+
+/// `routes:` sending example.com to `inbox`.
+fn example_route(inbox: SocketAddr) -> String {
+    format!("{{ example.com: [{inbox}] }}")
 }
 
 /// A node with its routes (`{ domain: [addr, …] }`), extra config lines and spool.
@@ -327,7 +335,7 @@ pub fn run_events(dir: &Path) -> String {
 /// Writes `dir/node.yaml` with the given `routes:` value (YAML flow map) plus `extra` config
 /// lines, and starts a node on it (spool and events in `dir`).
 pub fn start_node_routes(dir: &Path, name: &str, routes: &str, extra: &str) -> Proc {
-    start_node_with(dir, name, routes, extra, &TestSpool::Local, Stdio::inherit())
+    start_node_routes_on(&TestSpool::Local, dir, name, routes, extra)
 }
 
 /// Submits one message per `(id, rcpt)` on one SMTP session, each expected to get 250.
