@@ -3,6 +3,7 @@
 //! and their flags are in `args.rs`; this file runs them.
 
 mod args;
+mod capacity;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -145,16 +146,7 @@ fn dispatch(cmd: Cmd) -> u8 {
         }
         Cmd::Mta { config } => mta(&config),
         Cmd::Queue { dir, listen } => queue(&dir, listen),
-        Cmd::Capacity {
-            scenario,
-            min,
-            max,
-            precision,
-            step,
-            down,
-            headroom,
-            out,
-        } => capacity(&scenario, min, max, precision, step, down, headroom, out),
+        Cmd::Capacity(a) => capacity::capacity(a),
     }
 }
 
@@ -347,99 +339,6 @@ fn mta(config: &Path) -> u8 {
         Err(e) => return config_error(&e),
     };
     block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())).map_or_else(|c| c, |()| EXIT_PASS)
-}
-
-#[allow(clippy::too_many_arguments)] // one per flag
-fn capacity(
-    path: &Path,
-    min: Option<crate::units::Rate>,
-    max: Option<crate::units::Rate>,
-    precision: crate::units::Percent,
-    step: crate::units::Dur,
-    down: Vec<String>,
-    headroom: Option<f64>,
-    out: Option<PathBuf>,
-) -> u8 {
-    use crate::capacity::{runner, Search};
-    let s = match scenario::load(path) {
-        Ok(s) => s,
-        Err(e) => return config_error(&e),
-    };
-    let peak = runner::peak_of(&s);
-    let headroom = headroom.or(s.file.capacity.map(|g| g.headroom)).unwrap_or(1.0);
-    let mut search = Search::around(peak);
-    search.min = min.map_or(search.min, |r| r.0);
-    search.max = max.map_or(search.max, |r| r.0);
-    search.precision = precision.0;
-    if !(search.min > 0.0 && search.max >= search.min && search.precision > 0.0 && headroom > 0.0) {
-        eprintln!("error: capacity needs 0 < --min <= --max, --precision > 0% and --headroom > 0");
-        return EXIT_CONFIG;
-    }
-    let out = out.unwrap_or_else(|| {
-        PathBuf::from("reports").join(format!(
-            "{}-capacity-{}",
-            s.file.name,
-            chrono::Utc::now().format("%Y%m%dT%H%M%S")
-        ))
-    });
-    if let Err(e) = crate::run::claim_out_dir(&out, false) {
-        eprintln!("error: {e}");
-        return EXIT_CONFIG;
-    }
-    // A --down target that does not exist is a usage error before any probe runs.
-    let plan = crate::capacity::probe::ProbePlan {
-        rate: search.min,
-        warmup: std::time::Duration::from_secs(5),
-        step: step.0,
-        down: down.clone(),
-    };
-    if let Err(e) = crate::capacity::probe::scenario(&s, &plan) {
-        return config_error(&e);
-    }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let opts = runner::Options {
-        search,
-        warmup: plan.warmup,
-        step: step.0,
-        down,
-        out: out.clone(),
-        headroom,
-        stop: None,
-    };
-    let result = rt.block_on(async {
-        let mut opts = opts;
-        opts.stop = Some(crate::signal::stops());
-        runner::search(&s, &opts, &|l| eprintln!("{l}")).await
-    });
-    crate::runlog::close();
-    match result {
-        Ok(c) => {
-            let knee = c.knee_per_s.map_or("none".into(), |k| format!("{k:.1}/s"));
-            println!(
-                "{}: knee {knee} ({}: {}); peak {:.1}/s × headroom {} → {}  [{} probes]",
-                c.scenario,
-                c.end,
-                c.why,
-                c.scenario_peak_per_s,
-                c.headroom,
-                if c.pass { "PASS" } else { "FAIL" },
-                c.probes.len()
-            );
-            println!("capacity: {}", out.join(runner::CAPACITY_FILE).display());
-            match (c.end.as_str(), c.pass) {
-                ("stopped", _) if c.probes.iter().any(|p| p.verdict == "error") => EXIT_RUNTIME,
-                (_, true) => EXIT_PASS,
-                _ => EXIT_FAIL,
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            EXIT_RUNTIME
-        }
-    }
 }
 
 fn queue(dir: &Path, ip: std::net::IpAddr) -> u8 {

@@ -1,6 +1,7 @@
-//! `mailsurge capacity`: the knee search over real runs (SPEC §10). Small and fast here: the
-//! smoke topology between two rates; the full acceptance (a provider's per-IP limit found
-//! within ±10%) needs bottleneck attribution and comes with it.
+//! `mailsurge capacity`: the knee search over real runs (SPEC §10): probes as run
+//! directories, capacity.json against its schema, the report and chart, the gate, and the
+//! knee and bottleneck of a topology whose only limit is a provider's per-source-IP rate
+//! (a small, fast version of `scenarios/provider-limit.yaml`).
 
 mod common;
 
@@ -27,14 +28,45 @@ fn a_small_search_runs_real_probes_and_writes_capacity_json() {
     // Both probes pass: the knee is at least --max, above smoke's 100/s peak.
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
     let c = read_json(&out.join("capacity.json"));
+    assert_valid_against("capacity.v1.schema.json", &c);
     assert_eq!(c["schema"], "mailsurge.capacity/v1");
     assert_eq!(c["end"], "at_least_max", "{c}");
+    // Nothing saturates smoke at 400/s; the report says so and shows the chart.
+    assert_eq!(c["saturated"], "none", "{c}");
+    assert!(stdout.contains("bottleneck at 400/s: nothing saturated"), "{stdout}");
+    for f in [
+        "report.md",
+        "report.html",
+        "charts/latency-vs-rate.png",
+        "charts/latency-vs-rate.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("knee 400/s") && md.contains("](probes/02-400/report.html)"),
+        "{md}"
+    );
+    assert!(
+        stderr.contains("probe 1 of ~") && stderr.contains("200/s PASS"),
+        "{stderr}"
+    );
     assert_eq!(c["knee_per_s"], 400.0);
     assert_eq!(c["pass"], true);
     let probes = c["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 2, "{c}");
     for p in probes {
         assert_eq!(p["verdict"], "pass", "{p}");
+        // CPU per process kind over the judged window, from the probe's cpu.json.
+        let kinds: Vec<&str> = p["attribution"]["cpu"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap())
+            .collect();
+        for k in ["generator", "inboxes", "node"] {
+            assert!(kinds.contains(&k), "{k} missing in {p}");
+        }
         // Each probe is a normal run directory.
         let run = out.join(p["dir"].as_str().unwrap());
         assert_schema_valid(&read_json(&run.join("summary.json")));
@@ -59,7 +91,7 @@ fn a_down_target_that_does_not_exist_is_a_usage_error() {
     assert!(!out.join("probes").exists(), "nothing ran");
 }
 
-/// The scenario's `capacity: { headroom }` is the gate: a knee of at least 400/s does not
+/// The scenario's `capacity: { headroom }` is the gate: a knee of at least 200/s does not
 /// carry 5× smoke's 100/s peak (exit 1); `--headroom` overrides it.
 #[test]
 fn the_scenarios_headroom_is_the_gate() {
@@ -77,9 +109,9 @@ fn the_scenarios_headroom_is_the_gate() {
             "capacity".to_string(),
             path.to_str().unwrap().into(),
             "--min".into(),
-            "400/s".into(),
+            "200/s".into(),
             "--max".into(),
-            "400/s".into(),
+            "200/s".into(),
             "--step".into(),
             "2s".into(),
             "--out".into(),
@@ -108,4 +140,76 @@ fn the_scenarios_headroom_is_the_gate() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("gate.yaml:") && err.contains("headroom"), "{err}");
+}
+
+/// A topology whose only limit is a provider's per-source-IP rate (200/s, GCRA burst 20),
+/// reached through `ips` egress addresses with plain deferral on 4xx; the search's knee and
+/// its bottleneck sentence.
+fn provider_limit_search(dir: &std::path::Path, ips: &[&str], max: &str) -> serde_json::Value {
+    let rules = std::fs::read_to_string(repo().join("mock-inboxes/rate-capped.yaml"))
+        .unwrap()
+        .replace("rate: 400/s, burst: 40", "rate: 200/s, burst: 20");
+    assert!(rules.contains("rate: 200/s"), "the shipped limit moved: {rules}");
+    std::fs::write(dir.join("rate-capped.yaml"), rules).unwrap();
+    std::fs::copy(repo().join("scenarios/plain-defer.yaml"), dir.join("plain-defer.yaml")).unwrap();
+    let scenario = std::fs::read_to_string(repo().join("scenarios/provider-limit.yaml"))
+        .unwrap()
+        .replace("../mock-inboxes/rate-capped.yaml", "rate-capped.yaml")
+        .replace("shared: [127.0.1.1]", &format!("shared: [{}]", ips.join(", ")))
+        .replace("arrival: poisson", "arrival: uniform")
+        .replace("rate: 300/s", "rate: 150/s");
+    let path = dir.join("limit.yaml");
+    std::fs::write(&path, scenario).unwrap();
+    let out = dir.join("cap");
+    let o = mailsurge(&[
+        "capacity",
+        path.to_str().unwrap(),
+        "--min",
+        "100/s",
+        "--max",
+        max,
+        "--warmup",
+        "2s",
+        "--step",
+        "4s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{stderr}");
+    let c = read_json(&out.join("capacity.json"));
+    assert_valid_against("capacity.v1.schema.json", &c);
+    c
+}
+
+/// The knee is the provider's limit (±10%) with one egress address and twice it (±15%) with
+/// two, and the bottleneck names the provider's limit, its reply and the addresses.
+#[test]
+fn the_knee_of_a_provider_limited_topology_is_the_limit_times_the_addresses() {
+    let (a, b) = (tempdir(), tempdir());
+    let (pa, pb) = (a.path().to_path_buf(), b.path().to_path_buf());
+    // The two searches are light (≤ 500 msg/s); side by side they take half the time.
+    let one = std::thread::spawn(move || provider_limit_search(&pa, &["127.0.1.1"], "400/s"));
+    let two = provider_limit_search(&pb, &["127.0.1.1", "127.0.1.2"], "800/s");
+    let one = one.join().unwrap();
+    for (c, limit, tol, ips) in [
+        (&one, 200.0, 0.10, "127.0.1.1"),
+        (&two, 400.0, 0.15, "127.0.1.1, 127.0.1.2"),
+    ] {
+        let knee = c["knee_per_s"].as_f64().unwrap_or(0.0);
+        assert!(
+            (knee - limit).abs() <= limit * tol,
+            "knee {knee}/s, limit {limit}/s: {c:#}"
+        );
+        assert_eq!(c["end"], "knee", "{c:#}");
+        assert_eq!(c["saturated"], "provider", "{c:#}");
+        let b = c["bottleneck"].as_str().unwrap();
+        assert!(
+            b.contains("provider isp capped: 421 4.7.0")
+                && b.contains("[CAP]")
+                && b.contains(&format!("from {ips}"))
+                && b.contains("per-source-IP rate limit 200/s"),
+            "{b}"
+        );
+    }
 }

@@ -142,6 +142,7 @@ fn measurement_keeps_at_most_400_bytes_per_recipient() {
     let inp = Inputs {
         start_ns: 1_000_000_000_000,
         duration_s: 60.0,
+        warmup_s: 0.0,
         slo_ms: 1000.0,
         slo_target: 0.99,
         providers: [("gmail.com".to_string(), "gmail".to_string())].into(),

@@ -6,7 +6,9 @@
 //! bottleneck attribution, the capacity report and its chart, and the scenario's `capacity:`
 //! gate key follow.
 
+pub mod attribution;
 pub mod probe;
+pub mod report;
 pub mod runner;
 pub mod search;
 

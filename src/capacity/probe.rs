@@ -31,6 +31,8 @@ pub fn scenario(base: &Scenario, plan: &ProbePlan) -> Result<Scenario, ConfigErr
     f.name = format!("{}-at-{}", base.file.name, rate_label(plan.rate));
     f.traffic.rate = RateSpec::Constant(Rate(plan.rate));
     f.duration = Dur(plan.warmup + plan.step);
+    // Judged on the step alone: the warm-up fills queues and connections.
+    f.warmup = (!plan.warmup.is_zero()).then_some(Dur(plan.warmup));
     f.drain = Dur(f.drain.0.min(plan.step));
     f.chaos = plan
         .down
@@ -83,6 +85,11 @@ mod tests {
         assert_eq!(p.file.name, "region-failover-at-1234.6");
         assert!(matches!(p.file.traffic.rate, RateSpec::Constant(r) if (r.0 - 1234.56).abs() < 1e-9));
         assert_eq!(p.file.duration.0, Duration::from_secs(25));
+        assert_eq!(
+            p.file.warmup.map(|w| w.0),
+            Some(Duration::from_secs(5)),
+            "judged on the step"
+        );
         assert_eq!(p.file.drain.0, Duration::from_secs(20), "at most one step of drain");
         assert_eq!(p.file.chaos.len(), 1, "the timeline's kill and restore are gone");
         assert_eq!(

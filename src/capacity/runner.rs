@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use super::attribution::{self, Attribution};
 use super::probe::{self, ProbePlan};
 use super::search::{End, Next, Search, Verdict};
 use crate::scenario::{RateSpec, Scenario};
@@ -45,6 +46,13 @@ pub struct ProbeLine {
     /// Why it failed or errored, in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+    /// What saturated first at this rate, in one sentence (absent when the probe errored
+    /// before its run directory was complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bottleneck: Option<String>,
+    /// The signals behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<Attribution>,
 }
 
 /// `capacity.json`.
@@ -58,8 +66,16 @@ pub struct Capacity {
     pub end: String,
     /// What the end means, in words.
     pub why: String,
+    /// What saturated first above the knee: the lowest failing probe's bottleneck (or, when
+    /// none failed, the highest probe's).
+    pub bottleneck: Option<String>,
+    /// Its kind: `provider`, `cpu`, `generator`, `queue` or `none`.
+    pub saturated: Option<String>,
     pub scenario_peak_per_s: f64,
     pub headroom: f64,
+    /// The scenario's SLO: delivery time (ms) and the share that must meet it.
+    pub slo_ms: f64,
+    pub slo_target: f64,
     /// knee ≥ peak × headroom.
     pub pass: bool,
     pub down: Vec<String>,
@@ -87,18 +103,21 @@ pub async fn search(base: &Scenario, o: &Options, progress: &dyn Fn(&str)) -> an
             Next::Done(end) => break end,
         };
         let k = done.len() + 1;
+        let n = o.search.estimate(&done).max(k);
         let rel = format!("probes/{k:02}-{}", probe::rate_label(rate));
         progress(&format!(
-            "probe {k}: {}/s for {:?} (+{:?} warm-up) → {rel}",
+            "probe {k} of ~{n}: {}/s for {:?} (+{:?} warm-up) → {rel}",
             probe::rate_label(rate),
             o.step,
             o.warmup
         ));
-        let (verdict, line) = one(base, o, rate, &o.out.join(&rel), &rel).await?;
+        let baseline = lines.first().and_then(|l: &ProbeLine| l.attribution.as_ref());
+        let (verdict, line) = one(base, o, rate, &o.out.join(&rel), &rel, baseline).await?;
         progress(&format!(
-            "probe {k}: {}/s {}",
+            "probe {k} of ~{n}: {}/s {}{}",
             probe::rate_label(rate),
-            line.verdict.to_uppercase()
+            line.verdict.to_uppercase(),
+            line.bottleneck.as_deref().map_or(String::new(), |b| format!(" — {b}"))
         ));
         done.push((rate, verdict));
         lines.push(line);
@@ -138,14 +157,27 @@ pub async fn search(base: &Scenario, o: &Options, progress: &dyn Fn(&str)) -> an
         ),
         End::Stopped { best, why } => (*best, "stopped", why.clone()),
     };
+    // What saturated first: at the lowest failing rate; with none failing, at the highest.
+    let first_failing = lines
+        .iter()
+        .filter(|l| l.verdict == "fail")
+        .min_by(|a, b| a.rate_per_s.total_cmp(&b.rate_per_s));
+    let highest = lines.iter().max_by(|a, b| a.rate_per_s.total_cmp(&b.rate_per_s));
+    let at = first_failing
+        .or(highest)
+        .and_then(|l| l.attribution.as_ref().map(|a| (l, a)));
     let c = Capacity {
         schema: SCHEMA.into(),
         scenario: base.file.name.clone(),
         knee_per_s: knee.map(r1),
         end: end_name.into(),
         why,
+        bottleneck: at.map(|(l, a)| format!("at {}/s: {}", probe::rate_label(l.rate_per_s), a.bottleneck)),
+        saturated: at.map(|(_, a)| a.saturated.clone()),
         scenario_peak_per_s: peak,
         headroom: o.headroom,
+        slo_ms: base.file.slo.delivery_time.0.as_secs_f64() * 1e3,
+        slo_target: base.file.slo.target.0,
         pass: knee.is_some_and(|k| k >= peak * o.headroom) && end_name != "stopped",
         down: o.down.clone(),
         step_s: o.step.as_secs_f64(),
@@ -154,11 +186,19 @@ pub async fn search(base: &Scenario, o: &Options, progress: &dyn Fn(&str)) -> an
     };
     let json = serde_json::to_string_pretty(&c)?;
     crate::files::write(&o.out.join(CAPACITY_FILE), json + "\n")?;
+    super::report::write(&o.out, &c).context("cannot write the capacity report")?;
     Ok(c)
 }
 
 /// One probe: its scenario, its run, its verdict.
-async fn one(base: &Scenario, o: &Options, rate: f64, dir: &Path, rel: &str) -> anyhow::Result<(Verdict, ProbeLine)> {
+async fn one(
+    base: &Scenario,
+    o: &Options,
+    rate: f64,
+    dir: &Path,
+    rel: &str,
+    baseline: Option<&Attribution>,
+) -> anyhow::Result<(Verdict, ProbeLine)> {
     let plan = ProbePlan {
         rate,
         warmup: o.warmup,
@@ -182,6 +222,8 @@ async fn one(base: &Scenario, o: &Options, rate: f64, dir: &Path, rel: &str) -> 
         slo: None,
         dir: rel.into(),
         reasons: Vec::new(),
+        bottleneck: None,
+        attribution: None,
     };
     let verdict = match crate::run::run(&compiled, &opts).await {
         Ok(out) => {
@@ -208,5 +250,23 @@ async fn one(base: &Scenario, o: &Options, rate: f64, dir: &Path, rel: &str) -> 
     }
     .into();
     line.pass = verdict == Verdict::Pass;
+    // The signals, from the directory the run left (also after a failed node: the report is
+    // written before the error).
+    if dir.join(crate::run::RUN_FILE).is_file() {
+        let p = attribution::Probe {
+            dir,
+            scenario: &compiled.scenario,
+            rules: &compiled.rules,
+            rate,
+            warmup_s: o.warmup.as_secs_f64(),
+        };
+        match attribution::attribute(&p, baseline) {
+            Ok(a) => {
+                line.bottleneck = Some(a.bottleneck.clone());
+                line.attribution = Some(a);
+            }
+            Err(e) => tracing::warn!("probe {rel}: no bottleneck attribution: {e}"),
+        }
+    }
     Ok((verdict, line))
 }

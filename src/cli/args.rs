@@ -152,35 +152,11 @@ pub enum Cmd {
         config: PathBuf,
     },
     /// Find the highest constant rate the scenario's topology carries with its SLO and
-    /// thresholds holding (the knee): real runs ramping up ×2 from --min, then bisecting to
+    /// thresholds holding (the knee): real runs ramping up ×4 from --min, then bisecting to
     /// --precision. Writes capacity.json and one run directory per probe. Exit 0 when the knee
     /// reaches the scenario's peak (× --headroom), 1 when not, 2 bad input, 3 a probe that
     /// could not be judged.
-    Capacity {
-        scenario: PathBuf,
-        /// First rate probed (default: a quarter of the scenario's peak).
-        #[arg(long)]
-        min: Option<crate::units::Rate>,
-        /// Highest rate probed (default: eight times the scenario's peak).
-        #[arg(long)]
-        max: Option<crate::units::Rate>,
-        /// Stop bisecting when pass and fail are this close.
-        #[arg(long, default_value = "5%")]
-        precision: crate::units::Percent,
-        /// Each probe's measured time at its rate (after a 5 s warm-up).
-        #[arg(long, default_value = "20s")]
-        step: Dur,
-        /// Kill this target at the start of every probe (repeatable): region/X, node/X, provider/X.
-        #[arg(long)]
-        down: Vec<String>,
-        /// The knee must reach the scenario's peak times this (default: the scenario's
-        /// `capacity: headroom`, else 1).
-        #[arg(long)]
-        headroom: Option<f64>,
-        /// Output directory (default: reports/<name>-capacity-<UTC timestamp>). Must be new or empty.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Capacity(CapacityArgs),
     /// Start a shared queue's server as `run` does (nats-server with durable JetStream that
     /// syncs every write, installed with scripts/install-nats.sh when none is found), print
     /// `READY nats://ADDR`, serve until SIGTERM or Ctrl-C. For nodes started by hand with
@@ -193,6 +169,41 @@ pub enum Cmd {
         #[arg(long, default_value = "127.0.5.1")]
         listen: std::net::IpAddr,
     },
+}
+
+/// `mailsurge capacity`'s arguments (SPEC §10).
+#[derive(Debug, clap::Args)]
+pub struct CapacityArgs {
+    pub scenario: PathBuf,
+    /// First rate probed (default: a quarter of the scenario's peak).
+    #[arg(long)]
+    pub min: Option<crate::units::Rate>,
+    /// Highest rate probed (default: 64 times the scenario's peak).
+    #[arg(long)]
+    pub max: Option<crate::units::Rate>,
+    /// Stop bisecting when pass and fail are this close.
+    #[arg(long, default_value = "5%")]
+    pub precision: crate::units::Percent,
+    /// Each probe's measured time at its rate (after the warm-up).
+    #[arg(long, default_value = "20s")]
+    pub step: Dur,
+    /// Each probe's time at its rate before the step: queues and connections fill; accounted
+    /// for, not judged.
+    #[arg(long, default_value = "5s")]
+    pub warmup: Dur,
+    /// Kill this target at the start of every probe (repeatable): region/X, node/X, provider/X.
+    #[arg(long)]
+    pub down: Vec<String>,
+    /// The knee must reach the scenario's peak times this (default: the scenario's
+    /// `capacity: headroom`, else 1).
+    #[arg(long)]
+    pub headroom: Option<f64>,
+    /// Output directory (default: reports/<name>-capacity-<UTC timestamp>). Must be new or empty.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress lines: only the result on stdout.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 pub fn parse_spool(s: &str) -> Result<crate::scenario::SpoolKind, String> {

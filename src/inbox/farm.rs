@@ -1,6 +1,10 @@
 //! The mock inbox providers of a run, in-process: one rule engine per provider, served on one
 //! loopback address per MX host, and the levers the chaos timeline pulls on them.
 //!
+//! The inboxes run on their own runtime ([`InboxRuntime`], threads named `inbox`), apart from
+//! the generator's: a capacity probe tells their CPU from the generator's by thread name
+//! (`run::cpu`), and a busy generator cannot starve the inboxes' replies (or the reverse).
+//!
 //! A provider with `mx: 2` has a primary and a secondary MX (two listeners, one engine and one
 //! state, as a real provider's MX hosts share a backend); the MTA's route list names them in
 //! order, so killing the primary exercises MX failover.
@@ -24,6 +28,39 @@ use crate::smtp::{self, Policy, ServerStats};
 fn default_addr(provider: usize, mx: u32) -> SocketAddr {
     let third = if mx == 1 { 2 } else { 10 + mx as u8 };
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, third, (provider + 1) as u8)), 0)
+}
+
+/// The inboxes' own multi-thread runtime. Dropped from async code it shuts down in the
+/// background (a plain `Runtime` drop there would panic).
+pub struct InboxRuntime(Option<tokio::runtime::Runtime>);
+
+/// The name of every inbox runtime thread; CPU accounting keys on it.
+pub const INBOX_THREAD: &str = "inbox";
+
+impl InboxRuntime {
+    pub fn new() -> std::io::Result<InboxRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name(INBOX_THREAD)
+            .enable_all()
+            .build()?;
+        Ok(InboxRuntime(Some(rt)))
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("inbox runtime is alive until dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for InboxRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// One MX host: its address and the server task while it listens.
@@ -65,6 +102,8 @@ pub struct ProviderRt {
     pub domains: Vec<String>,
     pub inbox: Arc<Inbox>,
     mxs: Vec<Mx>,
+    /// Where its listeners and sessions run: the inbox runtime.
+    rt: tokio::runtime::Handle,
 }
 
 impl ProviderRt {
@@ -73,13 +112,16 @@ impl ProviderRt {
         self.mxs.iter().map(|m| m.addr).collect()
     }
 
-    /// Starts every provider of the scenario, each with its compiled rule table (`rules[i]`
-    /// for provider i); receipts become events on `events`.
-    pub async fn start_all(
+    /// Starts every provider of the scenario on `rt`, each with its compiled rule table
+    /// (`rules[i]` for provider i); receipts become events on `events`.
+    pub fn start_all(
         s: &Scenario,
         rules: &[RuleSet],
         events: &mpsc::UnboundedSender<Event>,
+        rt: &tokio::runtime::Handle,
     ) -> anyhow::Result<Vec<ProviderRt>> {
+        // Listeners register with, and tasks spawn on, the inbox runtime.
+        let _on = rt.enter();
         let mut out = Vec::new();
         for ((i, p), rules) in s.providers.iter().enumerate().zip(rules) {
             let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
@@ -96,6 +138,7 @@ impl ProviderRt {
                 domains: p.spec.domains.clone(),
                 inbox,
                 mxs: Vec::new(),
+                rt: rt.clone(),
             };
             for m in 1..=p.spec.mx.max(1) {
                 let want = match p.spec.listen {
@@ -150,6 +193,7 @@ impl ProviderRt {
                 if let Some(t) = m.task.take() {
                     let _ = t.await;
                 }
+                let _on = self.rt.enter();
                 let l = crate::smtp::listen(m.addr)
                     .with_context(|| format!("provider `{}`: cannot listen again on {}", self.name, m.addr))?;
                 m.serve(&self.name, &self.inbox, l);

@@ -39,12 +39,36 @@ pub struct Inputs {
     pub duration_s: f64,
     pub slo_ms: f64,
     pub slo_target: f64,
+    /// The first seconds of the window that are not judged (scenario `warmup`): their messages
+    /// count in the accounting and the charts, but not in percentiles, the SLO or thresholds
+    /// on latency, compliance or throughput — a capacity probe's queues and connections fill
+    /// there, and a cold start is not the rate being asked about.
+    pub warmup_s: f64,
     /// Recipient domain → provider name.
     pub providers: BTreeMap<String, String>,
     pub thresholds: Vec<Threshold>,
 }
 
 impl Inputs {
+    /// These inputs for the judged window: it starts after the warm-up.
+    fn after_warmup(&self) -> Inputs {
+        let w = self.warmup_s.clamp(0.0, self.duration_s);
+        Inputs {
+            start_ns: self.start_ns + (w * 1e9) as u64,
+            duration_s: self.duration_s - w,
+            warmup_s: 0.0,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a recipient's delivery time is judged: it was intended after the warm-up (or
+    /// its intended time is unknown).
+    fn judged(&self, r: &Record) -> bool {
+        self.warmup_s <= 0.0
+            || r.intended
+                .is_none_or(|i| i >= self.start_ns + (self.warmup_s * 1e9) as u64)
+    }
+
     /// The provider that serves a recipient's domain.
     pub fn provider_of(&self, rcpt: &str) -> Option<&str> {
         provider_of(&self.providers, rcpt)
@@ -120,6 +144,8 @@ pub struct Analysis {
     pub faults: Vec<FaultMetrics>,
     /// All thresholds, the SLO and `lost == 0` hold, and no witness contradicts another.
     pub pass: bool,
+    /// Seconds at the start of the window left out of the judgement ([`Inputs::warmup_s`]).
+    pub warmup_s: f64,
 }
 
 /// One generated recipient with its derived labels.
@@ -155,8 +181,10 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         .collect();
 
     let all: Vec<&Row<'_>> = rows.iter().collect();
-    let overall = dist_of(&all, Record::delivery_us);
-    let uncorrected = dist_of(&all, Record::uncorrected_us);
+    let judged_inp = inp.after_warmup();
+    let judged: Vec<&Row<'_>> = all.iter().copied().filter(|r| inp.judged(r.rec)).collect();
+    let overall = dist_of(&judged, Record::delivery_us);
+    let uncorrected = dist_of(&judged, Record::uncorrected_us);
     // No eligible message, no SLO: nothing measured never passes.
     let slo_compliance = overall.share_within(inp.slo_ms).unwrap_or(0.0);
     let slo_pass = !overall.is_empty() && slo_compliance >= inp.slo_target;
@@ -199,8 +227,15 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         .thresholds
         .iter()
         .map(|t| {
-            let sel: Vec<&Row<'_>> = rows.iter().filter(|r| in_scope(r, &t.scope)).collect();
-            let observed = observe(t, &sel, inp, intervals);
+            // Counts are about correctness (`lost == 0`) and cover the whole run; the rest
+            // judges the window after the warm-up.
+            let (pool, on) = match t.metric {
+                Metric::Count(_) => (&all, inp),
+                _ => (&judged, &judged_inp),
+            };
+            let sel: Vec<&Row<'_>> = pool.iter().copied().filter(|r| in_scope(r, &t.scope)).collect();
+            let span = (on.duration_s.ceil() as usize).max(1);
+            let observed = observe(t, &sel, on, span);
             ThresholdResult {
                 threshold: t.clone(),
                 observed,
@@ -234,6 +269,7 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         thresholds,
         faults,
         pass,
+        warmup_s: inp.warmup_s,
     }
 }
 
@@ -416,6 +452,7 @@ mod tests {
         Inputs {
             start_ns: 0,
             duration_s: 10.0,
+            warmup_s: 0.0,
             slo_ms: 1000.0,
             slo_target: 0.9,
             providers: [("a.test".to_string(), "pa".to_string())].into(),
@@ -453,6 +490,50 @@ mod tests {
         let a = analyze(&none, &[], &inputs(&[]));
         assert!(a.unjudgeable.unwrap().contains("accepted none of the 3"));
         assert!(!a.slo_pass && !a.pass, "no eligible mail, no SLO pass");
+    }
+
+    /// A warm-up's slow messages are accounted for and charted but not judged; counts (a
+    /// lost message) still cover the whole run.
+    #[test]
+    fn the_warmup_is_accounted_for_but_not_judged() {
+        let mut ev = Vec::new();
+        for id in 0..100u64 {
+            let t = id as f64 / 10.0;
+            // The first 2 s take 5 s (over the 1 s SLO); the rest 10 ms.
+            ev.extend(msg(id, t, Some(if t < 2.0 { 5000 } else { 10 })));
+        }
+        let th = ["p99 < 100ms", "throughput >= 9/s over 2s windows", "lost == 0"];
+        let cold = analyze(&ev, &[], &inputs(&th));
+        assert!(!cold.slo_pass && !cold.pass, "judged from 0 s the warm-up fails it");
+        let warm = analyze(
+            &ev,
+            &[],
+            &Inputs {
+                warmup_s: 2.0,
+                ..inputs(&th)
+            },
+        );
+        assert!(warm.slo_pass && warm.pass, "{:?}", warm.thresholds);
+        assert_eq!(
+            warm.overall.len(),
+            80,
+            "the 20 warm-up messages are not in the percentiles"
+        );
+        assert_eq!(warm.counts.delivered, 100, "but they are accounted for");
+        assert_eq!(warm.series[0].n, 10, "and charted");
+        // A message lost in the warm-up still fails `lost == 0`.
+        let mut lossy = ev.clone();
+        lossy.extend(msg(1000, 0.5, None));
+        let a = analyze(
+            &lossy,
+            &[],
+            &Inputs {
+                warmup_s: 2.0,
+                ..inputs(&th)
+            },
+        );
+        assert_eq!(a.counts.lost, 1);
+        assert!(!a.thresholds[2].pass && a.thresholds[0].pass, "{:?}", a.thresholds);
     }
 
     #[test]

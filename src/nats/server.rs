@@ -167,6 +167,11 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Writes `<dir>/nats.conf` (JetStream, store in `<dir>/store`, sync every write) and
     /// starts the server on `ip` at a free port; returns once it greets clients.
     pub async fn start(bin: &Path, dir: &Path, ip: IpAddr) -> Result<NatsServer, NatsError> {

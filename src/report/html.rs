@@ -115,7 +115,7 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
 
 /// An SVG document as an element of the page: no XML prolog, and no namespace URL (an HTML
 /// parser puts `<svg>` in the SVG namespace itself), so the page names no URL at all.
-fn inline_svg(svg: &str, title: &str) -> String {
+pub(crate) fn inline_svg(svg: &str, title: &str) -> String {
     let body = match svg.find("<svg") {
         Some(i) => &svg[i..],
         None => return format!("<p class=\"bad\">chart {} is not an SVG document</p>", esc_html(title)),
@@ -405,7 +405,7 @@ fn faults_section(o: &mut String, s: &Summary, a: &Analysis) {
     let _ = writeln!(o, "</table>\n</section>");
 }
 
-const CSS: &str = "
+pub(crate) const CSS: &str = "
 body{margin:0;background:#f6f7f9;color:#1d1f23;font:15px/1.45 system-ui,-apple-system,'Segoe UI',\
 Roboto,'DejaVu Sans','Liberation Sans',Arial,sans-serif}
 main{max-width:1240px;margin:0 auto;padding:20px 28px 48px;background:#fff}
@@ -469,6 +469,7 @@ mod tests {
         let inputs = Inputs {
             start_ns: 0,
             duration_s: 5.0,
+            warmup_s: 0.0,
             slo_ms: 1000.0,
             slo_target: 0.99,
             providers: [("a.test".to_string(), "p&q".to_string())].into(),

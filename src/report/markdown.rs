@@ -36,6 +36,12 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
     }
     let d = &s.delivery_ms;
     let _ = writeln!(o, "## Delivery time (from intended send time)\n");
+    if let Some(w) = s.warmup_s {
+        let _ = writeln!(
+            o,
+            "Judged on messages intended after the first {w} s (`warmup`); the accounting and the charts include them.\n"
+        );
+    }
     let _ = writeln!(o, "| p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|");
     let _ = writeln!(
         o,

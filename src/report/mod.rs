@@ -410,6 +410,7 @@ mod tests {
         let inputs = Inputs {
             start_ns: START,
             duration_s: 60.0,
+            warmup_s: 0.0,
             slo_ms: 1000.0,
             slo_target: 0.99,
             providers: domains.iter().map(|(d, p)| (d.to_string(), p.to_string())).collect(),

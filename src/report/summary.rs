@@ -37,6 +37,10 @@ pub struct Summary {
     /// runs before the shared queue, and of external MTAs (theirs is their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool: Option<SpoolLine>,
+    /// The scenario's `warmup`: percentiles, the SLO and latency/throughput thresholds judge
+    /// only messages intended after it. Absent when the whole window is judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_s: Option<f64>,
 }
 
 /// The run's spool: `local` (each node's disk) or `nats` (the shared queue), and why a 250
@@ -281,6 +285,7 @@ impl Summary {
             contradictions: a.contradictions.clone(),
             reasons,
             spool: info.spool.clone(),
+            warmup_s: (a.warmup_s > 0.0).then_some(a.warmup_s),
         }
     }
 }

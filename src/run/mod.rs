@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 mod collect;
 mod compile;
+pub mod cpu;
 mod live;
 mod merge;
 mod outdir;
@@ -28,7 +29,7 @@ pub use compile::{compile, validate_file, Compiled};
 use live::{write_events, LiveStats, Log};
 pub use outdir::{claim_out_dir, OutDirError};
 use play::Play;
-pub use render::{render, NodeRecord, RenderError, RunRecord, SpooledRecord, RUN_FILE};
+pub use render::{events_file, provider_map, render, NodeRecord, RenderError, RunRecord, SpooledRecord, RUN_FILE};
 use topology::Topology;
 
 use crate::chaos::Timeline;
@@ -114,10 +115,15 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         chaos: Timeline::new(&c.chaos),
         crashed: Vec::new(),
         stop: opts.stop.clone(),
+        cpu: cpu::CpuSampler::new(start),
     };
     let played = play.until_drained(&mut topo, &gen).await;
     let crashed = std::mem::take(&mut play.crashed);
-    drop(play);
+    // A last CPU reading as the loop ends.
+    play.cpu.tick(&topo.processes());
+    let cpu_log = play.cpu.finish();
+    let cpu_json = serde_json::to_string_pretty(&cpu_log)? + "\n";
+    crate::files::write(&dir.join(cpu::CPU_FILE), cpu_json)?;
     let aborted = match played? {
         play::Ended::Stopped(signal) => {
             // The generator sends what it has in hand and releases nothing more.

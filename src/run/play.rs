@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::cpu::CpuSampler;
 use super::live::{LiveStats, Log, Tail};
 use super::topology::Topology;
 use crate::chaos::{self, Timeline};
@@ -56,6 +57,8 @@ pub struct Play<'a> {
     pub crashed: Vec<String>,
     /// Turns `Some(signal)` when the run is stopped by hand.
     pub stop: Option<watch::Receiver<Option<&'static str>>>,
+    /// CPU per process, a sample a second.
+    pub cpu: CpuSampler,
 }
 
 /// When the drain is over. Every accepted message must be *settled* — received by an inbox, or
@@ -117,6 +120,7 @@ impl Play<'_> {
                 return Ok(Ended::Stopped(signal));
             }
             self.pull_due_levers(topo).await?;
+            self.cpu.tick(&topo.processes());
             tail.poll();
             self.notice_crashes(topo);
             let accepted = self.counters.accepted.load(Ordering::Relaxed);

@@ -133,14 +133,19 @@ pub fn provider_map(f: &ScenarioFile) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Reads a run directory, measures, and writes summary.json, report.md, report.html,
-/// latency.hlog and charts/ into it (everything `report::write_all` writes); returns the summary.
-pub fn render(dir: &Path) -> Result<Summary, RenderError> {
-    let events_path = [events::RUN_EVENTS_FILE, events::LEGACY_EVENTS_FILE]
+/// A run directory's events file (compressed, or plain in runs from before compression).
+pub fn events_file(dir: &Path) -> std::path::PathBuf {
+    [events::RUN_EVENTS_FILE, events::LEGACY_EVENTS_FILE]
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| dir.join(events::RUN_EVENTS_FILE));
+        .unwrap_or_else(|| dir.join(events::RUN_EVENTS_FILE))
+}
+
+/// Reads a run directory, measures, and writes summary.json, report.md, report.html,
+/// latency.hlog and charts/ into it (everything `report::write_all` writes); returns the summary.
+pub fn render(dir: &Path) -> Result<Summary, RenderError> {
+    let events_path = events_file(dir);
     for missing in ["scenario.yaml", events::RUN_EVENTS_FILE, RUN_FILE] {
         let present = match missing {
             events::RUN_EVENTS_FILE => events_path.is_file(),
@@ -161,6 +166,7 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
     let inputs = measure::Inputs {
         start_ns: run.start_ns,
         duration_s: f.duration.0.as_secs_f64(),
+        warmup_s: f.warmup.map_or(0.0, |w| w.0.as_secs_f64()),
         slo_ms: f.slo.delivery_time.as_secs_f64() * 1e3,
         slo_target: f.slo.target.0,
         providers,

@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::compile::Compiled;
+use super::cpu::ProcKind;
 use super::live::Log;
 use super::render::SpooledRecord;
 use super::shared::{SharedQueue, SpoolRecord};
 use crate::events::Event;
 use crate::inbox::bounces::{BounceInbox, BounceStats};
-use crate::inbox::farm::{spawn_server, ProviderRt};
+use crate::inbox::farm::{spawn_server, InboxRuntime, ProviderRt};
 use crate::mta::config::SpoolConfig;
 use crate::mta::process::{start_node, stop_node, Node};
 use crate::scenario::MtaKind;
@@ -32,6 +33,8 @@ pub struct Topology {
     pub queue: Option<SharedQueue>,
     bounce_task: Option<JoinHandle<std::io::Result<()>>>,
     stop_inboxes: watch::Sender<bool>,
+    /// Where the inboxes run; dropped last.
+    inbox_rt: InboxRuntime,
 }
 
 impl Topology {
@@ -45,7 +48,8 @@ impl Topology {
     ) -> anyhow::Result<Self> {
         let s = &c.scenario;
         let (stop_inboxes, inbox_stop_rx) = watch::channel(false);
-        let providers = ProviderRt::start_all(s, &c.rules, events).await?;
+        let inbox_rt = InboxRuntime::new().context("cannot start the inboxes' runtime")?;
+        let providers = ProviderRt::start_all(s, &c.rules, events, &inbox_rt.handle())?;
         let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
         for p in &providers {
             for d in &p.domains {
@@ -66,6 +70,7 @@ impl Topology {
             queue: SharedQueue::up(s, dir, run_id, log).await?,
             bounce_task: None,
             stop_inboxes,
+            inbox_rt,
         };
         if s.file.mta.kind == MtaKind::External {
             t.bounce_inbox(c, log, events, inbox_stop_rx).await?;
@@ -85,6 +90,7 @@ impl Topology {
     ) -> anyhow::Result<()> {
         let f = &c.scenario.file;
         let b = f.mta.bounces.clone().unwrap_or_default();
+        let _on = self.inbox_rt.handle().enter();
         let listener = crate::smtp::listen(b.listen)
             .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;
         let addr = listener.local_addr()?;
@@ -155,6 +161,21 @@ impl Topology {
             bounces: self.bounces.take().map(|(b, _)| b.stats()),
             queued,
         }
+    }
+
+    /// The child processes to sample CPU of: each node and the queue server (pid `None` while
+    /// down).
+    pub fn processes(&self) -> Vec<(String, ProcKind, Option<u32>)> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), ProcKind::Node, n.child.id()));
+        let queue = self
+            .queue
+            .as_ref()
+            .and_then(|q| q.server.as_ref())
+            .map(|s| ("nats-server".to_string(), ProcKind::Queue, s.pid()));
+        nodes.chain(queue).collect()
     }
 
     /// How the run kept accepted mail, for `run.json`.

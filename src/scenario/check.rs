@@ -101,6 +101,16 @@ fn basics(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(w) = f.warmup.filter(|w| w.0 >= f.duration.0) {
+        return Err(at.err(
+            "warmup",
+            "warmup",
+            format!(
+                "warmup: {w} leaves nothing of the {} window to judge (it must be shorter, e.g. warmup: 5s)",
+                f.duration
+            ),
+        ));
+    }
     Ok(())
 }
 

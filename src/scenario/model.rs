@@ -24,6 +24,10 @@ pub struct ScenarioFile {
     /// How long to wait after the traffic window for queues to empty.
     #[serde(default = "default_drain")]
     pub drain: Dur,
+    /// The first part of the window that is not judged: accounted for, charted, but left out
+    /// of percentiles, the SLO and latency/throughput thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Dur>,
     pub slo: Slo,
     #[serde(default)]
     pub thresholds: Vec<Threshold>,

@@ -234,13 +234,18 @@ pub fn read_json(p: &Path) -> serde_json::Value {
 
 /// Validates a summary.json against the project's copy of the v1 schema.
 pub fn assert_schema_valid(summary: &serde_json::Value) {
-    let schema = read_json(&repo().join("schema/summary.v1.schema.json"));
+    assert_valid_against("summary.v1.schema.json", summary);
+}
+
+/// Checks a document against one of the project's JSON Schemas (`schema/<file>`).
+pub fn assert_valid_against(file: &str, doc: &serde_json::Value) {
+    let schema = read_json(&repo().join("schema").join(file));
     let v = jsonschema::validator_for(&schema).expect("schema compiles");
     let errors: Vec<String> = v
-        .iter_errors(summary)
+        .iter_errors(doc)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
-    assert!(errors.is_empty(), "summary.json violates the schema: {errors:#?}");
+    assert!(errors.is_empty(), "the document violates {file}: {errors:#?}");
 }
 
 /// A tiny raw SMTP conversation helper over std sockets: send a line, read one full reply.

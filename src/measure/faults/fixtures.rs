@@ -16,6 +16,7 @@ pub(crate) fn inputs() -> Inputs {
     Inputs {
         start_ns: START,
         duration_s: 30.0,
+        warmup_s: 0.0,
         slo_ms: 1000.0,
         slo_target: 0.9,
         providers: [("gmail.test", "gmail"), ("comcast.test", "comcast")]
