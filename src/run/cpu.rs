@@ -56,15 +56,17 @@ pub struct CpuSample {
 }
 
 impl CpuLog {
+    /// The sample nearest `t`.
+    fn nearest(&self, t: f64) -> Option<&CpuSample> {
+        self.samples
+            .iter()
+            .min_by(|a, b| (a.t - t).abs().total_cmp(&(b.t - t).abs()))
+    }
+
     /// CPU seconds each process used between `from` and `to` (seconds since start), from the
-    /// samples nearest those times; empty when there are fewer than two samples between.
+    /// samples nearest those times; empty when they are the same sample.
     pub fn used(&self, from: f64, to: f64) -> BTreeMap<String, f64> {
-        let at = |t: f64| {
-            self.samples
-                .iter()
-                .min_by(|a, b| (a.t - t).abs().total_cmp(&(b.t - t).abs()))
-        };
-        let (Some(a), Some(b)) = (at(from), at(to)) else {
+        let (Some(a), Some(b)) = (self.nearest(from), self.nearest(to)) else {
             return BTreeMap::new();
         };
         if b.t <= a.t {
@@ -78,14 +80,8 @@ impl CpuLog {
 
     /// The span [`Self::used`] really covers for `from`..`to`.
     pub fn span(&self, from: f64, to: f64) -> f64 {
-        let at = |t: f64| {
-            self.samples
-                .iter()
-                .map(|s| s.t)
-                .min_by(|a, b| (a - t).abs().total_cmp(&(b - t).abs()))
-        };
-        match (at(from), at(to)) {
-            (Some(a), Some(b)) if b > a => b - a,
+        match (self.nearest(from), self.nearest(to)) {
+            (Some(a), Some(b)) if b.t > a.t => b.t - a.t,
             _ => 0.0,
         }
     }
