@@ -9,7 +9,8 @@
 //!   difference between corrected and uncorrected delivery time — and how long submissions
 //!   themselves took (a slow MTA ingress holds the generator's connections);
 //! - deferrals per provider, with the reply that came most often, the egress addresses it
-//!   came to, and the provider's rule that gives that reply, if it is a limit.
+//!   came to, and the provider's rule that gives that reply, if it is a limit (replies that
+//!   name the address or the recipient are grouped as one, with `{ip}` and `{rcpt}`).
 //!
 //! The sentence weighs them in causal order: a provider's limit makes the queue grow, and a
 //! saturated CPU makes submissions late, so the cause is named, not its consequences.
@@ -26,6 +27,8 @@ use crate::scenario::Scenario;
 
 /// What stands for the egress address in a reply grouped over several addresses.
 const IP_MARK: &str = "{ip}";
+/// What stands for the recipient in a reply that names it.
+const RCPT_MARK: &str = "{rcpt}";
 
 /// A provider is capped when the share of delivery attempts to it that were deferred in the
 /// window, above its share at the search's lowest rate, is at least the SLO's error budget
@@ -36,8 +39,10 @@ pub const MIN_DEFERRAL_SHARE: f64 = 0.002;
 /// lower: at 85% on two cores, smoke's submissions still took 4 ms while its generator fell
 /// 2.4 s behind on its 8 connections — the connections were the limit, not the CPU.
 pub const BUSY: f64 = 0.9;
-/// The MTA queue grows when it gains at least this share of the offered rate per second.
-pub const GROWTH_SHARE: f64 = 0.05;
+/// The MTA queue grows when it gains at least this share of the offered rate per second: the
+/// nodes finish less than 99% of what they accept. (A failed region-failover probe at
+/// 1,467/s grew by 2.6% of its rate; the passing one below it by 1.4%, within its SLO.)
+pub const GROWTH_SHARE: f64 = 0.01;
 /// Submissions are behind when they start this late (p99), or a quarter of the SLO if less.
 pub const BACKLOG_MS: f64 = 250.0;
 
@@ -67,6 +72,9 @@ pub struct ProviderLine {
     /// The provider's limit that gives that reply, in words (`per-source-IP rate limit 100/s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// How fast the MTA queue of its recipients grew over the window, per second.
+    #[serde(default)]
+    pub queue_growth_per_s: f64,
 }
 
 /// Everything one probe says about saturation.
@@ -106,6 +114,9 @@ pub struct Probe<'a> {
     /// The offered rate, msg/s.
     pub rate: f64,
     pub warmup_s: f64,
+    /// It held its SLO and thresholds: nothing is named as saturated, whatever its signals
+    /// (greylisting defers at any rate; a backlog within the SLO is not a limit).
+    pub passed: bool,
 }
 
 /// Reads a probe's run directory. `baseline` is the search's lowest-rate probe: a provider's
@@ -126,8 +137,13 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
     events::each_in_file(&crate::run::events_file(p.dir), |mut e| {
         e.expand(&|r| crate::measure::provider_of(&providers, r));
         match e.event {
-            Kind::Accepted => bump(&mut depth, e.t, [t0, t1], 1),
-            Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped => bump(&mut depth, e.t, [t0, t1], -1),
+            Kind::Accepted | Kind::Delivered | Kind::Bounced | Kind::Expired | Kind::Dropped => {
+                let n = if e.event == Kind::Accepted { 1 } else { -1 };
+                bump(&mut depth, e.t, [t0, t1], n);
+                if let Some(p) = &e.provider {
+                    bump(&mut by_provider.entry(p.clone()).or_default().depth, e.t, [t0, t1], n);
+                }
+            }
             Kind::Submitted => {
                 if let (Some(i), Some(s)) = (e.intended, e.submitted) {
                     if (t0..t1).contains(&i) {
@@ -155,6 +171,11 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
                     // would split one limit into as many "top replies".
                     let reply = match e.source_ip.as_deref() {
                         Some(ip) if !ip.is_empty() => reply.replace(ip, IP_MARK),
+                        _ => reply,
+                    };
+                    // Likewise the recipient (greylisting names it).
+                    let reply = match e.rcpt.as_deref() {
+                        Some(r) if !r.is_empty() => reply.replace(r, RCPT_MARK),
                         _ => reply,
                     };
                     let r = t.replies.entry(reply).or_default();
@@ -197,7 +218,7 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
     };
     let providers: Vec<ProviderLine> = by_provider
         .into_iter()
-        .map(|(provider, t)| t.line(provider.clone(), rules_of(&provider)))
+        .map(|(provider, t)| t.line(provider.clone(), rules_of(&provider), to - from))
         .collect();
     let mut a = Attribution {
         window_s: [r3(from), r3(to)],
@@ -219,7 +240,10 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
         slo_target: f.slo.target.0,
         connections: f.traffic.connections,
     };
-    let (kind, sentence) = verdict(&a, &load, baseline);
+    let (kind, sentence) = match p.passed {
+        true => nothing_saturated(&a),
+        false => verdict(&a, &load, baseline),
+    };
     (a.saturated, a.bottleneck) = (kind.into(), sentence);
     Ok(a)
 }
@@ -250,10 +274,13 @@ struct Tally {
     deferrals: u64,
     /// Reply text → (count, source address → count).
     replies: BTreeMap<String, (u64, BTreeMap<String, u64>)>,
+    /// Queue depth of its recipients at the window's start and end.
+    depth: [i64; 2],
 }
 
 impl Tally {
-    fn line(self, provider: String, rules: Option<&RuleSet>) -> ProviderLine {
+    fn line(self, provider: String, rules: Option<&RuleSet>, span_s: f64) -> ProviderLine {
+        let queue_growth_per_s = r3((self.depth[1] - self.depth[0]) as f64 / span_s.max(1e-9));
         let top = self.replies.into_iter().max_by_key(|(_, (n, _))| *n);
         let (top_reply, source_ips): (Option<String>, Vec<String>) = match top {
             Some((reply, (_, ips))) => (Some(reply), ips.into_keys().collect()),
@@ -276,6 +303,7 @@ impl Tally {
             top_reply,
             source_ips,
             limit,
+            queue_growth_per_s,
         }
     }
 }
@@ -409,14 +437,27 @@ fn verdict(a: &Attribution, load: &Load, baseline: Option<&Attribution>) -> (&'s
         );
     }
     if a.queue_growth_per_s >= GROWTH_SHARE * rate {
+        let most = a
+            .providers
+            .iter()
+            .filter(|p| p.queue_growth_per_s > 0.0)
+            .max_by(|x, y| x.queue_growth_per_s.total_cmp(&y.queue_growth_per_s))
+            .map_or(String::new(), |p| {
+                format!(", most of it for {} (+{:.0}/s)", p.provider, p.queue_growth_per_s)
+            });
         return (
             "queue",
             format!(
-                "MTA queue growing: +{:.0} recipients/s over the step (the nodes deliver slower than they accept)",
+                "MTA queue growing: +{:.0} recipients/s over the step{most} — the nodes deliver slower than they accept",
                 a.queue_growth_per_s
             ),
         );
     }
+    nothing_saturated(a)
+}
+
+/// The sentence of a probe where nothing ran out: its busiest process.
+fn nothing_saturated(a: &Attribution) -> (&'static str, String) {
     let top = a.cpu.first().map_or(String::new(), |c| {
         format!("; busiest {} at {:.2} cores", c.process, c.cores)
     });
@@ -453,7 +494,7 @@ mod tests {
         }
         t.replies.insert("450 4.2.0 greylisted".into(), (40, BTreeMap::new()));
         (t.attempts, t.deferrals) = (1000, 95);
-        let l = t.line("isp".into(), None);
+        let l = t.line("isp".into(), None, 20.0);
         assert_eq!(l.top_reply.as_deref(), Some("421 4.7.0 [{ip}] [CAP] rate"));
         assert_eq!(l.source_ips, ["127.0.1.1", "127.0.1.2"]);
         let mut one = Tally::default();
@@ -461,7 +502,7 @@ mod tests {
             "421 4.7.0 [{ip}] [CAP] rate".into(),
             (5, [("127.0.1.1".to_string(), 5)].into()),
         );
-        let l = one.line("isp".into(), None);
+        let l = one.line("isp".into(), None, 20.0);
         assert_eq!(
             l.top_reply.as_deref(),
             Some("421 4.7.0 [127.0.1.1] [CAP] rate"),
@@ -499,6 +540,7 @@ mod tests {
                 top_reply: Some("421 4.7.0 [CAP] rate limit".into()),
                 source_ips: vec!["127.0.1.1".into()],
                 limit: Some("per-source-IP rate limit 100/s (burst 10)".into()),
+                queue_growth_per_s: growth * 0.75,
             }],
             saturated: String::new(),
             bottleneck: String::new(),
@@ -536,8 +578,12 @@ mod tests {
         slow.submit_p99_ms = Some(700.0);
         let (k, s) = verdict(&slow, &LOAD, None);
         assert!(k == "ingress" && s.contains("took 700 ms to be answered"), "{s}");
-        let (k, _) = verdict(&attribution(0.0, Some(0.5), Some(10.0), 80.0), &LOAD, None);
+        let (k, s) = verdict(&attribution(0.0, Some(0.5), Some(10.0), 80.0), &LOAD, None);
         assert_eq!(k, "queue");
+        assert!(
+            s.contains("+80 recipients/s over the step, most of it for gmail (+60/s)"),
+            "{s}"
+        );
         let (k, s) = verdict(&attribution(0.0, Some(0.5), Some(10.0), 1.0), &LOAD, None);
         assert_eq!(
             (k, s.as_str()),

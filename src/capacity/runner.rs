@@ -259,6 +259,7 @@ async fn one(
             rules: &compiled.rules,
             rate,
             warmup_s: o.warmup.as_secs_f64(),
+            passed: line.pass,
         };
         match attribution::attribute(&p, baseline) {
             Ok(a) => {
