@@ -10,6 +10,10 @@ use crate::config::ConfigError;
 use crate::scenario::{ChaosAction, ChaosKind, RateSpec, Scenario};
 use crate::units::{Dur, Rate};
 
+/// The rate one generator connection is asked to carry in a probe: a submission takes a few
+/// ms on loopback (3–5 ms at smoke's knee), so 200/s leaves it idle part of the time.
+pub const PER_CONNECTION: f64 = 200.0;
+
 /// How a probe is played.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbePlan {
@@ -30,6 +34,12 @@ pub fn scenario(base: &Scenario, plan: &ProbePlan) -> Result<Scenario, ConfigErr
     let f = &mut s.file;
     f.name = format!("{}-at-{}", base.file.name, rate_label(plan.rate));
     f.traffic.rate = RateSpec::Constant(Rate(plan.rate));
+    // The search measures the system, not the generator's connection pool: an open-loop
+    // generator with too few sessions falls behind its schedule whatever the MTA does
+    // (smoke's 8 connections set its knee at ~4,700/s; with 32 the nodes' CPU set it at
+    // ~8,900/s). Each connection carries at most PER_CONNECTION msg/s.
+    let needed = (plan.rate / PER_CONNECTION).ceil() as u32;
+    f.traffic.connections = f.traffic.connections.max(needed);
     f.duration = Dur(plan.warmup + plan.step);
     // Judged on the step alone: the warm-up fills queues and connections.
     f.warmup = (!plan.warmup.is_zero()).then_some(Dur(plan.warmup));
@@ -92,6 +102,7 @@ mod tests {
         );
         assert_eq!(p.file.drain.0, Duration::from_secs(20), "at most one step of drain");
         assert_eq!(p.file.chaos.len(), 1, "the timeline's kill and restore are gone");
+        assert_eq!(p.file.traffic.connections, b.file.traffic.connections.max(7), "1234.56/s needs 7");
         assert_eq!(
             (p.file.chaos[0].target.as_str(), p.file.chaos[0].at.0),
             ("region/us-east", Duration::ZERO)

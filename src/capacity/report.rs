@@ -53,7 +53,10 @@ fn chart(c: &Capacity) -> ChartSpec {
     });
     let top = probes.iter().map(|p| p.rate_per_s).fold(gate, f64::max);
     ChartSpec {
-        title: format!("{}: delivery time per probe rate (undelivered at the top)", c.scenario),
+        title: match c.down.is_empty() {
+            true => format!("{}: delivery time per probe rate (undelivered at the top)", c.scenario),
+            false => format!("{} with {} down: delivery time per probe rate", c.scenario, c.down.join(", ")),
+        },
         x_label: "offered rate (msg/s)".into(),
         y_label: "delivery time (ms, log)".into(),
         lines: vec![line("p50", |p| p.p50_ms, false), line("p99", |p| p.p99_ms, true)],
