@@ -102,7 +102,11 @@ mod tests {
         );
         assert_eq!(p.file.drain.0, Duration::from_secs(20), "at most one step of drain");
         assert_eq!(p.file.chaos.len(), 1, "the timeline's kill and restore are gone");
-        assert_eq!(p.file.traffic.connections, b.file.traffic.connections.max(7), "1234.56/s needs 7");
+        assert_eq!(
+            p.file.traffic.connections,
+            b.file.traffic.connections.max(7),
+            "1234.56/s needs 7"
+        );
         assert_eq!(
             (p.file.chaos[0].target.as_str(), p.file.chaos[0].at.0),
             ("region/us-east", Duration::ZERO)

@@ -55,7 +55,11 @@ fn chart(c: &Capacity) -> ChartSpec {
     ChartSpec {
         title: match c.down.is_empty() {
             true => format!("{}: delivery time per probe rate (undelivered at the top)", c.scenario),
-            false => format!("{} with {} down: delivery time per probe rate", c.scenario, c.down.join(", ")),
+            false => format!(
+                "{} with {} down: delivery time per probe rate",
+                c.scenario,
+                c.down.join(", ")
+            ),
         },
         x_label: "offered rate (msg/s)".into(),
         y_label: "delivery time (ms, log)".into(),
