@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{self, Kind};
 use crate::inbox::rules::{Limit, RuleSet};
+use crate::measure::Dist;
+use crate::report::format::r3;
 use crate::run::cpu::{CpuLog, ProcKind};
 use crate::scenario::Scenario;
 
@@ -132,7 +134,7 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
     let providers = crate::run::provider_map(f);
 
     let mut depth = [0i64; 2];
-    let (mut backlog, mut submit): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    let (mut backlog, mut submit) = (Dist::new(), Dist::new());
     let mut by_provider: BTreeMap<String, Tally> = BTreeMap::new();
     events::each_in_file(&crate::run::events_file(p.dir), |mut e| {
         e.expand(&|r| crate::measure::provider_of(&providers, r));
@@ -147,9 +149,9 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
             Kind::Submitted => {
                 if let (Some(i), Some(s)) = (e.intended, e.submitted) {
                     if (t0..t1).contains(&i) {
-                        backlog.push(s.saturating_sub(i));
+                        backlog.record(Some(s.saturating_sub(i) / 1000));
                         if let Some(a) = e.acked {
-                            submit.push(a.saturating_sub(s));
+                            submit.record(Some(a.saturating_sub(s) / 1000));
                         }
                     }
                 }
@@ -207,8 +209,8 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
     cpu.sort_by(|a, b| b.cores.total_cmp(&a.cores));
     let busy = (!cpu.is_empty() && cpu_log.cores > 0)
         .then(|| r3(cpu.iter().map(|c| c.cores).sum::<f64>() / cpu_log.cores as f64));
-    let backlog_p99_ms = p99_ms(&mut backlog);
-    let submit_p99_ms = p99_ms(&mut submit);
+    let backlog_p99_ms = backlog.quantile_ms(0.99).map(r3);
+    let submit_p99_ms = submit.quantile_ms(0.99).map(r3);
     let rules_of = |name: &str| {
         p.scenario
             .providers
@@ -218,7 +220,7 @@ pub fn attribute(p: &Probe<'_>, baseline: Option<&Attribution>) -> std::io::Resu
     };
     let providers: Vec<ProviderLine> = by_provider
         .into_iter()
-        .map(|(provider, t)| t.line(provider.clone(), rules_of(&provider), to - from))
+        .map(|(provider, t)| t.line(provider.clone(), rules_of(&provider), span))
         .collect();
     let mut a = Attribution {
         window_s: [r3(from), r3(to)],
@@ -257,17 +259,6 @@ fn bump(depth: &mut [i64; 2], t: u64, at: [u64; 2], n: i64) {
     }
 }
 
-/// The 99th percentile of durations in ns, as ms.
-fn p99_ms(v: &mut [u64]) -> Option<f64> {
-    v.sort_unstable();
-    let k = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len().max(1)) - 1;
-    v.get(k).map(|ns| r3(*ns as f64 / 1e6))
-}
-
-fn r3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 #[derive(Default)]
 struct Tally {
     attempts: u64,
@@ -279,8 +270,9 @@ struct Tally {
 }
 
 impl Tally {
+    /// `span_s`: the window's length (above 0).
     fn line(self, provider: String, rules: Option<&RuleSet>, span_s: f64) -> ProviderLine {
-        let queue_growth_per_s = r3((self.depth[1] - self.depth[0]) as f64 / span_s.max(1e-9));
+        let queue_growth_per_s = r3((self.depth[1] - self.depth[0]) as f64 / span_s);
         let top = self.replies.into_iter().max_by_key(|(_, (n, _))| *n);
         let (top_reply, source_ips): (Option<String>, Vec<String>) = match top {
             Some((reply, (_, ips))) => (Some(reply), ips.into_keys().collect()),

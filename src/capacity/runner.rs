@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::attribution::{self, Attribution};
 use super::probe::{self, ProbePlan};
 use super::search::{End, Next, Search, Verdict};
-use crate::scenario::{RateSpec, Scenario};
+use crate::scenario::Scenario;
 
 pub const SCHEMA: &str = "mailsurge.capacity/v1";
 pub const CAPACITY_FILE: &str = "capacity.json";
@@ -84,14 +84,6 @@ pub struct Capacity {
     pub probes: Vec<ProbeLine>,
 }
 
-/// The scenario's peak rate: its constant rate, or its curve's peak.
-pub fn peak_of(s: &Scenario) -> f64 {
-    match &s.file.traffic.rate {
-        RateSpec::Constant(r) => r.0,
-        RateSpec::Curve { peak, .. } => peak.0,
-    }
-}
-
 /// Runs the search; `progress` hears one line per probe started and finished.
 pub async fn search(base: &Scenario, o: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<Capacity> {
     std::fs::create_dir_all(o.out.join("probes")).with_context(|| format!("cannot create {}", o.out.display()))?;
@@ -128,7 +120,7 @@ pub async fn search(base: &Scenario, o: &Options, progress: &dyn Fn(&str)) -> an
             };
         }
     };
-    let peak = peak_of(base);
+    let peak = base.file.traffic.rate.peak();
     let r1 = |x: f64| (x * 10.0).round() / 10.0;
     for l in &mut lines {
         l.rate_per_s = r1(l.rate_per_s);

@@ -28,7 +28,7 @@ pub fn capacity(a: CapacityArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };
-    let peak = runner::peak_of(&s);
+    let peak = s.file.traffic.rate.peak();
     let headroom = headroom.or(s.file.capacity.map(|g| g.headroom)).unwrap_or(1.0);
     let mut search = Search::around(peak);
     search.min = min.map_or(search.min, |r| r.0);

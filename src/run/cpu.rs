@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::inbox::farm::INBOX_THREAD;
+use crate::report::format::r3;
 
 /// The file in a run directory.
 pub const CPU_FILE: &str = "cpu.json";
@@ -121,9 +122,9 @@ impl CpuSampler {
         }
     }
 
-    /// Samples when a second has passed since the last sample; `procs` are the child
-    /// processes alive now, by name.
-    pub fn tick(&mut self, procs: &[(String, ProcKind, Option<u32>)]) {
+    /// Samples when a second has passed since the last sample; `procs` lists the child
+    /// processes by name (pid `None` while down), asked for only when a sample is due.
+    pub fn tick(&mut self, procs: impl FnOnce() -> Vec<(String, ProcKind, Option<u32>)>) {
         let now = tokio::time::Instant::now();
         if now < self.next {
             return;
@@ -145,19 +146,20 @@ impl CpuSampler {
         }
         self.note("generator", ProcKind::Generator, me, generator);
         self.note("inboxes", ProcKind::Inboxes, me, inboxes);
-        for (name, kind, pid) in procs {
-            if let Some(ticks) = pid.and_then(|p| stat_ticks(&format!("/proc/{p}/stat"))) {
-                self.note(name, *kind, pid.unwrap_or(0), ticks as f64 / self.ticks_per_s);
-            } else {
-                self.log.processes.entry(name.clone()).or_insert(*kind);
+        for (name, kind, pid) in procs() {
+            match pid.and_then(|p| Some((p, stat_ticks(&format!("/proc/{p}/stat"))?))) {
+                Some((pid, ticks)) => self.note(&name, kind, pid, ticks as f64 / self.ticks_per_s),
+                None => {
+                    self.log.processes.entry(name).or_insert(kind);
+                }
             }
         }
         let cpu_s = self
             .seen
             .iter()
-            .map(|(name, pids)| (name.clone(), round3(pids.values().sum())))
+            .map(|(name, pids)| (name.clone(), r3(pids.values().sum())))
             .collect();
-        self.log.samples.push(CpuSample { t: round3(t), cpu_s });
+        self.log.samples.push(CpuSample { t: r3(t), cpu_s });
     }
 
     fn note(&mut self, name: &str, kind: ProcKind, pid: u32, s: f64) {
@@ -168,10 +170,6 @@ impl CpuSampler {
     pub fn finish(self) -> CpuLog {
         self.log
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// This process's threads: name and CPU ticks each.

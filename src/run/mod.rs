@@ -120,7 +120,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let played = play.until_drained(&mut topo, &gen).await;
     let crashed = std::mem::take(&mut play.crashed);
     // A last CPU reading as the loop ends.
-    play.cpu.tick(&topo.processes());
+    play.cpu.tick(|| topo.processes());
     let cpu_log = play.cpu.finish();
     let cpu_json = serde_json::to_string_pretty(&cpu_log)? + "\n";
     crate::files::write(&dir.join(cpu::CPU_FILE), cpu_json)?;

@@ -120,7 +120,7 @@ impl Play<'_> {
                 return Ok(Ended::Stopped(signal));
             }
             self.pull_due_levers(topo).await?;
-            self.cpu.tick(&topo.processes());
+            self.cpu.tick(|| topo.processes());
             tail.poll();
             self.notice_crashes(topo);
             let accepted = self.counters.accepted.load(Ordering::Relaxed);

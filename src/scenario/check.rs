@@ -6,14 +6,13 @@
 //! (a rule table's regexes, a chaos `reply:`) is checked where that part compiles its share of
 //! the plan; this file needs only the plan itself.
 
-use crate::units::Dur;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::model::*;
 use super::threshold::Scope;
 use crate::config::{ConfigError, Source};
-use crate::units::Size;
+use crate::units::{Dur, Size};
 
 /// Upper bound on MTA node processes per region: each is a real process on a 2-core box.
 pub const MAX_NODES_PER_REGION: u32 = 16;
@@ -374,10 +373,7 @@ fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let peak = match &t.rate {
-        RateSpec::Constant(r) => r.0,
-        RateSpec::Curve { peak, .. } => peak.0,
-    };
+    let peak = t.rate.peak();
     if peak > MAX_RATE {
         return Err(at.err(
             "rate",
@@ -412,8 +408,7 @@ fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `spool: nats` and its settings: a server named by `nats:` is on loopback, and the settings
-/// are not given without the shared queue they belong to.
+/// `capacity: { headroom }` is a number above 0.
 fn capacity_gate(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     match f.capacity {
         Some(g) if !(g.headroom.is_finite() && g.headroom > 0.0) => Err(at.err(
@@ -428,6 +423,8 @@ fn capacity_gate(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     }
 }
 
+/// `spool: nats` and its settings: a server named by `nats:` is on loopback, and the settings
+/// are not given without the shared queue they belong to.
 fn shared_queue(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     let m = &f.mta;
     if m.spool != SpoolKind::Nats {

@@ -307,6 +307,16 @@ pub enum RateSpec {
     Curve { peak: Rate, curve: Curve },
 }
 
+impl RateSpec {
+    /// The highest rate it plays, msg/s: the constant rate, or the curve's peak.
+    pub fn peak(&self) -> f64 {
+        match self {
+            RateSpec::Constant(r) => r.0,
+            RateSpec::Curve { peak, .. } => peak.0,
+        }
+    }
+}
+
 /// A named curve or a list of `[at, weight]` points, linearly interpolated and stretched over
 /// the traffic window. `at` is a duration into the window or a share (`50%`) of it; weights are
 /// relative to `peak` (the largest weight plays at `peak`). `[at, rate]` points (`[20s,
