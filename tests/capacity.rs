@@ -7,8 +7,17 @@ mod common;
 
 use common::*;
 
+/// Searches that measure a knee do not share the box with other searches: a knee is a
+/// measurement, and two cores split four ways move it.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn measuring() -> std::sync::MutexGuard<'static, ()> {
+    MEASURING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_small_search_runs_real_probes_and_writes_capacity_json() {
+    let _box = measuring();
     let dir = tempdir();
     let out = dir.path().join("cap");
     let o = mailsurge(&[
@@ -95,6 +104,7 @@ fn a_down_target_that_does_not_exist_is_a_usage_error() {
 /// carry 5× smoke's 100/s peak (exit 1); `--headroom` overrides it.
 #[test]
 fn the_scenarios_headroom_is_the_gate() {
+    let _box = measuring();
     let dir = tempdir();
     // smoke, with its one rule table path made a shipped name (the copy lives elsewhere).
     let smoke = std::fs::read_to_string(repo().join("scenarios/smoke.yaml"))
@@ -186,6 +196,7 @@ fn provider_limit_search(dir: &std::path::Path, ips: &[&str], max: &str) -> serd
 /// two, and the bottleneck names the provider's limit, its reply and the addresses.
 #[test]
 fn the_knee_of_a_provider_limited_topology_is_the_limit_times_the_addresses() {
+    let _box = measuring();
     let (a, b) = (tempdir(), tempdir());
     let (pa, pb) = (a.path().to_path_buf(), b.path().to_path_buf());
     // The two searches are light (≤ 500 msg/s); side by side they take half the time.

@@ -214,3 +214,30 @@ fn gen_refuses_what_it_cannot_carry() {
         assert!(err.contains(want), "{all:?}: {err}");
     }
 }
+
+/// Node limits set from the scenario that would leave a node unable to deliver are refused
+/// where they are written; sensible ones are taken.
+#[test]
+fn node_limits_that_stop_delivery_are_refused() {
+    let with = |l: &str| GOOD.replace("providers:", &format!("mta:\n  limits: {{ {l} }}\nproviders:"));
+    refused(
+        &with("domain_connections: 0"),
+        "9:13",
+        &["domain_connections must be at least 1"],
+    );
+    refused(
+        &with("max_recipients: 500"),
+        "9:13",
+        &["max_recipients 500", "at most 128"],
+    );
+    refused(
+        &with("dns_servers: 2"),
+        "9:13",
+        &["unknown field `dns_servers`", "domain_connections"],
+    );
+    let dir = tempdir();
+    let p = dir.path().join("ok.yaml");
+    std::fs::write(&p, with("domain_connections: 32, domain_rate: 500/s")).unwrap();
+    let o = mailsurge(&["validate", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}

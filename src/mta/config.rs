@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Source};
-use crate::scenario::Retry;
+use crate::scenario::{NodeLimits, Retry};
 
 /// Where the node keeps accepted messages until they are done.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,50 +84,6 @@ fn default_responses() -> String {
     "deliverability".into()
 }
 
-/// Ingress and delivery limits; defaults suit a loopback test bed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NodeLimits {
-    pub max_message_size: crate::units::Size,
-    pub max_recipients: usize,
-    pub max_connections: usize,
-    /// Outbound connections per destination domain.
-    pub domain_connections: usize,
-    /// Messages per second per destination domain; unlimited when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain_rate: Option<crate::units::Rate>,
-    /// Outbound connections per egress pool, over all domains; 0 = unlimited.
-    pub pool_connections: usize,
-    /// Messages per second per egress pool, over all domains; unlimited when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pool_rate: Option<crate::units::Rate>,
-    /// Inbound connections per client IP.
-    pub connections_per_ip: usize,
-    /// Messages sent on one outbound connection before it is recycled.
-    pub messages_per_connection: u32,
-    /// Outbound connect, reply and DATA timeout. RFC 5321 suggests minutes (Postfix: 30 s
-    /// connect, 300 s replies); a day compressed into minutes needs the same proportion in
-    /// seconds, or one blackholed provider parks mail past the whole run.
-    pub delivery_timeout: crate::units::Dur,
-}
-
-impl Default for NodeLimits {
-    fn default() -> Self {
-        NodeLimits {
-            max_message_size: crate::units::Size(crate::scenario::limits::MAX_MESSAGE_SIZE),
-            max_recipients: 100,
-            max_connections: 1024,
-            domain_connections: 8,
-            domain_rate: None,
-            pool_connections: 0,
-            pool_rate: None,
-            connections_per_ip: 256,
-            messages_per_connection: 1000,
-            delivery_timeout: crate::units::Dur(std::time::Duration::from_secs(30)),
-        }
-    }
-}
-
 impl NodeConfig {
     /// Reads, parses and checks a node config; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<(NodeConfig, Source), ConfigError> {
@@ -180,16 +136,8 @@ impl NodeConfig {
         if cfg.routes.is_empty() {
             return Err(src.error_at("routes", 1, "routes: at least one route is needed"));
         }
-        if cfg.limits.max_recipients > super::job::MAX_RCPTS {
-            return Err(src.error_at(
-                "max_recipients",
-                src.top_key_line("limits"),
-                format!(
-                    "limits: max_recipients {} is more than a queued job tracks (at most {})",
-                    cfg.limits.max_recipients,
-                    super::job::MAX_RCPTS
-                ),
-            ));
+        if let Some((key, why)) = cfg.limits.problem() {
+            return Err(src.error_at(key, src.top_key_line("limits"), why));
         }
         for (d, addrs) in &cfg.routes {
             if addrs.is_empty() {

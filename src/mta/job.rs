@@ -18,7 +18,7 @@ use super::spool::{Meta, SpoolId};
 use crate::sync::lock;
 
 /// Most recipients a message may have: a parked job keeps its recipients as bits.
-pub const MAX_RCPTS: usize = 128;
+pub const MAX_RCPTS: usize = crate::scenario::MAX_NODE_RECIPIENTS;
 
 /// One delivery job: a spooled message's recipients at one domain, ready to send.
 #[derive(Debug, Clone)]

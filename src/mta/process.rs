@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::config::{NodeConfig, NodeLimits, SpoolConfig};
+use super::config::{NodeConfig, SpoolConfig};
 use crate::scenario::Scenario;
 
 /// How long a node may take to print its READY line.
@@ -64,7 +64,7 @@ pub async fn start_node(
         retry: s.file.mta.retry.clone(),
         responses,
         events: "events.jsonl".into(),
-        limits: NodeLimits::default(),
+        limits: s.file.mta.limits.clone(),
         screen: s.file.mta.screen.clone(),
         seed: s.file.seed.wrapping_add(u64::from(k)),
         // The harness reads the node's events; DSNs would only be mail to nowhere.

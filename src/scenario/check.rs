@@ -221,6 +221,9 @@ fn mta(at: &At, f: &ScenarioFile, owners: &DomainOwners) -> Result<(), ConfigErr
     if let Some(ip) = f.mta.submit.map(|a| a.ip()).filter(|ip: &IpAddr| !ip.is_loopback()) {
         return Err(at.err("submit", "mta", format!("mta: submit: {ip} is not a loopback address")));
     }
+    if let Some((key, why)) = f.mta.limits.problem() {
+        return Err(at.err(key, "mta", format!("mta: {why}")));
+    }
     shared_queue(at, f)?;
     if let Some(b) = &f.mta.bounces {
         if !b.listen.ip().is_loopback() {

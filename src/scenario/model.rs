@@ -132,6 +132,10 @@ pub struct Mta {
     /// survivors wait before taking over a dead node's mail. Default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<crate::units::Dur>,
+    /// Every node's ingress and delivery limits (outbound connections per domain, rates,
+    /// timeouts); unset keys keep the node defaults.
+    #[serde(default)]
+    pub limits: NodeLimits,
 }
 
 impl Default for Mta {
@@ -147,6 +151,7 @@ impl Default for Mta {
             bounces: None,
             nats: None,
             lease: None,
+            limits: NodeLimits::default(),
         }
     }
 }
@@ -421,4 +426,87 @@ pub enum KillMode {
     Refuse,
     Blackhole,
     Reset,
+}
+
+/// A reference-MTA node's ingress and delivery limits (its config's `limits:`, and the
+/// scenario's `mta.limits:` for every node of a run); defaults suit a loopback test bed.
+/// Plain data here so the scenario can size its nodes; the node enforces them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeLimits {
+    pub max_message_size: crate::units::Size,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    /// Outbound connections per destination domain.
+    pub domain_connections: usize,
+    /// Messages per second per destination domain; unlimited when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_rate: Option<crate::units::Rate>,
+    /// Outbound connections per egress pool, over all domains; 0 = unlimited.
+    pub pool_connections: usize,
+    /// Messages per second per egress pool, over all domains; unlimited when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_rate: Option<crate::units::Rate>,
+    /// Inbound connections per client IP.
+    pub connections_per_ip: usize,
+    /// Messages sent on one outbound connection before it is recycled.
+    pub messages_per_connection: u32,
+    /// Outbound connect, reply and DATA timeout. RFC 5321 suggests minutes (Postfix: 30 s
+    /// connect, 300 s replies); a day compressed into minutes needs the same proportion in
+    /// seconds, or one blackholed provider parks mail past the whole run.
+    pub delivery_timeout: crate::units::Dur,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            max_message_size: crate::units::Size(super::limits::MAX_MESSAGE_SIZE),
+            max_recipients: 100,
+            max_connections: 1024,
+            domain_connections: 8,
+            domain_rate: None,
+            pool_connections: 0,
+            pool_rate: None,
+            connections_per_ip: 256,
+            messages_per_connection: 1000,
+            delivery_timeout: crate::units::Dur(std::time::Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Most recipients a node takes per message: a parked job keeps its recipients as bits.
+pub const MAX_NODE_RECIPIENTS: usize = 128;
+
+impl NodeLimits {
+    /// The first limit that would leave a node unable to work (no outbound connection, no
+    /// message per connection, no time to deliver), as (key, why): the scenario check and the
+    /// node's config loader both refuse it.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        let zero = |key: &'static str| Some((key, format!("limits: {key} must be at least 1")));
+        if self.domain_connections == 0 {
+            return zero("domain_connections");
+        }
+        if self.messages_per_connection == 0 {
+            return zero("messages_per_connection");
+        }
+        if self.max_connections == 0 {
+            return zero("max_connections");
+        }
+        if self.max_recipients > MAX_NODE_RECIPIENTS {
+            return Some((
+                "max_recipients",
+                format!(
+                    "limits: max_recipients {} is more than a queued job tracks (at most {MAX_NODE_RECIPIENTS})",
+                    self.max_recipients
+                ),
+            ));
+        }
+        if self.delivery_timeout.0.is_zero() {
+            return Some((
+                "delivery_timeout",
+                "limits: delivery_timeout must be longer than 0s".into(),
+            ));
+        }
+        None
+    }
 }
