@@ -4,6 +4,7 @@
 
 mod args;
 mod capacity;
+mod sim;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -147,6 +148,7 @@ fn dispatch(cmd: Cmd) -> u8 {
         Cmd::Mta { config } => mta(&config),
         Cmd::Queue { dir, listen } => queue(&dir, listen),
         Cmd::Capacity(a) => capacity::capacity(a),
+        Cmd::Sim(a) => sim::sim(a),
     }
 }
 

@@ -59,6 +59,7 @@ pub mod run;
 pub mod runlog;
 pub mod scenario;
 pub mod signal;
+pub mod sim;
 pub mod smtp;
 pub mod sync;
 pub mod traffic;

@@ -24,7 +24,7 @@ use super::action::Target;
 use super::timeline::Step;
 use crate::events::{now_ns, Event, Kind, TargetKind};
 use crate::inbox::farm::ProviderRt;
-use crate::inbox::Overlay;
+use crate::inbox::{Engine, Overlay};
 use crate::mta::process::{kill_node, restart_node, Node};
 use crate::nats::NatsServer;
 use crate::scenario::{ChaosKind, KillMode};
@@ -42,7 +42,9 @@ pub struct World<'a> {
 /// Carries out one step and records it. Returns a line for the run log.
 pub async fn apply(step: &Step, w: World<'_>) -> anyhow::Result<String> {
     let a = &step.action;
-    let e = record(step, w.nodes);
+    let e = record(step, now_ns(), |node| {
+        w.nodes.iter().find(|n| n.name == node).map(|n| n.region.clone())
+    });
     let text = e.text.clone().unwrap_or_default();
     let _ = w.events.send(e);
 
@@ -95,12 +97,21 @@ async fn provider(
     end: bool,
     pools: &BTreeMap<String, Vec<IpAddr>>,
 ) -> anyhow::Result<()> {
-    let engine = p.inbox.engine();
-    let sources = || a.pool.as_ref().and_then(|pool| pools.get(pool)).cloned();
-    let add = a.add.map_or(Duration::ZERO, |d| d.0);
     match (verb, end) {
         (ChaosKind::Kill, false) => p.kill(a.mode.unwrap_or(KillMode::Refuse), a.mx),
         (ChaosKind::Restore, false) | (ChaosKind::Kill, true) => p.restore().await?,
+        _ => overlay(p.inbox.engine(), a, end, pools),
+    }
+    Ok(())
+}
+
+/// The levers that act through a provider's rule engine rather than its listeners: `block`
+/// and `latency` add an overlay, and the end of their window removes it. (`mailsurge sim`
+/// pulls the same levers on its engines.)
+pub fn overlay(engine: &Engine, a: &super::Action, end: bool, pools: &BTreeMap<String, Vec<IpAddr>>) {
+    let sources = || a.pool.as_ref().and_then(|pool| pools.get(pool)).cloned();
+    let add = a.add.map_or(Duration::ZERO, |d| d.0);
+    match (a.verb, end) {
         (ChaosKind::Block, false) => engine.add_overlay(Overlay::Block {
             sources: sources(),
             reply: a.reply.clone(),
@@ -111,17 +122,17 @@ async fn provider(
         }
         (ChaosKind::Latency, false) => engine.add_overlay(Overlay::Latency(add)),
         (ChaosKind::Latency, true) => engine.remove_overlays(|o| matches!(o, Overlay::Latency(d) if *d == add)),
-        (ChaosKind::Restore, true) => {}
+        _ => {}
     }
-    Ok(())
 }
 
 /// The `fault` (or `fault_end`) event of a step: typed fields for measurement, the label as
-/// `text`, and the target's node / region / provider so per-target views find it.
-fn record(step: &Step, nodes: &[Node]) -> Event {
+/// `text`, and the target's node / region / provider so per-target views find it; `region_of`
+/// names a node's region.
+pub fn record(step: &Step, t_ns: u64, region_of: impl Fn(&str) -> Option<String>) -> Event {
     let a = &step.action;
     let mut e = Event::new(
-        now_ns(),
+        t_ns,
         format!("fault.{}", step.fault),
         if step.end { Kind::FaultEnd } else { Kind::Fault },
     );
@@ -135,7 +146,7 @@ fn record(step: &Step, nodes: &[Node]) -> Event {
     match a.target.kind {
         TargetKind::Region => e.region = Some(name),
         TargetKind::Node => {
-            e.region = nodes.iter().find(|n| n.name == name).map(|n| n.region.clone());
+            e.region = region_of(&name);
             e.node = Some(name);
         }
         TargetKind::Nats => {}

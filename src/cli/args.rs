@@ -157,6 +157,11 @@ pub enum Cmd {
     /// reaches the scenario's peak (× --headroom), 1 when not, 2 bad input, 3 a probe that
     /// could not be judged.
     Capacity(CapacityArgs),
+    /// Play the scenario on a calibrated model instead of real processes (SPEC §11): the same
+    /// arrivals, rules, response table, retries and chaos, at any scale. Writes a run directory
+    /// (summary.json says "simulated": true). `--check RUN_DIR` simulates a real run and prints
+    /// both side by side: exit 1 when a figure is outside its tolerance.
+    Sim(SimArgs),
     /// Start a shared queue's server as `run` does (nats-server with durable JetStream that
     /// syncs every write, installed with scripts/install-nats.sh when none is found), print
     /// `READY nats://ADDR`, serve until SIGTERM or Ctrl-C. For nodes started by hand with
@@ -212,4 +217,59 @@ pub fn parse_spool(s: &str) -> Result<crate::scenario::SpoolKind, String> {
         "nats" => Ok(crate::scenario::SpoolKind::Nats),
         _ => Err(format!("`{s}` is not a spool: local or nats")),
     }
+}
+
+/// `mailsurge sim`'s arguments (SPEC §11).
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// The scenario file (YAML); not with --check, which takes the run's own.
+    #[arg(required_unless_present = "check")]
+    pub scenario: Option<PathBuf>,
+    /// A run directory or a capacity directory to calibrate from (default: the calibration
+    /// shipped in calibration/default.json).
+    #[arg(long)]
+    pub calibrate: Option<PathBuf>,
+    /// Simulate this real run (its scenario, seed and calibration) and compare: exit 1 when a
+    /// figure is outside its tolerance.
+    #[arg(long, conflicts_with_all = ["scenario", "calibrate", "rate_scale", "peak", "nodes", "duration"])]
+    pub check: Option<PathBuf>,
+    /// Multiply the traffic rate, e.g. 10.
+    #[arg(long, conflicts_with = "peak")]
+    pub rate_scale: Option<f64>,
+    /// Set the traffic's peak rate, e.g. 87500/s (the curve keeps its shape).
+    #[arg(long)]
+    pub peak: Option<crate::units::Rate>,
+    /// Nodes in a region, replacing the scenario's (repeatable): --nodes us-east=12.
+    #[arg(long, value_parser = parse_region_nodes)]
+    pub nodes: Vec<(String, u32)>,
+    /// Override the traffic window, e.g. 24h.
+    #[arg(long)]
+    pub duration: Option<Dur>,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory (default: reports/<name>-sim-<UTC timestamp>). Must be new or empty.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `discrete` (an event per message step), `fluid` (flows per region, provider and
+    /// second) or `auto`: discrete up to 2 million recipients.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub mode: crate::sim::Mode,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_region_nodes(s: &str) -> Result<(String, u32), String> {
+    let (r, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected REGION=N, e.g. us-east=12"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: the node count must be a whole number, e.g. us-east=12"))?;
+    if r.trim().is_empty() || n == 0 {
+        return Err(format!("`{s}`: expected REGION=N with N >= 1"));
+    }
+    Ok((r.trim().to_string(), n))
 }

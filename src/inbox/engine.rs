@@ -78,11 +78,18 @@ fn read<T: Clone>(l: &RwLock<T>) -> T {
 
 impl Engine {
     pub fn new(rules: RuleSet, pools: BTreeMap<String, Vec<IpAddr>>, seed: u64) -> Engine {
+        Engine::new_at(rules, pools, seed, Instant::now())
+    }
+
+    /// An engine whose clock starts at `start`: `mailsurge sim` runs it on virtual time and
+    /// asks with [`Engine::decide_at`], so its windows, rate limits and greylist are the ones a
+    /// real inbox applies.
+    pub fn new_at(rules: RuleSet, pools: BTreeMap<String, Vec<IpAddr>>, seed: u64, start: Instant) -> Engine {
         Engine {
             rules: RwLock::new(Arc::new(rules)),
             pools,
             seed,
-            start: Instant::now(),
+            start,
             state: State::default(),
             overlays: RwLock::new(Arc::new(Vec::new())),
         }
@@ -130,6 +137,11 @@ impl Engine {
     /// Decides a stage: overlays first, then the first matching rule, else `default` (the
     /// stage's normal reply) after the stage's latency.
     pub fn decide(&self, ctx: &Context<'_>, default: Reply) -> Verdict {
+        self.decide_at(ctx, default, Instant::now())
+    }
+
+    /// [`Engine::decide`] at a given time (virtual in `mailsurge sim`).
+    pub fn decide_at(&self, ctx: &Context<'_>, default: Reply, now: Instant) -> Verdict {
         let overlays = read(&self.overlays);
         let extra = self.extra_delay(&overlays, ctx.conn_id);
         for o in overlays.iter() {
@@ -154,7 +166,6 @@ impl Engine {
             }
         }
         let rules = self.rules();
-        let now = Instant::now();
         let Some((idx, rule)) = rules
             .file
             .rules

@@ -63,16 +63,26 @@ impl Routing {
 
     /// A `reroute` moved `domain`'s mail to `pool`; fresh mail follows for `hold`.
     pub fn note_reroute(&self, domain: &str, pool: &str, hold: Duration) {
-        lock(&self.reroutes).insert(domain.to_string(), (pool.to_string(), Instant::now() + hold));
+        self.note_reroute_at(domain, pool, hold, Instant::now())
+    }
+
+    /// [`Routing::note_reroute`] at a given time (virtual in `mailsurge sim`).
+    pub fn note_reroute_at(&self, domain: &str, pool: &str, hold: Duration, now: Instant) {
+        lock(&self.reroutes).insert(domain.to_string(), (pool.to_string(), now + hold));
     }
 
     /// The pool a recent `reroute` moved this domain's mail to, while it holds: the block that
     /// caused it most likely still stands, so fresh mail skips the detour through a refusal
     /// (as PowerMTA's and KumoMTA's per-destination backoff rules do).
     pub fn reroute_hint(&self, domain: &str) -> Option<String> {
+        self.reroute_hint_at(domain, Instant::now())
+    }
+
+    /// [`Routing::reroute_hint`] at a given time (virtual in `mailsurge sim`).
+    pub fn reroute_hint_at(&self, domain: &str, now: Instant) -> Option<String> {
         let mut hints = lock(&self.reroutes);
         match hints.get(domain) {
-            Some((pool, until)) if *until > Instant::now() => Some(pool.clone()),
+            Some((pool, until)) if *until > now => Some(pool.clone()),
             Some(_) => {
                 hints.remove(domain);
                 None

@@ -53,7 +53,8 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
     );
     let _ = writeln!(
         o,
-        "<h1>mailsurge run <code>{}</code> <span class=\"badge {}\">{verdict}</span></h1>",
+        "<h1>mailsurge {} <code>{}</code> <span class=\"badge {}\">{verdict}</span></h1>",
+        if s.simulated { "simulation" } else { "run" },
         esc_html(&s.name),
         class
     );
@@ -71,6 +72,14 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
             "<p class=\"meta\">spool <code>{}</code>: {}</p>",
             esc_html(&sp.kind),
             esc_html(&sp.durability)
+        );
+    }
+    if let Some(sim) = &s.sim {
+        let _ = writeln!(
+            o,
+            "<p class=\"meta\"><strong>Simulated</strong> by <code>mailsurge sim</code> ({} model, calibrated from {}): every figure is the model's, not measured on real processes; <em>wall</em> is the simulated span.</p>",
+            esc_html(&sim.mode),
+            esc_html(&sim.calibration)
         );
     }
     let _ = writeln!(
@@ -487,6 +496,7 @@ mod tests {
             slo_target: 0.99,
             aborted: None,
             spool: None,
+            sim: None,
         };
         let s = Summary::new(&info, &a);
         let chart = (

@@ -13,7 +13,8 @@ const UNDELIVERED: &str = "∞ (undelivered)";
 pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
     let mut o = String::new();
     let icon = s.verdict.to_uppercase();
-    let _ = writeln!(o, "# mailsurge run `{}` — {icon}\n", s.name);
+    let what = if s.simulated { "simulation" } else { "run" };
+    let _ = writeln!(o, "# mailsurge {what} `{}` — {icon}\n", s.name);
     let _ = writeln!(
         o,
         "run `{}` · seed {} · started {} · wall {:.1} s\n",
@@ -21,6 +22,13 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
     );
     if let Some(sp) = &s.spool {
         let _ = writeln!(o, "spool `{}`: {}\n", sp.kind, sp.durability);
+    }
+    if let Some(sim) = &s.sim {
+        let _ = writeln!(
+            o,
+            "**Simulated** by `mailsurge sim` ({} model, calibrated from {}): every figure is the model's, not measured on real processes; `wall` is the simulated span.\n",
+            sim.mode, sim.calibration
+        );
     }
     if !s.reasons.is_empty() {
         let why = match s.verdict.as_str() {

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::measure::{Analysis, Point};
 use charts::{ChartSpec, HLine, Line, Marker};
-pub use summary::{RunInfo, SpoolLine, Summary, VERDICT_ABORTED, VERDICT_ERROR};
+pub use summary::{RunInfo, SimLine, SpoolLine, Summary, VERDICT_ABORTED, VERDICT_ERROR};
 
 /// Writes summary.json, report.md, report.html and charts/ into `dir`; returns the summary. Every chart
 /// marks the analysis' chaos actions ([`Analysis::marks`], from the run's control events).
@@ -431,6 +431,7 @@ mod tests {
             slo_target: 0.99,
             aborted: None,
             spool: None,
+            sim: None,
         };
         write_all(&dir, &info, &a).unwrap();
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();

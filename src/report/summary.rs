@@ -41,6 +41,21 @@ pub struct Summary {
     /// only messages intended after it. Absent when the whole window is judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_s: Option<f64>,
+    /// Written by `mailsurge sim`, not by a run of real processes: every figure is the
+    /// model's. Absent (false) for real runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
+    /// How the simulation ran and what it was calibrated from; only when `simulated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim: Option<SimLine>,
+}
+
+/// A simulation's mode (`discrete-event`: one event per message; `fluid`: flows per second)
+/// and its calibration source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimLine {
+    pub mode: String,
+    pub calibration: String,
 }
 
 /// The run's spool: `local` (each node's disk) or `nats` (the shared queue), and why a 250
@@ -185,6 +200,8 @@ pub struct RunInfo {
     /// the verdict is then `aborted`, whatever the partial figures say.
     pub aborted: Option<String>,
     pub spool: Option<SpoolLine>,
+    /// Set by `mailsurge sim`: the figures are a model's.
+    pub sim: Option<SimLine>,
 }
 
 fn q(d: &Dist, q: f64) -> Option<f64> {
@@ -286,6 +303,8 @@ impl Summary {
             reasons,
             spool: info.spool.clone(),
             warmup_s: (a.warmup_s > 0.0).then_some(a.warmup_s),
+            simulated: info.sim.is_some(),
+            sim: info.sim.clone(),
         }
     }
 }
@@ -312,6 +331,7 @@ mod fault_rows {
             slo_target: 0.9,
             aborted: None,
             spool: None,
+            sim: None,
         };
         let summary = Summary::new(&info, &a);
         let v = serde_json::to_value(&summary).unwrap();

@@ -88,6 +88,24 @@ pub fn collect(
         spooled,
         aborted: facts.aborted,
         spool: Some(facts.spool),
+        sim: None,
     }
     .write(dir)
+}
+
+/// Writes a run directory's `events.jsonl.zst` from events in any order, compacted and sorted
+/// as [`collect`] writes a run's: what `mailsurge sim` leaves for `render`.
+pub fn store_events(
+    dir: &Path,
+    f: &ScenarioFile,
+    events: impl IntoIterator<Item = events::Event>,
+) -> anyhow::Result<()> {
+    let providers = render::provider_map(f);
+    let compact = |e: &mut events::Event| e.compact(&|rcpt| crate::measure::provider_of(&providers, rcpt));
+    let mut merge = Merge::new(&dir.join(".merge"), merge::CHUNK, &compact)?;
+    for e in events {
+        merge.push(e)?;
+    }
+    merge.finish(&dir.join(events::RUN_EVENTS_FILE))?;
+    Ok(())
 }

@@ -25,11 +25,16 @@ mod render;
 mod shared;
 mod topology;
 
+pub use collect::store_events;
 pub use compile::{compile, validate_file, Compiled};
 use live::{write_events, LiveStats, Log};
 pub use outdir::{claim_out_dir, OutDirError};
 use play::Play;
-pub use render::{events_file, provider_map, render, NodeRecord, RenderError, RunRecord, SpooledRecord, RUN_FILE};
+pub use render::{
+    events_file, inputs, measure_dir, provider_map, render, run_info, Measured, NodeRecord, RenderError, RunRecord,
+    SpooledRecord, FLUID, RUN_FILE, RUN_SCHEMA,
+};
+pub use shared::SpoolRecord;
 use topology::Topology;
 
 use crate::chaos::Timeline;

@@ -50,6 +50,9 @@ pub struct RunRecord {
     /// durable. Absent in runs from before the shared queue: local spools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool: Option<SpoolRecord>,
+    /// Written by `mailsurge sim`: how it ran and what calibrated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim: Option<report::SimLine>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,9 +145,58 @@ pub fn events_file(dir: &Path) -> std::path::PathBuf {
         .unwrap_or_else(|| dir.join(events::RUN_EVENTS_FILE))
 }
 
-/// Reads a run directory, measures, and writes summary.json, report.md, report.html,
-/// latency.hlog and charts/ into it (everything `report::write_all` writes); returns the summary.
-pub fn render(dir: &Path) -> Result<Summary, RenderError> {
+/// A run directory measured: its scenario, its facts and the analysis every report file is
+/// drawn from.
+pub struct Measured {
+    pub scenario: ScenarioFile,
+    pub run: RunRecord,
+    pub inputs: measure::Inputs,
+    pub analysis: measure::Analysis,
+}
+
+/// `sim.mode` of a fluid simulation, whose events hold only its control events.
+pub const FLUID: &str = "fluid";
+
+/// What measurement needs of a scenario besides events, for a run whose offset 0 is
+/// `start_ns`.
+pub fn inputs(f: &ScenarioFile, start_ns: u64) -> measure::Inputs {
+    measure::Inputs {
+        start_ns,
+        duration_s: f.duration.0.as_secs_f64(),
+        warmup_s: f.warmup.map_or(0.0, |w| w.0.as_secs_f64()),
+        slo_ms: f.slo.delivery_time.as_secs_f64() * 1e3,
+        slo_target: f.slo.target.0,
+        providers: provider_map(f),
+        thresholds: f.thresholds.clone(),
+    }
+}
+
+/// The report's facts about a run, from its scenario and `run.json`.
+pub fn run_info(f: &ScenarioFile, run: RunRecord, inputs: &measure::Inputs) -> RunInfo {
+    RunInfo {
+        name: f.name.clone(),
+        start_ns: run.start_ns,
+        seed: f.seed,
+        run_id: run.run_id,
+        started_at: run.started_at,
+        wall_s: run.wall_s,
+        slo_ms: inputs.slo_ms,
+        slo_target: inputs.slo_target,
+        aborted: run.aborted,
+        // Runs written before the record say nothing; an external MTA's durability is its own.
+        spool: run
+            .spool
+            .filter(|_| f.mta.kind != MtaKind::External)
+            .map(|s| report::SpoolLine {
+                kind: s.kind,
+                durability: s.durability,
+            }),
+        sim: run.sim,
+    }
+}
+
+/// Reads a run directory and measures it (no file is written).
+pub fn measure_dir(dir: &Path) -> Result<Measured, RenderError> {
     let events_path = events_file(dir);
     for missing in ["scenario.yaml", events::RUN_EVENTS_FILE, RUN_FILE] {
         let present = match missing {
@@ -162,16 +214,13 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
     // resolved copy in a run directory is not where the original was. Only its numbers matter.
     let f: ScenarioFile = Source::read(&dir.join("scenario.yaml"))?.parse()?;
     let run = RunRecord::read(dir)?;
-    let providers = provider_map(&f);
-    let inputs = measure::Inputs {
-        start_ns: run.start_ns,
-        duration_s: f.duration.0.as_secs_f64(),
-        warmup_s: f.warmup.map_or(0.0, |w| w.0.as_secs_f64()),
-        slo_ms: f.slo.delivery_time.as_secs_f64() * 1e3,
-        slo_target: f.slo.target.0,
-        providers,
-        thresholds: f.thresholds.clone(),
-    };
+    if run.sim.as_ref().is_some_and(|s| s.mode == FLUID) {
+        return Err(input(
+            &dir.join(RUN_FILE),
+            "a fluid simulation's figures are in its summary.json, not in its events: run `mailsurge sim` again to redo them",
+        ));
+    }
+    let inputs = inputs(&f, run.start_ns);
     // One pass, never holding the events: measurement keeps a record per recipient.
     let mut fold = measure::Fold::new(&inputs);
     let torn = events::each_in_file(&events_path, |mut e| {
@@ -190,25 +239,24 @@ pub fn render(dir: &Path) -> Result<Summary, RenderError> {
         spooled.extend(fold.still_deferred(EXTERNAL_NODE));
     }
     let analysis = measure::analyze_fold(fold, &spooled, &inputs);
-    let info = RunInfo {
-        name: f.name.clone(),
-        start_ns: run.start_ns,
-        seed: f.seed,
-        run_id: run.run_id,
-        started_at: run.started_at,
-        wall_s: run.wall_s,
-        slo_ms: inputs.slo_ms,
-        slo_target: inputs.slo_target,
-        aborted: run.aborted,
-        // Runs written before the record say nothing; an external MTA's durability is its own.
-        spool: run
-            .spool
-            .filter(|_| f.mta.kind != MtaKind::External)
-            .map(|s| report::SpoolLine {
-                kind: s.kind,
-                durability: s.durability,
-            }),
-    };
+    Ok(Measured {
+        scenario: f,
+        run,
+        inputs,
+        analysis,
+    })
+}
+
+/// Reads a run directory, measures, and writes summary.json, report.md, report.html,
+/// latency.hlog and charts/ into it (everything `report::write_all` writes); returns the summary.
+pub fn render(dir: &Path) -> Result<Summary, RenderError> {
+    let Measured {
+        scenario: f,
+        run,
+        inputs,
+        analysis,
+    } = measure_dir(dir)?;
+    let info = run_info(&f, run, &inputs);
     report::write_all(dir, &info, &analysis).map_err(RenderError::Output)
 }
 
@@ -255,6 +303,7 @@ mod tests {
                 .collect(),
             aborted: None,
             spool: Some(SpoolRecord::local()),
+            sim: None,
         };
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path()).unwrap();

@@ -65,15 +65,27 @@ impl At<'_> {
     }
 }
 
-/// Every check, section by section.
+/// Who carries the plan: a run (its generator holds the schedule) or the model of
+/// `mailsurge sim` (any rate and length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Run,
+    Model,
+}
+
+/// Every check, section by section, for a run.
 pub fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
+    check_for(src, f, Reach::Run)
+}
+
+pub fn check_for(src: &Source, f: &ScenarioFile, reach: Reach) -> Result<(), ConfigError> {
     let at = At(src);
     basics(&at, f)?;
     regions(&at, f)?;
     let owners = providers(&at, f)?;
     mta(&at, f, &owners)?;
     traffic(&at, &f.traffic, &owners)?;
-    capacity(&at, f)?;
+    capacity(&at, f, reach)?;
     chaos(&at, f)?;
     thresholds(&at, f, &owners)?;
     capacity_gate(&at, f)?;
@@ -339,7 +351,7 @@ fn traffic(at: &At, t: &Traffic, owners: &DomainOwners) -> Result<(), ConfigErro
 }
 
 /// What one run can carry (see [`limits`]): message size, rate, schedule, connections.
-fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
+fn capacity(at: &At, f: &ScenarioFile, reach: Reach) -> Result<(), ConfigError> {
     let t = &f.traffic;
     let largest = match &t.size {
         SizeSpec::Fixed(s) => s.0,
@@ -377,7 +389,7 @@ fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
         ));
     }
     let peak = t.rate.peak();
-    if peak > MAX_RATE {
+    if reach == Reach::Run && peak > MAX_RATE {
         return Err(at.err(
             "rate",
             "traffic",
@@ -385,7 +397,7 @@ fn capacity(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
         ));
     }
     let planned = peak * f.duration.as_secs_f64();
-    if planned > MAX_PLANNED {
+    if reach == Reach::Run && planned > MAX_PLANNED {
         return Err(at.err(
             "rate",
             "traffic",

@@ -17,7 +17,7 @@ pub mod threshold;
 
 use std::path::Path;
 
-pub use check::{chaos_error, limits, MAX_NODES_PER_REGION};
+pub use check::{chaos_error, limits, Reach, MAX_NODES_PER_REGION};
 pub use model::*;
 pub use threshold::Threshold;
 
@@ -76,16 +76,26 @@ fn yaml(f: &ScenarioFile) -> String {
     serde_norway::to_string(f).unwrap_or_else(|e| format!("# cannot serialise scenario: {e}\n"))
 }
 
-/// Loads and validates a scenario file.
+/// Loads and validates a scenario file for a run.
 pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
-    let source = Source::read(path)?;
-    from_source(source)
+    load_for(path, Reach::Run)
 }
 
-/// Validates an already-read scenario.
+/// Loads and validates a scenario file for a run or for the model (`mailsurge sim`), which
+/// carries schedules no generator process could.
+pub fn load_for(path: &Path, reach: Reach) -> Result<Scenario, ConfigError> {
+    let source = Source::read(path)?;
+    from_source_for(source, reach)
+}
+
+/// Validates an already-read scenario for a run.
 pub fn from_source(source: Source) -> Result<Scenario, ConfigError> {
+    from_source_for(source, Reach::Run)
+}
+
+fn from_source_for(source: Source, reach: Reach) -> Result<Scenario, ConfigError> {
     let file: ScenarioFile = source.parse()?;
-    check::check(&source, &file)?;
+    check::check_for(&source, &file, reach)?;
 
     let mut providers = Vec::new();
     for p in &file.providers {

@@ -95,23 +95,8 @@ impl Balancer {
     /// `None` while every node is evicted.
     pub fn pick(&self, worker: usize, workers: usize) -> Option<(usize, SocketAddr)> {
         let slots = lock(&self.slots);
-        let total: f64 = slots.iter().filter(|s| s.healthy).map(|s| s.weight).sum();
-        if total <= 0.0 {
-            return None;
-        }
-        // The worker's point in [0, total): evenly spaced, offset to sit mid-interval.
-        let mut x = (worker as f64 + 0.5) / workers.max(1) as f64 * total;
-        for (i, s) in slots.iter().enumerate().filter(|(_, s)| s.healthy) {
-            if x < s.weight {
-                return Some((i, s.target.addr));
-            }
-            x -= s.weight;
-        }
-        slots
-            .iter()
-            .enumerate()
-            .rfind(|(_, s)| s.healthy)
-            .map(|(i, s)| (i, s.target.addr))
+        let i = pick_weighted(slots.iter().map(|s| (s.weight, s.healthy)), worker, workers)?;
+        Some((i, slots[i].target.addr))
     }
 
     /// The node and region of target `i`.
@@ -196,6 +181,31 @@ impl Balancer {
             }
         }
     }
+}
+
+/// The target of connection worker `worker` of `workers` among `(weight, healthy)` targets:
+/// the worker's point on the cumulative weight of the healthy ones, evenly spaced and offset to
+/// sit mid-interval, so load spreads by weight and moves only when the healthy set changes.
+/// `None` while none is healthy. (`mailsurge sim` places its workers with the same function.)
+pub fn pick_weighted(
+    targets: impl Iterator<Item = (f64, bool)> + Clone,
+    worker: usize,
+    workers: usize,
+) -> Option<usize> {
+    let total: f64 = targets.clone().filter(|t| t.1).map(|t| t.0).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut x = (worker as f64 + 0.5) / workers.max(1) as f64 * total;
+    let mut last = None;
+    for (i, (w, _)) in targets.enumerate().filter(|(_, t)| t.1) {
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+        last = Some(i);
+    }
+    last
 }
 
 #[cfg(test)]
