@@ -145,3 +145,59 @@ fn bad_sim_arguments_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("neither a run directory"));
 }
+
+/// Fluid mode: any scale. The production-scale day is refused by `validate` (no generator
+/// holds it) and simulated by `sim`, which says which mode ran; its report cannot be
+/// re-rendered from events it does not have.
+#[test]
+fn the_fluid_model_takes_what_no_run_can() {
+    let dir = tempdir();
+    let o = mailsurge(&["validate", "scenarios/black-friday-day.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("more than one run's schedule holds"));
+    let out = dir.path().join("day");
+    // The day in 20 minutes at full rate (57 M recipients), its kill stretched with it
+    // (hour 20 of 24 → second 1000).
+    let o = sim(&[
+        "scenarios/black-friday-day.yaml",
+        "--duration",
+        "20m",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("fluid model"), "{stdout}");
+    let s = read_json(&out.join("summary.json"));
+    assert_valid_against("summary.v1.schema.json", &s);
+    assert_eq!(s["sim"]["mode"], "fluid");
+    assert!(
+        s["counts"]["generated"].as_u64().unwrap() > 50_000_000,
+        "{}",
+        s["counts"]
+    );
+    assert_eq!(s["faults"][0]["target"], "region/us-east");
+    assert!(
+        (s["faults"][0]["at_s"].as_f64().unwrap() - 1000.0).abs() < 1.0,
+        "{}",
+        s["faults"]
+    );
+    let o = mailsurge(&["report", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fluid simulation"));
+    // Too big for one event per message.
+    let o = sim(&[
+        "scenarios/black-friday-day.yaml",
+        "--mode",
+        "discrete",
+        "--out",
+        dir.path().join("d").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--mode fluid"));
+}

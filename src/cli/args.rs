@@ -255,9 +255,6 @@ pub struct SimArgs {
     /// second) or `auto`: discrete up to 2 million recipients.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: crate::sim::Mode,
-    /// No progress lines.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 fn parse_region_nodes(s: &str) -> Result<(String, u32), String> {

@@ -11,7 +11,7 @@ use crate::sim::{self, SimOptions};
 
 pub fn sim(a: SimArgs) -> u8 {
     if let Some(run_dir) = a.check.clone() {
-        return check(&run_dir, a.out, a.quiet);
+        return check(&run_dir, a.out);
     }
     let Some(path) = a.scenario.clone() else {
         eprintln!("error: sim needs a scenario file, or --check RUN_DIR");
@@ -88,7 +88,6 @@ pub fn sim(a: SimArgs) -> u8 {
     let opts = SimOptions {
         out,
         nodes: a.nodes,
-        quiet: a.quiet,
         mode: a.mode,
     };
     match sim::simulate(&c, &cal, &opts) {
@@ -134,7 +133,7 @@ fn default_out(name: &str, what: &str) -> PathBuf {
 }
 
 /// Simulates a real run from its own scenario, seed and calibration, and compares.
-fn check(run_dir: &Path, out: Option<PathBuf>, quiet: bool) -> u8 {
+fn check(run_dir: &Path, out: Option<PathBuf>) -> u8 {
     let real = match crate::run::measure_dir(run_dir) {
         Ok(m) => m,
         Err(e) => {
@@ -173,7 +172,6 @@ fn check(run_dir: &Path, out: Option<PathBuf>, quiet: bool) -> u8 {
     let opts = SimOptions {
         out: out.clone(),
         nodes: Vec::new(),
-        quiet,
         mode: sim::Mode::Discrete,
     };
     let o = match sim::simulate(&c, &cal, &opts) {

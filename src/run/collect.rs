@@ -93,19 +93,28 @@ pub fn collect(
     .write(dir)
 }
 
-/// Writes a run directory's `events.jsonl.zst` from events in any order, compacted and sorted
-/// as [`collect`] writes a run's: what `mailsurge sim` leaves for `render`.
-pub fn store_events(
+/// Writes a run directory's `events.jsonl.zst` from the events `produce` hands its sink, in
+/// any order, compacted and sorted as [`collect`] writes a run's, at zstd `level`: what
+/// `mailsurge sim` leaves for `render`. Events are spilled in chunks as they come, so a long
+/// simulation never holds them all.
+pub fn store_events<R>(
     dir: &Path,
     f: &ScenarioFile,
-    events: impl IntoIterator<Item = events::Event>,
-) -> anyhow::Result<()> {
+    level: i32,
+    produce: impl FnOnce(&mut dyn FnMut(events::Event)) -> R,
+) -> anyhow::Result<R> {
     let providers = render::provider_map(f);
     let compact = |e: &mut events::Event| e.compact(&|rcpt| crate::measure::provider_of(&providers, rcpt));
     let mut merge = Merge::new(&dir.join(".merge"), merge::CHUNK, &compact)?;
-    for e in events {
-        merge.push(e)?;
+    let mut failed = None;
+    let r = produce(&mut |e| {
+        if failed.is_none() {
+            failed = merge.push(e).err();
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
     }
-    merge.finish(&dir.join(events::RUN_EVENTS_FILE))?;
-    Ok(())
+    merge.finish_at(&dir.join(events::RUN_EVENTS_FILE), level)?;
+    Ok(r)
 }

@@ -89,8 +89,13 @@ impl<'p> Merge<'p> {
 
     /// Writes everything, in time order, to `out` at [`events::ZSTD_LEVEL`]; returns the
     /// number of events written. The scratch directory is removed.
-    pub fn finish(mut self, out: &Path) -> io::Result<u64> {
-        let mut w = CompressedWriter::create(out, events::ZSTD_LEVEL)?;
+    pub fn finish(self, out: &Path) -> io::Result<u64> {
+        self.finish_at(out, events::ZSTD_LEVEL)
+    }
+
+    /// [`Merge::finish`] at another zstd level.
+    pub fn finish_at(mut self, out: &Path, level: i32) -> io::Result<u64> {
+        let mut w = CompressedWriter::create(out, level)?;
         let n = if self.runs.is_empty() {
             // Everything fitted in one chunk: no scratch file at all.
             self.chunk.sort_by_key(|e| e.t);

@@ -48,9 +48,8 @@ const WORKER_IDLE_NS: u64 = 2_000_000_000;
 const THROTTLE_FACTOR: f64 = crate::mta::queue::DEFAULT_THROTTLE_FACTOR;
 const THROTTLE_HOLD: Duration = crate::mta::queue::DEFAULT_THROTTLE_HOLD;
 
-/// What the model produced.
+/// What the model produced besides its events.
 pub struct Output {
-    pub events: Vec<Event>,
     pub nodes: Vec<NodeRecord>,
     pub spooled: Vec<SpooledRecord>,
     /// Virtual ns from offset 0 to the end of the run.
@@ -273,8 +272,8 @@ impl<'a> Model<'a> {
         self.events.last_mut().expect("pushed")
     }
 
-    /// Plays the whole run; returns its events and end state.
-    pub fn run(mut self) -> Output {
+    /// Plays the whole run, handing every event to `sink` as it happens; returns the end state.
+    pub fn run(mut self, sink: &mut dyn FnMut(Event)) -> Output {
         let f = &self.c.scenario.file;
         let window = f.duration.0.as_nanos() as u64;
         let hard_stop = window + f.drain.0.as_nanos() as u64;
@@ -318,6 +317,7 @@ impl<'a> Model<'a> {
                 }
                 Ev::Ready { node } => self.ready(node as usize),
             }
+            self.events.drain(..).for_each(&mut *sink);
             let chaos_left = self.chaos_done < self.chaos.len();
             if t >= window
                 && self.next_arrival.is_none()
@@ -331,7 +331,9 @@ impl<'a> Model<'a> {
                 break;
             }
         }
-        self.finish(end)
+        let out = self.finish(end);
+        self.events.drain(..).for_each(sink);
+        out
     }
 
     /// The next message is due: the generator releases it to its workers (a timer's lateness
@@ -829,7 +831,7 @@ impl<'a> Model<'a> {
         }
     }
 
-    fn finish(mut self, end: u64) -> Output {
+    fn finish(&mut self, end: u64) -> Output {
         // What the schedule released and no worker submitted.
         let left: Vec<u32> = self.backlog.drain(..).collect();
         for msg in left {
@@ -867,7 +869,6 @@ impl<'a> Model<'a> {
             .collect();
         Output {
             messages: self.msgs.len() as u64,
-            events: self.events,
             nodes,
             spooled,
             end_ns: end,

@@ -31,6 +31,10 @@ pub const MODE_DISCRETE: &str = "discrete-event";
 /// Flows per (region, provider, second).
 pub const MODE_FLUID: &str = crate::run::FLUID;
 
+/// zstd level of a simulation's events: they are remade in a second from the same seed, so
+/// they are stored fast rather than small (a run's use level 19).
+const EVENTS_LEVEL: i32 = 3;
+
 /// Most planned recipients `--mode auto` simulates one by one; beyond, flows.
 pub const AUTO_DISCRETE_MAX: f64 = 2_000_000.0;
 
@@ -52,7 +56,6 @@ pub struct SimOptions {
     pub out: PathBuf,
     /// Nodes per region, replacing the scenario's (`--nodes us-east=12`).
     pub nodes: Vec<(String, u32)>,
-    pub quiet: bool,
     pub mode: Mode,
 }
 
@@ -116,8 +119,8 @@ pub fn simulate(c: &Compiled, cal: &Calibration, opts: &SimOptions) -> anyhow::R
         }),
     };
     let summary = if mode == MODE_DISCRETE {
-        let out = des::Model::new(c, cal, &record.run_id, nodes, SIM_EPOCH_NS).run();
-        crate::run::store_events(&dir, f, out.events)?;
+        let model = des::Model::new(c, cal, &record.run_id, nodes, SIM_EPOCH_NS);
+        let out = crate::run::store_events(&dir, f, EVENTS_LEVEL, |sink| model.run(sink))?;
         (record.wall_s, record.nodes, record.spooled) = (out.end_ns as f64 / 1e9, out.nodes, out.spooled);
         record.write(&dir)?;
         crate::run::render(&dir).map_err(|e| anyhow::anyhow!("{e}"))?
@@ -125,7 +128,7 @@ pub fn simulate(c: &Compiled, cal: &Calibration, opts: &SimOptions) -> anyhow::R
         let out = fluid::run(c, cal, nodes, SIM_EPOCH_NS);
         let inputs = crate::run::inputs(f, SIM_EPOCH_NS);
         let analysis = fluid::analysis::analyze(&out, &inputs);
-        crate::run::store_events(&dir, f, out.control)?;
+        crate::run::store_events(&dir, f, EVENTS_LEVEL, |sink| out.control.iter().cloned().for_each(sink))?;
         (record.wall_s, record.nodes) = (out.end_s, out.nodes);
         record.write(&dir)?;
         let info = crate::run::run_info(f, record, &inputs);

@@ -64,7 +64,7 @@ where
         // (distorting slopes), and a log axis maps values <= 0 to NaN. NaN points break the line.
         let style = colour(&PALETTE, line.colour.unwrap_or(i)).stroke_width(2);
         let mut runs: Vec<Vec<(f64, f64)>> = vec![vec![]];
-        for &(x, y) in &line.points {
+        for &(x, y) in decimate(&line.points, MAX_DRAWN).iter() {
             let y = y.unwrap_or(f64::INFINITY);
             if x.is_nan() || y.is_nan() {
                 runs.push(vec![]);
@@ -81,4 +81,34 @@ where
         }
     }
     Ok(chart.plotting_area().get_pixel_range())
+}
+
+/// Most points drawn per line: a chart is ~1,000 pixels wide, and a day of per-second points
+/// (86,400) would make an SVG of megabytes that looks the same.
+const MAX_DRAWN: usize = 4000;
+
+/// At most about `max` points, in x order: each bucket of consecutive points keeps its lowest
+/// and highest (undelivered counts as highest), so a spike or a dip of one second still shows;
+/// a break (NaN) in a bucket is kept.
+pub(super) fn decimate(points: &[(f64, Option<f64>)], max: usize) -> Vec<(f64, Option<f64>)> {
+    let per = points.len().div_ceil(max.max(2) / 2);
+    if per <= 1 {
+        return points.to_vec();
+    }
+    let key = |y: Option<f64>| y.unwrap_or(f64::INFINITY);
+    let mut out = Vec::with_capacity(max + 2);
+    for b in points.chunks(per) {
+        if let Some(gap) = b.iter().find(|p| p.0.is_nan() || p.1.is_some_and(f64::is_nan)) {
+            out.push(*gap);
+        }
+        let real = b.iter().filter(|p| !(p.0.is_nan() || p.1.is_some_and(f64::is_nan)));
+        let lo = real.clone().min_by(|a, c| key(a.1).total_cmp(&key(c.1)));
+        let hi = real.max_by(|a, c| key(a.1).total_cmp(&key(c.1)));
+        match (lo, hi) {
+            (Some(l), Some(h)) if l.0 <= h.0 => out.extend([*l, *h]),
+            (Some(l), Some(h)) => out.extend([*h, *l]),
+            _ => {}
+        }
+    }
+    out
 }

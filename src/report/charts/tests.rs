@@ -162,3 +162,18 @@ fn crowded_markers_lose_minor_labels_first() {
     assert_eq!(placed.len(), 2);
     assert_readable(&placed);
 }
+
+/// A day of per-second points draws as a few thousand, and its one-second spike survives.
+#[test]
+fn long_series_are_decimated_keeping_spikes() {
+    let mut pts: Vec<(f64, Option<f64>)> = (0..86_400).map(|t| (t as f64, Some(70.0))).collect();
+    pts[50_000].1 = Some(9_000.0);
+    pts[60_000].1 = None;
+    let d = super::plot::decimate(&pts, 4000);
+    assert!(d.len() <= 4002, "{}", d.len());
+    assert!(d.iter().any(|p| p.1 == Some(9_000.0)));
+    assert!(d.iter().any(|p| p.1.is_none()), "an undelivered second stays a spike");
+    assert!(d.windows(2).all(|w| w[0].0 <= w[1].0), "x order kept");
+    let short: Vec<(f64, Option<f64>)> = (0..100).map(|t| (t as f64, Some(1.0))).collect();
+    assert_eq!(super::plot::decimate(&short, 4000), short);
+}

@@ -111,31 +111,9 @@ pub fn run(c: &Compiled, cal: &Calibration, nodes: Vec<(String, String, f64)>, s
             base_instant,
         )
     };
-    let mut providers: Vec<SimProvider> = (0..f.providers.len()).map(fresh).collect();
     let domains: Vec<Vec<String>> = f.providers.iter().map(|p| p.domains.clone()).collect();
     let mix = Mix::new(&f.traffic);
-    let profiles = profile::profile_all(
-        &mut providers,
-        &domains,
-        &mix,
-        f.seed,
-        &c.responses,
-        &f.mta.retry,
-        fresh,
-    );
-    if std::env::var_os("MAILSURGE_SIM_DEBUG").is_some() {
-        for (p, pr) in f.providers.iter().zip(&profiles) {
-            eprintln!(
-                "{}: {:?} ip_rate {:?} defer {:?} over {:?} lat p50 {}",
-                p.name,
-                pr.attempts,
-                pr.ip_rate,
-                pr.defer.as_ref().map(|d| (d.0.action, d.1.to_string())),
-                pr.over.as_ref().map(|d| d.0.action),
-                pr.latency.median()
-            );
-        }
-    }
+    let profiles = profile::profile_all(&domains, &mix, f.seed, &c.responses, &f.mta.retry, fresh);
 
     // Each provider's share of recipients, and its domains that get mail.
     let total_w: f64 = f.traffic.domains.values().map(|w| w.0).sum::<f64>().max(1e-12);
@@ -327,6 +305,8 @@ pub fn run(c: &Compiled, cal: &Calibration, nodes: Vec<(String, String, f64)>, s
                         let mut x = h.clone();
                         x.count *= part;
                         h.count -= x.count;
+                        // The time it sat in the dead node's spool is part of its delivery time.
+                        x.rest += ((t0 - x.ready).max(0.0) * 1e3) as f32;
                         x.attempt = 0;
                         x.ready = t0;
                         back.push(x);
