@@ -99,6 +99,7 @@ impl SimProvider {
         now: Instant,
         timeout: Duration,
     ) -> Attempt {
+        let tx = Tx { from, size, timeout };
         let all = |r: Reply, took: Duration, conn: Option<Conn>| Attempt {
             replies: vec![r; rcpts.len()],
             took,
@@ -143,7 +144,7 @@ impl SimProvider {
                 self.next_conn += 1;
                 let greeting = Reply::new(220, None, "mock inbox ESMTP");
                 for (stage, default) in [(Stage::Connect, greeting), (Stage::Ehlo, Reply::new(250, None, "ok"))] {
-                    match self.ask(&c, stage, from, &[], Some(size), default, now + took, timeout) {
+                    match self.ask(&c, &tx, stage, &[], default, now + took) {
                         Step::Reply(r, d, close) => {
                             took += d;
                             if !r.is_success() {
@@ -168,13 +169,11 @@ impl SimProvider {
         let mut replies: Vec<Option<Reply>> = vec![None; rcpts.len()];
         match self.ask(
             &c,
+            &tx,
             Stage::Mail,
-            from,
             &[],
-            Some(size),
             Reply::new(250, Some("2.1.0"), "Ok"),
             now + took,
-            timeout,
         ) {
             Step::Reply(r, d, close) => {
                 took += d;
@@ -193,13 +192,11 @@ impl SimProvider {
             let one = [rcpt.clone()];
             match self.ask(
                 &c,
+                &tx,
                 Stage::Rcpt,
-                from,
                 &one,
-                Some(size),
                 Reply::new(250, Some("2.1.5"), "Ok"),
                 now + took,
-                timeout,
             ) {
                 Step::Reply(r, d, close) => {
                     took += d;
@@ -224,29 +221,18 @@ impl SimProvider {
         if !accepted.is_empty() && !closing {
             let fin = match self.ask(
                 &c,
+                &tx,
                 Stage::Data,
-                from,
                 &accepted,
-                Some(size),
                 Reply::new(354, None, "Go ahead"),
                 now + took,
-                timeout,
             ) {
                 Step::Reply(r, d, close) => {
                     took += d;
                     closing |= close;
                     if r.code == 354 && !closing {
                         let done = Reply::new(250, Some("2.0.0"), "Ok: queued");
-                        match self.ask(
-                            &c,
-                            Stage::Message,
-                            from,
-                            &accepted,
-                            Some(size),
-                            done,
-                            now + took,
-                            timeout,
-                        ) {
+                        match self.ask(&c, &tx, Stage::Message, &accepted, done, now + took) {
                             Step::Reply(r, d, close) => {
                                 took += d;
                                 closing |= close;
@@ -300,18 +286,9 @@ impl SimProvider {
         a
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn ask(
-        &self,
-        c: &Conn,
-        stage: Stage,
-        sender: &str,
-        rcpts: &[String],
-        size: Option<usize>,
-        default: Reply,
-        now: Instant,
-        timeout: Duration,
-    ) -> Step {
+    /// One stage of a transaction `tx` on `c`, asked of the engine at `now`.
+    fn ask(&self, c: &Conn, tx: &Tx<'_>, stage: Stage, rcpts: &[String], default: Reply, now: Instant) -> Step {
+        let (sender, size, timeout) = (tx.from, Some(tx.size), tx.timeout);
         let ctx = Context {
             stage,
             conn_id: c.id,
@@ -330,6 +307,14 @@ impl SimProvider {
             (None, _) => Step::Hangup(lost("host", "connection closed"), v.delay),
         }
     }
+}
+
+/// What every stage of one transaction shares.
+struct Tx<'a> {
+    from: &'a str,
+    size: usize,
+    /// What a silent host costs.
+    timeout: Duration,
 }
 
 /// A stage's answer: a reply after a delay (and whether the host then closes), or a hangup.
