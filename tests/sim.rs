@@ -146,15 +146,22 @@ fn bad_sim_arguments_are_usage_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("neither a run directory"));
 }
 
-/// Fluid mode: any scale. The production-scale day is refused by `validate` (no generator
-/// holds it) and simulated by `sim`, which says which mode ran; its report cannot be
+/// Fluid mode: any scale. The production-scale day is refused by `run` (no generator holds
+/// it), valid for `sim` only as `validate` says, and simulated by `sim`, which says which mode ran; its report cannot be
 /// re-rendered from events it does not have.
 #[test]
 fn the_fluid_model_takes_what_no_run_can() {
     let dir = tempdir();
     let o = mailsurge(&["validate", "scenarios/black-friday-day.yaml"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("for `mailsurge sim` only") && stdout.contains("more than one run's schedule holds"),
+        "{stdout}"
+    );
+    let o = mailsurge(&["run", "scenarios/black-friday-day.yaml", "--quiet"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("more than one run's schedule holds"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("black-friday-day.yaml:"));
     let out = dir.path().join("day");
     // The day in 20 minutes at full rate (57 M recipients), its kill stretched with it
     // (hour 20 of 24 → second 1000).

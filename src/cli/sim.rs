@@ -49,6 +49,10 @@ pub fn sim(a: SimArgs) -> u8 {
             RateSpec::Curve { peak, .. } => *peak = p,
         }
     }
+    // The overrides are checked as the file was (a zero window, a rate past the model).
+    if let Err(e) = s.recheck_for(scenario::Reach::Model) {
+        return config_error(&e);
+    }
     if let Some((r, _)) = a
         .nodes
         .iter()

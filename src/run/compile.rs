@@ -43,9 +43,25 @@ pub fn compile(s: Scenario) -> Result<Compiled, ConfigError> {
 /// Validates a scenario, a rule table, a response table or a node config, telling them apart by their
 /// top-level keys; an error says which kind the file was read as, and why, so a damaged file
 /// (a rules file missing its `provider:`) is not reported as a bad scenario without a hint.
-pub fn validate_file(path: &Path) -> Result<&'static str, ConfigError> {
+///
+/// A scenario only the model can carry (a rate or schedule past one generator) is valid, and
+/// the answer says it is for `mailsurge sim` only and why `run` refuses it.
+pub fn validate_file(path: &Path) -> Result<String, ConfigError> {
     let src = Source::read(path)?;
     let (kind, why) = file_kind(&src.text);
+    if kind == "scenario" {
+        let run = crate::scenario::from_source(src.clone()).and_then(compile).map(drop);
+        if let Err(e) = &run {
+            let model = crate::scenario::from_source_for(src, crate::scenario::Reach::Model).and_then(compile);
+            if model.is_ok() {
+                return Ok(format!("scenario for `mailsurge sim` only — `run` refuses it: {e}"));
+            }
+        }
+        return run.map(|()| kind.to_string()).map_err(|mut e| {
+            e.message = format!("{} (read as {kind}: {why})", e.message);
+            e
+        });
+    }
     let checked = match kind {
         "mock-inbox rules" => crate::inbox::RuleSet::from_source(&src).map(drop),
         // What `mailsurge mta --config` reads at start: the config and its response table.
@@ -57,7 +73,7 @@ pub fn validate_file(path: &Path) -> Result<&'static str, ConfigError> {
         // chaos replies.
         _ => crate::scenario::from_source(src).and_then(compile).map(drop),
     };
-    checked.map(|()| kind).map_err(|mut e| {
+    checked.map(|()| kind.to_string()).map_err(|mut e| {
         e.message = format!("{} (read as {kind}: {why})", e.message);
         e
     })

@@ -37,6 +37,9 @@ pub mod limits {
     /// Highest rate one generator schedules (about 10× what the benchmarks show it sending on
     /// loopback); a higher peak needs several agents.
     pub const MAX_RATE: f64 = 200_000.0;
+    /// Highest peak `mailsurge sim` models: 114× the 87,500/s of a 4.1 B day, and a day of it
+    /// still counts exactly in a double.
+    pub const MAX_MODEL_RATE: f64 = 10_000_000.0;
     /// Most messages one run's schedule may hold (peak × traffic window): the generator keeps
     /// 32 bytes per message it has released and not yet sent.
     pub const MAX_PLANNED: f64 = 50_000_000.0;
@@ -389,6 +392,13 @@ fn capacity(at: &At, f: &ScenarioFile, reach: Reach) -> Result<(), ConfigError> 
         ));
     }
     let peak = t.rate.peak();
+    if reach == Reach::Model && (peak.is_nan() || peak > MAX_MODEL_RATE) {
+        return Err(at.err(
+            "rate",
+            "traffic",
+            format!("traffic: rate: {peak}/s is more than the model counts exactly (at most {MAX_MODEL_RATE}/s)"),
+        ));
+    }
     if reach == Reach::Run && peak > MAX_RATE {
         return Err(at.err(
             "rate",

@@ -93,7 +93,8 @@ pub fn from_source(source: Source) -> Result<Scenario, ConfigError> {
     from_source_for(source, Reach::Run)
 }
 
-fn from_source_for(source: Source, reach: Reach) -> Result<Scenario, ConfigError> {
+/// Validates an already-read scenario for a run or for the model.
+pub fn from_source_for(source: Source, reach: Reach) -> Result<Scenario, ConfigError> {
     let file: ScenarioFile = source.parse()?;
     check::check_for(&source, &file, reach)?;
 
@@ -135,6 +136,11 @@ impl Scenario {
     /// `load` checked it: errors point into the original file.
     pub fn recheck(&self) -> Result<(), ConfigError> {
         check::check(&self.source, &self.file)
+    }
+
+    /// [`Scenario::recheck`] for a run or for the model.
+    pub fn recheck_for(&self, reach: Reach) -> Result<(), ConfigError> {
+        check::check_for(&self.source, &self.file, reach)
     }
 
     /// Applies CLI overrides; the report's scenario.yaml shows the values actually used. A
