@@ -183,16 +183,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
 fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> {
     let f = &s.file;
     std::fs::create_dir_all(dir.join("nodes")).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Self-contained, so `mailsurge run <dir>/scenario.yaml` reruns the same plan from anywhere.
-    let (yaml, files) = s.self_contained();
-    for (rel, text) in files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        crate::files::write(&path, text)?;
-    }
-    crate::files::write(&dir.join("scenario.yaml"), yaml)?;
+    write_scenario(s, dir)?;
     // run.log keeps the lines below; a report directory that cannot hold it is not fatal.
     if let Err(e) = crate::runlog::open(&dir.join("run.log")) {
         tracing::warn!("cannot write {}: {e}", dir.join("run.log").display());
@@ -205,6 +196,21 @@ fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> 
         dir.display()
     ));
     Ok(log)
+}
+
+/// Writes `scenario.yaml` and the rule files it names into a run directory, self-contained, so
+/// `mailsurge run <dir>/scenario.yaml` reruns the same plan from anywhere (a simulation's too).
+pub fn write_scenario(s: &Scenario, dir: &Path) -> anyhow::Result<()> {
+    let (yaml, files) = s.self_contained();
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        crate::files::write(&path, text)?;
+    }
+    crate::files::write(&dir.join("scenario.yaml"), yaml)?;
+    Ok(())
 }
 
 /// The generator's plan: the open-loop schedule, the message mix and where bounces go.

@@ -83,15 +83,7 @@ pub fn simulate(c: &Compiled, cal: &Calibration, opts: &SimOptions) -> anyhow::R
     let f = &c.scenario.file;
     let dir = opts.out.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (yaml, files) = c.scenario.self_contained();
-    for (rel, text) in files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        crate::files::write(&path, text)?;
-    }
-    crate::files::write(&dir.join("scenario.yaml"), yaml)?;
+    crate::run::write_scenario(&c.scenario, &dir)?;
     cal.write(&dir)?;
     let run_id = format!("{}-sim-{}", f.name, f.seed);
     let nodes = nodes(c, &opts.nodes);

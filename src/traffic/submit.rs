@@ -209,8 +209,9 @@ impl Shared {
     }
 }
 
-/// The RNG the mix draws from; seeded apart from the schedule's.
-fn mix_rng(seed: u64) -> ChaCha8Rng {
+/// The RNG the mix draws from; seeded apart from the schedule's. (`mailsurge sim` draws the
+/// same messages from it.)
+pub fn mix_rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ 0x006d_6978)
 }
 

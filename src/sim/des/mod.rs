@@ -230,7 +230,7 @@ impl<'a> Model<'a> {
             events: Vec::new(),
             schedule: Schedule::new(RateCurve::new(&f.traffic.rate, f.duration.0), f.traffic.arrival, f.seed),
             mix: Mix::new(&f.traffic),
-            mix_rng: ChaCha8Rng::seed_from_u64(f.seed ^ 0x006d_6978),
+            mix_rng: crate::traffic::submit::mix_rng(f.seed),
             builder: Builder::new(run_id, max_size),
             next_arrival: None,
             seq: 0,
