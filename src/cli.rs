@@ -82,6 +82,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             baseline,
             tolerance,
             min_delta,
+            cluster,
         } => run(
             &scenario,
             Overrides {
@@ -95,6 +96,7 @@ fn dispatch(cmd: Cmd) -> u8 {
                 quiet,
                 silent: false,
                 stop: None,
+                cluster,
             },
             force,
             baseline.as_deref(),
@@ -147,6 +149,17 @@ fn dispatch(cmd: Cmd) -> u8 {
         }
         Cmd::Mta { config } => mta(&config),
         Cmd::Queue { dir, listen } => queue(&dir, listen),
+        Cmd::Agent {
+            nats,
+            name,
+            addresses,
+            dir,
+        } => agent(crate::cluster::AgentOptions {
+            dir: dir.unwrap_or_else(|| PathBuf::from(format!("mailsurge-agent-{name}"))),
+            nats,
+            name,
+            addresses,
+        }),
         Cmd::Capacity(a) => capacity::capacity(a),
         Cmd::Sim(a) => sim::sim(a),
     }
@@ -221,7 +234,10 @@ fn run(
         // Ctrl-C / SIGTERM: the first stops the run cleanly (partial report, `aborted`), the
         // second at once.
         opts.stop = Some(crate::signal::stops());
-        crate::run::run(&compiled, &opts).await
+        match opts.cluster.clone() {
+            Some(url) => crate::cluster::run(&compiled, &url, &opts).await,
+            None => crate::run::run(&compiled, &opts).await,
+        }
     });
     if let Err(e) = &result {
         tracing::info!(target: "run", "error: {e:#}");
@@ -252,6 +268,30 @@ fn run(
         EXIT_PASS
     } else {
         EXIT_FAIL
+    }
+}
+
+/// `mailsurge agent`: until Ctrl-C / SIGTERM (exit 0), or 3 when the cluster cannot be
+/// reached; 2 on a bad name or server address.
+fn agent(o: crate::cluster::AgentOptions) -> u8 {
+    if !crate::scenario::placement::valid_agent_name(&o.name) {
+        eprintln!("error: --name `{}`: letters, digits, `-` or `_` only (it is a NATS subject token)", o.name);
+        return EXIT_CONFIG;
+    }
+    if let Err(why) = crate::units::loopback_url(&o.nats) {
+        eprintln!("error: --nats {why}");
+        return EXIT_CONFIG;
+    }
+    if let Some(net) = o.addresses.filter(|n| !n.addr().is_loopback()) {
+        eprintln!("error: --addresses {net} is not a loopback range (mailsurge only uses 127.0.0.0/8 and ::1)");
+        return EXIT_CONFIG;
+    }
+    match block_on(async {
+        let stop = crate::signal::stops();
+        crate::cluster::agent(o, stop).await
+    }) {
+        Ok(()) => EXIT_PASS,
+        Err(code) => code,
     }
 }
 

@@ -120,6 +120,9 @@ pub enum TargetKind {
     Provider,
     /// The shared queue's nats-server (`spool: nats`).
     Nats,
+    /// An agent of a distributed run that stopped answering: not a chaos action but a fault
+    /// of the harness itself, marked so the report shows when its share went dark.
+    Agent,
     /// A target an old run's text named in a form this version does not know.
     #[serde(other)]
     Other,
@@ -134,6 +137,7 @@ impl TargetKind {
             "node" => TargetKind::Node,
             "provider" => TargetKind::Provider,
             "nats" => TargetKind::Nats,
+            "agent" => TargetKind::Agent,
             _ => TargetKind::Other,
         }
     }
@@ -144,6 +148,7 @@ impl TargetKind {
             TargetKind::Node => "node",
             TargetKind::Provider => "provider",
             TargetKind::Nats => "nats",
+            TargetKind::Agent => "agent",
             TargetKind::Other => "",
         }
     }

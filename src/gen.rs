@@ -247,6 +247,7 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         start_ns,
         start,
         hard_stop: (start + window.min(MAX_GEN_TIME)).into(),
+        shard: None,
     };
     let counters = Arc::new(Counters::default());
     let collect = tokio::spawn(async move {

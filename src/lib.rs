@@ -43,6 +43,7 @@
 pub mod alloc_count;
 pub mod capacity;
 pub mod chaos;
+pub mod cluster;
 pub mod cli;
 pub mod config;
 pub mod dsn;

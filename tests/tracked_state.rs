@@ -110,6 +110,7 @@ fn generator_under_overload_holds_at_most_64_bytes_per_message() {
             start_ns: 1_700_000_000_000_000_000,
             start,
             hard_stop: (start + window + Duration::from_secs(5)).into(),
+            shard: None,
         };
         let counters = Arc::new(Counters::default());
         // Dropped with the runtime once measured; its stalled connections would wait minutes.

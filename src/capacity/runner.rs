@@ -204,6 +204,7 @@ async fn one(
         quiet: true,
         silent: true,
         stop: o.stop.clone(),
+        cluster: None,
     };
     let mut line = ProbeLine {
         rate_per_s: rate,

@@ -57,6 +57,28 @@ pub enum Cmd {
         /// (default: 1% of the baseline's SLO delivery time).
         #[arg(long, requires = "baseline")]
         min_delta: Option<Dur>,
+        /// Run on the agents of this NATS server (`mailsurge agent` on every host), e.g.
+        /// nats://127.0.0.1:4222: this process coordinates and writes the report.
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
+    },
+    /// Host parts of distributed runs (`run --cluster`): generator shards, inbox farms, MTA
+    /// regions. Runs until Ctrl-C.
+    Agent {
+        /// The cluster's NATS server, e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        nats: String,
+        /// This agent's name (letters, digits, `-`, `_`), as `placement:` names it.
+        #[arg(long)]
+        name: String,
+        /// The addresses its inboxes and nodes listen on, e.g. 127.0.20.0/24 (default: the
+        /// one-host loopback addresses).
+        #[arg(long, value_name = "CIDR")]
+        addresses: Option<ipnet::IpNet>,
+        /// Where runs keep their spools and event files while they last (default:
+        /// ./mailsurge-agent-<name>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Regression gate between two runs' summary.json (or run directories): exit 1 when the
     /// candidate is worse than the baseline beyond the tolerance, 0 otherwise, 2 on bad input.

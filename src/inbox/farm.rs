@@ -25,7 +25,7 @@ use crate::smtp::{self, Policy, ServerStats};
 
 /// Default MX addresses: the first MX of provider i on 127.0.2.<i+1>, further MXes m on
 /// 127.0.<10+m>.<i+1> (127.0.3.x belongs to MTA nodes).
-fn default_addr(provider: usize, mx: u32) -> SocketAddr {
+pub fn default_addr(provider: usize, mx: u32) -> SocketAddr {
     let third = if mx == 1 { 2 } else { 10 + mx as u8 };
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, third, (provider + 1) as u8)), 0)
 }
@@ -120,10 +120,26 @@ impl ProviderRt {
         events: &mpsc::UnboundedSender<Event>,
         rt: &tokio::runtime::Handle,
     ) -> anyhow::Result<Vec<ProviderRt>> {
+        Self::start_some(s, rules, events, rt, |_| true, default_addr)
+    }
+
+    /// Starts the providers `hosted` picks (an agent of a distributed run hosts some), MX `m`
+    /// of provider `i` on `addr(i, m)` unless the scenario fixes its `listen`.
+    pub fn start_some(
+        s: &Scenario,
+        rules: &[RuleSet],
+        events: &mpsc::UnboundedSender<Event>,
+        rt: &tokio::runtime::Handle,
+        hosted: impl Fn(&str) -> bool,
+        addr: impl Fn(usize, u32) -> SocketAddr,
+    ) -> anyhow::Result<Vec<ProviderRt>> {
         // Listeners register with, and tasks spawn on, the inbox runtime.
         let _on = rt.enter();
         let mut out = Vec::new();
         for ((i, p), rules) in s.providers.iter().enumerate().zip(rules) {
+            if !hosted(&p.spec.name) {
+                continue;
+            }
             let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
             tokio::spawn(receipts_to_events(rrx, events.clone()));
             let inbox = Arc::new(Inbox::new(
@@ -143,7 +159,7 @@ impl ProviderRt {
             for m in 1..=p.spec.mx.max(1) {
                 let want = match p.spec.listen {
                     Some(a) if m == 1 => a,
-                    _ => default_addr(i, m),
+                    _ => addr(i, m),
                 };
                 let listener = crate::smtp::listen(want)
                     .with_context(|| format!("provider `{}`: cannot listen on {want}", p.spec.name))?;

@@ -32,13 +32,21 @@ pub struct Node {
     pub down: bool,
 }
 
-/// Writes one node's config and starts it; waits for its READY line.
+/// Node `k`'s ingress address on one host: 127.0.3.<k>.
+pub fn default_node_ip(k: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(NODE_NET[0], NODE_NET[1], NODE_NET[2], k))
+}
+
+/// Writes one node's config and starts it, listening on `ip` (a port of its choosing); waits
+/// for its READY line. `k` (from 1) numbers the run's nodes: it varies each node's seed.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_node(
     s: &Scenario,
     run_dir: &Path,
     region: &str,
     name: &str,
     k: u8,
+    ip: IpAddr,
     routes: &BTreeMap<String, Vec<SocketAddr>>,
     spool: SpoolConfig,
 ) -> anyhow::Result<Node> {
@@ -55,7 +63,7 @@ pub async fn start_node(
     let cfg = NodeConfig {
         node: name.to_string(),
         region: region.to_string(),
-        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(NODE_NET[0], NODE_NET[1], NODE_NET[2], k)), 0),
+        listen: SocketAddr::new(ip, 0),
         relay_networks: vec!["127.0.0.0/8".parse()?],
         spool,
         routes: routes.clone(),

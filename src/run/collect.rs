@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::live::Log;
 use super::merge::{self, Merge};
-use super::render::{self, NodeRecord, RunRecord, SpooledRecord};
+use super::render::{self, ClusterRecord, NodeRecord, RunRecord, SpooledRecord};
 use super::shared::SpoolRecord;
 use super::topology::Down;
 use crate::events::{self, now_ns};
@@ -25,6 +25,8 @@ pub struct RunFacts {
     pub aborted: Option<String>,
     /// How it kept accepted mail.
     pub spool: SpoolRecord,
+    /// A distributed run's agents.
+    pub cluster: Option<ClusterRecord>,
 }
 
 /// Merges the event files, scans the spools and writes `run.json`. The raw per-process event
@@ -38,26 +40,59 @@ pub fn collect(
     facts: RunFacts,
     log: &Log,
 ) -> anyhow::Result<()> {
+    let mut spooled = down.queued.clone();
+    for n in nodes {
+        spooled.extend(scan_spool(&n.dir.join("spool"), &n.name));
+    }
+    let files: Vec<PathBuf> = std::iter::once(harness_events.to_path_buf())
+        .chain(nodes.iter().map(|n| n.dir.join("events.jsonl")))
+        .collect();
+    let records = nodes
+        .iter()
+        .map(|n| NodeRecord {
+            name: n.name.clone(),
+            region: n.region.clone(),
+            alive: down.alive.get(&n.name).copied().unwrap_or(false),
+        })
+        .collect();
+    collect_files(dir, f, &files, records, spooled, facts, log)
+}
+
+/// The recipients a node's local spool still holds.
+pub fn scan_spool(spool: &Path, node: &str) -> Vec<SpooledRecord> {
+    let mut out = Vec::new();
+    for m in LogSpool::scan(spool).unwrap_or_default() {
+        for rcpt in &m.rcpts {
+            out.push(SpooledRecord {
+                msg_id: m.msg_id.clone(),
+                rcpt: rcpt.clone(),
+                node: node.to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// Merges event `files` (a missing one is skipped: a node that never wrote), writes `run.json`
+/// with the nodes and what their spools still held, and removes the merged files. Where the
+/// files came from — this host's processes, or agents' streams — is the caller's business.
+pub fn collect_files(
+    dir: &Path,
+    f: &ScenarioFile,
+    files: &[PathBuf],
+    nodes: Vec<NodeRecord>,
+    spooled: Vec<SpooledRecord>,
+    facts: RunFacts,
+    log: &Log,
+) -> anyhow::Result<()> {
     let providers = render::provider_map(f);
     let compact = |e: &mut events::Event| e.compact(&|rcpt| crate::measure::provider_of(&providers, rcpt));
     let mut merge = Merge::new(&dir.join(".merge"), merge::CHUNK, &compact)?;
-    merge.add_file(harness_events).context("cannot read harness events")?;
-    let mut spooled = down.queued.clone();
-    for n in nodes {
-        let file = n.dir.join("events.jsonl");
-        match merge.add_file(&file) {
+    for file in files {
+        match merge.add_file(file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
-        }
-        for m in LogSpool::scan(&n.dir.join("spool")).unwrap_or_default() {
-            for rcpt in &m.rcpts {
-                spooled.push(SpooledRecord {
-                    msg_id: m.msg_id.clone(),
-                    rcpt: rcpt.clone(),
-                    node: n.name.clone(),
-                });
-            }
         }
     }
     for (file, torn) in merge.torn.iter().filter(|(_, n)| *n > 0) {
@@ -65,11 +100,8 @@ pub fn collect(
     }
     let wall_s = (now_ns().saturating_sub(facts.start_ns)) as f64 / 1e9;
     merge.finish(&dir.join(events::RUN_EVENTS_FILE))?;
-    let raw: Vec<PathBuf> = std::iter::once(harness_events.to_path_buf())
-        .chain(nodes.iter().map(|n| n.dir.join("events.jsonl")))
-        .collect();
-    for r in raw {
-        let _ = std::fs::remove_file(r);
+    for file in files {
+        let _ = std::fs::remove_file(file);
     }
     RunRecord {
         schema: render::RUN_SCHEMA.into(),
@@ -77,18 +109,12 @@ pub fn collect(
         started_at: facts.started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         start_ns: facts.start_ns,
         wall_s,
-        nodes: nodes
-            .iter()
-            .map(|n| NodeRecord {
-                name: n.name.clone(),
-                region: n.region.clone(),
-                alive: down.alive.get(&n.name).copied().unwrap_or(false),
-            })
-            .collect(),
+        nodes,
         spooled,
         aborted: facts.aborted,
         spool: Some(facts.spool),
         sim: None,
+        cluster: facts.cluster,
     }
     .write(dir)
 }

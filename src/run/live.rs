@@ -59,7 +59,7 @@ impl LiveStats {
     }
 
     /// Counts a `received` event once per (id, recipient), recording its delivery time.
-    fn record(&self, e: &Event) {
+    pub fn record(&self, e: &Event) {
         if e.event != Kind::Received {
             return;
         }
@@ -91,9 +91,50 @@ pub async fn write_events(
     Ok(())
 }
 
+/// Follows one file as it grows, handing out complete lines only: a line still being written
+/// waits for the next read. (The drain check follows node event files with it; an agent of a
+/// distributed run, to stream them.)
+#[derive(Debug)]
+pub struct Follow {
+    pub path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Follow {
+    pub fn new(path: PathBuf) -> Follow {
+        Follow {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// The complete lines written since the last read (each ending in `\n`), or nothing.
+    pub fn read(&mut self) -> Vec<u8> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        let Ok(n) = f.read_to_end(&mut buf) else {
+            return Vec::new();
+        };
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&buf);
+        match self.partial.iter().rposition(|&b| b == b'\n') {
+            Some(last_nl) => self.partial.drain(..=last_nl).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
 /// Follows node event files as they grow, counting the MTAs' last words for the drain check.
 pub struct Tail {
-    files: Vec<(PathBuf, u64, Vec<u8>)>,
+    files: Vec<Follow>,
     /// [`key`]s of (id, recipient) pairs an MTA has finished with — delivered, bounced, expired
     /// or dropped; a set, because a message recovered from a spool after a crash can end twice.
     /// A receipt alone does not finish a message: until the MTA has read the inbox's 250 and
@@ -107,7 +148,7 @@ pub struct Tail {
 impl Tail {
     pub fn new(paths: Vec<PathBuf>) -> Tail {
         Tail {
-            files: paths.into_iter().map(|p| (p, 0, Vec::new())).collect(),
+            files: paths.into_iter().map(Follow::new).collect(),
             ended: HashSet::new(),
             failed: 0,
             bounced: 0,
@@ -115,33 +156,24 @@ impl Tail {
     }
 
     pub fn poll(&mut self) {
-        use std::io::{Read, Seek, SeekFrom};
-        for (path, offset, partial) in &mut self.files {
-            let Ok(mut f) = std::fs::File::open(&*path) else {
-                continue;
-            };
-            if f.seek(SeekFrom::Start(*offset)).is_err() {
-                continue;
-            }
-            let mut buf = Vec::new();
-            let Ok(n) = f.read_to_end(&mut buf) else { continue };
-            *offset += n as u64;
-            partial.extend_from_slice(&buf);
-            let Some(last_nl) = partial.iter().rposition(|&b| b == b'\n') else {
-                continue;
-            };
-            let complete: Vec<u8> = partial.drain(..=last_nl).collect();
-            for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(e) = serde_json::from_slice::<Event>(line) else {
-                    continue;
-                };
-                if !e.event.is_mta_end() || !self.ended.insert(key(&e.id, e.rcpt.as_deref())) {
-                    continue;
-                }
-                self.failed += u64::from(e.event != Kind::Delivered);
-                self.bounced += u64::from(e.event == Kind::Bounced);
+        let mut complete = Vec::new();
+        for f in &mut self.files {
+            complete.extend(f.read());
+        }
+        for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(e) = serde_json::from_slice::<Event>(line) {
+                self.note(&e);
             }
         }
+    }
+
+    /// Counts one MTA event (anything else is ignored).
+    pub fn note(&mut self, e: &Event) {
+        if !e.event.is_mta_end() || !self.ended.insert(key(&e.id, e.rcpt.as_deref())) {
+            return;
+        }
+        self.failed += u64::from(e.event != Kind::Delivered);
+        self.bounced += u64::from(e.event == Kind::Bounced);
     }
 }
 

@@ -25,22 +25,22 @@ mod render;
 mod shared;
 mod topology;
 
-pub use collect::store_events;
+pub use collect::{collect_files, scan_spool, store_events, RunFacts};
 pub use compile::{compile, validate_file, Compiled};
-use live::{write_events, LiveStats, Log};
+pub use live::{write_events, Follow, LiveStats, Log, Tail};
 pub use outdir::{claim_out_dir, OutDirError};
 use play::Play;
 pub use render::{
-    events_file, inputs, measure_dir, provider_map, render, run_info, Measured, NodeRecord, RenderError, RunRecord,
-    SpooledRecord, FLUID, RUN_FILE, RUN_SCHEMA,
+    events_file, inputs, measure_dir, provider_map, render, run_info, AgentRecord, ClusterRecord, Measured, NodeRecord,
+    RenderError, RunRecord, SpooledRecord, FLUID, RUN_FILE, RUN_SCHEMA,
 };
 pub use shared::SpoolRecord;
 use topology::Topology;
+pub use topology::start_bounce_inbox;
 
 use crate::chaos::Timeline;
 use crate::events::{now_ns, Event};
 use crate::inbox::bounces::EXTERNAL_NODE;
-use crate::mta::process::Node;
 use crate::report::Summary;
 use crate::scenario::{MtaKind, Scenario};
 use crate::traffic::balance::Balancer;
@@ -62,6 +62,8 @@ pub struct RunOptions {
     /// Turns `Some(signal)` when the run is to stop early ([`crate::signal::stops`]); the run
     /// then ends its children, keeps the spools and writes a partial report (`aborted`).
     pub stop: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+    /// `run --cluster URL`: the run is played on the agents of that NATS server.
+    pub cluster: Option<String>,
 }
 
 /// A finished run.
@@ -102,13 +104,22 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         duration: f.duration.0,
     };
     let (gen_stop, cutter) = Deadline::new(clock.hard_stop);
-    let balancer = balancer_for(s, &topo.nodes, ev_tx.clone());
+    let targets: Vec<Target> = topo
+        .nodes
+        .iter()
+        .map(|n| Target {
+            node: n.name.clone(),
+            region: n.region.clone(),
+            addr: n.addr,
+        })
+        .collect();
+    let balancer = balancer_for(s, &targets, ev_tx.clone());
     // Heartbeats evict dead nodes and re-admit restored ones (reference MTA only: an external
     // MTA is one address the harness does not manage).
     let heartbeats =
         (f.mta.kind != MtaKind::External).then(|| tokio::spawn(balancer.clone().heartbeats(clock.hard_stop)));
     let bounce_domain = topo.bounces.as_ref().map(|(_, d)| d.as_str());
-    let plan = traffic_plan(s, &run_id, bounce_domain, &balancer, start_ns, &clock, gen_stop);
+    let plan = traffic_plan(s, &run_id, bounce_domain, &balancer, start_ns, (clock.start, clock.duration), gen_stop);
     let gen = tokio::spawn(submit::run(plan, ev_tx.clone(), counters.clone()));
     let mut play = Play {
         f,
@@ -166,6 +177,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         start_ns,
         aborted,
         spool: topo.spool_record(),
+        cluster: None,
     };
     collect::collect(&dir, f, &harness_events, &topo.nodes, &down, facts, &log)?;
     let summary = render(&dir)?;
@@ -180,7 +192,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
 }
 
 /// Creates the run directory with `scenario.yaml` and `run.log`, and the run's log.
-fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> {
+pub fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> {
     let f = &s.file;
     std::fs::create_dir_all(dir.join("nodes")).with_context(|| format!("cannot create {}", dir.display()))?;
     write_scenario(s, dir)?;
@@ -213,14 +225,16 @@ pub fn write_scenario(s: &Scenario, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The generator's plan: the open-loop schedule, the message mix and where bounces go.
-fn traffic_plan(
+/// The generator's plan: the open-loop schedule, the message mix and where bounces go; the
+/// schedule's offset 0 is `start_ns` (wall clock) and `start` (monotonic), its window `window`.
+/// (An agent of a distributed run sets the plan's shard.)
+pub fn traffic_plan(
     s: &Scenario,
     run_id: &str,
     bounce_domain: Option<&str>,
     balancer: &Arc<Balancer>,
     start_ns: u64,
-    clock: &play::Clock,
+    (start, window): (Instant, Duration),
     hard_stop: Deadline,
 ) -> Plan {
     let f = &s.file;
@@ -231,7 +245,7 @@ fn traffic_plan(
     let builder = Builder::new(run_id, max_size);
     Plan {
         arrivals: submit::Arrivals::Open(Box::new(Schedule::new(
-            RateCurve::new(&f.traffic.rate, clock.duration),
+            RateCurve::new(&f.traffic.rate, window),
             f.traffic.arrival,
             f.seed,
         ))),
@@ -244,15 +258,16 @@ fn traffic_plan(
         connections: f.traffic.connections,
         balancer: balancer.clone(),
         start_ns,
-        start: clock.start,
+        start,
         hard_stop,
+        shard: None,
     }
 }
 
 /// The generator's balancer: every node, weighted by its region's `weight` split over the
 /// region's nodes (by default every node weighs the same); or the one submission address of
 /// an external MTA.
-fn balancer_for(s: &Scenario, nodes: &[Node], events: mpsc::UnboundedSender<Event>) -> Arc<Balancer> {
+pub fn balancer_for(s: &Scenario, nodes: &[Target], events: mpsc::UnboundedSender<Event>) -> Arc<Balancer> {
     let f = &s.file;
     if let Some(addr) = f.mta.submit.filter(|_| f.mta.kind == MtaKind::External) {
         let t = Target {
@@ -269,14 +284,7 @@ fn balancer_for(s: &Scenario, nodes: &[Node], events: mpsc::UnboundedSender<Even
             .map_or(1.0, |r| r.weight.map_or(1.0, |w| w / f64::from(r.nodes.max(1))))
     };
     Balancer::new(
-        nodes
-            .iter()
-            .map(|n| Target {
-                node: n.name.clone(),
-                region: n.region.clone(),
-                addr: n.addr,
-            })
-            .collect(),
+        nodes.to_vec(),
         nodes.iter().map(|n| weight(&n.region)).collect(),
         events,
     )

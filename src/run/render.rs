@@ -53,6 +53,33 @@ pub struct RunRecord {
     /// Written by `mailsurge sim`: how it ran and what calibrated it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sim: Option<report::SimLine>,
+    /// A distributed run (`run --cluster`): its agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterRecord>,
+}
+
+/// A distributed run's agents: what each hosted, how far its clock was from the coordinator's
+/// (every event time was corrected by it), and whether it lasted the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// The NATS server coordinator and agents met on.
+    pub nats: String,
+    pub agents: Vec<AgentRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub name: String,
+    /// What it hosted, e.g. `generator shard 0/1, inboxes gmail yahoo`.
+    pub role: String,
+    /// Agent clock minus coordinator clock, ns; good to ± half `rtt_ns`.
+    pub offset_ns: i64,
+    pub rtt_ns: u64,
+    /// Event batches it published and the coordinator read.
+    pub batches: u64,
+    /// Seconds into the run when it stopped answering, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_at_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,6 +331,7 @@ mod tests {
             aborted: None,
             spool: Some(SpoolRecord::local()),
             sim: None,
+            cluster: None,
         };
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path()).unwrap();

@@ -20,7 +20,7 @@ use crate::events::Event;
 use crate::inbox::bounces::{BounceInbox, BounceStats};
 use crate::inbox::farm::{spawn_server, InboxRuntime, ProviderRt};
 use crate::mta::config::SpoolConfig;
-use crate::mta::process::{start_node, stop_node, Node};
+use crate::mta::process::{default_node_ip, start_node, stop_node, Node};
 use crate::scenario::MtaKind;
 
 /// Everything a run started, in the order it stops them.
@@ -89,19 +89,14 @@ impl Topology {
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let f = &c.scenario.file;
-        let b = f.mta.bounces.clone().unwrap_or_default();
-        let _on = self.inbox_rt.handle().enter();
-        let listener = crate::smtp::listen(b.listen)
-            .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;
-        let addr = listener.local_addr()?;
-        let policy = Arc::new(BounceInbox::new(&b.domain, events.clone()));
-        self.bounce_task = Some(spawn_server(listener, policy.clone(), "bounces", stop));
-        log.line(&format!("inbox {:<10} {addr}  {} (DSNs)", "bounces", b.domain));
+        let (policy, domain, addr, task) = start_bounce_inbox(f, &self.inbox_rt.handle(), events, stop)?;
+        self.bounce_task = Some(task);
+        log.line(&format!("inbox {:<10} {addr}  {domain} (DSNs)", "bounces"));
         log.line(&format!(
             "mta   external   {}  (route the domains above to their inboxes; regions are not used)",
             f.mta.submit.map_or("-".into(), |a| a.to_string())
         ));
-        self.bounces = Some((policy, b.domain));
+        self.bounces = Some((policy, domain));
         Ok(())
     }
 
@@ -122,7 +117,7 @@ impl Topology {
             for n in 1..=r.nodes {
                 k += 1;
                 let name = format!("{}-{n}", r.name);
-                let node = start_node(&c.scenario, dir, &r.name, &name, k, routes, spool.clone())
+                let node = start_node(&c.scenario, dir, &r.name, &name, k, default_node_ip(k), routes, spool.clone())
                     .await
                     .with_context(|| format!("cannot start node {}-{n}", r.name))?;
                 log.line(&format!(
@@ -184,6 +179,24 @@ impl Topology {
             .as_ref()
             .map_or_else(SpoolRecord::local, |q| q.record.clone())
     }
+}
+
+/// The bounce inbox of an external MTA, listening on the scenario's `mta.bounces.listen` on
+/// the inbox runtime: its policy, its domain, its address and its server task.
+pub fn start_bounce_inbox(
+    f: &crate::scenario::ScenarioFile,
+    rt: &tokio::runtime::Handle,
+    events: &mpsc::UnboundedSender<Event>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<BounceInbox>, String, SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let b = f.mta.bounces.clone().unwrap_or_default();
+    let _on = rt.enter();
+    let listener = crate::smtp::listen(b.listen)
+        .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;
+    let addr = listener.local_addr()?;
+    let policy = Arc::new(BounceInbox::new(&b.domain, events.clone()));
+    let task = spawn_server(listener, policy.clone(), "bounces", stop);
+    Ok((policy, b.domain, addr, task))
 }
 
 /// What [`Topology::down`] found.

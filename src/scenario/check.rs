@@ -92,6 +92,7 @@ pub fn check_for(src: &Source, f: &ScenarioFile, reach: Reach) -> Result<(), Con
     chaos(&at, f)?;
     thresholds(&at, f, &owners)?;
     capacity_gate(&at, f)?;
+    super::placement::check(src, f)?;
     external(&at, f)
 }
 

@@ -12,6 +12,7 @@
 
 mod check;
 pub mod model;
+pub mod placement;
 mod rate;
 pub mod threshold;
 

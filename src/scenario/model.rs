@@ -43,6 +43,9 @@ pub struct ScenarioFile {
     /// `mailsurge capacity`'s gate: the knee must reach the peak × `headroom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityGate>,
+    /// Where a distributed run (`run --cluster`) puts each part; see [`super::placement`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::placement::Placement>,
 }
 
 /// `capacity: { headroom: 1.5 }` — "we still carry 1.5× last year's peak".

@@ -109,6 +109,7 @@ pub fn simulate(c: &Compiled, cal: &Calibration, opts: &SimOptions) -> anyhow::R
             mode: mode.into(),
             calibration: cal.source.clone(),
         }),
+        cluster: None,
     };
     let summary = if mode == MODE_DISCRETE {
         let model = des::Model::new(c, cal, &record.run_id, nodes, SIM_EPOCH_NS);

@@ -77,6 +77,10 @@ pub struct Plan {
     /// Stop submitting then (or when cut short); whatever is still queued becomes
     /// `unsubmitted`, and the schedule releases nothing more.
     pub hard_stop: Deadline,
+    /// `(k, n)`: send only the messages whose sequence number is `k` mod `n` — shard k of a
+    /// distributed run's n generators. Every shard draws the whole schedule and mix, so the n
+    /// shards' union is exactly the one-host schedule of the same seed.
+    pub shard: Option<(u32, u32)>,
 }
 
 /// Messages the open-loop schedule has released and no connection has taken yet.
@@ -248,6 +252,11 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
     if let (Source::Open(backlog), Some(schedule)) = (&shared.source, schedule) {
         let mut rng = mix_rng(plan.seed);
         for (seq, offset) in schedule.enumerate() {
+            if plan.shard.is_some_and(|(k, n)| seq as u64 % u64::from(n.max(1)) != u64::from(k)) {
+                // Another shard's message: draw it all the same, so the mix stays in step.
+                let _ = shared.mix.draft(seq as u64, 0, &mut rng);
+                continue;
+            }
             let at = plan.start + Duration::from_secs_f64(offset);
             // A run stopped by hand releases nothing more; what was released and not sent is
             // `unsubmitted` below.

@@ -1,0 +1,643 @@
+//! `mailsurge run SCENARIO --cluster nats://HOST:4222`: the coordinator of a distributed run.
+//!
+//! It finds the agents by their heartbeats, resolves the placement, measures each agent's
+//! clock offset, hands out the plan, brings the parts up in the order a one-host run does
+//! (inboxes, then nodes routed to them, then generators aimed at the nodes), starts everyone
+//! at one instant, plays the chaos timeline by sending each step to the agent hosting its
+//! target, and ends like a one-host run: drained, stopped, events collected — from the agents'
+//! streams instead of local files — into one run directory rendered by the same code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use futures_util::StreamExt as _;
+use tokio::time::Instant;
+
+use super::clock::{self, Clocks, Offset};
+use super::intake::Intake;
+use super::plan::{self, Assignment};
+use super::wire::{self, Beat, Ctl, NodeAt, Reply};
+use crate::chaos::{Step, Timeline};
+use crate::events::{now_ns, Event, Fault, Kind, TargetKind};
+use crate::run::{AgentRecord, ClusterRecord, Compiled, Log, NodeRecord, Outcome, RunOptions, SpooledRecord};
+use crate::scenario::MtaKind;
+
+/// How long the coordinator listens for heartbeats before it plans: four beats.
+const DISCOVER: Duration = Duration::from_millis(2_000);
+/// How long it waits for agents a placement names.
+const DISCOVER_MAX: Duration = Duration::from_secs(30);
+/// Lead time between the start message and the schedule's first instant: room for the
+/// message to reach every agent.
+const START_LEAD: Duration = Duration::from_millis(1_500);
+const POLL: Duration = Duration::from_millis(250);
+/// How long the coordinator waits for the last batches an agent reported.
+const COLLECT_WAIT: Duration = Duration::from_secs(30);
+
+/// What the heartbeat listener has heard.
+#[derive(Default)]
+struct Heard {
+    beats: BTreeMap<String, (Instant, Beat)>,
+}
+
+/// Runs a compiled scenario on the agents at `url`.
+pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<Outcome> {
+    let s = &c.scenario;
+    let f = &s.file;
+    let started = chrono::Utc::now();
+    let run_id = format!("{}-{}", f.name, started.format("%Y%m%dT%H%M%S"));
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
+    let log = crate::run::open_dir(s, &dir, opts)?;
+    let client = async_nats::ConnectOptions::new()
+        .name("mailsurge-coordinator")
+        .request_timeout(Some(Duration::from_secs(60)))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot reach the cluster's NATS server at {url}"))?;
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let listener = tokio::spawn(listen(client.clone(), heard.clone()));
+
+    // Agents: idle ones that beat, enough for the placement.
+    let wanted: Vec<String> = f
+        .placement
+        .as_ref()
+        .map(|p| p.agents().into_iter().map(str::to_string).collect())
+        .unwrap_or_default();
+    let names = discover(&heard, &wanted, &log).await;
+    let assignment = plan::assign(f, &names)?;
+    let used: Vec<String> = assignment
+        .roles
+        .iter()
+        .filter(|(_, r)| !r.is_idle())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut offsets = BTreeMap::new();
+    for a in &used {
+        let o = measure_offset(&client, a).await?;
+        log.line(&format!(
+            "agent {a:<12} {}  clock {:+.3} ms (± {:.3} ms)",
+            assignment.roles[a].describe(assignment.shards),
+            o.offset_ns as f64 / 1e6,
+            o.rtt_ns as f64 / 2e6
+        ));
+        offsets.insert(a.clone(), o);
+    }
+    for (a, r) in assignment.roles.iter().filter(|(_, r)| r.is_idle()) {
+        log.line(&format!("agent {a:<12} {} (idle in this run)", r.describe(assignment.shards)));
+    }
+    let shard_agents: Vec<String> = (0..assignment.shards)
+        .map(|k| assignment.shard_agent(k).unwrap_or_default().to_string())
+        .collect();
+    let clocks = Clocks::new(&run_id, offsets.clone(), &shard_agents);
+
+    // The run's event stream, before anyone can publish to it.
+    let js = async_nats::jetstream::new(client.clone());
+    let stream_name = wire::events_stream(&run_id);
+    let prefix = format!("mailsurge.ev.{}", wire::run_token(&run_id));
+    let stream = js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot create the run's event stream {stream_name}"))?;
+    let intake = Intake::new(&dir);
+    let reader = tokio::spawn(intake.clone().run(stream, prefix, clocks));
+
+    let mut cluster = Cluster {
+        client: client.clone(),
+        assignment,
+        used,
+        heard: heard.clone(),
+        lost: BTreeMap::new(),
+        regions: f.regions.iter().map(|r| (r.name.clone(), r.nodes)).collect(),
+    };
+    let result = cluster.play(c, &run_id, &dir, &offsets, &intake, &log, opts).await;
+    // Whatever happened, every agent stops and reports, and is released.
+    let (records, spooled, batches) = cluster.stop_all(&log).await;
+    wait_for_batches(&intake, &batches, &cluster.lost, &log).await;
+    reader.abort();
+    for a in &cluster.used {
+        let _ = cluster.ask(a, &Ctl::Release).await;
+    }
+    listener.abort();
+    if let Err(e) = js.delete_stream(&stream_name).await {
+        log.line(&format!("cannot delete the event stream {stream_name}: {e}"));
+    }
+    let played = result?;
+    log.finish_progress();
+
+    let torn = crate::sync::lock(&intake.tally).torn;
+    if torn > 0 {
+        log.line(&format!("{torn} streamed lines were not events and were skipped"));
+    }
+    let mut files: Vec<PathBuf> = cluster.used.iter().map(|a| Intake::file_of(&dir, a)).collect();
+    files.push(played.own_events.clone());
+    let agents = cluster
+        .used
+        .iter()
+        .map(|a| AgentRecord {
+            name: a.clone(),
+            role: cluster.assignment.roles[a].describe(cluster.assignment.shards),
+            offset_ns: offsets[a].offset_ns,
+            rtt_ns: offsets[a].rtt_ns,
+            batches: intake.batches_of(a),
+            lost_at_s: cluster.lost.get(a).copied(),
+        })
+        .collect();
+    let facts = crate::run::RunFacts {
+        run_id,
+        started,
+        start_ns: played.start_ns,
+        aborted: played.aborted,
+        spool: crate::run::SpoolRecord::local(),
+        cluster: Some(ClusterRecord {
+            nats: url.to_string(),
+            agents,
+        }),
+    };
+    crate::run::collect_files(&dir, f, &files, records, spooled, facts, &log)?;
+    let summary = crate::run::render(&dir)?;
+    Ok(Outcome { dir, summary })
+}
+
+/// Collects heartbeats.
+async fn listen(client: async_nats::Client, heard: Arc<Mutex<Heard>>) {
+    let Ok(mut sub) = client.subscribe(wire::BEAT_SUBJECT).await else {
+        return;
+    };
+    while let Some(m) = sub.next().await {
+        if let Ok(b) = serde_json::from_slice::<Beat>(&m.payload) {
+            crate::sync::lock(&heard).beats.insert(b.name.clone(), (Instant::now(), b));
+        }
+    }
+}
+
+/// The idle agents heard within [`DISCOVER`] — longer, up to [`DISCOVER_MAX`], while agents
+/// the placement names are missing.
+async fn discover(heard: &Mutex<Heard>, wanted: &[String], log: &Log) -> Vec<String> {
+    let t0 = Instant::now();
+    let mut said = false;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let idle: Vec<String> = crate::sync::lock(heard)
+            .beats
+            .values()
+            .filter(|(_, b)| b.run.is_none())
+            .map(|(_, b)| b.name.clone())
+            .collect();
+        let missing: Vec<&String> = wanted.iter().filter(|w| !idle.contains(w)).collect();
+        let waited = t0.elapsed();
+        if waited >= DISCOVER && (missing.is_empty() || waited >= DISCOVER_MAX) {
+            return idle;
+        }
+        if waited >= DISCOVER && !said {
+            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            log.line(&format!("waiting for agent(s) {} (the placement names them)", names.join(", ")));
+            said = true;
+        }
+    }
+}
+
+/// The agent's clock offset from [`clock::SAMPLES`] round trips.
+async fn measure_offset(client: &async_nats::Client, agent: &str) -> anyhow::Result<Offset> {
+    let mut samples = Vec::new();
+    let body = serde_json::to_vec(&Ctl::Clock)?;
+    for _ in 0..clock::SAMPLES {
+        let t0 = now_ns();
+        let m = client
+            .request(wire::ctl_subject(agent), body.clone().into())
+            .await
+            .with_context(|| format!("agent {agent} does not answer"))?;
+        let t1 = now_ns();
+        if let Ok(Reply::Clock { now_ns }) = serde_json::from_slice(&m.payload) {
+            samples.push((t0, now_ns, t1));
+        }
+    }
+    clock::best(&samples).with_context(|| format!("agent {agent} did not tell its clock"))
+}
+
+/// What [`Cluster::play`] leaves for the collection.
+struct Played {
+    start_ns: u64,
+    aborted: Option<String>,
+    /// The coordinator's own events (agent faults).
+    own_events: PathBuf,
+}
+
+/// The agents of one run.
+struct Cluster {
+    client: async_nats::Client,
+    assignment: Assignment,
+    /// Agents with something to host.
+    used: Vec<String>,
+    heard: Arc<Mutex<Heard>>,
+    /// Agents that stopped answering, and when (seconds into the run).
+    lost: BTreeMap<String, f64>,
+    /// Nodes per region.
+    regions: BTreeMap<String, u32>,
+}
+
+impl Cluster {
+    /// One request to one agent; an agent's error is an error here.
+    async fn ask(&self, agent: &str, req: &Ctl) -> anyhow::Result<Reply> {
+        let m = self
+            .client
+            .request(wire::ctl_subject(agent), serde_json::to_vec(req)?.into())
+            .await
+            .with_context(|| format!("agent {agent}: no answer"))?;
+        match serde_json::from_slice::<Reply>(&m.payload).with_context(|| format!("agent {agent}: unreadable answer"))? {
+            Reply::Error { error } => bail!("agent {agent}: {error}"),
+            r => Ok(r),
+        }
+    }
+
+    fn hosting(&self, pick: impl Fn(&plan::Role) -> bool) -> Vec<String> {
+        self.assignment
+            .roles
+            .iter()
+            .filter(|(_, r)| pick(r))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Plan, parts up, start, the timeline and the drain.
+    async fn play(
+        &mut self,
+        c: &Compiled,
+        run_id: &str,
+        dir: &std::path::Path,
+        offsets: &BTreeMap<String, Offset>,
+        intake: &Intake,
+        log: &Log,
+        opts: &RunOptions,
+    ) -> anyhow::Result<Played> {
+        let s = &c.scenario;
+        let f = &s.file;
+        let (yaml, files) = s.self_contained();
+        for a in &self.used {
+            let p = wire::Plan {
+                run_id: run_id.to_string(),
+                scenario_yaml: yaml.clone(),
+                files: files.clone(),
+                role: self.assignment.roles[a].clone(),
+                shards: self.assignment.shards,
+            };
+            self.ask(a, &Ctl::Plan(p)).await?;
+        }
+        // Inboxes first: the nodes route to them.
+        let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+        let mut bounce_domain = None;
+        for a in self.hosting(|r| !r.providers.is_empty() || r.bounces) {
+            if let Reply::Inboxes { providers, bounces } = self.ask(&a, &Ctl::Inboxes).await? {
+                for (name, addrs) in providers {
+                    let p = f.providers.iter().find(|p| p.name == name);
+                    for d in p.map(|p| p.domains.clone()).unwrap_or_default() {
+                        routes.insert(d.to_ascii_lowercase(), addrs.clone());
+                    }
+                    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                    log.line(&format!("inbox {name:<10} {}  on agent {a}", list.join(" ")));
+                }
+                if let Some((domain, addr)) = bounces {
+                    log.line(&format!("inbox {:<10} {addr}  {domain} (DSNs) on agent {a}", "bounces"));
+                    bounce_domain = Some(domain);
+                }
+            }
+        }
+        let mut nodes: Vec<NodeAt> = Vec::new();
+        if f.mta.kind != MtaKind::External {
+            for a in self.hosting(|r| !r.regions.is_empty()) {
+                if let Reply::Nodes { nodes: started } = self.ask(&a, &Ctl::Nodes { routes: routes.clone() }).await? {
+                    for n in &started {
+                        log.line(&format!("node  {:<10} {}  region {} on agent {a}", n.name, n.addr, n.region));
+                    }
+                    nodes.extend(started);
+                }
+            }
+        } else if let Some(addr) = f.mta.submit {
+            nodes.push(NodeAt {
+                name: crate::inbox::bounces::EXTERNAL_NODE.into(),
+                region: crate::inbox::bounces::EXTERNAL_NODE.into(),
+                addr,
+            });
+        }
+        let generators = self.hosting(|r| !r.shards.is_empty());
+        for a in &generators {
+            self.ask(
+                a,
+                &Ctl::Generator {
+                    nodes: nodes.clone(),
+                    bounce_domain: bounce_domain.clone(),
+                },
+            )
+            .await?;
+        }
+
+        // One instant for everyone, each on its own clock.
+        let start = Instant::now() + START_LEAD;
+        let start_ns = now_ns() + START_LEAD.as_nanos() as u64;
+        let total = f.duration.0 + f.drain.0;
+        let hard_stop = start + total;
+        let hard_stop_ns = start_ns + total.as_nanos() as u64;
+        for a in &self.used {
+            let off = offsets[a].offset_ns;
+            self.ask(
+                a,
+                &Ctl::Start {
+                    start_ns: clock::to_agent(start_ns, off),
+                    hard_stop_ns: clock::to_agent(hard_stop_ns, off),
+                },
+            )
+            .await?;
+        }
+        let own_events = dir.join("nodes").join("coordinator.events.jsonl");
+        let mut own = OwnEvents::open(&own_events)?;
+        let aborted = self
+            .timeline(c, start, hard_stop, &generators, intake, log, opts, &mut own)
+            .await?;
+        Ok(Played {
+            start_ns,
+            aborted,
+            own_events,
+        })
+    }
+
+    /// Ticks until drained, the hard stop, or a stop by hand.
+    #[allow(clippy::too_many_arguments)]
+    async fn timeline(
+        &mut self,
+        c: &Compiled,
+        start: Instant,
+        hard_stop: Instant,
+        generators: &[String],
+        intake: &Intake,
+        log: &Log,
+        opts: &RunOptions,
+        own: &mut OwnEvents,
+    ) -> anyhow::Result<Option<String>> {
+        let f = &c.scenario.file;
+        let mut timeline = Timeline::new(&c.chaos);
+        let steps: Vec<Step> = timeline.steps().to_vec();
+        let mut stop = opts.stop.clone();
+        let mut last_progress = Instant::now();
+        let progress_every = if log.plain() { 5.0 } else { 0.5 };
+        let mut settled_at: Option<Instant> = None;
+        loop {
+            let poll_at = Instant::now() + POLL;
+            let next = timeline.peek().map_or(poll_at, |st| (start + st.at).min(poll_at));
+            if let Some(signal) = sleep_or_stop(&mut stop, next).await {
+                log.line(&format!("{signal}: stopping — traffic and chaos stop, agents end their parts, a partial report follows"));
+                for g in generators {
+                    let _ = self.ask(g, &Ctl::Cut).await;
+                }
+                let at = Instant::now().saturating_duration_since(start).as_secs_f64();
+                return Ok(Some(format!("stopped by {signal} at {at:.1} s")));
+            }
+            let elapsed = Instant::now().saturating_duration_since(start);
+            while let Some(st) = timeline.take_due(elapsed) {
+                let i = steps
+                    .iter()
+                    .position(|x| x.fault == st.fault && x.end == st.end)
+                    .unwrap_or_default();
+                let host = self.host_of(&st);
+                let at = elapsed.as_secs_f64();
+                match host {
+                    Some(a) if !self.lost.contains_key(&a) => match self.ask(&a, &Ctl::Chaos { step: i }).await {
+                        Ok(Reply::Done { text }) => log.line(&format!("t={at:>6.1}s chaos: {text} (agent {a})")),
+                        Ok(_) => {}
+                        Err(e) => {
+                            log.line(&format!("t={at:>6.1}s chaos step failed: {e:#}"));
+                            bail!("chaos step `{}` failed: {e:#}", st.action.describe());
+                        }
+                    },
+                    _ => log.line(&format!(
+                        "t={at:>6.1}s chaos: {} skipped — no live agent hosts its target",
+                        st.action.describe()
+                    )),
+                }
+            }
+            self.notice_lost(start, log, own)?;
+            let (accepted, batches_ok) = {
+                let t = crate::sync::lock(&intake.tally);
+                let gens_done = generators.iter().all(|g| {
+                    self.lost.contains_key(g)
+                        || crate::sync::lock(&self.heard)
+                            .beats
+                            .get(g)
+                            .is_some_and(|(_, b)| b.gen_done && t.batches.get(g).copied().unwrap_or(0) >= b.batches)
+                });
+                (t.accepted, gens_done)
+            };
+            let (failed, ended) = {
+                let tail = crate::sync::lock(&intake.tail);
+                (tail.failed, tail.ended.len() as u64)
+            };
+            let delivered = intake.live.delivered_keys();
+            let now = Instant::now();
+            if now.duration_since(last_progress).as_secs_f64() >= progress_every {
+                last_progress = now;
+                log.progress(
+                    elapsed,
+                    &format!(
+                        "t={:>6.1}s/{:.0}s accepted {accepted} delivered {delivered} failed {failed} p50 {} slo {}",
+                        elapsed.as_secs_f64(),
+                        f.duration.0.as_secs_f64(),
+                        intake.live.p50_text(),
+                        intake.live.slo_text(f.slo.delivery_time.as_secs_f64() * 1e3),
+                    ),
+                );
+            }
+            let external = f.mta.kind == MtaKind::External;
+            let settled = batches_ok && delivered + failed >= accepted && timeline.done();
+            let mta_ended = external || ended >= accepted;
+            if settled {
+                let since = *settled_at.get_or_insert(now);
+                if mta_ended || now.duration_since(since) >= Duration::from_secs(3) {
+                    return Ok(None);
+                }
+            } else {
+                settled_at = None;
+            }
+            if now >= hard_stop {
+                log.line("drain timed out; undelivered mail is counted as queued or lost");
+                return Ok(None);
+            }
+            if !self.lost.is_empty() && self.lost.len() == self.used.len() {
+                log.line("every agent has stopped answering; stopping");
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The agent hosting a chaos step's target.
+    fn host_of(&self, st: &Step) -> Option<String> {
+        let t = &st.action.target;
+        let region_of_node = |node: &str| node.rsplit_once('-').map(|(r, _)| r.to_string());
+        self.assignment
+            .roles
+            .iter()
+            .find(|(_, r)| match t.kind {
+                TargetKind::Provider => r.providers.contains(&t.name),
+                TargetKind::Region => r.regions.contains(&t.name),
+                TargetKind::Node => region_of_node(&t.name).is_some_and(|reg| r.regions.contains(&reg)),
+                _ => false,
+            })
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Agents whose heartbeats stopped: each a fault of its own, marked on the timeline.
+    fn notice_lost(&mut self, start: Instant, log: &Log, own: &mut OwnEvents) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let silent: Vec<(String, Instant)> = {
+            let h = crate::sync::lock(&self.heard);
+            self.used
+                .iter()
+                .filter(|a| !self.lost.contains_key(*a))
+                .filter_map(|a| {
+                    let last = h.beats.get(a).map(|(t, _)| *t)?;
+                    (now.duration_since(last) > wire::DEAD_AFTER).then(|| (a.clone(), last))
+                })
+                .collect()
+        };
+        for (a, last) in silent {
+            let at = last.saturating_duration_since(start).as_secs_f64();
+            let role = self.assignment.roles[&a].describe(self.assignment.shards);
+            log.line(&format!(
+                "t={at:>6.1}s agent {a} stopped answering ({role}); its unreported events are unknown"
+            ));
+            let t_ns = now_ns().saturating_sub(now.duration_since(last).as_nanos() as u64);
+            own.fault(t_ns, self.lost.len(), &a)?;
+            self.lost.insert(a, at);
+        }
+        Ok(())
+    }
+
+    /// Stops the MTA agents first (their last deliveries land in the inboxes), then the rest.
+    async fn stop_all(&self, log: &Log) -> (Vec<NodeRecord>, Vec<SpooledRecord>, BTreeMap<String, u64>) {
+        let mut order = self.hosting(|r| !r.regions.is_empty());
+        order.extend(self.used.iter().filter(|a| !order.contains(a)).cloned().collect::<Vec<_>>());
+        let mut records = Vec::new();
+        let mut spooled = Vec::new();
+        let mut batches = BTreeMap::new();
+        for a in order.iter().filter(|a| self.used.contains(a)) {
+            if self.lost.contains_key(a) {
+                // Its nodes died with it: not alive, and their spools unknown.
+                for r in &self.assignment.roles[a].regions {
+                    records.extend(self.dead_nodes(r));
+                }
+                continue;
+            }
+            match self.ask(a, &Ctl::Stop).await {
+                Ok(Reply::Stopped {
+                    nodes,
+                    spooled: s,
+                    batches: b,
+                }) => {
+                    records.extend(nodes);
+                    spooled.extend(s);
+                    batches.insert(a.clone(), b);
+                }
+                Ok(_) => {}
+                Err(e) => log.line(&format!("agent {a}: cannot stop it: {e:#}")),
+            }
+        }
+        (records, spooled, batches)
+    }
+
+    /// The nodes of a region whose agent was lost: dead, as a killed region's are.
+    fn dead_nodes(&self, region: &str) -> Vec<NodeRecord> {
+        let n = self.regions.get(region).copied().unwrap_or(0);
+        (1..=n)
+            .map(|k| NodeRecord {
+                name: format!("{region}-{k}"),
+                region: region.to_string(),
+                alive: false,
+            })
+            .collect()
+    }
+}
+
+/// Waits until the intake has read every batch each agent said it published.
+async fn wait_for_batches(intake: &Intake, batches: &BTreeMap<String, u64>, lost: &BTreeMap<String, f64>, log: &Log) {
+    let t0 = Instant::now();
+    loop {
+        let short: Vec<(String, u64, u64)> = batches
+            .iter()
+            .filter(|(a, _)| !lost.contains_key(*a))
+            .map(|(a, &want)| (a.clone(), intake.batches_of(a), want))
+            .filter(|(_, got, want)| got < want)
+            .collect();
+        if short.is_empty() {
+            return;
+        }
+        if t0.elapsed() >= COLLECT_WAIT {
+            for (a, got, want) in short {
+                log.line(&format!("agent {a}: read {got} of its {want} event batches before giving up"));
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sleeps until `t`; `Some(signal)` if the run was stopped by hand first.
+async fn sleep_or_stop(
+    stop: &mut Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+    t: Instant,
+) -> Option<&'static str> {
+    let Some(stop) = stop.as_mut() else {
+        tokio::time::sleep_until(t).await;
+        return None;
+    };
+    if let Some(s) = *stop.borrow() {
+        return Some(s);
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(t) => None,
+        Ok(_) = stop.changed() => *stop.borrow(),
+    }
+}
+
+/// The coordinator's own events: agents lost.
+struct OwnEvents {
+    w: std::io::BufWriter<std::fs::File>,
+}
+
+impl OwnEvents {
+    fn open(path: &std::path::Path) -> anyhow::Result<OwnEvents> {
+        let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(OwnEvents {
+            w: std::io::BufWriter::new(f),
+        })
+    }
+
+    /// The `fault` of agent `name` going dark at `t_ns`: the `n`-th agent lost.
+    fn fault(&mut self, t_ns: u64, n: usize, name: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut e = Event::new(t_ns, format!("fault.agent.{n}"), Kind::Fault);
+        e.text = Some(format!("lost agent/{name}"));
+        e.fault = Some(Box::new(Fault {
+            action: "lost".into(),
+            target_kind: TargetKind::Agent,
+            target: name.to_string(),
+            mode: None,
+            pool: None,
+            mx: None,
+            add: None,
+        }));
+        let mut line = Vec::new();
+        crate::events::write_line(&mut line, &e)?;
+        self.w.write_all(&line)?;
+        self.w.flush()?;
+        Ok(())
+    }
+}
