@@ -275,7 +275,10 @@ fn run(
 /// reached; 2 on a bad name or server address.
 fn agent(o: crate::cluster::AgentOptions) -> u8 {
     if !crate::scenario::placement::valid_agent_name(&o.name) {
-        eprintln!("error: --name `{}`: letters, digits, `-` or `_` only (it is a NATS subject token)", o.name);
+        eprintln!(
+            "error: --name `{}`: letters, digits, `-` or `_` only (it is a NATS subject token)",
+            o.name
+        );
         return EXIT_CONFIG;
     }
     if let Err(why) = crate::units::loopback_url(&o.nats) {

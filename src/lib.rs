@@ -43,8 +43,8 @@
 pub mod alloc_count;
 pub mod capacity;
 pub mod chaos;
-pub mod cluster;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dsn;
 pub mod events;

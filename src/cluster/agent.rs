@@ -145,9 +145,16 @@ async fn handle(
         (Ctl::Inboxes, Some(h)) => h.inboxes(),
         (Ctl::Nodes { routes }, Some(h)) => h.nodes(&routes).await,
         (Ctl::Generator { nodes, bounce_domain }, Some(h)) => Ok(h.generator(&nodes, bounce_domain)),
-        (Ctl::Start { start_ns, hard_stop_ns }, Some(h)) => {
+        (
+            Ctl::Start {
+                start_ns,
+                hard_stop_ns,
+                at_ns,
+            },
+            Some(h),
+        ) => {
             let status = status.clone();
-            h.start(start_ns, hard_stop_ns, move |batches| {
+            h.start(start_ns, hard_stop_ns, at_ns, move |batches| {
                 let mut s = crate::sync::lock(&status);
                 s.gen_done = true;
                 s.gen_batches = batches;
@@ -187,7 +194,11 @@ async fn beat(
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
                 run: s.run.clone(),
-                batches: if s.gen_done { s.gen_batches } else { batches.unwrap_or(0) },
+                batches: if s.gen_done {
+                    s.gen_batches
+                } else {
+                    batches.unwrap_or(0)
+                },
                 gen_done: s.gen_done,
             }
         };

@@ -100,16 +100,38 @@ mod tests {
     #[test]
     fn the_shortest_round_trip_wins() {
         // Agent 5 ms ahead; the second sample has a 2 ms round trip, the first 40 ms.
-        let o = best(&[(1_000, 5_000_000 + 21_000_000, 41_000_000), (50_000_000, 56_000_000, 52_000_000)]).unwrap();
-        assert_eq!(o, Offset { offset_ns: 5_000_000, rtt_ns: 2_000_000 });
+        let o = best(&[
+            (1_000, 5_000_000 + 21_000_000, 41_000_000),
+            (50_000_000, 56_000_000, 52_000_000),
+        ])
+        .unwrap();
+        assert_eq!(
+            o,
+            Offset {
+                offset_ns: 5_000_000,
+                rtt_ns: 2_000_000
+            }
+        );
         assert!(best(&[]).is_none());
     }
 
     #[test]
     fn receipts_take_the_generators_offset_for_the_headers_times() {
         let offsets = BTreeMap::from([
-            ("gen".to_string(), Offset { offset_ns: 1_000, rtt_ns: 10 }),
-            ("inbox".to_string(), Offset { offset_ns: -2_000, rtt_ns: 10 }),
+            (
+                "gen".to_string(),
+                Offset {
+                    offset_ns: 1_000,
+                    rtt_ns: 10,
+                },
+            ),
+            (
+                "inbox".to_string(),
+                Offset {
+                    offset_ns: -2_000,
+                    rtt_ns: 10,
+                },
+            ),
         ]);
         let c = Clocks::new("run-1", offsets, &["gen".to_string()]);
         let mut e = Event::new(100_000, "run-1.7", Kind::Received);

@@ -89,12 +89,12 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
         offsets.insert(a.clone(), o);
     }
     for (a, r) in assignment.roles.iter().filter(|(_, r)| r.is_idle()) {
-        log.line(&format!("agent {a:<12} {} (idle in this run)", r.describe(assignment.shards)));
+        log.line(&format!(
+            "agent {a:<12} {} (idle in this run)",
+            r.describe(assignment.shards)
+        ));
     }
-    let shard_agents: Vec<String> = (0..assignment.shards)
-        .map(|k| assignment.shard_agent(k).unwrap_or_default().to_string())
-        .collect();
-    let clocks = Clocks::new(&run_id, offsets.clone(), &shard_agents);
+    let clocks = Clocks::new(&run_id, offsets.clone(), &assignment.shard_agents());
 
     // The run's event stream, before anyone can publish to it.
     let js = async_nats::jetstream::new(client.clone());
@@ -120,8 +120,11 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
         heard: heard.clone(),
         lost: BTreeMap::new(),
         regions: f.regions.iter().map(|r| (r.name.clone(), r.nodes)).collect(),
+        run_id: run_id.clone(),
+        dir: dir.clone(),
+        offsets: offsets.clone(),
     };
-    let result = cluster.play(c, &run_id, &dir, &offsets, &intake, &log, opts).await;
+    let result = cluster.play(c, &intake, &log, opts).await;
     // Whatever happened, every agent stops and reports, and is released.
     let (records, spooled, batches) = cluster.stop_all(&log).await;
     wait_for_batches(&intake, &batches, &cluster.lost, &log).await;
@@ -177,7 +180,9 @@ async fn listen(client: async_nats::Client, heard: Arc<Mutex<Heard>>) {
     };
     while let Some(m) = sub.next().await {
         if let Ok(b) = serde_json::from_slice::<Beat>(&m.payload) {
-            crate::sync::lock(&heard).beats.insert(b.name.clone(), (Instant::now(), b));
+            crate::sync::lock(&heard)
+                .beats
+                .insert(b.name.clone(), (Instant::now(), b));
         }
     }
 }
@@ -202,7 +207,10 @@ async fn discover(heard: &Mutex<Heard>, wanted: &[String], log: &Log) -> Vec<Str
         }
         if waited >= DISCOVER && !said {
             let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            log.line(&format!("waiting for agent(s) {} (the placement names them)", names.join(", ")));
+            log.line(&format!(
+                "waiting for agent(s) {} (the placement names them)",
+                names.join(", ")
+            ));
             said = true;
         }
     }
@@ -245,6 +253,9 @@ struct Cluster {
     lost: BTreeMap<String, f64>,
     /// Nodes per region.
     regions: BTreeMap<String, u32>,
+    run_id: String,
+    dir: PathBuf,
+    offsets: BTreeMap<String, Offset>,
 }
 
 impl Cluster {
@@ -255,7 +266,9 @@ impl Cluster {
             .request(wire::ctl_subject(agent), serde_json::to_vec(req)?.into())
             .await
             .with_context(|| format!("agent {agent}: no answer"))?;
-        match serde_json::from_slice::<Reply>(&m.payload).with_context(|| format!("agent {agent}: unreadable answer"))? {
+        match serde_json::from_slice::<Reply>(&m.payload)
+            .with_context(|| format!("agent {agent}: unreadable answer"))?
+        {
             Reply::Error { error } => bail!("agent {agent}: {error}"),
             r => Ok(r),
         }
@@ -271,26 +284,20 @@ impl Cluster {
     }
 
     /// Plan, parts up, start, the timeline and the drain.
-    async fn play(
-        &mut self,
-        c: &Compiled,
-        run_id: &str,
-        dir: &std::path::Path,
-        offsets: &BTreeMap<String, Offset>,
-        intake: &Intake,
-        log: &Log,
-        opts: &RunOptions,
-    ) -> anyhow::Result<Played> {
+    async fn play(&mut self, c: &Compiled, intake: &Intake, log: &Log, opts: &RunOptions) -> anyhow::Result<Played> {
         let s = &c.scenario;
         let f = &s.file;
         let (yaml, files) = s.self_contained();
+        let shard_agents = self.assignment.shard_agents();
         for a in &self.used {
             let p = wire::Plan {
-                run_id: run_id.to_string(),
+                run_id: self.run_id.clone(),
                 scenario_yaml: yaml.clone(),
                 files: files.clone(),
                 role: self.assignment.roles[a].clone(),
                 shards: self.assignment.shards,
+                offsets: self.offsets.clone(),
+                shard_agents: shard_agents.clone(),
             };
             self.ask(a, &Ctl::Plan(p)).await?;
         }
@@ -318,7 +325,10 @@ impl Cluster {
             for a in self.hosting(|r| !r.regions.is_empty()) {
                 if let Reply::Nodes { nodes: started } = self.ask(&a, &Ctl::Nodes { routes: routes.clone() }).await? {
                     for n in &started {
-                        log.line(&format!("node  {:<10} {}  region {} on agent {a}", n.name, n.addr, n.region));
+                        log.line(&format!(
+                            "node  {:<10} {}  region {} on agent {a}",
+                            n.name, n.addr, n.region
+                        ));
                     }
                     nodes.extend(started);
                 }
@@ -349,17 +359,18 @@ impl Cluster {
         let hard_stop = start + total;
         let hard_stop_ns = start_ns + total.as_nanos() as u64;
         for a in &self.used {
-            let off = offsets[a].offset_ns;
+            let off = self.offsets[a].offset_ns;
             self.ask(
                 a,
                 &Ctl::Start {
                     start_ns: clock::to_agent(start_ns, off),
                     hard_stop_ns: clock::to_agent(hard_stop_ns, off),
+                    at_ns: start_ns,
                 },
             )
             .await?;
         }
-        let own_events = dir.join("nodes").join("coordinator.events.jsonl");
+        let own_events = self.dir.join("nodes").join("coordinator.events.jsonl");
         let mut own = OwnEvents::open(&own_events)?;
         let aborted = self
             .timeline(c, start, hard_stop, &generators, intake, log, opts, &mut own)
@@ -395,7 +406,9 @@ impl Cluster {
             let poll_at = Instant::now() + POLL;
             let next = timeline.peek().map_or(poll_at, |st| (start + st.at).min(poll_at));
             if let Some(signal) = sleep_or_stop(&mut stop, next).await {
-                log.line(&format!("{signal}: stopping — traffic and chaos stop, agents end their parts, a partial report follows"));
+                log.line(&format!(
+                    "{signal}: stopping — traffic and chaos stop, agents end their parts, a partial report follows"
+                ));
                 for g in generators {
                     let _ = self.ask(g, &Ctl::Cut).await;
                 }
@@ -523,8 +536,15 @@ impl Cluster {
 
     /// Stops the MTA agents first (their last deliveries land in the inboxes), then the rest.
     async fn stop_all(&self, log: &Log) -> (Vec<NodeRecord>, Vec<SpooledRecord>, BTreeMap<String, u64>) {
+        let dir = &self.dir;
         let mut order = self.hosting(|r| !r.regions.is_empty());
-        order.extend(self.used.iter().filter(|a| !order.contains(a)).cloned().collect::<Vec<_>>());
+        order.extend(
+            self.used
+                .iter()
+                .filter(|a| !order.contains(a))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         let mut records = Vec::new();
         let mut spooled = Vec::new();
         let mut batches = BTreeMap::new();
@@ -541,7 +561,16 @@ impl Cluster {
                     nodes,
                     spooled: s,
                     batches: b,
+                    latency_hlog,
                 }) => {
+                    if let Some(text) = latency_hlog {
+                        let path = dir.join("agents").join(format!("{a}.latency.hlog"));
+                        let written =
+                            std::fs::create_dir_all(dir.join("agents")).and_then(|()| std::fs::write(&path, text));
+                        if let Err(e) = written {
+                            log.line(&format!("cannot write {}: {e}", path.display()));
+                        }
+                    }
                     records.extend(nodes);
                     spooled.extend(s);
                     batches.insert(a.clone(), b);
@@ -581,7 +610,9 @@ async fn wait_for_batches(intake: &Intake, batches: &BTreeMap<String, u64>, lost
         }
         if t0.elapsed() >= COLLECT_WAIT {
             for (a, got, want) in short {
-                log.line(&format!("agent {a}: read {got} of its {want} event batches before giving up"));
+                log.line(&format!(
+                    "agent {a}: read {got} of its {want} event batches before giving up"
+                ));
             }
             return;
         }

@@ -107,6 +107,11 @@ impl Hosted {
         let s = crate::scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let c = crate::run::compile(s).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (outbox, events) = Outbox::start(js, super::wire::events_subject(&plan.run_id, agent));
+        if !plan.role.providers.is_empty() {
+            let clocks = super::clock::Clocks::new(&plan.run_id, plan.offsets.clone(), &plan.shard_agents);
+            let seconds = c.scenario.file.duration.0.as_secs_f64().ceil() as u64;
+            *crate::sync::lock(&outbox.meter) = Some(super::meter::Meter::new(agent, clocks, seconds));
+        }
         let (stop_inboxes, _) = watch::channel(false);
         let timeline = Timeline::new(&c.chaos);
         Ok(Hosted {
@@ -146,14 +151,14 @@ impl Hosted {
         let providers = self.providers.iter().map(|p| (p.name.clone(), p.addrs())).collect();
         let mut bounces = None;
         if self.role.bounces {
-            let (policy, domain, addr, task) = crate::run::start_bounce_inbox(
+            let b = crate::run::start_bounce_inbox(
                 &self.c.scenario.file,
                 &rt.handle(),
                 &self.events,
                 self.stop_inboxes.subscribe(),
             )?;
-            self.bounces = Some((policy, task));
-            bounces = Some((domain, addr));
+            self.bounces = Some((b.policy, b.task));
+            bounces = Some((b.domain, b.addr));
         }
         self.inbox_rt = Some(rt);
         Ok(Reply::Inboxes { providers, bounces })
@@ -204,7 +209,10 @@ impl Hosted {
 
     /// Starts its generator shards at `start_ns` (this host's clock); `on_done` runs once they
     /// have all finished and their events are out.
-    pub fn start(&mut self, start_ns: u64, hard_stop_ns: u64, on_done: impl FnOnce(u64) + Send + 'static) {
+    pub fn start(&mut self, start_ns: u64, hard_stop_ns: u64, at_ns: u64, on_done: impl FnOnce(u64) + Send + 'static) {
+        if let Some(m) = crate::sync::lock(&self.outbox.meter).as_mut() {
+            m.start(at_ns);
+        }
         let Some((balancer, bounce_domain)) = self.balancer.clone() else {
             on_done(self.outbox.batches());
             return;
@@ -313,7 +321,22 @@ impl Hosted {
             nodes: records,
             spooled,
             batches,
+            latency_hlog: self.latency_hlog(),
         }
+    }
+
+    /// The meter's histograms as an interval log, tagged `delivery` as the run's own.
+    fn latency_hlog(&self) -> Option<String> {
+        let meter = crate::sync::lock(&self.outbox.meter);
+        let m = meter.as_ref()?;
+        let path = self.dir.join("latency.hlog");
+        let start = crate::events::from_ns(m.start_ns().unwrap_or(0));
+        let series = [crate::measure::hlog::Series {
+            tag: "delivery",
+            intervals: m.histograms(),
+        }];
+        crate::measure::hlog::write(&path, start, &series).ok()?;
+        std::fs::read_to_string(&path).ok()
     }
 
     /// Removes the run's directory on this host: its events and spools went to the coordinator.

@@ -69,12 +69,20 @@ impl Intake {
             })
             .await
             .context("cannot read the run's event stream")?;
-        let mut messages = consumer.messages().await.context("cannot read the run's event stream")?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("cannot read the run's event stream")?;
         let mut files: BTreeMap<String, std::io::BufWriter<std::fs::File>> = BTreeMap::new();
         let mut line = Vec::with_capacity(512);
         while let Some(m) = messages.next().await {
             let m = m.context("event stream")?;
-            let Some(agent) = m.subject.as_str().strip_prefix(&format!("{prefix}.")).map(str::to_string) else {
+            let Some(agent) = m
+                .subject
+                .as_str()
+                .strip_prefix(&format!("{prefix}."))
+                .map(str::to_string)
+            else {
                 continue;
             };
             if !files.contains_key(&agent) {

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod coordinator;
 pub mod host;
 pub mod intake;
+pub mod meter;
 pub mod outbox;
 pub mod plan;
 pub mod wire;

@@ -5,12 +5,14 @@
 //! everything an agent sent.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::meter::Meter;
 use crate::events::{self, Event};
 use crate::run::Follow;
 
@@ -35,6 +37,8 @@ enum Cmd {
 pub struct Outbox {
     cmds: mpsc::UnboundedSender<Cmd>,
     batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The receipts' delivery times, when the agent hosts inboxes.
+    pub meter: Arc<Mutex<Option<Meter>>>,
 }
 
 impl Outbox {
@@ -43,15 +47,17 @@ impl Outbox {
         let (tx, rx) = mpsc::unbounded_channel();
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let batches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let meter = Arc::new(Mutex::new(None));
         let pump = Pump {
             js,
             subject,
             files: Vec::new(),
             buf: Vec::with_capacity(MAX_BATCH),
             batches: batches.clone(),
+            meter: meter.clone(),
         };
         tokio::spawn(pump.run(rx, cmd_rx));
-        (Outbox { cmds, batches }, tx)
+        (Outbox { cmds, batches, meter }, tx)
     }
 
     pub fn watch(&self, path: PathBuf) {
@@ -79,6 +85,7 @@ struct Pump {
     files: Vec<Follow>,
     buf: Vec<u8>,
     batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    meter: Arc<Mutex<Option<Meter>>>,
 }
 
 impl Pump {
@@ -114,6 +121,9 @@ impl Pump {
     }
 
     async fn line(&mut self, e: &Event) {
+        if let Some(m) = crate::sync::lock(&self.meter).as_mut() {
+            m.note(e);
+        }
         if events::write_line(&mut self.buf, e).is_err() {
             return;
         }
@@ -143,7 +153,11 @@ impl Pump {
         let payload = Bytes::from(std::mem::take(&mut self.buf));
         // The batch's number is its message id: a publish retried after a lost acknowledgement
         // is stored once (the stream's duplicate window), so no event is counted twice.
-        let id = format!("{}#{}", self.subject, self.batches.load(std::sync::atomic::Ordering::Acquire) + 1);
+        let id = format!(
+            "{}#{}",
+            self.subject,
+            self.batches.load(std::sync::atomic::Ordering::Acquire) + 1
+        );
         for attempt in 1..=ATTEMPTS {
             match self.send(payload.clone(), &id).await {
                 Ok(()) => {

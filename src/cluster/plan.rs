@@ -65,6 +65,13 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// The agent of each generator shard, in shard order.
+    pub fn shard_agents(&self) -> Vec<String> {
+        (0..self.shards)
+            .map(|k| self.shard_agent(k).unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// The agent of generator shard `k`.
     pub fn shard_agent(&self, k: u32) -> Option<&str> {
         self.roles
@@ -92,7 +99,11 @@ pub fn assign(f: &ScenarioFile, agents: &[String]) -> Result<Assignment, PlanErr
         return Err(PlanError::NoAgents);
     }
     let p = f.placement.clone().unwrap_or_default();
-    let missing: Vec<&str> = p.agents().into_iter().filter(|a| !names.iter().any(|n| n == a)).collect();
+    let missing: Vec<&str> = p
+        .agents()
+        .into_iter()
+        .filter(|a| !names.iter().any(|n| n == a))
+        .collect();
     if !missing.is_empty() {
         return Err(PlanError::Missing(missing.join(", "), names.join(", ")));
     }
@@ -116,7 +127,7 @@ pub fn assign(f: &ScenarioFile, agents: &[String]) -> Result<Assignment, PlanErr
         p.generators.len() as u32
     };
     // Providers not placed by name go together, as one farm, to `*` or the next agent.
-    let farm = p.providers.get(ANY).cloned().unwrap_or_else(|| deal());
+    let farm = p.providers.get(ANY).cloned().unwrap_or_else(&mut deal);
     for pr in &f.providers {
         let a = p.providers.get(&pr.name).cloned().unwrap_or_else(|| farm.clone());
         roles.entry(a).or_default().providers.push(pr.name.clone());
@@ -125,7 +136,7 @@ pub fn assign(f: &ScenarioFile, agents: &[String]) -> Result<Assignment, PlanErr
         roles.entry(farm).or_default().bounces = true;
     }
     for r in &f.regions {
-        let a = p.regions.get(&r.name).cloned().unwrap_or_else(|| deal());
+        let a = p.regions.get(&r.name).cloned().unwrap_or_else(&mut deal);
         roles.entry(a).or_default().regions.push(r.name.clone());
     }
     Ok(Assignment { shards, roles })
@@ -166,12 +177,25 @@ mod tests {
         let f = scenario("placement: { generators: [g1, g2], providers: { gmail: i1 }, regions: { west: m1 } }\n");
         let a = assign(&f, &names(&["g1", "g2", "i1", "m1"])).unwrap();
         assert_eq!(a.shards, 2);
-        assert_eq!((a.roles["g1"].shards.clone(), a.roles["g2"].shards.clone()), (vec![0], vec![1]));
+        assert_eq!(
+            (a.roles["g1"].shards.clone(), a.roles["g2"].shards.clone()),
+            (vec![0], vec![1])
+        );
         assert_eq!(a.roles["i1"].providers, names(&["gmail"]));
         assert_eq!(a.roles["m1"].regions, names(&["west"]));
         // yahoo (unplaced) and east (unplaced) are dealt to the first agents in name order.
-        let yahoo = a.roles.iter().find(|(_, r)| r.providers.contains(&"yahoo".into())).unwrap().0;
-        let east = a.roles.iter().find(|(_, r)| r.regions.contains(&"east".into())).unwrap().0;
+        let yahoo = a
+            .roles
+            .iter()
+            .find(|(_, r)| r.providers.contains(&"yahoo".into()))
+            .unwrap()
+            .0;
+        let east = a
+            .roles
+            .iter()
+            .find(|(_, r)| r.regions.contains(&"east".into()))
+            .unwrap()
+            .0;
         assert_eq!((yahoo.as_str(), east.as_str()), ("g1", "g2"));
     }
 

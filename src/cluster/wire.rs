@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::clock::Offset;
 use super::plan::Role;
 use crate::run::{NodeRecord, SpooledRecord};
 
@@ -73,6 +74,10 @@ pub struct Plan {
     pub role: Role,
     /// Generator shards in all.
     pub shards: u32,
+    /// Every agent's clock offset, and the agent of each generator shard: an inbox agent puts
+    /// its receipts' times on the coordinator's clock as the coordinator does.
+    pub offsets: BTreeMap<String, Offset>,
+    pub shard_agents: Vec<String>,
 }
 
 /// A node an agent started, as the generator's balancer needs it.
@@ -101,8 +106,13 @@ pub enum Ctl {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bounce_domain: Option<String>,
     },
-    /// Start at this instant of the agent's own clock (ns since the epoch).
-    Start { start_ns: u64, hard_stop_ns: u64 },
+    /// Start at this instant of the agent's own clock (ns since the epoch); `at_ns` is the
+    /// same instant on the coordinator's clock.
+    Start {
+        start_ns: u64,
+        hard_stop_ns: u64,
+        at_ns: u64,
+    },
     /// Take one chaos step (its index in the timeline both sides build from the scenario).
     Chaos { step: usize },
     /// The generator releases nothing more (the run was stopped or aborted).
@@ -138,6 +148,9 @@ pub enum Reply {
         spooled: Vec<SpooledRecord>,
         /// Every batch it published for this run.
         batches: u64,
+        /// An inbox agent's delivery times as an interval log (`latency.hlog` format).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latency_hlog: Option<String>,
     },
     Error {
         error: String,

@@ -35,8 +35,8 @@ pub use render::{
     RenderError, RunRecord, SpooledRecord, FLUID, RUN_FILE, RUN_SCHEMA,
 };
 pub use shared::SpoolRecord;
-use topology::Topology;
 pub use topology::start_bounce_inbox;
+use topology::Topology;
 
 use crate::chaos::Timeline;
 use crate::events::{now_ns, Event};
@@ -119,7 +119,15 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let heartbeats =
         (f.mta.kind != MtaKind::External).then(|| tokio::spawn(balancer.clone().heartbeats(clock.hard_stop)));
     let bounce_domain = topo.bounces.as_ref().map(|(_, d)| d.as_str());
-    let plan = traffic_plan(s, &run_id, bounce_domain, &balancer, start_ns, (clock.start, clock.duration), gen_stop);
+    let plan = traffic_plan(
+        s,
+        &run_id,
+        bounce_domain,
+        &balancer,
+        start_ns,
+        (clock.start, clock.duration),
+        gen_stop,
+    );
     let gen = tokio::spawn(submit::run(plan, ev_tx.clone(), counters.clone()));
     let mut play = Play {
         f,

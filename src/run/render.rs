@@ -67,6 +67,25 @@ pub struct ClusterRecord {
     pub agents: Vec<AgentRecord>,
 }
 
+impl ClusterRecord {
+    /// Why the run cannot be judged, when an agent went dark: what it had not yet sent —
+    /// receipts, submissions, MTA events — is unknown, so `lost` and the percentiles would
+    /// blame the system under test for the harness's own failure.
+    pub fn unjudgeable(&self) -> Option<String> {
+        let lost: Vec<String> = self
+            .agents
+            .iter()
+            .filter_map(|a| Some(format!("agent {} ({}) at {:.1} s", a.name, a.role, a.lost_at_s?)))
+            .collect();
+        (!lost.is_empty()).then(|| {
+            format!(
+                "{} stopped answering; the events it had not yet sent are unknown, so the figures cannot be judged",
+                lost.join(", ")
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentRecord {
     pub name: String,
@@ -265,7 +284,10 @@ pub fn measure_dir(dir: &Path) -> Result<Measured, RenderError> {
         // else accepted and neither received nor bounced by the end of the drain is `lost`.
         spooled.extend(fold.still_deferred(EXTERNAL_NODE));
     }
-    let analysis = measure::analyze_fold(fold, &spooled, &inputs);
+    let mut analysis = measure::analyze_fold(fold, &spooled, &inputs);
+    if analysis.unjudgeable.is_none() {
+        analysis.unjudgeable = run.cluster.as_ref().and_then(ClusterRecord::unjudgeable);
+    }
     Ok(Measured {
         scenario: f,
         run,

@@ -89,7 +89,12 @@ impl Topology {
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let f = &c.scenario.file;
-        let (policy, domain, addr, task) = start_bounce_inbox(f, &self.inbox_rt.handle(), events, stop)?;
+        let BounceServer {
+            policy,
+            domain,
+            addr,
+            task,
+        } = start_bounce_inbox(f, &self.inbox_rt.handle(), events, stop)?;
         self.bounce_task = Some(task);
         log.line(&format!("inbox {:<10} {addr}  {domain} (DSNs)", "bounces"));
         log.line(&format!(
@@ -117,9 +122,18 @@ impl Topology {
             for n in 1..=r.nodes {
                 k += 1;
                 let name = format!("{}-{n}", r.name);
-                let node = start_node(&c.scenario, dir, &r.name, &name, k, default_node_ip(k), routes, spool.clone())
-                    .await
-                    .with_context(|| format!("cannot start node {}-{n}", r.name))?;
+                let node = start_node(
+                    &c.scenario,
+                    dir,
+                    &r.name,
+                    &name,
+                    k,
+                    default_node_ip(k),
+                    routes,
+                    spool.clone(),
+                )
+                .await
+                .with_context(|| format!("cannot start node {}-{n}", r.name))?;
                 log.line(&format!(
                     "node  {:<10} {}  region {}",
                     node.name, node.addr, node.region
@@ -181,14 +195,22 @@ impl Topology {
     }
 }
 
+/// A running bounce inbox.
+pub struct BounceServer {
+    pub policy: Arc<BounceInbox>,
+    pub domain: String,
+    pub addr: SocketAddr,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
 /// The bounce inbox of an external MTA, listening on the scenario's `mta.bounces.listen` on
-/// the inbox runtime: its policy, its domain, its address and its server task.
+/// the inbox runtime.
 pub fn start_bounce_inbox(
     f: &crate::scenario::ScenarioFile,
     rt: &tokio::runtime::Handle,
     events: &mpsc::UnboundedSender<Event>,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<BounceInbox>, String, SocketAddr, JoinHandle<std::io::Result<()>>)> {
+) -> anyhow::Result<BounceServer> {
     let b = f.mta.bounces.clone().unwrap_or_default();
     let _on = rt.enter();
     let listener = crate::smtp::listen(b.listen)
@@ -196,7 +218,12 @@ pub fn start_bounce_inbox(
     let addr = listener.local_addr()?;
     let policy = Arc::new(BounceInbox::new(&b.domain, events.clone()));
     let task = spawn_server(listener, policy.clone(), "bounces", stop);
-    Ok((policy, b.domain, addr, task))
+    Ok(BounceServer {
+        policy,
+        domain: b.domain,
+        addr,
+        task,
+    })
 }
 
 /// What [`Topology::down`] found.

@@ -53,7 +53,11 @@ impl Placement {
 
 /// An agent name: it is a NATS subject token, so letters, digits, `-` and `_` only.
 pub fn valid_agent_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Names resolve: every provider and region named exists, every agent name is a valid token.
@@ -70,7 +74,10 @@ pub fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
     if p.generators.len() > MAX_SHARDS {
         return Err(err(
             "generators",
-            format!("placement: generators: at most {MAX_SHARDS} shards, not {}", p.generators.len()),
+            format!(
+                "placement: generators: at most {MAX_SHARDS} shards, not {}",
+                p.generators.len()
+            ),
         ));
     }
     if let Some(name) = p
@@ -81,7 +88,10 @@ pub fn check(src: &Source, f: &ScenarioFile) -> Result<(), ConfigError> {
         let known: Vec<&str> = f.providers.iter().map(|q| q.name.as_str()).collect();
         return Err(err(
             name,
-            format!("placement: providers: no provider `{name}` (known: {}, or `*`)", known.join(", ")),
+            format!(
+                "placement: providers: no provider `{name}` (known: {}, or `*`)",
+                known.join(", ")
+            ),
         ));
     }
     if let Some(name) = p.regions.keys().find(|n| !f.regions.iter().any(|r| &r.name == *n)) {

@@ -252,7 +252,10 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
     if let (Source::Open(backlog), Some(schedule)) = (&shared.source, schedule) {
         let mut rng = mix_rng(plan.seed);
         for (seq, offset) in schedule.enumerate() {
-            if plan.shard.is_some_and(|(k, n)| seq as u64 % u64::from(n.max(1)) != u64::from(k)) {
+            if plan
+                .shard
+                .is_some_and(|(k, n)| seq as u64 % u64::from(n.max(1)) != u64::from(k))
+            {
                 // Another shard's message: draw it all the same, so the mix stays in step.
                 let _ = shared.mix.draft(seq as u64, 0, &mut rng);
                 continue;

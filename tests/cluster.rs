@@ -1,0 +1,258 @@
+//! Distributed runs (SPEC §12) with real processes: a nats-server of the test's own, three
+//! `mailsurge agent` processes each on its own loopback range — one hosting the generator, one
+//! the inboxes, one the MTA region — and `mailsurge run --cluster` coordinating them.
+//!
+//! - the run's counts equal the same scenario and seed run on one host, and so does the number
+//!   of messages generated in each second of the schedule;
+//! - its merged latency histogram equals the inbox agent's own, bucket for bucket;
+//! - an agent SIGKILLed mid-run is a fault of its own: marked, the run not judged (exit 3),
+//!   the accounting identity still holding.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A `mailsurge agent`, killed on drop.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent(dir: &Path, url: &str, name: &str, range: &str) -> Agent {
+    let log = std::fs::File::create(dir.join(format!("agent-{name}.log"))).unwrap();
+    let child = Command::new(bin())
+        .args(["agent", "--nats", url, "--name", name, "--addresses", range])
+        .arg("--dir")
+        .arg(dir.join(format!("agent-{name}")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn agent");
+    Agent(child)
+}
+
+/// A small two-provider, one-region day; `placement` puts each part on its agent.
+fn scenario(dir: &Path) -> PathBuf {
+    let path = dir.join("cl.yaml");
+    std::fs::write(
+        &path,
+        "name: cl\nseed: 11\nduration: 6s\ndrain: 10s\n\
+         slo: { delivery_time: 2s, target: 99% }\n\
+         thresholds: [ 'lost == 0', 'duplicates == 0' ]\n\
+         regions: [ { name: local, nodes: 2 } ]\n\
+         mta:\n  retry: { initial: 300ms, factor: 2, max_delay: 2s, jitter: 0%, give_up: 20s }\n  \
+         egress_pools: { shared: [127.0.1.1] }\n\
+         providers:\n  - { name: gmail, domains: [gmail.com], rules: generic }\n  \
+         - { name: generic, domains: [example.com], rules: generic }\n\
+         traffic:\n  rate: 80/s\n  domains: { gmail.com: 50%, example.com: 50% }\n  size: 2KiB\n  connections: 8\n\
+         placement:\n  generators: [gen]\n  providers: { '*': inboxes }\n  regions: { local: mta }\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Messages the schedule intended in each second of the run (any outcome).
+fn per_second(run: &Path) -> BTreeMap<u64, u64> {
+    let start = read_json(&run.join("run.json"))["start_ns"].as_u64().unwrap();
+    let mut out = BTreeMap::new();
+    mailsurge::events::each_in_file(&run.join("events.jsonl.zst"), |e| {
+        use mailsurge::events::Kind;
+        if matches!(e.event, Kind::Submitted | Kind::Rejected | Kind::Unsubmitted) {
+            *out.entry(e.intended.unwrap_or(0).saturating_sub(start) / 1_000_000_000)
+                .or_default() += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// The `delivery` histograms of interval logs, summed.
+fn delivery_total(paths: &[&Path]) -> Vec<(u64, u64)> {
+    let merged = mailsurge::measure::hlog::read_merge(paths).expect("readable hlog");
+    let t = mailsurge::measure::hlog::total(&merged["delivery"]);
+    t.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+fn run_cluster(dir: &Path, url: &str, out: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["run", "--quiet", "--cluster", url, "--out"])
+        .arg(out)
+        .arg(scenario(dir))
+        .current_dir(repo())
+        .output()
+        .expect("spawn run")
+}
+
+#[test]
+fn three_agents_run_the_one_host_schedule_and_merge_histograms_exactly() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let nats = TestNats::start(dir);
+    let url = nats.url();
+    let _agents = [
+        agent(dir, &url, "gen", "127.0.40.0/24"),
+        agent(dir, &url, "inboxes", "127.0.41.0/24"),
+        agent(dir, &url, "mta", "127.0.42.0/24"),
+    ];
+    let cl = dir.join("cluster-run");
+    let out = run_cluster(dir, &url, &cl);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for (a, role) in [
+        ("gen", "generator shard 0/1"),
+        ("inboxes", "inboxes gmail generic"),
+        ("mta", "region local"),
+    ] {
+        assert!(
+            stderr.contains(&format!("agent {a}")) && stderr.contains(role),
+            "{a}: {stderr}"
+        );
+    }
+    // The inboxes and nodes listened on their agents' own ranges.
+    assert!(stderr.contains("127.0.41.") && stderr.contains("127.0.42."), "{stderr}");
+
+    let one = dir.join("one-host-run");
+    let single = mailsurge(&[
+        "run",
+        "--quiet",
+        "--out",
+        one.to_str().unwrap(),
+        scenario(dir).to_str().unwrap(),
+    ]);
+    assert_eq!(
+        single.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+
+    let (a, b) = (
+        read_json(&cl.join("summary.json")),
+        read_json(&one.join("summary.json")),
+    );
+    assert_schema_valid(&a);
+    for k in [
+        "generated",
+        "accepted",
+        "delivered",
+        "lost",
+        "duplicates",
+        "queued",
+        "bounced",
+    ] {
+        assert_eq!(
+            a["counts"][k], b["counts"][k],
+            "count `{k}`: cluster {} vs one host {}",
+            a["counts"], b["counts"]
+        );
+    }
+    assert!(a["counts"]["generated"].as_u64().unwrap() > 300);
+    assert_eq!(
+        per_second(&cl),
+        per_second(&one),
+        "the shards' union is the one-host schedule"
+    );
+
+    // Every agent is on record with its clock offset, good to half a loopback round trip.
+    let run = read_json(&cl.join("run.json"));
+    let agents = run["cluster"]["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 3);
+    for g in agents {
+        assert!(g["offset_ns"].as_i64().unwrap().abs() < 50_000_000, "{g}");
+        assert!(g["batches"].as_u64().unwrap() > 0, "{g}");
+    }
+
+    // Merged histogram = the sum of the agents' (one inbox agent here), bucket for bucket.
+    let merged = delivery_total(&[&cl.join("latency.hlog")]);
+    let agents_sum = delivery_total(&[&cl.join("agents/inboxes.latency.hlog")]);
+    assert!(!merged.is_empty());
+    assert_eq!(merged, agents_sum);
+    assert_eq!(
+        merged.iter().map(|(_, n)| n).sum::<u64>(),
+        a["counts"]["delivered"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn a_killed_agent_is_a_fault_of_its_own_and_the_run_is_not_judged() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let nats = TestNats::start(dir);
+    let url = nats.url();
+    let mut agents = [
+        agent(dir, &url, "gen", "127.0.43.0/24"),
+        agent(dir, &url, "inboxes", "127.0.44.0/24"),
+        agent(dir, &url, "mta", "127.0.45.0/24"),
+    ];
+    let cl = dir.join("cluster-run");
+    let path = scenario(dir);
+    let mut run = Command::new(bin())
+        .args(["run", "--quiet", "--cluster", &url, "--out"])
+        .arg(&cl)
+        .arg(&path)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-traffic: SIGKILL the inbox agent (its listeners die with it).
+    let log = cl.join("run.log");
+    let started = wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("accepted"))
+            .map(|_| ())
+    });
+    assert!(started.is_some(), "the run made progress");
+    let _ = agents[1].0.kill();
+    let _ = agents[1].0.wait();
+    let out = wait_for(Duration::from_secs(90), || run.try_wait().ok().flatten());
+    assert!(out.is_some(), "the run ended by itself");
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("agent inboxes") && stderr.contains("stopped answering"),
+        "{stderr}"
+    );
+
+    let s = read_json(&cl.join("summary.json"));
+    assert_schema_valid(&s);
+    assert_eq!(s["verdict"], "error");
+    let faults = s["faults"].as_array().unwrap();
+    assert!(
+        faults.iter().any(|f| f["target"] == "agent/inboxes"),
+        "the lost agent has its fault row: {faults:?}"
+    );
+    let c = &s["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert_eq!(n("generated"), n("rejected_at_submit") + n("accepted"), "{c}");
+    assert_eq!(
+        n("accepted"),
+        n("delivered") + n("bounced") + n("suppressed") + n("expired") + n("queued") + n("lost"),
+        "the accounting identity holds: {c}"
+    );
+    assert!(
+        !s["reasons"].to_string().contains("identity does not hold"),
+        "{}",
+        s["reasons"]
+    );
+    assert!(read_json(&cl.join("run.json"))["cluster"]["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "inboxes" && a["lost_at_s"].as_f64().is_some()));
+}
