@@ -40,6 +40,7 @@ use topology::Topology;
 use crate::chaos::Timeline;
 use crate::events::{now_ns, Event};
 use crate::inbox::bounces::EXTERNAL_NODE;
+use crate::measure::abort::Watch;
 use crate::mta::process::Node;
 use crate::report::Summary;
 use crate::scenario::{MtaKind, Scenario};
@@ -87,7 +88,9 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
 
     // Harness-side events (generator outcomes and inbox receipts) go to one writer.
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Event>();
-    let live = Arc::new(LiveStats::default());
+    // Abort conditions are judged on the live view as the run plays (SPEC §12).
+    let watch = Watch::new(&f.abort, f.slo.delivery_time.0)?;
+    let live = Arc::new(LiveStats::new(watch.recent()));
     let harness_events = dir.join("nodes").join("harness.events.jsonl");
     let writer = tokio::spawn(write_events(ev_rx, harness_events.clone(), live.clone()));
     let mut topo = Topology::up(c, &dir, &run_id, &log, &ev_tx).await?;
@@ -121,6 +124,10 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         crashed: Vec::new(),
         stop: opts.stop.clone(),
         cpu: cpu::CpuSampler::new(start),
+        watch,
+        start_ns,
+        cutter: &cutter,
+        aborted: None,
     };
     let played = play.until_drained(&mut topo, &gen).await;
     let crashed = std::mem::take(&mut play.crashed);
@@ -136,6 +143,8 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
             let at = Instant::now().saturating_duration_since(start).as_secs_f64();
             Some(format!("stopped by {signal} at {at:.1} s"))
         }
+        // Traffic was cut, faults lifted and the queues drained inside the loop.
+        play::Ended::Aborted(reason) => Some(reason),
         _ => None,
     };
     log.finish_progress();
