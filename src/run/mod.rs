@@ -1,6 +1,7 @@
 //! `mailsurge run`: the orchestrator. Starts mock inboxes (in-process), reference-MTA nodes
-//! (child processes of this binary), plays the traffic schedule, waits for the drain, stops
-//! everything, then measures and writes the report.
+//! (child processes of this binary), plays the traffic schedule (stopping early when an
+//! `abort:` condition holds), waits for the drain, stops everything, then measures and writes
+//! the report.
 //!
 //! Data flows one way — traffic → mta → inbox → measure → report — and every number in the
 //! report is computed from files left in the run directory (events and spools), never from
