@@ -9,24 +9,6 @@ use std::path::Path;
 
 use common::*;
 
-/// PIDs of live processes whose command line mentions `needle` (the run directory: every node
-/// is started with `--config <dir>/nodes/<node>/node.yaml`).
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 const DURATION_S: f64 = 30.0;
 
 /// 80% of the mail goes to `gmail`, blackholed at 2 s for good. The SLO (1 s) collapses in the
