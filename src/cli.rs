@@ -215,6 +215,13 @@ fn run(
     if let Err(e) = s.apply(&overrides) {
         return config_error(&e);
     }
+    if opts.cluster.is_some() && s.file.mta.spool == crate::scenario::SpoolKind::Nats {
+        eprintln!(
+            "error: {}: `mta.spool: nats` cannot run with --cluster yet: each agent's nodes keep local spools (run it with --spool local, or on one host)",
+            path.display()
+        );
+        return EXIT_CONFIG;
+    }
     let compiled = match crate::run::compile(s) {
         Ok(c) => c,
         Err(e) => return config_error(&e),

@@ -9,28 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, mailsurge, repo};
+use common::{bin, mailsurge, processes_mentioning, repo};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-/// PIDs of live processes whose command line mentions `needle` (the run directory: every node
-/// is started with `--config <dir>/nodes/<node>/node.yaml`).
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        // A zombie has an empty command line: it holds no port and is gone once reaped.
-        if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let until = Instant::now() + timeout;

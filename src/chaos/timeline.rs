@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use super::action::Action;
+use crate::events::TargetKind;
+use crate::scenario::ChaosKind;
 
 /// One point of the timeline: an action starting, or a `for:` window ending.
 #[derive(Debug, Clone)]
@@ -67,6 +69,46 @@ impl Timeline {
     pub fn done(&self) -> bool {
         self.next >= self.steps.len()
     }
+
+    /// Gives up the rest of the timeline (an abort condition held, SPEC §12) and returns the
+    /// steps that lift every fault still in force, at `elapsed`: the `end` of each kill, block
+    /// or latency that neither its `for:` window nor a later `restore` of the same target has
+    /// ended yet. The levers treat a kill's end as its restore, so a killed region, node,
+    /// provider or nats server comes back, and a block or latency overlay goes away.
+    pub fn abandon(&mut self, elapsed: Duration) -> Vec<Step> {
+        let mut active: Vec<&Step> = Vec::new();
+        for st in &self.steps[..self.next] {
+            if st.end {
+                active.retain(|a| a.fault != st.fault);
+                continue;
+            }
+            match st.action.verb {
+                ChaosKind::Restore => active.retain(|a| !(a.action.verb == ChaosKind::Kill && restores(st, a))),
+                _ => active.push(st),
+            }
+        }
+        let lifts = active
+            .into_iter()
+            .map(|a| Step {
+                at: elapsed,
+                fault: a.fault,
+                end: true,
+                action: a.action.clone(),
+            })
+            .collect();
+        self.next = self.steps.len();
+        lifts
+    }
+}
+
+/// Whether the `restore` step `r` brings back what the kill `k` took down: the same target, or
+/// a region and one of its nodes (`<region>-<n>`).
+fn restores(r: &Step, k: &Step) -> bool {
+    let (rt, kt) = (&r.action.target, &k.action.target);
+    rt == kt
+        || (rt.kind == TargetKind::Region
+            && kt.kind == TargetKind::Node
+            && kt.name.rsplit_once('-').is_some_and(|(region, _)| region == rt.name))
 }
 
 #[cfg(test)]
@@ -92,6 +134,27 @@ mod tests {
             action("{ at: 1s, action: kill, target: provider/yahoo, mode: refuse, mx: 1 }").describe(),
             "kill provider/yahoo mx1 refuse"
         );
+    }
+
+    #[test]
+    fn abandon_lifts_what_is_still_in_force() {
+        let mut t = Timeline::new(&[
+            action("{ at: 1s, action: kill, target: provider/g, mode: blackhole }"),
+            action("{ at: 1s, action: kill, target: node/us-1 }"),
+            action("{ at: 2s, action: block, target: provider/y, pool: shared, for: 1s }"),
+            action("{ at: 2s, action: latency, target: provider/y, add: 1s, for: 60s }"),
+            action("{ at: 4s, action: restore, target: region/us }"),
+            action("{ at: 5s, action: kill, target: region/us }"),
+            action("{ at: 50s, action: kill, target: provider/z }"),
+        ]);
+        while t.take_due(Duration::from_secs(4)).is_some() {}
+        let lifts = t.abandon(Duration::from_secs(4));
+        let got: Vec<(usize, bool, u64)> = lifts.iter().map(|s| (s.fault, s.end, s.at.as_secs())).collect();
+        // The blackhole and the latency are in force; the block ended by its window, the node
+        // kill by its region's restore; the later kills never happen.
+        assert_eq!(got, vec![(0, true, 4), (3, true, 4)]);
+        assert!(t.done());
+        assert!(t.take_due(Duration::from_secs(100)).is_none());
     }
 
     #[test]

@@ -161,7 +161,7 @@ async fn handle(
             });
             Ok(Reply::Done { text: String::new() })
         }
-        (Ctl::Chaos { step }, Some(h)) => h.chaos(step).await,
+        (Ctl::Chaos { fault, end }, Some(h)) => h.chaos(fault, end).await,
         (Ctl::Cut, Some(h)) => {
             h.cut();
             Ok(Reply::Done { text: String::new() })

@@ -110,7 +110,8 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
         })
         .await
         .with_context(|| format!("cannot create the run's event stream {stream_name}"))?;
-    let intake = Intake::new(&dir);
+    let watch = crate::measure::abort::Watch::new(&f.abort, f.slo.delivery_time.0)?;
+    let intake = Intake::new(&dir, Arc::new(crate::run::LiveStats::new(watch.recent())));
     let reader = tokio::spawn(intake.clone().run(stream, prefix, clocks));
 
     let mut cluster = Cluster {
@@ -123,6 +124,7 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
         run_id: run_id.clone(),
         dir: dir.clone(),
         offsets: offsets.clone(),
+        watch,
     };
     let result = cluster.play(c, &intake, &log, opts).await;
     // Whatever happened, every agent stops and reports, and is released.
@@ -256,6 +258,8 @@ struct Cluster {
     run_id: String,
     dir: PathBuf,
     offsets: BTreeMap<String, Offset>,
+    /// The scenario's abort conditions.
+    watch: crate::measure::abort::Watch,
 }
 
 impl Cluster {
@@ -372,8 +376,9 @@ impl Cluster {
         }
         let own_events = self.dir.join("nodes").join("coordinator.events.jsonl");
         let mut own = OwnEvents::open(&own_events)?;
+        let clock = (start, start_ns, hard_stop);
         let aborted = self
-            .timeline(c, start, hard_stop, &generators, intake, log, opts, &mut own)
+            .timeline(c, clock, &generators, intake, log, opts, &mut own)
             .await?;
         Ok(Played {
             start_ns,
@@ -387,8 +392,7 @@ impl Cluster {
     async fn timeline(
         &mut self,
         c: &Compiled,
-        start: Instant,
-        hard_stop: Instant,
+        (start, start_ns, mut hard_stop): (Instant, u64, Instant),
         generators: &[String],
         intake: &Intake,
         log: &Log,
@@ -397,11 +401,11 @@ impl Cluster {
     ) -> anyhow::Result<Option<String>> {
         let f = &c.scenario.file;
         let mut timeline = Timeline::new(&c.chaos);
-        let steps: Vec<Step> = timeline.steps().to_vec();
         let mut stop = opts.stop.clone();
         let mut last_progress = Instant::now();
         let progress_every = if log.plain() { 5.0 } else { 0.5 };
         let mut settled_at: Option<Instant> = None;
+        let mut aborted: Option<String> = None;
         loop {
             let poll_at = Instant::now() + POLL;
             let next = timeline.peek().map_or(poll_at, |st| (start + st.at).min(poll_at));
@@ -417,26 +421,26 @@ impl Cluster {
             }
             let elapsed = Instant::now().saturating_duration_since(start);
             while let Some(st) = timeline.take_due(elapsed) {
-                let i = steps
-                    .iter()
-                    .position(|x| x.fault == st.fault && x.end == st.end)
-                    .unwrap_or_default();
-                let host = self.host_of(&st);
-                let at = elapsed.as_secs_f64();
-                match host {
-                    Some(a) if !self.lost.contains_key(&a) => match self.ask(&a, &Ctl::Chaos { step: i }).await {
-                        Ok(Reply::Done { text }) => log.line(&format!("t={at:>6.1}s chaos: {text} (agent {a})")),
-                        Ok(_) => {}
-                        Err(e) => {
-                            log.line(&format!("t={at:>6.1}s chaos step failed: {e:#}"));
-                            bail!("chaos step `{}` failed: {e:#}", st.action.describe());
-                        }
-                    },
-                    _ => log.line(&format!(
-                        "t={at:>6.1}s chaos: {} skipped — no live agent hosts its target",
-                        st.action.describe()
-                    )),
+                self.pull(&st, elapsed, log).await?;
+            }
+            // An abort condition that holds: traffic and chaos stop, faults are lifted, the
+            // queues get `drain` — as on one host.
+            let trip = (aborted.is_none() && !self.watch.is_empty())
+                .then(|| intake.live.recent(|r| self.watch.check(r, now_ns(), start_ns)))
+                .flatten();
+            if let Some(trip) = trip {
+                log.line(&format!(
+                    "{}: stopping — traffic and chaos stop, faults are lifted, the queues get at most {} to drain",
+                    trip.reason, f.drain
+                ));
+                for g in generators {
+                    let _ = self.ask(g, &Ctl::Cut).await;
                 }
+                for st in timeline.abandon(elapsed) {
+                    self.pull(&st, elapsed, log).await?;
+                }
+                hard_stop = Instant::now() + f.drain.0;
+                aborted = Some(trip.reason);
             }
             self.notice_lost(start, log, own)?;
             let (accepted, batches_ok) = {
@@ -458,10 +462,16 @@ impl Cluster {
             let now = Instant::now();
             if now.duration_since(last_progress).as_secs_f64() >= progress_every {
                 last_progress = now;
+                let abort = if self.watch.is_empty() {
+                    String::new()
+                } else {
+                    let readings = intake.live.recent(|r| self.watch.read(r, now_ns()));
+                    format!(" · {}", self.watch.progress(&readings))
+                };
                 log.progress(
                     elapsed,
                     &format!(
-                        "t={:>6.1}s/{:.0}s accepted {accepted} delivered {delivered} failed {failed} p50 {} slo {}",
+                        "t={:>6.1}s/{:.0}s accepted {accepted} delivered {delivered} failed {failed} p50 {} slo {}{abort}",
                         elapsed.as_secs_f64(),
                         f.duration.0.as_secs_f64(),
                         intake.live.p50_text(),
@@ -475,20 +485,44 @@ impl Cluster {
             if settled {
                 let since = *settled_at.get_or_insert(now);
                 if mta_ended || now.duration_since(since) >= Duration::from_secs(3) {
-                    return Ok(None);
+                    return Ok(aborted);
                 }
             } else {
                 settled_at = None;
             }
             if now >= hard_stop {
                 log.line("drain timed out; undelivered mail is counted as queued or lost");
-                return Ok(None);
+                return Ok(aborted);
             }
             if !self.lost.is_empty() && self.lost.len() == self.used.len() {
                 log.line("every agent has stopped answering; stopping");
-                return Ok(None);
+                return Ok(aborted);
             }
         }
+    }
+
+    /// Sends one chaos step to the agent hosting its target.
+    async fn pull(&self, st: &Step, elapsed: Duration, log: &Log) -> anyhow::Result<()> {
+        let at = elapsed.as_secs_f64();
+        let req = Ctl::Chaos {
+            fault: st.fault,
+            end: st.end,
+        };
+        match self.host_of(st) {
+            Some(a) if !self.lost.contains_key(&a) => match self.ask(&a, &req).await {
+                Ok(Reply::Done { text }) => log.line(&format!("t={at:>6.1}s chaos: {text} (agent {a})")),
+                Ok(_) => {}
+                Err(e) => {
+                    log.line(&format!("t={at:>6.1}s chaos step failed: {e:#}"));
+                    bail!("chaos step `{}` failed: {e:#}", st.action.describe());
+                }
+            },
+            _ => log.line(&format!(
+                "t={at:>6.1}s chaos: {} skipped — no live agent hosts its target",
+                st.action.describe()
+            )),
+        }
+        Ok(())
     }
 
     /// The agent hosting a chaos step's target.

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::outbox::Outbox;
 use super::plan::Role;
 use super::wire::{NodeAt, Plan, Reply};
-use crate::chaos::{self, Timeline};
+use crate::chaos;
 use crate::events::{now_ns, Event};
 use crate::inbox::bounces::BounceInbox;
 use crate::inbox::farm::{default_addr, InboxRuntime, ProviderRt};
@@ -77,7 +77,6 @@ pub struct Hosted {
     balancer: Option<(Arc<Balancer>, Option<String>)>,
     gen: Option<JoinHandle<()>>,
     cutter: Option<Cutter>,
-    timeline: Timeline,
 }
 
 impl Hosted {
@@ -113,7 +112,6 @@ impl Hosted {
             *crate::sync::lock(&outbox.meter) = Some(super::meter::Meter::new(agent, clocks, seconds));
         }
         let (stop_inboxes, _) = watch::channel(false);
-        let timeline = Timeline::new(&c.chaos);
         Ok(Hosted {
             run_id: plan.run_id,
             dir,
@@ -131,7 +129,6 @@ impl Hosted {
             balancer: None,
             gen: None,
             cutter: None,
-            timeline,
         })
     }
 
@@ -263,14 +260,20 @@ impl Hosted {
         }));
     }
 
-    /// Takes chaos step `i` of the timeline (built from the same scenario as the coordinator's).
-    pub async fn chaos(&mut self, i: usize) -> anyhow::Result<Reply> {
-        let step = self
-            .timeline
-            .steps()
-            .get(i)
+    /// Takes the start, or with `end` the end, of chaos action `fault` of the scenario.
+    pub async fn chaos(&mut self, fault: usize, end: bool) -> anyhow::Result<Reply> {
+        let action = self
+            .c
+            .chaos
+            .get(fault)
             .cloned()
-            .with_context(|| format!("no chaos step {i}"))?;
+            .with_context(|| format!("no chaos action {fault}"))?;
+        let step = chaos::Step {
+            at: action.at,
+            fault,
+            end,
+            action,
+        };
         let world = chaos::World {
             nodes: &mut self.nodes,
             providers: &mut self.providers,

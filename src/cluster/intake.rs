@@ -37,11 +37,13 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(dir: &Path) -> Arc<Intake> {
+    /// `live` is fed as a one-host run feeds it (receipts, submissions, MTA ends), so the
+    /// progress line and the abort conditions read the same figures.
+    pub fn new(dir: &Path, live: Arc<LiveStats>) -> Arc<Intake> {
         Arc::new(Intake {
             tally: Mutex::default(),
             tail: Mutex::new(Tail::new(Vec::new())),
-            live: Arc::new(LiveStats::default()),
+            live,
             dir: dir.to_path_buf(),
         })
     }
@@ -124,9 +126,11 @@ impl Intake {
             Kind::Submitted => counts.0 += 1,
             Kind::Rejected => counts.1 += 1,
             Kind::Unsubmitted => counts.2 += 1,
-            Kind::Received => self.live.record(e),
-            k if k.is_mta_end() => crate::sync::lock(&self.tail).note(e),
             _ => {}
+        }
+        self.live.record(e);
+        if e.event.is_mta_end() && crate::sync::lock(&self.tail).note(e) {
+            self.live.mta_end(e);
         }
     }
 }

@@ -113,8 +113,9 @@ pub enum Ctl {
         hard_stop_ns: u64,
         at_ns: u64,
     },
-    /// Take one chaos step (its index in the timeline both sides build from the scenario).
-    Chaos { step: usize },
+    /// Take one chaos step: the start (or, with `end`, the end or lifting) of the scenario's
+    /// chaos action number `fault`.
+    Chaos { fault: usize, end: bool },
     /// The generator releases nothing more (the run was stopped or aborted).
     Cut,
     /// Stop everything, flush the events, report the spools.

@@ -4,12 +4,14 @@
 //! Everything here is a pure function of its inputs, so `mailsurge report RUN_DIR` can rebuild
 //! a report from the files of a finished run and get the same numbers.
 
+pub mod abort;
 pub mod accounting;
 pub mod faults;
 pub mod fold;
 pub mod hlog;
 pub mod intervals;
 pub mod latency;
+pub mod recent;
 pub mod series;
 pub mod witness;
 

@@ -178,7 +178,8 @@ impl Fault {
     }
 }
 
-/// The verdict of a run stopped by hand (Ctrl-C, SIGTERM): neither pass nor fail.
+/// The verdict of a run stopped early — by hand (Ctrl-C, SIGTERM) or by an abort condition
+/// (SPEC §12): neither pass nor fail.
 pub const VERDICT_ABORTED: &str = "aborted";
 /// The verdict of a run that measured too little to judge (the system under test accepted
 /// nothing, or most submissions got no reply): a broken set-up, exit 3.
@@ -196,8 +197,9 @@ pub struct RunInfo {
     pub wall_s: f64,
     pub slo_ms: f64,
     pub slo_target: f64,
-    /// Set when the run was stopped by hand before it ended (`stopped by SIGTERM at 4.1 s`):
-    /// the verdict is then `aborted`, whatever the partial figures say.
+    /// Set when the run was stopped before it ended, by hand (`stopped by SIGTERM at 4.1 s`)
+    /// or by an abort condition (`abort condition "…" held at t=12.0s (…)`): the verdict is
+    /// then `aborted`, whatever the partial figures say.
     pub aborted: Option<String>,
     pub spool: Option<SpoolLine>,
     /// Set by `mailsurge sim`: the figures are a model's.

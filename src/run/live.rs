@@ -4,6 +4,7 @@
 //! Finished messages are remembered only as 8-byte hashes of (id, recipient) — enough to count
 //! each once when receipts or terminal events repeat, as the inbox's duplicate check does —
 //! never as strings, so a long run's live state stays within SPEC §8's per-message budget.
+//! What abort conditions judge is kept by intended second ([`Recent`]), never per message.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -16,8 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::events::{self, Event, Kind};
 use crate::measure;
+use crate::measure::recent::{Failure, Recent};
 
-/// Live figures for the progress line and the drain check.
+/// Live figures for the progress line, the drain check and the abort conditions.
 #[derive(Default)]
 pub struct LiveStats {
     inner: Mutex<LiveInner>,
@@ -28,6 +30,8 @@ struct LiveInner {
     /// [`key`]s of delivered (id, recipient) pairs.
     delivered: HashSet<u64>,
     dist: measure::Dist,
+    /// By intended second, for abort conditions.
+    recent: Recent,
 }
 
 /// An (id, recipient) pair as 8 bytes (SipHash, as the inbox's duplicate check). Two pairs
@@ -39,6 +43,42 @@ fn key(id: &str, rcpt: Option<&str>) -> u64 {
 }
 
 impl LiveStats {
+    /// Live stats keeping `recent` (sized for the run's abort conditions) up to date.
+    pub fn new(recent: Recent) -> LiveStats {
+        LiveStats {
+            inner: Mutex::new(LiveInner {
+                recent,
+                ..LiveInner::default()
+            }),
+        }
+    }
+
+    /// Reads the per-second view (for abort conditions) under the lock.
+    pub fn recent<R>(&self, f: impl FnOnce(&Recent) -> R) -> R {
+        f(&self.lock().recent)
+    }
+
+    /// An MTA's first terminal event for an (id, recipient) pair ([`Tail`] finds them once):
+    /// failures settle mail for the abort conditions; a delivery is counted from its receipt.
+    pub fn mta_end(&self, e: &Event) {
+        let how = match e.event {
+            Kind::Bounced => Failure::Bounced,
+            Kind::Expired => Failure::Expired,
+            Kind::Dropped => Failure::Dropped,
+            _ => return,
+        };
+        self.lock().recent.failed(e.t, how);
+    }
+
+    /// Failures an external MTA reported by DSN (counts only: a DSN carries no intended time),
+    /// settled as bounces at `now_ns`.
+    pub fn dsn_failures(&self, n: u64, now_ns: u64) {
+        let mut l = self.lock();
+        for _ in 0..n {
+            l.recent.failed(now_ns, Failure::Bounced);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
         crate::sync::lock(&self.inner)
     }
@@ -58,14 +98,21 @@ impl LiveStats {
             .map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
     }
 
-    /// Counts a `received` event once per (id, recipient), recording its delivery time.
+    /// Counts a `received` event once per (id, recipient), recording its delivery time; and
+    /// submission outcomes, for the abort conditions.
     pub fn record(&self, e: &Event) {
-        if e.event != Kind::Received {
-            return;
-        }
         let mut l = self.lock();
-        if l.delivered.insert(key(&e.id, e.rcpt.as_deref())) {
-            l.dist.record(e.intended.map(|i| e.t.saturating_sub(i) / 1000));
+        match (e.event, e.intended) {
+            (Kind::Submitted, Some(i)) => l.recent.accepted(i),
+            (Kind::Rejected, _) => l.recent.rejected(),
+            // A repeated receipt (a duplicate) counts once.
+            (Kind::Received, intended) if l.delivered.insert(key(&e.id, e.rcpt.as_deref())) => {
+                l.dist.record(intended.map(|i| e.t.saturating_sub(i) / 1000));
+                if let Some(i) = intended {
+                    l.recent.delivered(i, e.t);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -155,25 +202,29 @@ impl Tail {
         }
     }
 
-    pub fn poll(&mut self) {
+    /// Reads what the files gained; `on_end` sees each pair's first terminal event.
+    pub fn poll(&mut self, mut on_end: impl FnMut(&Event)) {
         let mut complete = Vec::new();
         for f in &mut self.files {
             complete.extend(f.read());
         }
         for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             if let Ok(e) = serde_json::from_slice::<Event>(line) {
-                self.note(&e);
+                if self.note(&e) {
+                    on_end(&e);
+                }
             }
         }
     }
 
-    /// Counts one MTA event (anything else is ignored).
-    pub fn note(&mut self, e: &Event) {
+    /// Counts one MTA event (anything else is ignored); whether it was the pair's first end.
+    pub fn note(&mut self, e: &Event) -> bool {
         if !e.event.is_mta_end() || !self.ended.insert(key(&e.id, e.rcpt.as_deref())) {
-            return;
+            return false;
         }
         self.failed += u64::from(e.event != Kind::Delivered);
         self.bounced += u64::from(e.event == Kind::Bounced);
+        true
     }
 }
 
@@ -305,7 +356,7 @@ mod tests {
         let partial = line("m.3", Kind::Dropped);
         text.extend_from_slice(&partial[..10]);
         std::fs::write(&path, &text).unwrap();
-        tail.poll();
+        tail.poll(|_| {});
         assert_eq!(
             (tail.ended.len(), tail.failed, tail.bounced),
             (3, 2, 1),
@@ -313,7 +364,7 @@ mod tests {
         );
         text.extend_from_slice(&partial[10..]);
         std::fs::write(&path, &text).unwrap();
-        tail.poll();
+        tail.poll(|_| {});
         assert_eq!((tail.ended.len(), tail.failed), (4, 3));
     }
 }

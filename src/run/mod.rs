@@ -1,6 +1,7 @@
 //! `mailsurge run`: the orchestrator. Starts mock inboxes (in-process), reference-MTA nodes
-//! (child processes of this binary), plays the traffic schedule, waits for the drain, stops
-//! everything, then measures and writes the report.
+//! (child processes of this binary), plays the traffic schedule (stopping early when an
+//! `abort:` condition holds), waits for the drain, stops everything, then measures and writes
+//! the report.
 //!
 //! Data flows one way — traffic → mta → inbox → measure → report — and every number in the
 //! report is computed from files left in the run directory (events and spools), never from
@@ -41,6 +42,7 @@ use topology::Topology;
 use crate::chaos::Timeline;
 use crate::events::{now_ns, Event};
 use crate::inbox::bounces::EXTERNAL_NODE;
+use crate::measure::abort::Watch;
 use crate::report::Summary;
 use crate::scenario::{MtaKind, Scenario};
 use crate::traffic::balance::Balancer;
@@ -89,7 +91,9 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
 
     // Harness-side events (generator outcomes and inbox receipts) go to one writer.
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Event>();
-    let live = Arc::new(LiveStats::default());
+    // Abort conditions are judged on the live view as the run plays (SPEC §12).
+    let watch = Watch::new(&f.abort, f.slo.delivery_time.0)?;
+    let live = Arc::new(LiveStats::new(watch.recent()));
     let harness_events = dir.join("nodes").join("harness.events.jsonl");
     let writer = tokio::spawn(write_events(ev_rx, harness_events.clone(), live.clone()));
     let mut topo = Topology::up(c, &dir, &run_id, &log, &ev_tx).await?;
@@ -140,6 +144,10 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         crashed: Vec::new(),
         stop: opts.stop.clone(),
         cpu: cpu::CpuSampler::new(start),
+        watch,
+        start_ns,
+        cutter: &cutter,
+        aborted: None,
     };
     let played = play.until_drained(&mut topo, &gen).await;
     let crashed = std::mem::take(&mut play.crashed);
@@ -155,6 +163,8 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
             let at = Instant::now().saturating_duration_since(start).as_secs_f64();
             Some(format!("stopped by {signal} at {at:.1} s"))
         }
+        // Traffic was cut, faults lifted and the queues drained inside the loop.
+        play::Ended::Aborted(reason) => Some(reason),
         _ => None,
     };
     log.finish_progress();

@@ -1,6 +1,12 @@
 //! The run's clock: the traffic window and the drain. Each tick pulls the chaos steps that are
-//! due, notices nodes that died on their own, prints progress, and decides when the run is over
-//! — every accepted message terminal and every chaos step taken, or the hard stop.
+//! due, notices nodes that died on their own, judges the abort conditions, prints progress, and
+//! decides when the run is over — every accepted message terminal and every chaos step taken,
+//! or the hard stop.
+//!
+//! An abort condition that holds (SPEC §12) turns the run into a drain at once: the generator
+//! is cut as a signal stop cuts it, the rest of the chaos timeline is given up and every fault
+//! still in force is lifted, and the queues get at most the scenario's `drain` to empty before
+//! the report is written with verdict `aborted`.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,9 +19,12 @@ use tokio::time::Instant;
 use super::cpu::CpuSampler;
 use super::live::{LiveStats, Log, Tail};
 use super::topology::Topology;
+use crate::chaos::Step;
 use crate::chaos::{self, Timeline};
-use crate::events::Event;
+use crate::events::{now_ns, Event};
+use crate::measure::abort::Watch;
 use crate::scenario::ScenarioFile;
+use crate::traffic::deadline::Cutter;
 use crate::traffic::submit::Counters;
 
 /// How often the drain check reads node events.
@@ -42,6 +51,9 @@ pub enum Ended {
     NodesGone,
     /// Stopped by hand: the signal's name.
     Stopped(&'static str),
+    /// An abort condition held; traffic stopped, faults were lifted and the queues drained
+    /// (or the drain timed out). The reason names the condition and its value.
+    Aborted(String),
 }
 
 /// What the loop reads and pulls.
@@ -59,6 +71,14 @@ pub struct Play<'a> {
     pub stop: Option<watch::Receiver<Option<&'static str>>>,
     /// CPU per process, a sample a second.
     pub cpu: CpuSampler,
+    /// The scenario's abort conditions, judged each tick on `live`.
+    pub watch: Watch,
+    /// Wall-clock ns of the schedule's offset 0, for the abort reason's times.
+    pub start_ns: u64,
+    /// Cuts the generator short when an abort condition holds.
+    pub cutter: &'a Cutter,
+    /// Set once an abort condition has held: the reason.
+    pub aborted: Option<String>,
 }
 
 /// When the drain is over. Every accepted message must be *settled* — received by an inbox, or
@@ -109,6 +129,7 @@ impl Play<'_> {
             accepted: 0,
         };
         let mut drain = Drain::new();
+        let mut dsn_seen = 0;
         loop {
             // Sleep until the next poll or the next chaos step, whichever is first.
             let poll_at = Instant::now() + DRAIN_POLL;
@@ -121,10 +142,14 @@ impl Play<'_> {
             }
             self.pull_due_levers(topo).await?;
             self.cpu.tick(|| topo.processes());
-            tail.poll();
+            let live = self.live;
+            tail.poll(|e| live.mta_end(e));
             self.notice_crashes(topo);
             let accepted = self.counters.accepted.load(Ordering::Relaxed);
             let dsn_terminal = topo.bounces.as_ref().map_or(0, |(b, _)| b.terminal());
+            live.dsn_failures(dsn_terminal.saturating_sub(dsn_seen), now_ns());
+            dsn_seen = dsn_terminal;
+            self.judge_abort(topo).await?;
             let settled = self.live.delivered_keys() + tail.failed + dsn_terminal;
             let now = Instant::now();
             if now.duration_since(last.at).as_secs_f64() >= progress_every {
@@ -144,18 +169,47 @@ impl Play<'_> {
                         DRAIN_GRACE.as_secs_f64()
                     ));
                 }
-                return Ok(Ended::Drained);
+                return Ok(self.ended(Ended::Drained));
             }
             if now >= self.clock.hard_stop {
                 self.log
                     .line("drain timed out; undelivered mail is counted as queued or lost");
-                return Ok(Ended::TimedOut);
+                return Ok(self.ended(Ended::TimedOut));
             }
             if !self.crashed.is_empty() && self.crashed.len() == topo.nodes.len() {
                 self.log.line("every node has exited; stopping");
-                return Ok(Ended::NodesGone);
+                return Ok(self.ended(Ended::NodesGone));
             }
         }
+    }
+
+    /// How the loop ended: an aborted run is `Aborted` however its drain went.
+    fn ended(&mut self, how: Ended) -> Ended {
+        self.aborted.take().map_or(how, Ended::Aborted)
+    }
+
+    /// Judges the abort conditions; the first that holds stops traffic and chaos, lifts every
+    /// fault still in force and leaves the queues `drain` to empty (see the module doc).
+    async fn judge_abort(&mut self, topo: &mut Topology) -> anyhow::Result<()> {
+        if self.aborted.is_some() || self.watch.is_empty() {
+            return Ok(());
+        }
+        let now = now_ns();
+        let Some(trip) = self.live.recent(|r| self.watch.check(r, now, self.start_ns)) else {
+            return Ok(());
+        };
+        self.log.line(&format!(
+            "{}: stopping — traffic and chaos stop, faults are lifted, the queues get at most {} to drain",
+            trip.reason, self.f.drain
+        ));
+        self.cutter.cut();
+        let elapsed = Instant::now().saturating_duration_since(self.clock.start);
+        for st in self.chaos.abandon(elapsed) {
+            self.pull(topo, &st).await?;
+        }
+        self.clock.hard_stop = Instant::now() + self.f.drain.0;
+        self.aborted = Some(trip.reason);
+        Ok(())
     }
 
     /// Sleeps until `t`; `Some(signal)` if the run was stopped by hand first (or before).
@@ -179,20 +233,26 @@ impl Play<'_> {
             .chaos
             .take_due(Instant::now().saturating_duration_since(self.clock.start))
         {
-            let world = chaos::World {
-                nodes: &mut topo.nodes,
-                providers: &mut topo.providers,
-                pools: &self.f.mta.egress_pools,
-                events: self.events,
-                nats: topo.queue.as_mut().and_then(|q| q.server.as_mut()),
-            };
-            let at = Instant::now().saturating_duration_since(self.clock.start).as_secs_f64();
-            match chaos::apply(&st, world).await {
-                Ok(text) => self.log.line(&format!("t={at:>6.1}s chaos: {text}")),
-                Err(e) => {
-                    self.log.line(&format!("t={at:>6.1}s chaos step failed: {e:#}"));
-                    bail!("chaos step `{}` failed: {e:#}", st.action.describe());
-                }
+            self.pull(topo, &st).await?;
+        }
+        Ok(())
+    }
+
+    /// Pulls one step's lever and logs it; a failed step ends the run with an error.
+    async fn pull(&mut self, topo: &mut Topology, st: &Step) -> anyhow::Result<()> {
+        let world = chaos::World {
+            nodes: &mut topo.nodes,
+            providers: &mut topo.providers,
+            pools: &self.f.mta.egress_pools,
+            events: self.events,
+            nats: topo.queue.as_mut().and_then(|q| q.server.as_mut()),
+        };
+        let at = Instant::now().saturating_duration_since(self.clock.start).as_secs_f64();
+        match chaos::apply(st, world).await {
+            Ok(text) => self.log.line(&format!("t={at:>6.1}s chaos: {text}")),
+            Err(e) => {
+                self.log.line(&format!("t={at:>6.1}s chaos step failed: {e:#}"));
+                bail!("chaos step `{}` failed: {e:#}", st.action.describe());
             }
         }
         Ok(())
@@ -215,9 +275,14 @@ impl Play<'_> {
         let rate = accepted.saturating_sub(last.accepted) as f64 / since;
         (last.at, last.accepted) = (now, accepted);
         let elapsed = now.saturating_duration_since(self.clock.start);
-        let next = self.chaos.peek().map_or(String::new(), |st| {
+        let mut next = self.chaos.peek().map_or(String::new(), |st| {
             format!(" · next {} at {:.0}s", st.action.describe(), st.at.as_secs_f64())
         });
+        if !self.watch.is_empty() {
+            let now = now_ns();
+            let readings = self.live.recent(|r| self.watch.read(r, now));
+            next.push_str(&format!(" · {}", self.watch.progress(&readings)));
+        }
         self.log.progress(
             elapsed,
             &format!(

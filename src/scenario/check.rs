@@ -91,6 +91,7 @@ pub fn check_for(src: &Source, f: &ScenarioFile, reach: Reach) -> Result<(), Con
     capacity(&at, f, reach)?;
     chaos(&at, f)?;
     thresholds(&at, f, &owners)?;
+    super::abort::check(src, f)?;
     capacity_gate(&at, f)?;
     super::placement::check(src, f)?;
     external(&at, f)

@@ -10,6 +10,7 @@
 //! Nothing is started until a scenario has passed every check, so a typo costs a second, not a
 //! three-minute run. Every error names `file:line:col` (see [`crate::config`]).
 
+pub mod abort;
 mod check;
 pub mod model;
 pub mod placement;

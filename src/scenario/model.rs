@@ -31,6 +31,11 @@ pub struct ScenarioFile {
     pub slo: Slo,
     #[serde(default)]
     pub thresholds: Vec<Threshold>,
+    /// Conditions that stop the run early (`abort:`, SPEC §12): threshold syntax, read the
+    /// other way round — the run aborts when one *holds*. Only live metrics (see
+    /// [`super::abort`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abort: Vec<Threshold>,
     /// Reference-MTA nodes by region; may be left out when the MTA is external.
     #[serde(default)]
     pub regions: Vec<Region>,
