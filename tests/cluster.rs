@@ -256,3 +256,65 @@ fn a_killed_agent_is_a_fault_of_its_own_and_the_run_is_not_judged() {
         .iter()
         .any(|a| a["name"] == "inboxes" && a["lost_at_s"].as_f64().is_some()));
 }
+
+/// `abort:` on a distributed run: the provider blackholed on the inbox agent trips the SLO
+/// condition; the coordinator cuts the generator agent, lifts the blackhole on the inbox agent,
+/// drains and reports `aborted` (exit 1) — with no node process left on the MTA agent.
+#[test]
+fn an_abort_condition_stops_a_distributed_run_and_lifts_the_blackhole_on_its_agent() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let nats = TestNats::start(dir);
+    let url = nats.url();
+    let _agents = [
+        agent(dir, &url, "gen", "127.0.46.0/24"),
+        agent(dir, &url, "inboxes", "127.0.47.0/24"),
+        agent(dir, &url, "mta", "127.0.48.0/24"),
+    ];
+    let path = dir.join("abort.yaml");
+    std::fs::write(
+        &path,
+        "name: clab\nseed: 7\nduration: 40s\ndrain: 15s\n\
+         slo: { delivery_time: 1s, target: 99% }\n\
+         abort: [ 'slo < 50% over 2s windows' ]\n\
+         regions: [ { name: local, nodes: 1 } ]\n\
+         mta:\n  retry: { initial: 300ms, factor: 2, max_delay: 1s, jitter: 10%, give_up: 60s }\n  \
+         limits: { delivery_timeout: 2s }\n\
+         providers:\n  - { name: gmail, domains: [gmail.com], rules: generic }\n  \
+         - { name: generic, domains: [example.com], rules: generic }\n\
+         traffic:\n  rate: 40/s\n  arrival: uniform\n  domains: { gmail.com: 80%, example.com: 20% }\n  size: 2KiB\n  connections: 4\n\
+         chaos:\n  - { at: 2s, action: kill, target: provider/gmail, mode: blackhole }\n\
+         placement:\n  generators: [gen]\n  providers: { '*': inboxes }\n  regions: { local: mta }\n",
+    )
+    .unwrap();
+    let cl = dir.join("cluster-run");
+    let t0 = std::time::Instant::now();
+    let out = Command::new(bin())
+        .args(["run", "--quiet", "--cluster", &url, "--out"])
+        .arg(&cl)
+        .arg(&path)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        took < Duration::from_secs(35),
+        "stopped long before its 40 s window: {took:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("end kill provider/gmail") && stderr.contains("agent inboxes"),
+        "the blackhole was lifted on its agent\n{stderr}"
+    );
+    let s = read_json(&cl.join("summary.json"));
+    assert_eq!(s["verdict"], "aborted");
+    assert!(
+        s["reasons"][0].as_str().unwrap().contains("slo < 50% over 2s windows"),
+        "{}",
+        s["reasons"]
+    );
+    assert_eq!(s["counts"]["lost"], 0, "{}", s["counts"]);
+    let left = processes_mentioning(&format!("{}/", dir.join("agent-mta").display()));
+    assert!(left.is_empty(), "node processes left on the MTA agent: {left:?}");
+}
