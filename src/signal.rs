@@ -73,3 +73,22 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
         });
     }
 }
+
+/// Sleeps until `t`; `Some(signal)` if `stop` (from [`stops`]) says the run was stopped by hand
+/// first, or before.
+pub async fn sleep_or_stop(
+    stop: &mut Option<watch::Receiver<Option<&'static str>>>,
+    t: tokio::time::Instant,
+) -> Option<&'static str> {
+    let Some(stop) = stop.as_mut() else {
+        tokio::time::sleep_until(t).await;
+        return None;
+    };
+    if let Some(s) = *stop.borrow() {
+        return Some(s);
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(t) => None,
+        Ok(_) = stop.changed() => *stop.borrow(),
+    }
+}

@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use super::clock::{self, Clocks, Offset};
 use super::intake::Intake;
 use super::plan::{self, Assignment};
-use super::wire::{self, Beat, Ctl, NodeAt, Reply};
+use super::wire::{self, Beat, Ctl, Reply};
 use crate::chaos::{Step, Timeline};
 use crate::events::{now_ns, Event, Fault, Kind, TargetKind};
 use crate::run::{AgentRecord, ClusterRecord, Compiled, Log, NodeRecord, Outcome, RunOptions, SpooledRecord};
 use crate::scenario::MtaKind;
+use crate::traffic::submit::Target;
 
 /// How long the coordinator listens for heartbeats before it plans: four beats.
 const DISCOVER: Duration = Duration::from_millis(2_000);
@@ -47,13 +48,12 @@ struct Heard {
 pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let s = &c.scenario;
     let f = &s.file;
-    let started = chrono::Utc::now();
-    let run_id = format!("{}-{}", f.name, started.format("%Y%m%dT%H%M%S"));
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
-    let log = crate::run::open_dir(s, &dir, opts)?;
+    let crate::run::Opened {
+        run_id,
+        started,
+        dir,
+        log,
+    } = crate::run::open_run(s, opts)?;
     let client = async_nats::ConnectOptions::new()
         .name("mailsurge-coordinator")
         .request_timeout(Some(Duration::from_secs(60)))
@@ -324,22 +324,22 @@ impl Cluster {
                 }
             }
         }
-        let mut nodes: Vec<NodeAt> = Vec::new();
+        let mut nodes: Vec<Target> = Vec::new();
         if f.mta.kind != MtaKind::External {
             for a in self.hosting(|r| !r.regions.is_empty()) {
                 if let Reply::Nodes { nodes: started } = self.ask(&a, &Ctl::Nodes { routes: routes.clone() }).await? {
                     for n in &started {
                         log.line(&format!(
                             "node  {:<10} {}  region {} on agent {a}",
-                            n.name, n.addr, n.region
+                            n.node, n.addr, n.region
                         ));
                     }
                     nodes.extend(started);
                 }
             }
         } else if let Some(addr) = f.mta.submit {
-            nodes.push(NodeAt {
-                name: crate::inbox::bounces::EXTERNAL_NODE.into(),
+            nodes.push(Target {
+                node: crate::inbox::bounces::EXTERNAL_NODE.into(),
                 region: crate::inbox::bounces::EXTERNAL_NODE.into(),
                 addr,
             });
@@ -409,7 +409,7 @@ impl Cluster {
         loop {
             let poll_at = Instant::now() + POLL;
             let next = timeline.peek().map_or(poll_at, |st| (start + st.at).min(poll_at));
-            if let Some(signal) = sleep_or_stop(&mut stop, next).await {
+            if let Some(signal) = crate::signal::sleep_or_stop(&mut stop, next).await {
                 log.line(&format!(
                     "{signal}: stopping — traffic and chaos stop, agents end their parts, a partial report follows"
                 ));
@@ -651,24 +651,6 @@ async fn wait_for_batches(intake: &Intake, batches: &BTreeMap<String, u64>, lost
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Sleeps until `t`; `Some(signal)` if the run was stopped by hand first.
-async fn sleep_or_stop(
-    stop: &mut Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
-    t: Instant,
-) -> Option<&'static str> {
-    let Some(stop) = stop.as_mut() else {
-        tokio::time::sleep_until(t).await;
-        return None;
-    };
-    if let Some(s) = *stop.borrow() {
-        return Some(s);
-    }
-    tokio::select! {
-        _ = tokio::time::sleep_until(t) => None,
-        Ok(_) = stop.changed() => *stop.borrow(),
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::outbox::Outbox;
 use super::plan::Role;
-use super::wire::{NodeAt, Plan, Reply};
+use super::wire::{Plan, Reply};
 use crate::chaos;
 use crate::events::{now_ns, Event};
 use crate::inbox::bounces::BounceInbox;
@@ -178,8 +178,8 @@ impl Hosted {
                     .await
                     .with_context(|| format!("cannot start node {name}"))?;
                 self.outbox.watch(node.dir.join("events.jsonl"));
-                out.push(NodeAt {
-                    name: node.name.clone(),
+                out.push(Target {
+                    node: node.name.clone(),
                     region: node.region.clone(),
                     addr: node.addr,
                 });
@@ -190,16 +190,8 @@ impl Hosted {
     }
 
     /// Prepares its generator shards' balancer over the run's nodes.
-    pub fn generator(&mut self, nodes: &[NodeAt], bounce_domain: Option<String>) -> Reply {
-        let targets: Vec<Target> = nodes
-            .iter()
-            .map(|n| Target {
-                node: n.name.clone(),
-                region: n.region.clone(),
-                addr: n.addr,
-            })
-            .collect();
-        let b = crate::run::balancer_for(&self.c.scenario, &targets, self.events.clone());
+    pub fn generator(&mut self, nodes: &[Target], bounce_domain: Option<String>) -> Reply {
+        let b = crate::run::balancer_for(&self.c.scenario, nodes, self.events.clone());
         self.balancer = Some((b, bounce_domain));
         Reply::Done { text: String::new() }
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::Offset;
 use super::plan::Role;
 use crate::run::{NodeRecord, SpooledRecord};
+use crate::traffic::submit::Target;
 
 pub const BEAT_SUBJECT: &str = "mailsurge.agents.beat";
 
@@ -80,14 +81,6 @@ pub struct Plan {
     pub shard_agents: Vec<String>,
 }
 
-/// A node an agent started, as the generator's balancer needs it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeAt {
-    pub name: String,
-    pub region: String,
-    pub addr: SocketAddr,
-}
-
 /// A request to one agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -102,7 +95,7 @@ pub enum Ctl {
     Nodes { routes: BTreeMap<String, Vec<SocketAddr>> },
     /// Prepare its generator shards against these nodes (or the external MTA).
     Generator {
-        nodes: Vec<NodeAt>,
+        nodes: Vec<Target>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bounce_domain: Option<String>,
     },
@@ -142,7 +135,7 @@ pub enum Reply {
         bounces: Option<(String, SocketAddr)>,
     },
     Nodes {
-        nodes: Vec<NodeAt>,
+        nodes: Vec<Target>,
     },
     Stopped {
         nodes: Vec<NodeRecord>,

@@ -81,13 +81,12 @@ pub struct Outcome {
 pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let s = &c.scenario;
     let f = &s.file;
-    let started = chrono::Utc::now();
-    let run_id = format!("{}-{}", f.name, started.format("%Y%m%dT%H%M%S"));
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
-    let log = open_dir(s, &dir, opts)?;
+    let Opened {
+        run_id,
+        started,
+        dir,
+        log,
+    } = open_run(s, opts)?;
 
     // Harness-side events (generator outcomes and inbox receipts) go to one writer.
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Event>();
@@ -209,8 +208,34 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     Ok(Outcome { dir, summary })
 }
 
+/// A run's name, start and directory, with its log open.
+pub struct Opened {
+    pub run_id: String,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub dir: PathBuf,
+    pub log: Log,
+}
+
+/// Names the run (`<name>-<UTC timestamp>`) and opens its directory (`--out`, or
+/// `reports/<run id>`).
+pub fn open_run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Opened> {
+    let started = chrono::Utc::now();
+    let run_id = format!("{}-{}", s.file.name, started.format("%Y%m%dT%H%M%S"));
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&run_id));
+    let log = open_dir(s, &dir, opts)?;
+    Ok(Opened {
+        run_id,
+        started,
+        dir,
+        log,
+    })
+}
+
 /// Creates the run directory with `scenario.yaml` and `run.log`, and the run's log.
-pub fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> {
+fn open_dir(s: &Scenario, dir: &Path, opts: &RunOptions) -> anyhow::Result<Log> {
     let f = &s.file;
     std::fs::create_dir_all(dir.join("nodes")).with_context(|| format!("cannot create {}", dir.display()))?;
     write_scenario(s, dir)?;

@@ -214,17 +214,7 @@ impl Play<'_> {
 
     /// Sleeps until `t`; `Some(signal)` if the run was stopped by hand first (or before).
     async fn sleep_or_stop(&mut self, t: Instant) -> Option<&'static str> {
-        let Some(stop) = self.stop.as_mut() else {
-            tokio::time::sleep_until(t).await;
-            return None;
-        };
-        if let Some(s) = *stop.borrow() {
-            return Some(s);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(t) => None,
-            Ok(_) = stop.changed() => *stop.borrow(),
-        }
+        crate::signal::sleep_or_stop(&mut self.stop, t).await
     }
 
     /// Takes every chaos step that is due.

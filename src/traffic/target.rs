@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 
-/// Where to submit: an MTA node.
-#[derive(Debug, Clone)]
+/// Where to submit: an MTA node (an agent of a distributed run reports its nodes as these).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub node: String,
     pub region: String,
