@@ -318,3 +318,115 @@ fn an_abort_condition_stops_a_distributed_run_and_lifts_the_blackhole_on_its_age
     let left = processes_mentioning(&format!("{}/", dir.join("agent-mta").display()));
     assert!(left.is_empty(), "node processes left on the MTA agent: {left:?}");
 }
+
+/// A free port on `ip`: bind port 0, read it, release it (the inbox agent binds it again).
+fn free_addr(ip: &str) -> std::net::SocketAddr {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// The p50 of a run's delivery times, ms.
+fn p50(run: &Path) -> f64 {
+    read_json(&run.join("summary.json"))["delivery_ms"]["p50"]
+        .as_f64()
+        .unwrap()
+}
+
+/// Two generator agents against one external SUT (a standalone reference node): the open-loop
+/// schedule is kept — the same messages in every second as one host sends — and the corrected
+/// p50 is the one-host figure within 10%. The inbox answers the final dot 150 ms late, so the
+/// delivery time is dominated by something both runs share, not by loopback jitter.
+#[test]
+fn two_generator_agents_keep_the_open_loop_schedule_against_one_external_sut() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let inbox = free_addr("127.0.49.1");
+    let bounces = free_addr("127.0.49.250");
+    std::fs::write(
+        dir.join("slow.yaml"),
+        "provider: ext\nrules:\n  - { stage: message, delay: { dist: fixed, value: 150ms }, reply: \"250 2.0.0 Ok: queued\" }\n",
+    )
+    .unwrap();
+    // The SUT routes the scenario's domain, bare and with the `.mailsurge.test` suffix.
+    let node_cfg = dir.join("node.yaml");
+    std::fs::write(
+        &node_cfg,
+        format!(
+            "node: sut-1\nregion: sut\nlisten: 127.0.49.20:0\nrelay_networks: [127.0.0.0/8]\n\
+             spool: {{ kind: local, dir: spool }}\n\
+             routes: {{ example.com: [{inbox}], example.com.mailsurge.test: [{inbox}], bounces.mailsurge.test: [{bounces}] }}\n\
+             retry: {{ initial: 200ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 10s }}\n\
+             events: events.jsonl\ndsn: true\nlimits: {{ domain_connections: 64 }}\n"
+        ),
+    )
+    .unwrap();
+    let node = spawn_listening(&["mta", "--config", node_cfg.to_str().unwrap()], node_addr);
+    let path = dir.join("ext.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: clext\nseed: 3\nduration: 8s\ndrain: 15s\n\
+             slo: {{ delivery_time: 2s, target: 99% }}\n\
+             thresholds: [ 'lost == 0', 'duplicates == 0' ]\n\
+             mta:\n  kind: external\n  submit: {}\n  bounces: {{ domain: bounces.mailsurge.test, listen: {bounces} }}\n\
+             providers:\n  - {{ name: ext, domains: [example.com], rules: ./slow.yaml, listen: {inbox} }}\n\
+             traffic:\n  rate: 120/s\n  domains: {{ example.com: 100% }}\n  size: 2KiB\n  connections: 16\n\
+             placement:\n  generators: [g1, g2]\n  providers: {{ '*': inb }}\n",
+            node.addr
+        ),
+    )
+    .unwrap();
+    let nats = TestNats::start(dir);
+    let url = nats.url();
+    let _agents = [
+        agent(dir, &url, "g1", "127.0.50.0/24"),
+        agent(dir, &url, "g2", "127.0.51.0/24"),
+        agent(dir, &url, "inb", "127.0.52.0/24"),
+    ];
+    let cl = dir.join("cluster-run");
+    let out = Command::new(bin())
+        .args(["run", "--quiet", "--cluster", &url, "--out"])
+        .arg(&cl)
+        .arg(&path)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("generator shard 0/2") && stderr.contains("generator shard 1/2"),
+        "{stderr}"
+    );
+
+    let one = dir.join("one-host-run");
+    let single = mailsurge(&["run", "--quiet", "--out", one.to_str().unwrap(), path.to_str().unwrap()]);
+    assert_eq!(
+        single.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+
+    let (a, b) = (per_second(&cl), per_second(&one));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (s, n) in &a {
+        let m = b[s];
+        assert!(
+            (*n as f64 - m as f64).abs() <= (m as f64 * 0.01).max(0.0),
+            "second {s}: cluster {n}, one host {m}"
+        );
+    }
+    let (pa, pb) = (p50(&cl), p50(&one));
+    eprintln!("corrected p50: cluster {pa} ms, one host {pb} ms; per-second counts {a:?}");
+    assert!(pb > 150.0, "the inbox's 150 ms dominate: {pb}");
+    assert!(
+        (pa - pb).abs() <= pb * 0.10,
+        "corrected p50: cluster {pa} ms, one host {pb} ms"
+    );
+    let s = read_json(&cl.join("summary.json"));
+    assert_eq!(s["counts"]["lost"], 0);
+    assert_eq!(
+        s["counts"]["generated"],
+        read_json(&one.join("summary.json"))["counts"]["generated"]
+    );
+    drop(node);
+}
