@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::{ConfigError, Source};
-use crate::scenario::{self, Overrides};
+use crate::scenario::{self, Allow, Overrides};
 
 pub const EXIT_PASS: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
@@ -82,6 +82,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             baseline,
             tolerance,
             min_delta,
+            allow_network,
         } => run(
             &scenario,
             Overrides {
@@ -89,6 +90,7 @@ fn dispatch(cmd: Cmd) -> u8 {
                 duration,
                 rate_scale,
                 spool,
+                allow_network,
             },
             crate::run::RunOptions {
                 out,
@@ -112,13 +114,14 @@ fn dispatch(cmd: Cmd) -> u8 {
             crate::report::compare::Limits::new(tolerance, min_delta),
             json,
         ),
-        Cmd::Validate { files } => validate_all(&files),
+        Cmd::Validate { files, allow_network } => validate_all(&files, &allow_network),
         Cmd::Inbox {
             rules,
             listen,
             receipts,
             seed,
-        } => inbox(&rules, listen, receipts.as_deref(), seed),
+            allow_network,
+        } => inbox(&rules, listen, receipts.as_deref(), seed, &Allow::new(allow_network)),
         Cmd::Merge { hlogs, out } => merge(&hlogs, out.as_deref()),
         Cmd::Report { run_dir } => report(run_dir),
         Cmd::Gen {
@@ -132,6 +135,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             seed,
             out,
             quiet,
+            allow_network,
         } => {
             let o = crate::gen::GenOptions {
                 target,
@@ -142,11 +146,16 @@ fn dispatch(cmd: Cmd) -> u8 {
                 size,
                 domain,
                 seed,
+                allow: Allow::new(allow_network),
             };
             gen(&o, out, quiet)
         }
-        Cmd::Mta { config } => mta(&config),
-        Cmd::Queue { dir, listen } => queue(&dir, listen),
+        Cmd::Mta { config, allow_network } => mta(&config, &allow_network),
+        Cmd::Queue {
+            dir,
+            listen,
+            allow_network,
+        } => queue(&dir, listen, &Allow::new(allow_network)),
         Cmd::Capacity(a) => capacity::capacity(a),
         Cmd::Sim(a) => sim::sim(a),
     }
@@ -191,7 +200,7 @@ fn run(
             return EXIT_CONFIG;
         }
     };
-    let mut s = match scenario::load(path) {
+    let mut s = match scenario::load_allowing(path, scenario::Reach::Run, &overrides.allow_network) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };
@@ -256,9 +265,9 @@ fn run(
 }
 
 /// `mailsurge validate`: every file, stopping at the first error (exit 2).
-fn validate_all(files: &[PathBuf]) -> u8 {
+fn validate_all(files: &[PathBuf], allow: &[ipnet::IpNet]) -> u8 {
     for f in files {
-        match crate::run::validate_file(f) {
+        match crate::run::validate_file(f, allow) {
             Ok(what) => println!("{}: ok ({what})", f.display()),
             Err(e) => return config_error(&e),
         }
@@ -267,9 +276,9 @@ fn validate_all(files: &[PathBuf]) -> u8 {
 }
 
 /// `mailsurge inbox`: one standalone mock inbox until Ctrl-C.
-fn inbox(rules: &str, listen: SocketAddr, receipts: Option<&Path>, seed: u64) -> u8 {
-    if !listen.ip().is_loopback() {
-        eprintln!("error: --listen {listen}: mailsurge only listens on loopback addresses");
+fn inbox(rules: &str, listen: SocketAddr, receipts: Option<&Path>, seed: u64, allow: &Allow) -> u8 {
+    if let Err(why) = allow.check("--listen", listen.ip()) {
+        eprintln!("error: --listen {listen}: {why}");
         return EXIT_CONFIG;
     }
     let here = Source {
@@ -304,7 +313,7 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return if e.to_string().contains("loopback") || e.to_string().contains("--count") {
+            return if e.to_string().contains("--target") || e.to_string().contains("--count") {
                 EXIT_CONFIG
             } else {
                 EXIT_RUNTIME
@@ -331,8 +340,8 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
 }
 
 /// `mailsurge mta`: one standalone reference MTA node until SIGTERM.
-fn mta(config: &Path) -> u8 {
-    let (cfg, src) = match crate::mta::NodeConfig::load(config) {
+fn mta(config: &Path, allow: &[ipnet::IpNet]) -> u8 {
+    let (cfg, src) = match crate::mta::NodeConfig::load_allowing(config, allow) {
         Ok(x) => x,
         Err(e) => return config_error(&e),
     };
@@ -343,9 +352,9 @@ fn mta(config: &Path) -> u8 {
     block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())).map_or_else(|c| c, |()| EXIT_PASS)
 }
 
-fn queue(dir: &Path, ip: std::net::IpAddr) -> u8 {
-    if !ip.is_loopback() {
-        eprintln!("error: --listen {ip} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)");
+fn queue(dir: &Path, ip: std::net::IpAddr, allow: &Allow) -> u8 {
+    if let Err(why) = allow.check("--listen", ip) {
+        eprintln!("error: --listen {ip}: {why}");
         return EXIT_CONFIG;
     }
     let serve = async {

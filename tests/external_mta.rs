@@ -133,7 +133,7 @@ fn external_needs_submit_and_fixed_inbox_addresses() {
         ),
         (
             "mta: { kind: external, submit: 10.0.0.1:25 }\nproviders: [ { name: g, domains: [example.com], listen: 127.0.7.1:2525 } ]\n",
-            "not a loopback address",
+            "`10.0.0.1` (mta: submit) is not loopback and not inside network.allow",
         ),
         (
             "mta: { kind: external, submit: 127.0.7.20:2525, bounces: { domain: example.com, listen: 127.0.7.250:2525 } }\n\

@@ -57,6 +57,10 @@ pub enum Cmd {
         /// (default: 1% of the baseline's SLO delivery time).
         #[arg(long, requires = "baseline")]
         min_delta: Option<Dur>,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Regression gate between two runs' summary.json (or run directories): exit 1 when the
     /// candidate is worse than the baseline beyond the tolerance, 0 otherwise, 2 on bad input.
@@ -88,13 +92,17 @@ pub enum Cmd {
         /// Scenario files or mock-inbox rule files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Run one standalone mock inbox until Ctrl-C.
     Inbox {
         /// Rule table (a path, or a shipped profile name such as `generic`).
         #[arg(long)]
         rules: String,
-        /// Address to listen on (loopback), e.g. 127.0.2.1:2525.
+        /// Address to listen on (loopback, or inside --allow-network), e.g. 127.0.2.1:2525.
         #[arg(long)]
         listen: SocketAddr,
         /// Append one JSON line per accepted message to this file.
@@ -103,11 +111,15 @@ pub enum Cmd {
         /// Seed for probabilistic rules and latency.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Load any SMTP server: open-loop at a rate (intended times) or closed-loop `max` like
     /// smtp-source. Writes summary.json with counts and submission latency.
     Gen {
-        /// The server to load (loopback only), e.g. 127.0.0.1:2525.
+        /// The server to load (loopback, or inside --allow-network), e.g. 127.0.0.1:2525.
         #[arg(long)]
         target: SocketAddr,
         /// Messages per second (open loop, e.g. 2000/s) or `max` (closed loop).
@@ -135,6 +147,10 @@ pub enum Cmd {
         out: Option<PathBuf>,
         #[arg(long)]
         quiet: bool,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Merge HdrHistogram interval logs (latency.hlog) from several hosts or runs, by tag and
     /// absolute second; prints each tag's percentiles and writes the merged log with --out.
@@ -150,6 +166,10 @@ pub enum Cmd {
         /// Node config (YAML; every key in docs/node-config.md).
         #[arg(long)]
         config: PathBuf,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Find the highest constant rate the scenario's topology carries with its SLO and
     /// thresholds holding (the knee): real runs ramping up ×4 from --min, then bisecting to
@@ -170,9 +190,13 @@ pub enum Cmd {
         /// Directory for its config, store and log.
         #[arg(long)]
         dir: PathBuf,
-        /// Loopback address to listen on (a free port is chosen).
+        /// Address to listen on (loopback, or inside --allow-network; a free port is chosen).
         #[arg(long, default_value = "127.0.5.1")]
         listen: std::net::IpAddr,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
 }
 
@@ -209,6 +233,14 @@ pub struct CapacityArgs {
     /// No progress lines: only the result on stdout.
     #[arg(long)]
     pub quiet: bool,
+    /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+    /// `network.allow` does, e.g. 10.0.0.0/24.
+    #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow_network: Vec<ipnet::IpNet>,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    crate::scenario::network::parse_cidr(s)
 }
 
 pub fn parse_spool(s: &str) -> Result<crate::scenario::SpoolKind, String> {
@@ -255,6 +287,10 @@ pub struct SimArgs {
     /// second) or `auto`: discrete up to 2 million recipients.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: crate::sim::Mode,
+    /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+    /// `network.allow` does, e.g. 10.0.0.0/24.
+    #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow_network: Vec<ipnet::IpNet>,
 }
 
 fn parse_region_nodes(s: &str) -> Result<(String, u32), String> {

@@ -69,6 +69,11 @@ pub async fn start_node(
         seed: s.file.seed.wrapping_add(u64::from(k)),
         // The harness reads the node's events; DSNs would only be mail to nowhere.
         dsn: false,
+        // Its routes lead to the scenario's inboxes and its pools are the scenario's: what the
+        // scenario allowed, the node allows.
+        network: super::config::NodeNetwork {
+            allow: s.file.network.allow.clone(),
+        },
     };
     let cfg_path = dir.join("node.yaml");
     std::fs::write(&cfg_path, serde_norway::to_string(&cfg)?)?;
