@@ -159,11 +159,7 @@ FAILED=0
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   pf_stop
-  if [[ "$KEEP_WORK" == 1 || "$FAILED" == 1 ]]; then
-    echo "scratch directory kept: $WORK"
-  else
-    rm -rf "$WORK"
-  fi
+  keep_or_remove "$WORK"
 }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; FAILED=1; exit 130' INT TERM HUP
@@ -232,16 +228,7 @@ pf_stop
 # --- checks ------------------------------------------------------------------------------------
 echo
 echo "== checks"
-check() { # description, command... (`is EXPR` for arithmetic on the variables above)
-  local what="$1"
-  shift
-  if "$@"; then
-    printf '  ok    %s\n' "$what"
-  else
-    printf '  FAIL  %s\n' "$what"
-    FAILED=1
-  fi
-}
+# check (lib/common.sh): description, command...; `is EXPR` for arithmetic on the variables above.
 is() { (($1)); }
 same() { diff -q "$1" "$2" >/dev/null; }
 S="$OUT/summary.json"
