@@ -182,7 +182,8 @@ impl NodeConfig {
             }
             for ip in ips {
                 if let Err(why) = allow.check(&format!("egress_pools: {p}"), *ip) {
-                    return Err(src.error_at(p, src.top_key_line("egress_pools"), format!("egress_pools: {why}")));
+                    let at = src.top_key_line("egress_pools");
+                    return Err(src.error_at(&ip.to_string(), at, format!("egress_pools: {why}")));
                 }
             }
         }
