@@ -18,9 +18,12 @@
 #      the recipe says:
 #        mynetworks = 127.0.0.0/8       the generator may relay (default smtpd_relay_restrictions)
 #        mydestination =, relay_domains =, local_recipient_maps =, alias_maps =   pure relay
-#        transport_maps = inline:{ <each scenario domain> = smtp:[<its provider's listen ip>]:<port>,
+#        transport_maps = inline:{ <each scenario domain>.mailsurge.test = smtp:[<its provider's listen ip>]:<port>,
 #                                  bounces.mailsurge.test = smtp:[127.0.6.250]:2525 }
-#                                       read from scenarios/external-postfix.yaml; brackets = no MX
+#                                       read from scenarios/external-postfix.yaml; brackets = no MX;
+#                                       the generator sends an external MTA each domain with the
+#                                       reserved suffix .mailsurge.test (SPEC §12; none when the
+#                                       scenario says `real_domains: true`)
 #        default_transport = error:...  nothing else is routable; smtp_dns_support_level = disabled
 #        maximal_queue_lifetime = 10s, bounce_queue_lifetime = 10s
 #        minimal_backoff_time = 2s, maximal_backoff_time = 4s, queue_run_delay = 2s
@@ -132,12 +135,19 @@ if [[ -z "$SUBMIT" || -z "$BOUNCE_DOMAIN" || -z "$BOUNCE_LISTEN" || ${#ROUTES[@]
   echo "error: cannot read submit/bounces/provider listen addresses from $SCENARIO" >&2
   exit 1
 fi
+# Recipient domains as the generator sends them to an external MTA: with the reserved suffix
+# (docs/external-mta.md), unless the scenario keeps them real; a domain already under it (the
+# default bounce domain) is not suffixed twice.
+SUFFIX=".mailsurge.test"
+if grep -qE '^[[:space:]]*real_domains:[[:space:]]*true' "$SCENARIO"; then SUFFIX=""; fi
+sut_domain() { if [[ -n "$SUFFIX" && "$1" != *"$SUFFIX" ]]; then echo "$1$SUFFIX"; else echo "$1"; fi; }
+BOUNCE_DOMAIN="$(sut_domain "$BOUNCE_DOMAIN")"
 PF_ADDR="${SUBMIT%:*}"
 PF_PORT="${SUBMIT##*:}"
 TRANSPORT=""
 for r in "${ROUTES[@]}"; do
   read -r d ip port <<<"$r"
-  TRANSPORT+="$d=smtp:[$ip]:$port, "
+  TRANSPORT+="$(sut_domain "$d")=smtp:[$ip]:$port, "
 done
 TRANSPORT+="$BOUNCE_DOMAIN=smtp:[${BOUNCE_LISTEN%:*}]:${BOUNCE_LISTEN##*:}"
 
@@ -149,11 +159,7 @@ FAILED=0
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   pf_stop
-  if [[ "$KEEP_WORK" == 1 || "$FAILED" == 1 ]]; then
-    echo "scratch directory kept: $WORK"
-  else
-    rm -rf "$WORK"
-  fi
+  keep_or_remove "$WORK"
 }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; FAILED=1; exit 130' INT TERM HUP
@@ -222,16 +228,7 @@ pf_stop
 # --- checks ------------------------------------------------------------------------------------
 echo
 echo "== checks"
-check() { # description, command... (`is EXPR` for arithmetic on the variables above)
-  local what="$1"
-  shift
-  if "$@"; then
-    printf '  ok    %s\n' "$what"
-  else
-    printf '  FAIL  %s\n' "$what"
-    FAILED=1
-  fi
-}
+# check (lib/common.sh): description, command...; `is EXPR` for arithmetic on the variables above.
 is() { (($1)); }
 same() { diff -q "$1" "$2" >/dev/null; }
 S="$OUT/summary.json"

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::{ConfigError, Source};
-use crate::scenario::{self, Overrides};
+use crate::scenario::{self, Allow, Overrides};
 
 pub const EXIT_PASS: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
@@ -83,6 +83,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             tolerance,
             min_delta,
             cluster,
+            allow_network,
         } => run(
             &scenario,
             Overrides {
@@ -90,6 +91,7 @@ fn dispatch(cmd: Cmd) -> u8 {
                 duration,
                 rate_scale,
                 spool,
+                allow_network,
             },
             crate::run::RunOptions {
                 out,
@@ -114,13 +116,14 @@ fn dispatch(cmd: Cmd) -> u8 {
             crate::report::compare::Limits::new(tolerance, min_delta),
             json,
         ),
-        Cmd::Validate { files } => validate_all(&files),
+        Cmd::Validate { files, allow_network } => validate_all(&files, &allow_network),
         Cmd::Inbox {
             rules,
             listen,
             receipts,
             seed,
-        } => inbox(&rules, listen, receipts.as_deref(), seed),
+            allow_network,
+        } => inbox(&rules, listen, receipts.as_deref(), seed, &Allow::new(allow_network)),
         Cmd::Merge { hlogs, out } => merge(&hlogs, out.as_deref()),
         Cmd::Report { run_dir } => report(run_dir),
         Cmd::Gen {
@@ -134,6 +137,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             seed,
             out,
             quiet,
+            allow_network,
         } => {
             let o = crate::gen::GenOptions {
                 target,
@@ -144,22 +148,31 @@ fn dispatch(cmd: Cmd) -> u8 {
                 size,
                 domain,
                 seed,
+                allow: Allow::new(allow_network),
             };
             gen(&o, out, quiet)
         }
-        Cmd::Mta { config } => mta(&config),
-        Cmd::Queue { dir, listen } => queue(&dir, listen),
         Cmd::Agent {
             nats,
             name,
             addresses,
             dir,
-        } => agent(crate::cluster::AgentOptions {
-            dir: dir.unwrap_or_else(|| PathBuf::from(format!("mailsurge-agent-{name}"))),
-            nats,
-            name,
-            addresses,
-        }),
+            allow_network,
+        } => agent(
+            crate::cluster::AgentOptions {
+                dir: dir.unwrap_or_else(|| PathBuf::from(format!("mailsurge-agent-{name}"))),
+                nats,
+                name,
+                addresses,
+            },
+            &Allow::new(allow_network),
+        ),
+        Cmd::Mta { config, allow_network } => mta(&config, &allow_network),
+        Cmd::Queue {
+            dir,
+            listen,
+            allow_network,
+        } => queue(&dir, listen, &Allow::new(allow_network)),
         Cmd::Capacity(a) => capacity::capacity(a),
         Cmd::Sim(a) => sim::sim(a),
     }
@@ -204,7 +217,7 @@ fn run(
             return EXIT_CONFIG;
         }
     };
-    let mut s = match scenario::load(path) {
+    let mut s = match scenario::load_allowing(path, scenario::Reach::Run, &overrides.allow_network) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };
@@ -221,6 +234,15 @@ fn run(
             path.display()
         );
         return EXIT_CONFIG;
+    }
+    if let Some(url) = &opts.cluster {
+        // The cluster's server, like every address beyond loopback, must be allowed.
+        if let Err(why) = Allow::for_scenario(&s.file, &[]).check_url("--cluster", url) {
+            eprintln!("error: {why}");
+            return EXIT_CONFIG;
+        }
+        // The system under test is on other hosts: recipient domains get the reserved suffix.
+        s.file.network.distributed = true;
     }
     let compiled = match crate::run::compile(s) {
         Ok(c) => c,
@@ -254,7 +276,12 @@ fn run(
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return EXIT_RUNTIME;
+            // An agent's address the scenario does not allow is a usage error, as any other.
+            return if e.downcast_ref::<crate::cluster::Refused>().is_some() {
+                EXIT_CONFIG
+            } else {
+                EXIT_RUNTIME
+            };
         }
     };
     print_outcome(&o);
@@ -280,7 +307,7 @@ fn run(
 
 /// `mailsurge agent`: until Ctrl-C / SIGTERM (exit 0), or 3 when the cluster cannot be
 /// reached; 2 on a bad name or server address.
-fn agent(o: crate::cluster::AgentOptions) -> u8 {
+fn agent(o: crate::cluster::AgentOptions, allow: &Allow) -> u8 {
     if !crate::scenario::placement::valid_agent_name(&o.name) {
         eprintln!(
             "error: --name `{}`: letters, digits, `-` or `_` only (it is a NATS subject token)",
@@ -288,12 +315,12 @@ fn agent(o: crate::cluster::AgentOptions) -> u8 {
         );
         return EXIT_CONFIG;
     }
-    if let Err(why) = crate::units::loopback_url(&o.nats) {
-        eprintln!("error: --nats {why}");
+    if let Err(why) = allow.check_url("--nats", &o.nats) {
+        eprintln!("error: {why}");
         return EXIT_CONFIG;
     }
-    if let Some(net) = o.addresses.filter(|n| !n.addr().is_loopback()) {
-        eprintln!("error: --addresses {net} is not a loopback range (mailsurge only uses 127.0.0.0/8 and ::1)");
+    if let Some(Err(why)) = o.addresses.map(|n| allow.check_net("--addresses", n)) {
+        eprintln!("error: {why}");
         return EXIT_CONFIG;
     }
     match block_on(async {
@@ -306,9 +333,9 @@ fn agent(o: crate::cluster::AgentOptions) -> u8 {
 }
 
 /// `mailsurge validate`: every file, stopping at the first error (exit 2).
-fn validate_all(files: &[PathBuf]) -> u8 {
+fn validate_all(files: &[PathBuf], allow: &[ipnet::IpNet]) -> u8 {
     for f in files {
-        match crate::run::validate_file(f) {
+        match crate::run::validate_file(f, allow) {
             Ok(what) => println!("{}: ok ({what})", f.display()),
             Err(e) => return config_error(&e),
         }
@@ -317,9 +344,9 @@ fn validate_all(files: &[PathBuf]) -> u8 {
 }
 
 /// `mailsurge inbox`: one standalone mock inbox until Ctrl-C.
-fn inbox(rules: &str, listen: SocketAddr, receipts: Option<&Path>, seed: u64) -> u8 {
-    if !listen.ip().is_loopback() {
-        eprintln!("error: --listen {listen}: mailsurge only listens on loopback addresses");
+fn inbox(rules: &str, listen: SocketAddr, receipts: Option<&Path>, seed: u64, allow: &Allow) -> u8 {
+    if let Err(why) = allow.check("--listen", listen.ip()) {
+        eprintln!("error: --listen {listen}: {why}");
         return EXIT_CONFIG;
     }
     let here = Source {
@@ -354,7 +381,7 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return if e.to_string().contains("loopback") || e.to_string().contains("--count") {
+            return if e.to_string().contains("--target") || e.to_string().contains("--count") {
                 EXIT_CONFIG
             } else {
                 EXIT_RUNTIME
@@ -381,8 +408,8 @@ fn gen(o: &crate::gen::GenOptions, out: Option<PathBuf>, quiet: bool) -> u8 {
 }
 
 /// `mailsurge mta`: one standalone reference MTA node until SIGTERM.
-fn mta(config: &Path) -> u8 {
-    let (cfg, src) = match crate::mta::NodeConfig::load(config) {
+fn mta(config: &Path, allow: &[ipnet::IpNet]) -> u8 {
+    let (cfg, src) = match crate::mta::NodeConfig::load_allowing(config, allow) {
         Ok(x) => x,
         Err(e) => return config_error(&e),
     };
@@ -393,9 +420,9 @@ fn mta(config: &Path) -> u8 {
     block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())).map_or_else(|c| c, |()| EXIT_PASS)
 }
 
-fn queue(dir: &Path, ip: std::net::IpAddr) -> u8 {
-    if !ip.is_loopback() {
-        eprintln!("error: --listen {ip} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)");
+fn queue(dir: &Path, ip: std::net::IpAddr, allow: &Allow) -> u8 {
+    if let Err(why) = allow.check("--listen", ip) {
+        eprintln!("error: --listen {ip}: {why}");
         return EXIT_CONFIG;
     }
     let serve = async {

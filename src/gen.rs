@@ -60,6 +60,8 @@ pub struct GenOptions {
     pub size: Size,
     pub domain: String,
     pub seed: u64,
+    /// Where `target` may be: loopback, or inside `--allow-network`.
+    pub allow: crate::scenario::Allow,
 }
 
 impl GenOptions {
@@ -67,6 +69,9 @@ impl GenOptions {
     /// says which bound a flag crosses (exit 2 before anything is sent).
     pub fn check(&self) -> Result<(), String> {
         use crate::scenario::limits::{MAX_CONNECTIONS, MAX_MESSAGE_SIZE, MAX_PLANNED, MAX_RATE};
+        self.allow
+            .check("--target", self.target.ip())
+            .map_err(|why| format!("--target {}: {why}", self.target))?;
         if self.duration.is_none() && self.count.is_none() {
             return Err("give --duration D or --count N".into());
         }
@@ -178,9 +183,8 @@ impl GenSummary {
 
 /// Runs the generator against `target` and summarises it.
 pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
-    if !o.target.ip().is_loopback() {
-        anyhow::bail!("--target {}: mailsurge only sends to loopback addresses", o.target);
-    }
+    // The CLI checks first (exit 2); a library caller is held to the same rule.
+    o.check().map_err(anyhow::Error::msg)?;
     let traffic = Traffic {
         rate: RateSpec::Constant(match o.rate {
             GenRate::PerSecond(r) => r,
@@ -292,4 +296,39 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
 /// Default output directory of a `gen` run.
 pub fn default_out() -> PathBuf {
     PathBuf::from("reports").join(format!("gen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Allow;
+
+    fn opts(target: &str, allow: Allow) -> GenOptions {
+        GenOptions {
+            target: target.parse().unwrap(),
+            rate: GenRate::Max,
+            duration: None,
+            count: Some(1),
+            connections: 1,
+            size: Size(1024),
+            domain: "example.com".into(),
+            seed: 1,
+            allow,
+        }
+    }
+
+    /// The target passes the network rule as a scenario's addresses do: loopback always,
+    /// anything else inside `--allow-network` (checked, never connected to).
+    #[test]
+    fn the_target_must_be_loopback_or_allowed() {
+        assert!(opts("127.0.0.1:25", Allow::loopback_only()).check().is_ok());
+        let e = opts("10.1.2.3:25", Allow::loopback_only()).check().unwrap_err();
+        assert!(
+            e.starts_with("--target 10.1.2.3:25: `10.1.2.3` (--target) is not loopback"),
+            "{e}"
+        );
+        let allow = Allow::new(["10.1.2.0/24".parse().unwrap()]);
+        assert!(opts("10.1.2.3:25", allow.clone()).check().is_ok());
+        assert!(opts("10.1.3.3:25", allow).check().is_err());
+    }
 }

@@ -331,7 +331,8 @@ impl Serialize for Pattern {
 }
 
 /// The host of a `scheme://host:port` URL (`nats://127.0.5.1:4222`, `[::1]:4222`), if it is an
-/// IP address: what the loopback rule checks of a server named by URL.
+/// IP address: what the network rule (`scenario::network::Allow::check_url`) checks of a server
+/// named by URL.
 pub fn url_host_ip(url: &str) -> Option<std::net::IpAddr> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let hostport = rest.rsplit('@').next()?.split('/').next()?;
@@ -344,17 +345,6 @@ pub fn url_host_ip(url: &str) -> Option<std::net::IpAddr> {
         .trim_matches(['[', ']'])
         .parse()
         .ok()
-}
-
-/// `Err(why)` unless `url` names a queue server by a loopback address (the network rule: a
-/// name is not looked up, so it is refused too).
-pub fn loopback_url(url: &str) -> Result<(), String> {
-    match url_host_ip(url) {
-        Some(ip) if ip.is_loopback() => Ok(()),
-        _ => Err(format!(
-            "`{url}` is not nats://<loopback address>:<port> (mailsurge only uses 127.0.0.0/8 and ::1)"
-        )),
-    }
 }
 
 #[cfg(test)]

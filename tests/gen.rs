@@ -111,6 +111,35 @@ fn gen_closed_and_open_loop_against_an_inbox() {
 
     let o = mailsurge(&["gen", "--target", "192.0.2.1:25", "--rate", "max", "--count", "1"]);
     assert_eq!(o.status.code(), Some(2), "non-loopback targets are refused");
+    // Off loopback only inside --allow-network; the refusal says how to allow it.
+    let o = mailsurge(&["gen", "--target", "10.1.2.3:25", "--rate", "max", "--count", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--target 10.1.2.3:25: `10.1.2.3` (--target) is not loopback")
+            && err.contains("--allow-network 10.1.2.0/24"),
+        "{err}"
+    );
+    let outside = ["--target", "10.1.2.3:25", "--allow-network", "10.1.3.0/24"];
+    let o = mailsurge(&[&["gen"][..], &outside, &["--rate", "max", "--count", "1"]].concat());
+    assert_eq!(o.status.code(), Some(2), "10.1.3.0/24 does not hold 10.1.2.3");
+    // Covered, the target passes and the next check speaks (a closed loop without an end),
+    // so nothing is ever sent to 10.1.2.3.
+    let o = mailsurge(&[
+        "gen",
+        "--target",
+        "10.1.2.3:25",
+        "--allow-network",
+        "10.1.2.0/24",
+        "--rate",
+        "max",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--duration D or --count N") && !err.contains("10.1.2.3"),
+        "{err}"
+    );
     let o = mailsurge(&["gen", "--target", &target, "--rate", "max"]);
     assert_eq!(o.status.code(), Some(2), "closed loop needs --count or --duration");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--duration D or --count N"));

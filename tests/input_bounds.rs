@@ -121,7 +121,8 @@ fn chaos_after_the_run_is_refused() {
     refused(&text, "16:", &["after the run ends"]);
 }
 
-/// The reference MTA follows the same network rule as the inboxes: it listens on loopback only.
+/// The reference MTA follows the same network rule as the inboxes: loopback, or inside its
+/// config's `network.allow` (or `--allow-network`).
 #[test]
 fn mta_refuses_a_non_loopback_listen_address() {
     let dir = tempdir();
@@ -135,7 +136,7 @@ fn mta_refuses_a_non_loopback_listen_address() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains(":3:1: listen: 0.0.0.0:2525 is not a loopback address"),
+        err.contains(":3:1: listen: `0.0.0.0` (listen) is not loopback and not inside network.allow"),
         "{err}"
     );
 }
@@ -240,4 +241,62 @@ fn node_limits_that_stop_delivery_are_refused() {
     std::fs::write(&p, with("domain_connections: 32, domain_rate: 500/s")).unwrap();
     let o = mailsurge(&["validate", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The network rule (SPEC §12): an address off loopback and outside the allow-list is refused,
+/// naming it, where it came from and how to allow it; `network.allow` or `--allow-network`
+/// covering it makes the same scenario valid. Only `validate` (and `run` refusing): nothing
+/// connects anywhere.
+#[test]
+fn addresses_off_loopback_need_the_allow_list() {
+    let listen = GOOD.replace("rules: generic }", "rules: generic, listen: 10.203.0.7:2525 }");
+    refused(
+        &listen,
+        "9:65",
+        &[
+            "`10.203.0.7` (providers: p1 listen) is not loopback and not inside network.allow",
+            "add a CIDR to network.allow or pass --allow-network 10.203.0.0/24",
+        ],
+    );
+    let submit = GOOD.replace("rules: generic }", "rules: generic, listen: 127.0.2.1:2525 }")
+        + "mta:\n  kind: external\n  submit: 192.0.2.25:25\n";
+    refused(
+        &submit,
+        "17:3",
+        &["mta: submit: `192.0.2.25` (mta: submit) is not loopback"],
+    );
+
+    let dir = tempdir();
+    let validate = |name: &str, text: &str, flags: &[&str]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let o = mailsurge(&[&["validate", p.to_str().unwrap()][..], flags].concat());
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let inside = format!("{listen}network:\n  allow: [10.203.0.0/24]\n");
+    assert_eq!(
+        validate("in-file.yaml", &inside, &[]).0,
+        Some(0),
+        "network.allow covers it"
+    );
+    let (code, err) = validate("flag.yaml", &listen, &["--allow-network", "10.203.0.0/24"]);
+    assert_eq!(code, Some(0), "--allow-network covers it: {err}");
+    let (code, err) = validate("elsewhere.yaml", &listen, &["--allow-network", "10.203.1.0/24"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("elsewhere.yaml:9:65") && err.contains("network.allow (10.203.1.0/24)"),
+        "{err}"
+    );
+    let (code, err) = validate("host.yaml", &submit, &["--allow-network", "192.0.2.25"]);
+    assert_eq!(code, Some(0), "one address is a /32: {err}");
+    let (code, err) = validate("typo.yaml", &listen, &["--allow-network", "10.203.0.0/33"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a CIDR"), "{err}");
+    let bad = format!("{listen}network:\n  allow: [10.203.0.0/24]\n  real_domain: true\n");
+    let (code, err) = validate("unknown-key.yaml", &bad, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("unknown-key.yaml:") && err.contains("real_domain"),
+        "{err}"
+    );
 }

@@ -160,7 +160,7 @@ fn a_queue_server_off_loopback_is_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("node.yaml:5:") && err.contains("not nats://<loopback address>"),
+        err.contains("node.yaml:5:") && err.contains("`192.0.2.7` (spool: url) is not loopback"),
         "{err}"
     );
 }

@@ -58,6 +58,30 @@ apt_install() { # packages...; `apt-get update` only when there are no lists or 
   fi
 }
 
+# --- checks and scratch space (the ci-*.sh suites) ------------------------------------------
+# check DESCRIPTION COMMAND...: runs COMMAND; prints "  ok    DESCRIPTION" or "  FAIL  ..." and
+# then sets FAILED=1. The suite decides at the end what FAILED means.
+check() {
+  local what="$1"
+  shift
+  if "$@"; then
+    printf '  ok    %s\n' "$what"
+  else
+    printf '  FAIL  %s\n' "$what"
+    FAILED=1
+  fi
+}
+
+# keep_or_remove DIR: from a suite's EXIT trap: keeps DIR (and prints its path) when KEEP_WORK=1
+# or FAILED=1, so a failure can be inspected; removes it otherwise.
+keep_or_remove() {
+  if [[ "${KEEP_WORK:-0}" == 1 || "${FAILED:-0}" == 1 ]]; then
+    echo "scratch directory kept: $1"
+  else
+    rm -rf "$1"
+  fi
+}
+
 # --- processes ------------------------------------------------------------------------------
 pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 

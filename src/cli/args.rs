@@ -61,6 +61,10 @@ pub enum Cmd {
         /// nats://127.0.0.1:4222: this process coordinates and writes the report.
         #[arg(long, value_name = "URL")]
         cluster: Option<String>,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Host parts of distributed runs (`run --cluster`): generator shards, inbox farms, MTA
     /// regions. Runs until Ctrl-C.
@@ -72,13 +76,18 @@ pub enum Cmd {
         #[arg(long)]
         name: String,
         /// The addresses its inboxes and nodes listen on, e.g. 127.0.20.0/24 (default: the
-        /// one-host loopback addresses).
-        #[arg(long, value_name = "CIDR")]
+        /// one-host loopback addresses); beyond loopback they must be inside --allow-network.
+        #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
         addresses: Option<ipnet::IpNet>,
         /// Where runs keep their spools and event files while they last (default:
         /// ./mailsurge-agent-<name>).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Allow this CIDR beyond loopback (repeatable): for the NATS server and --addresses.
+        /// A run's scenario must allow them too (`network.allow` or the coordinator's
+        /// --allow-network).
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Regression gate between two runs' summary.json (or run directories): exit 1 when the
     /// candidate is worse than the baseline beyond the tolerance, 0 otherwise, 2 on bad input.
@@ -110,13 +119,17 @@ pub enum Cmd {
         /// Scenario files or mock-inbox rule files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Run one standalone mock inbox until Ctrl-C.
     Inbox {
         /// Rule table (a path, or a shipped profile name such as `generic`).
         #[arg(long)]
         rules: String,
-        /// Address to listen on (loopback), e.g. 127.0.2.1:2525.
+        /// Address to listen on (loopback, or inside --allow-network), e.g. 127.0.2.1:2525.
         #[arg(long)]
         listen: SocketAddr,
         /// Append one JSON line per accepted message to this file.
@@ -125,11 +138,15 @@ pub enum Cmd {
         /// Seed for probabilistic rules and latency.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Load any SMTP server: open-loop at a rate (intended times) or closed-loop `max` like
     /// smtp-source. Writes summary.json with counts and submission latency.
     Gen {
-        /// The server to load (loopback only), e.g. 127.0.0.1:2525.
+        /// The server to load (loopback, or inside --allow-network), e.g. 127.0.0.1:2525.
         #[arg(long)]
         target: SocketAddr,
         /// Messages per second (open loop, e.g. 2000/s) or `max` (closed loop).
@@ -157,6 +174,10 @@ pub enum Cmd {
         out: Option<PathBuf>,
         #[arg(long)]
         quiet: bool,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Merge HdrHistogram interval logs (latency.hlog) from several hosts or runs, by tag and
     /// absolute second; prints each tag's percentiles and writes the merged log with --out.
@@ -172,6 +193,10 @@ pub enum Cmd {
         /// Node config (YAML; every key in docs/node-config.md).
         #[arg(long)]
         config: PathBuf,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
     /// Find the highest constant rate the scenario's topology carries with its SLO and
     /// thresholds holding (the knee): real runs ramping up ×4 from --min, then bisecting to
@@ -192,9 +217,13 @@ pub enum Cmd {
         /// Directory for its config, store and log.
         #[arg(long)]
         dir: PathBuf,
-        /// Loopback address to listen on (a free port is chosen).
+        /// Address to listen on (loopback, or inside --allow-network; a free port is chosen).
         #[arg(long, default_value = "127.0.5.1")]
         listen: std::net::IpAddr,
+        /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+        /// `network.allow` does, e.g. 10.0.0.0/24.
+        #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+        allow_network: Vec<ipnet::IpNet>,
     },
 }
 
@@ -231,6 +260,14 @@ pub struct CapacityArgs {
     /// No progress lines: only the result on stdout.
     #[arg(long)]
     pub quiet: bool,
+    /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+    /// `network.allow` does, e.g. 10.0.0.0/24.
+    #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow_network: Vec<ipnet::IpNet>,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    crate::scenario::network::parse_cidr(s)
 }
 
 pub fn parse_spool(s: &str) -> Result<crate::scenario::SpoolKind, String> {
@@ -277,6 +314,10 @@ pub struct SimArgs {
     /// second) or `auto`: discrete up to 2 million recipients.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: crate::sim::Mode,
+    /// Also allow addresses in this CIDR beyond loopback (repeatable), as the scenario's
+    /// `network.allow` does, e.g. 10.0.0.0/24.
+    #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow_network: Vec<ipnet::IpNet>,
 }
 
 fn parse_region_nodes(s: &str) -> Result<(String, u32), String> {

@@ -23,8 +23,9 @@ pub fn capacity(a: CapacityArgs) -> u8 {
         headroom,
         out,
         quiet,
+        allow_network,
     } = a;
-    let s = match scenario::load(&path) {
+    let s = match scenario::load_allowing(&path, scenario::Reach::Run, &allow_network) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };

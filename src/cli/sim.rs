@@ -11,13 +11,13 @@ use crate::sim::{self, SimOptions};
 
 pub fn sim(a: SimArgs) -> u8 {
     if let Some(run_dir) = a.check.clone() {
-        return check(&run_dir, a.out);
+        return check(&run_dir, a.out, &a.allow_network);
     }
     let Some(path) = a.scenario.clone() else {
         eprintln!("error: sim needs a scenario file, or --check RUN_DIR");
         return EXIT_CONFIG;
     };
-    let mut s = match scenario::load_for(&path, scenario::Reach::Model) {
+    let mut s = match scenario::load_allowing(&path, scenario::Reach::Model, &a.allow_network) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };
@@ -27,6 +27,7 @@ pub fn sim(a: SimArgs) -> u8 {
         duration: a.duration,
         rate_scale: a.rate_scale,
         spool: None,
+        allow_network: Vec::new(),
     };
     if let Err(e) = s.apply(&o) {
         return config_error(&e);
@@ -137,7 +138,7 @@ fn default_out(name: &str, what: &str) -> PathBuf {
 }
 
 /// Simulates a real run from its own scenario, seed and calibration, and compares.
-fn check(run_dir: &Path, out: Option<PathBuf>) -> u8 {
+fn check(run_dir: &Path, out: Option<PathBuf>, allow: &[ipnet::IpNet]) -> u8 {
     let real = match crate::run::measure_dir(run_dir) {
         Ok(m) => m,
         Err(e) => {
@@ -152,7 +153,7 @@ fn check(run_dir: &Path, out: Option<PathBuf>) -> u8 {
         );
         return EXIT_CONFIG;
     }
-    let s = match scenario::load(&run_dir.join("scenario.yaml")) {
+    let s = match scenario::load_allowing(&run_dir.join("scenario.yaml"), scenario::Reach::Run, allow) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };

@@ -71,6 +71,7 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
         .unwrap_or_default();
     let names = discover(&heard, &wanted, &log).await;
     let assignment = plan::assign(f, &names)?;
+    check_agent_addresses(f, &heard, &assignment)?;
     let used: Vec<String> = assignment
         .roles
         .iter()
@@ -175,6 +176,33 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
     Ok(Outcome { dir, summary })
 }
 
+/// An agent's addresses beyond loopback, like every other address of the run, must be inside
+/// the scenario's `network.allow` (with the coordinator's `--allow-network`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+fn check_agent_addresses(
+    f: &crate::scenario::ScenarioFile,
+    heard: &Mutex<Heard>,
+    a: &Assignment,
+) -> Result<(), Refused> {
+    let allow = crate::scenario::network::Allow::for_scenario(f, &[]);
+    let heard = crate::sync::lock(heard);
+    for name in a.roles.iter().filter(|(_, r)| !r.is_idle()).map(|(n, _)| n) {
+        let Some(range) = heard.beats.get(name).and_then(|(_, b)| b.addresses.clone()) else {
+            continue;
+        };
+        let net: ipnet::IpNet = range
+            .parse()
+            .map_err(|e| Refused(format!("agent {name}: unreadable --addresses `{range}`: {e}")))?;
+        allow
+            .check_net(&format!("agent {name} --addresses"), net)
+            .map_err(Refused)?;
+    }
+    Ok(())
+}
+
 /// Collects heartbeats.
 async fn listen(client: async_nats::Client, heard: Arc<Mutex<Heard>>) {
     let Ok(mut sub) = client.subscribe(wire::BEAT_SUBJECT).await else {
@@ -196,10 +224,11 @@ async fn discover(heard: &Mutex<Heard>, wanted: &[String], log: &Log) -> Vec<Str
     let mut said = false;
     loop {
         tokio::time::sleep(POLL).await;
+        // Idle, and beating still: an agent that died while we listened is not offered a part.
         let idle: Vec<String> = crate::sync::lock(heard)
             .beats
             .values()
-            .filter(|(_, b)| b.run.is_none())
+            .filter(|(t, b)| b.run.is_none() && t.elapsed() < wire::DEAD_AFTER)
             .map(|(_, b)| b.name.clone())
             .collect();
         let missing: Vec<&String> = wanted.iter().filter(|w| !idle.contains(w)).collect();
@@ -313,6 +342,7 @@ impl Cluster {
                 for (name, addrs) in providers {
                     let p = f.providers.iter().find(|p| p.name == name);
                     for d in p.map(|p| p.domains.clone()).unwrap_or_default() {
+                        let d = crate::scenario::network::sut_domain(f, &d);
                         routes.insert(d.to_ascii_lowercase(), addrs.clone());
                     }
                     let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();

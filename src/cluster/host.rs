@@ -103,7 +103,15 @@ impl Hosted {
         }
         let path = dir.join("scenario.yaml");
         crate::files::write(&path, &plan.scenario_yaml)?;
-        let s = crate::scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut s = crate::scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A distributed run: recipient domains carry the reserved suffix (unless the scenario
+        // asks for real ones), as the coordinator's copy does.
+        s.file.network.distributed = true;
+        if let Some(net) = addresses.0 {
+            crate::scenario::network::Allow::for_scenario(&s.file, &[])
+                .check_net(&format!("agent {agent} --addresses"), net)
+                .map_err(|why| anyhow::anyhow!("the run's scenario does not allow this agent: {why}"))?;
+        }
         let c = crate::run::compile(s).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (outbox, events) = Outbox::start(js, super::wire::events_subject(&plan.run_id, agent));
         if !plan.role.providers.is_empty() {

@@ -20,4 +20,4 @@ pub mod plan;
 pub mod wire;
 
 pub use agent::{agent, AgentOptions};
-pub use coordinator::run;
+pub use coordinator::{run, Refused};

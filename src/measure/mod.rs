@@ -29,6 +29,7 @@ pub use series::{Mark, MarkKind, QueueDepth};
 pub use witness::Contradictions;
 
 use crate::events::Event;
+use crate::scenario::network;
 use crate::scenario::threshold::{CountMetric, Metric, Op, Scope};
 use crate::scenario::Threshold;
 
@@ -79,7 +80,17 @@ impl Inputs {
 
 /// The provider that serves a recipient's domain, in a domain → provider map.
 pub fn provider_of<'m>(providers: &'m BTreeMap<String, String>, rcpt: &str) -> Option<&'m str> {
-    providers.get(&domain_of(rcpt).to_ascii_lowercase()).map(String::as_str)
+    provider_of_domain(providers, &domain_of(rcpt).to_ascii_lowercase())
+}
+
+/// The provider of a lower-cased domain: the scenario's own name for it, or the name without
+/// the `.mailsurge.test` suffix an external or distributed system under test was sent
+/// (`scenario::network`): the one place measurement maps a suffixed domain back.
+fn provider_of_domain<'m>(providers: &'m BTreeMap<String, String>, domain: &str) -> Option<&'m str> {
+    providers
+        .get(domain)
+        .or_else(|| providers.get(network::bare_domain(domain)))
+        .map(String::as_str)
 }
 
 /// One interval of a per-second series (grouped by intended time).
@@ -177,7 +188,7 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
                 true => Cow::Owned(d.to_ascii_lowercase()),
                 false => Cow::Borrowed(d),
             };
-            let provider = inp.providers.get(&*domain).map(String::as_str);
+            let provider = provider_of_domain(&inp.providers, &domain);
             Row { rec, domain, provider }
         })
         .collect();
@@ -324,7 +335,8 @@ fn in_scope(r: &Row<'_>, scope: &Scope) -> bool {
         Scope::All => true,
         Scope::Region(n) => r.rec.region.as_deref() == Some(n),
         Scope::Provider(n) => r.provider == Some(n),
-        Scope::Domain(n) => r.domain.eq_ignore_ascii_case(n),
+        // A scope names the domain as the scenario does; a suffixed recipient is in it too.
+        Scope::Domain(n) => r.domain.eq_ignore_ascii_case(n) || network::bare_domain(&r.domain).eq_ignore_ascii_case(n),
     }
 }
 

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Source};
-use crate::scenario::{NodeLimits, Retry};
+use crate::scenario::{Allow, NodeLimits, Retry};
 
 /// Where the node keeps accepted messages until they are done.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub enum SpoolConfig {
     /// The shared queue (SPEC §9): one JetStream stream that every node of a run stores into
     /// and delivers from.
     Nats {
-        /// `nats://host:port` of the server (a loopback address).
+        /// `nats://IP:port` of the server (loopback, or inside `network.allow`).
         url: String,
         /// The stream's name; every node of one run names the same one.
         #[serde(default = "default_stream")]
@@ -78,6 +78,25 @@ pub struct NodeConfig {
     /// MTA whose bounces the harness counts through its bounce inbox.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dsn: bool,
+    /// Addresses beyond loopback this node may listen on, route to, send from or keep its
+    /// queue on (SPEC §12); `run` writes its scenario's effective `network.allow` here.
+    #[serde(default, skip_serializing_if = "NodeNetwork::is_empty")]
+    pub network: NodeNetwork,
+}
+
+/// A node config's `network: { allow: [CIDR, ...] }`: the scenario's key, without the
+/// recipient-domain setting (a node routes the domains it is given).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeNetwork {
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+}
+
+impl NodeNetwork {
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
 }
 
 fn default_responses() -> String {
@@ -87,8 +106,16 @@ fn default_responses() -> String {
 impl NodeConfig {
     /// Reads, parses and checks a node config; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<(NodeConfig, Source), ConfigError> {
+        Self::load_allowing(path, &[])
+    }
+
+    /// [`NodeConfig::load`] with the command line's `--allow-network` CIDRs added to the
+    /// config's `network.allow`.
+    pub fn load_allowing(path: &Path, extra: &[IpNet]) -> Result<(NodeConfig, Source), ConfigError> {
         let src = Source::read(path)?;
         let mut cfg: NodeConfig = src.parse()?;
+        let allow = Allow::new(cfg.network.allow.iter().chain(extra).copied());
+        cfg.network.allow = allow.cidrs().to_vec();
         let dir = src.dir.clone().unwrap_or_else(|| PathBuf::from("."));
         match &mut cfg.spool {
             SpoolConfig::Local { dir: spool } => {
@@ -97,8 +124,8 @@ impl NodeConfig {
                 }
             }
             SpoolConfig::Nats { url, stream, lease } => {
-                if let Err(why) = crate::units::loopback_url(url) {
-                    return Err(src.error_at(url.as_str(), src.top_key_line("spool"), format!("spool: url {why}")));
+                if let Err(why) = allow.check_url("spool: url", url) {
+                    return Err(src.error_at(url.as_str(), src.top_key_line("spool"), format!("spool: {why}")));
                 }
                 if stream.is_empty()
                     || !stream
@@ -126,12 +153,8 @@ impl NodeConfig {
         if cfg.events.is_relative() {
             cfg.events = dir.join(&cfg.events);
         }
-        if !cfg.listen.ip().is_loopback() {
-            return Err(src.error_at(
-                "listen",
-                src.top_key_line("listen"),
-                format!("listen: {} is not a loopback address (mailsurge only listens on 127.0.0.0/8 and ::1, e.g. 127.0.3.1:2525)", cfg.listen),
-            ));
+        if let Err(why) = allow.check("listen", cfg.listen.ip()) {
+            return Err(src.error_at("listen", src.top_key_line("listen"), format!("listen: {why}")));
         }
         if cfg.routes.is_empty() {
             return Err(src.error_at("routes", 1, "routes: at least one route is needed"));
@@ -143,21 +166,25 @@ impl NodeConfig {
             if addrs.is_empty() {
                 return Err(src.error_at(d, src.top_key_line("routes"), format!("routes: `{d}` has no addresses")));
             }
-            if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-                return Err(src.error_at(
-                    &a.to_string(),
-                    src.top_key_line("routes"),
-                    format!("routes: {a} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)"),
-                ));
+            for a in addrs {
+                if let Err(why) = allow.check(&format!("routes: {d}"), a.ip()) {
+                    return Err(src.error_at(&a.to_string(), src.top_key_line("routes"), format!("routes: {why}")));
+                }
             }
         }
         for (p, ips) in &cfg.egress_pools {
-            if ips.is_empty() || ips.iter().any(|ip| !ip.is_loopback()) {
+            if ips.is_empty() {
                 return Err(src.error_at(
                     p,
                     src.top_key_line("egress_pools"),
-                    format!("egress_pools: `{p}` must list loopback addresses"),
+                    format!("egress_pools: `{p}` lists no addresses"),
                 ));
+            }
+            for ip in ips {
+                if let Err(why) = allow.check(&format!("egress_pools: {p}"), *ip) {
+                    let at = src.top_key_line("egress_pools");
+                    return Err(src.error_at(&ip.to_string(), at, format!("egress_pools: {why}")));
+                }
             }
         }
         if let Some(p) = &cfg.default_pool {

@@ -64,7 +64,11 @@ pub async fn start_node(
         node: name.to_string(),
         region: region.to_string(),
         listen: SocketAddr::new(ip, 0),
-        relay_networks: vec!["127.0.0.0/8".parse()?],
+        // Submissions come from this host, or — in a distributed run — from a generator on
+        // another host the scenario allows.
+        relay_networks: std::iter::once("127.0.0.0/8".parse()?)
+            .chain(s.file.network.allow.iter().copied())
+            .collect(),
         spool,
         routes: routes.clone(),
         egress_pools: s.file.mta.egress_pools.clone(),
@@ -77,6 +81,11 @@ pub async fn start_node(
         seed: s.file.seed.wrapping_add(u64::from(k)),
         // The harness reads the node's events; DSNs would only be mail to nowhere.
         dsn: false,
+        // Its routes lead to the scenario's inboxes and its pools are the scenario's: what the
+        // scenario allowed, the node allows.
+        network: super::config::NodeNetwork {
+            allow: s.file.network.allow.clone(),
+        },
     };
     let cfg_path = dir.join("node.yaml");
     std::fs::write(&cfg_path, serde_norway::to_string(&cfg)?)?;

@@ -46,13 +46,16 @@ pub fn compile(s: Scenario) -> Result<Compiled, ConfigError> {
 ///
 /// A scenario only the model can carry (a rate or schedule past one generator) is valid, and
 /// the answer says it is for `mailsurge sim` only and why `run` refuses it.
-pub fn validate_file(path: &Path) -> Result<String, ConfigError> {
+pub fn validate_file(path: &Path, allow: &[ipnet::IpNet]) -> Result<String, ConfigError> {
+    use crate::scenario::{from_source_allowing, Reach};
     let src = Source::read(path)?;
     let (kind, why) = file_kind(&src.text);
     if kind == "scenario" {
-        let run = crate::scenario::from_source(src.clone()).and_then(compile).map(drop);
+        let run = from_source_allowing(src.clone(), Reach::Run, allow)
+            .and_then(compile)
+            .map(drop);
         if let Err(e) = &run {
-            let model = crate::scenario::from_source_for(src, crate::scenario::Reach::Model).and_then(compile);
+            let model = from_source_allowing(src, Reach::Model, allow).and_then(compile);
             if model.is_ok() {
                 return Ok(format!("scenario for `mailsurge sim` only — `run` refuses it: {e}"));
             }
@@ -65,13 +68,13 @@ pub fn validate_file(path: &Path) -> Result<String, ConfigError> {
     let checked = match kind {
         "mock-inbox rules" => crate::inbox::RuleSet::from_source(&src).map(drop),
         // What `mailsurge mta --config` reads at start: the config and its response table.
-        "node config" => crate::mta::NodeConfig::load(path)
+        "node config" => crate::mta::NodeConfig::load_allowing(path, allow)
             .and_then(|(cfg, src)| crate::mta::load_responses(&cfg, &src))
             .map(drop),
         "response table" => crate::mta::responses::ResponseTable::from_source(&src).map(drop),
         // Compiling checks what each part reads of the plan: rule tables, the response table,
         // chaos replies.
-        _ => crate::scenario::from_source(src).and_then(compile).map(drop),
+        _ => from_source_allowing(src, Reach::Run, allow).and_then(compile).map(drop),
     };
     checked.map(|()| kind.to_string()).map_err(|mut e| {
         e.message = format!("{} (read as {kind}: {why})", e.message);

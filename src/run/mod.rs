@@ -292,7 +292,7 @@ pub fn traffic_plan(
             f.traffic.arrival,
             f.seed,
         ))),
-        mix: Mix::new(&f.traffic),
+        mix: Mix::for_scenario(f),
         builder: match bounce_domain {
             Some(domain) => builder.with_bounce_domain(domain),
             None => builder,

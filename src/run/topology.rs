@@ -21,7 +21,7 @@ use crate::inbox::bounces::{BounceInbox, BounceStats};
 use crate::inbox::farm::{spawn_server, InboxRuntime, ProviderRt};
 use crate::mta::config::SpoolConfig;
 use crate::mta::process::{default_node_ip, start_node, stop_node, Node};
-use crate::scenario::MtaKind;
+use crate::scenario::{network, MtaKind};
 
 /// Everything a run started, in the order it stops them.
 pub struct Topology {
@@ -52,7 +52,10 @@ impl Topology {
         let providers = ProviderRt::start_all(s, &c.rules, events, &inbox_rt.handle())?;
         let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
         for p in &providers {
-            for d in &p.domains {
+            // The domains as the MTA sees them (suffixed for an external one): what its
+            // transport map must route, so the log shows them so.
+            let domains: Vec<String> = p.domains.iter().map(|d| network::sut_domain(&s.file, d)).collect();
+            for d in &domains {
                 routes.insert(d.to_ascii_lowercase(), p.addrs());
             }
             let addrs: Vec<String> = p.addrs().iter().map(ToString::to_string).collect();
@@ -60,7 +63,7 @@ impl Topology {
                 "inbox {:<10} {}  {}",
                 p.name,
                 addrs.join(" "),
-                p.domains.join(", ")
+                domains.join(", ")
             ));
         }
         let mut t = Topology {
@@ -211,7 +214,9 @@ pub fn start_bounce_inbox(
     events: &mpsc::UnboundedSender<Event>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<BounceServer> {
-    let b = f.mta.bounces.clone().unwrap_or_default();
+    let mut b = f.mta.bounces.clone().unwrap_or_default();
+    // Envelope senders, and so the DSNs, use the domain as the MTA sees it.
+    b.domain = network::sut_domain(f, &b.domain);
     let _on = rt.enter();
     let listener = crate::smtp::listen(b.listen)
         .with_context(|| format!("bounce inbox `{}`: cannot listen on {}", b.domain, b.listen))?;

@@ -1,5 +1,6 @@
 //! Cross-checks serde cannot express, one function per section of the scenario file: names
-//! unique, references resolve, addresses on loopback, numbers in range.
+//! unique, references resolve, numbers in range; addresses are the network rule's
+//! (`super::network`).
 //!
 //! Every error points at the offending text (`file:line:col`, searched from the section's top
 //! key), so a typo costs a second, not a three-minute run. What needs a runtime part to check
@@ -7,9 +8,9 @@
 //! the plan; this file needs only the plan itself.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use super::model::*;
+use super::network;
 use super::threshold::Scope;
 use crate::config::{ConfigError, Source};
 use crate::units::{Dur, Size};
@@ -60,10 +61,10 @@ use limits::*;
 type DomainOwners<'a> = BTreeMap<String, &'a str>;
 
 /// Where errors point: the section's top key, then the first occurrence of a needle after it.
-struct At<'a>(&'a Source);
+pub(super) struct At<'a>(&'a Source);
 
 impl At<'_> {
-    fn err(&self, needle: &str, section: &str, msg: String) -> ConfigError {
+    pub(super) fn err(&self, needle: &str, section: &str, msg: String) -> ConfigError {
         self.0.error_at(needle, self.0.top_key_line(section), msg)
     }
 }
@@ -87,6 +88,7 @@ pub fn check_for(src: &Source, f: &ScenarioFile, reach: Reach) -> Result<(), Con
     regions(&at, f)?;
     let owners = providers(&at, f)?;
     mta(&at, f, &owners)?;
+    network::addresses(&at, f)?;
     traffic(&at, &f.traffic, &owners)?;
     capacity(&at, f, reach)?;
     chaos(&at, f)?;
@@ -191,15 +193,6 @@ fn providers<'f>(at: &At, f: &'f ScenarioFile) -> Result<DomainOwners<'f>, Confi
                 ));
             }
         }
-        if let Some(addr) = p.listen {
-            if !addr.ip().is_loopback() {
-                return Err(at.err(
-                    &addr.to_string(),
-                    "providers",
-                    format!("providers: `{}` listen {addr} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)", p.name),
-                ));
-            }
-        }
         if p.mx == 0 || p.mx > MAX_MX {
             return Err(at.err(
                 &p.name,
@@ -216,13 +209,6 @@ fn mta(at: &At, f: &ScenarioFile, owners: &DomainOwners) -> Result<(), ConfigErr
         if ips.is_empty() {
             return Err(at.err(pool, "mta", format!("mta: egress_pools: pool `{pool}` is empty")));
         }
-        if let Some(ip) = ips.iter().find(|ip| !ip.is_loopback()) {
-            return Err(at.err(
-                &ip.to_string(),
-                "mta",
-                format!("mta: egress_pools: {ip} is not a loopback address (mailsurge only uses 127.0.0.0/8 and ::1)"),
-            ));
-        }
     }
     let r = &f.mta.retry;
     if r.factor < 1.0 || !r.factor.is_finite() {
@@ -235,21 +221,11 @@ fn mta(at: &At, f: &ScenarioFile, owners: &DomainOwners) -> Result<(), ConfigErr
     if r.initial.0.is_zero() {
         return Err(at.err("initial", "mta", "mta: retry: initial must be longer than 0s".into()));
     }
-    if let Some(ip) = f.mta.submit.map(|a| a.ip()).filter(|ip: &IpAddr| !ip.is_loopback()) {
-        return Err(at.err("submit", "mta", format!("mta: submit: {ip} is not a loopback address")));
-    }
     if let Some((key, why)) = f.mta.limits.problem() {
         return Err(at.err(key, "mta", format!("mta: {why}")));
     }
     shared_queue(at, f)?;
     if let Some(b) = &f.mta.bounces {
-        if !b.listen.ip().is_loopback() {
-            return Err(at.err(
-                "bounces",
-                "mta",
-                format!("mta: bounces: listen {} is not a loopback address", b.listen),
-            ));
-        }
         if b.domain.trim().is_empty()
             || b.domain.contains(['@', ' '])
             || owners.contains_key(&b.domain.to_ascii_lowercase())
@@ -450,8 +426,8 @@ fn capacity_gate(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     }
 }
 
-/// `spool: nats` and its settings: a server named by `nats:` is on loopback, and the settings
-/// are not given without the shared queue they belong to.
+/// `spool: nats` and its settings are not given without the shared queue they belong to (the
+/// address of a server named by `nats:` is the network rule's).
 fn shared_queue(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
     let m = &f.mta;
     if m.spool != SpoolKind::Nats {
@@ -472,11 +448,6 @@ fn shared_queue(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
             "mta",
             "mta: spool: nats is the reference MTA's shared queue; an external MTA keeps its own".into(),
         ));
-    }
-    if let Some(url) = &m.nats {
-        if let Err(why) = crate::units::loopback_url(url) {
-            return Err(at.err(url, "mta", format!("mta: nats: {why}")));
-        }
     }
     if let Some(l) = m.lease {
         if l.0 < MIN_LEASE {
@@ -605,7 +576,7 @@ fn external(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
             &p.name,
             "providers",
             format!(
-                "providers: `{}` needs a fixed `listen: 127.x.y.z:PORT` with mta kind: external (the external MTA's transport map points at it)",
+                "providers: `{}` needs a fixed `listen: IP:PORT` with mta kind: external (the external MTA's transport map points at it)",
                 p.name
             ),
         ));

@@ -13,6 +13,7 @@
 pub mod abort;
 mod check;
 pub mod model;
+pub mod network;
 pub mod placement;
 mod rate;
 pub mod threshold;
@@ -21,6 +22,7 @@ use std::path::Path;
 
 pub use check::{chaos_error, limits, Reach, MAX_NODES_PER_REGION};
 pub use model::*;
+pub use network::Allow;
 pub use threshold::Threshold;
 
 use crate::config::{self, ConfigError, Shipped, Source};
@@ -86,8 +88,15 @@ pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
 /// Loads and validates a scenario file for a run or for the model (`mailsurge sim`), which
 /// carries schedules no generator process could.
 pub fn load_for(path: &Path, reach: Reach) -> Result<Scenario, ConfigError> {
+    load_allowing(path, reach, &[])
+}
+
+/// [`load_for`] with the command line's `--allow-network` CIDRs, merged into the scenario's
+/// `network.allow` before it is checked: the run's `scenario.yaml` then records them, so a
+/// rerun of its directory is allowed what the run was.
+pub fn load_allowing(path: &Path, reach: Reach, allow: &[ipnet::IpNet]) -> Result<Scenario, ConfigError> {
     let source = Source::read(path)?;
-    from_source_for(source, reach)
+    from_source_allowing(source, reach, allow)
 }
 
 /// Validates an already-read scenario for a run.
@@ -97,7 +106,13 @@ pub fn from_source(source: Source) -> Result<Scenario, ConfigError> {
 
 /// Validates an already-read scenario for a run or for the model.
 pub fn from_source_for(source: Source, reach: Reach) -> Result<Scenario, ConfigError> {
-    let file: ScenarioFile = source.parse()?;
+    from_source_allowing(source, reach, &[])
+}
+
+/// [`from_source_for`] with `--allow-network` CIDRs (see [`load_allowing`]).
+pub fn from_source_allowing(source: Source, reach: Reach, allow: &[ipnet::IpNet]) -> Result<Scenario, ConfigError> {
+    let mut file: ScenarioFile = source.parse()?;
+    file.network.allow = Allow::for_scenario(&file, allow).cidrs().to_vec();
     check::check_for(&source, &file, reach)?;
 
     let mut providers = Vec::new();
@@ -131,6 +146,9 @@ pub struct Overrides {
     pub rate_scale: Option<f64>,
     /// The same day on each node's own disk, or on the shared queue (`mta.spool`).
     pub spool: Option<SpoolKind>,
+    /// `--allow-network`: merged into `network.allow` when the scenario is loaded
+    /// ([`load_allowing`]), before any check, so `apply` has nothing left to do with it.
+    pub allow_network: Vec<ipnet::IpNet>,
 }
 
 impl Scenario {

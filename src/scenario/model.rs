@@ -51,6 +51,37 @@ pub struct ScenarioFile {
     /// Where a distributed run (`run --cluster`) puts each part; see [`super::placement`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<super::placement::Placement>,
+    /// Addresses beyond loopback and real recipient domains (SPEC §12); left out, a run stays
+    /// on loopback. A run's own `scenario.yaml` records the effective list, `--allow-network`
+    /// included, so rerunning its directory is allowed what the run was.
+    #[serde(default, skip_serializing_if = "Network::is_default")]
+    pub network: Network,
+}
+
+/// `network: { allow: [10.0.0.0/24], real_domains: false }`: what a run may reach beyond
+/// loopback (see [`super::network`], where the rule lives).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// CIDRs whose addresses may be listened on, submitted to, routed to or sent from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Keep the scenario's recipient domains as written even where they would get the
+    /// `.mailsurge.test` suffix (an external or distributed system under test): for an MTA
+    /// whose routes cannot be changed, at the risk of mail reaching the real domain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub real_domains: bool,
+    /// Set by a distributed run's coordinator (SPEC §12), not a key of the file: its system
+    /// under test is on other hosts, so recipient domains get the suffix as with an external
+    /// MTA (see [`super::network::suffixed`]).
+    #[serde(skip)]
+    pub distributed: bool,
+}
+
+impl Network {
+    fn is_default(&self) -> bool {
+        self.allow.is_empty() && !self.real_domains
+    }
 }
 
 /// `capacity: { headroom: 1.5 }` — "we still carry 1.5× last year's peak".

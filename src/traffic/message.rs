@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 
 use crate::events::{Identity, BOUNCE_DOMAIN};
-use crate::scenario::{SizeDist, SizeSpec, Traffic};
+use crate::scenario::{network, ScenarioFile, SizeDist, SizeSpec, Traffic};
 
 /// Distinct recipient mailboxes per domain; enough that no mailbox is unrealistically hot.
 const MAILBOXES_PER_DOMAIN: u32 = 100_000;
@@ -69,6 +69,20 @@ impl Mix {
                 })
                 .collect(),
         }
+    }
+
+    /// The mix a run's generator sends: the scenario's traffic, its recipient domains as the
+    /// system under test sees them — with the `.mailsurge.test` suffix when an external or
+    /// distributed system could misroute them to the real domain ([`network::sut_domain`]).
+    /// The only place a run's recipient domains are made, so RCPT TO and the `To:` header
+    /// agree; the draws are [`Mix::new`]'s, so the schedule and the recipients' local parts
+    /// do not change with the suffix.
+    pub fn for_scenario(f: &ScenarioFile) -> Mix {
+        let mut m = Mix::new(&f.traffic);
+        for (d, _) in &mut m.domains {
+            *d = network::sut_domain(f, d);
+        }
+        m
     }
 
     /// Recipients of each message (envelope RCPTs); counts are per recipient (SPEC §5).
@@ -307,6 +321,49 @@ mod tests {
 
     fn traffic(yaml: &str) -> Traffic {
         serde_norway::from_str(yaml).unwrap()
+    }
+
+    /// An external MTA gets suffixed recipient domains (`network::sut_domain`), each still
+    /// mapped to its provider by measurement; `real_domains: true` keeps them as written, and
+    /// so does the reference MTA. The draws are the same either way.
+    #[test]
+    fn an_external_mta_gets_reserved_recipient_domains() {
+        let file = |mta: &str, network: &str| -> ScenarioFile {
+            serde_norway::from_str(&format!(
+                "name: x\nduration: 2s\nslo: {{ delivery_time: 1s, target: 99% }}\n{mta}{network}\
+                 providers:\n  - {{ name: gmail, domains: [gmail.com] }}\n  - {{ name: yahoo, domains: [yahoo.com, aol.com] }}\n\
+                 traffic: {{ rate: 10/s, domains: {{ gmail.com: 50%, yahoo.com: 25%, aol.com: 25% }} }}\n"
+            ))
+            .unwrap()
+        };
+        let external = "mta: { kind: external, submit: 127.0.0.1:25 }\n";
+        let rcpts = |f: &ScenarioFile| -> Vec<String> {
+            let mix = Mix::for_scenario(f);
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            (0..600)
+                .flat_map(|i| mix.recipients(&mix.draft(i, 0, &mut rng)))
+                .collect()
+        };
+        let f = file(external, "");
+        let providers = crate::run::provider_map(&f);
+        let suffixed = rcpts(&f);
+        for r in &suffixed {
+            let domain = crate::events::domain_of(r);
+            assert!(domain.ends_with(".mailsurge.test"), "{r}");
+            let want = if domain.starts_with("gmail.com.") {
+                "gmail"
+            } else {
+                "yahoo"
+            };
+            assert_eq!(crate::measure::provider_of(&providers, r), Some(want), "{r}");
+        }
+        assert!(suffixed.iter().any(|r| r.ends_with("@aol.com.mailsurge.test")));
+        let real = rcpts(&file(external, "network: { real_domains: true }\n"));
+        let reference = rcpts(&file("", ""));
+        assert_eq!(real, reference, "real_domains and the reference MTA keep the domains");
+        assert!(real.iter().all(|r| !r.contains("mailsurge.test")));
+        let stripped: Vec<String> = suffixed.iter().map(|r| r.replace(".mailsurge.test", "")).collect();
+        assert_eq!(stripped, real, "the suffix changes nothing else");
     }
 
     #[test]
