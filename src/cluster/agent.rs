@@ -40,9 +40,12 @@ struct Status {
 
 /// Runs until `stop` turns `Some`.
 pub async fn agent(o: AgentOptions, mut stop: watch::Receiver<Option<&'static str>>) -> anyhow::Result<()> {
+    // An agent is a daemon: one started before its NATS server (a host booting, a container
+    // starting first) waits for it rather than exiting.
     let client = async_nats::ConnectOptions::new()
         .name(format!("mailsurge-agent-{}", o.name))
         .request_timeout(Some(Duration::from_secs(60)))
+        .retry_on_initial_connect()
         .connect(&o.nats)
         .await
         .with_context(|| format!("cannot reach the cluster's NATS server at {}", o.nats))?;
