@@ -63,5 +63,6 @@ pub mod signal;
 pub mod sim;
 pub mod smtp;
 pub mod sync;
+pub mod tls;
 pub mod traffic;
 pub mod units;

@@ -209,6 +209,7 @@ mod tests {
             local: "127.0.0.1:25".parse().unwrap(),
             helo: Some("client.test".into()),
             transactions: 0,
+            tls: None,
         };
         let env = Envelope {
             from: "a@sender.test".into(),

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use smtp_proto::response::parser::ResponseReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
+
+use crate::smtp::stream::{Stream, TlsInfo};
 
 use crate::smtp::codec::DataEncoder;
 use crate::smtp::reply::{enhanced_code_of_line, Reply};
@@ -36,6 +38,23 @@ pub struct ClientConfig {
     pub command_timeout: Duration,
     /// Wait for the reply after the final dot (the server may fsync), and for sending a body.
     pub data_timeout: Duration,
+    /// STARTTLS after the first EHLO.
+    pub tls: ClientTls,
+}
+
+/// Whether a client upgrades to TLS (RFC 3207), verifying the server with the configuration's
+/// roots against the address it connected to.
+#[derive(Debug, Clone, Default)]
+pub enum ClientTls {
+    /// Never.
+    #[default]
+    Off,
+    /// When the server offers STARTTLS; a server that does not stays plaintext. A failed
+    /// handshake fails the connection (it cannot go back to plaintext on the same socket).
+    Opportunistic(std::sync::Arc<rustls::ClientConfig>),
+    /// Always: a server that does not offer STARTTLS, refuses it or fails the handshake is an
+    /// error ([`ClientError::Tls`]).
+    Required(std::sync::Arc<rustls::ClientConfig>),
 }
 
 impl Default for ClientConfig {
@@ -46,6 +65,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            tls: ClientTls::Off,
         }
     }
 }
@@ -75,6 +95,9 @@ pub enum ClientError {
     Protocol { phase: &'static str, detail: String },
     #[error("connection closed by the server during {phase}")]
     Closed { phase: &'static str },
+    /// STARTTLS was required and could not be had, or the handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -121,7 +144,7 @@ impl SendOutcome {
 
 /// An SMTP connection after EHLO, ready for transactions.
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     /// Parse position in `rbuf`.
     rstart: usize,
@@ -138,6 +161,10 @@ pub struct Client {
     usable: bool,
     local: SocketAddr,
     peer: SocketAddr,
+    /// The server offered STARTTLS in its last EHLO reply.
+    offers_tls: bool,
+    /// What STARTTLS negotiated, if it did.
+    tls: Option<TlsInfo>,
 }
 
 impl Client {
@@ -172,7 +199,7 @@ impl Client {
         let local = stream.local_addr().map_err(io_err)?;
         let peer = stream.peer_addr().map_err(io_err)?;
         let mut client = Client {
-            stream,
+            stream: Stream::Plain(stream),
             rbuf: Vec::with_capacity(READ_CHUNK),
             rstart: 0,
             reply_start: 0,
@@ -185,9 +212,69 @@ impl Client {
             usable: true,
             local,
             peer,
+            offers_tls: false,
+            tls: None,
         };
         client.handshake(&cfg.helo).await?;
+        client.starttls(cfg).await?;
         Ok(client)
+    }
+
+    /// STARTTLS as `cfg.tls` asks, then EHLO again over TLS (RFC 3207 §4.2: the client
+    /// forgets what it learnt before).
+    async fn starttls(&mut self, cfg: &ClientConfig) -> Result<(), ClientError> {
+        let (config, required) = match &cfg.tls {
+            ClientTls::Off => return Ok(()),
+            ClientTls::Opportunistic(c) => (c.clone(), false),
+            ClientTls::Required(c) => (c.clone(), true),
+        };
+        if !self.offers_tls {
+            if required {
+                self.usable = false;
+                return Err(ClientError::Tls("the server does not offer STARTTLS".into()));
+            }
+            return Ok(());
+        }
+        self.queue_line(&["STARTTLS"]);
+        self.write_queued("starttls", self.command_timeout).await?;
+        let reply = self.read_reply("starttls", self.command_timeout).await?;
+        if reply.code != 220 {
+            if required {
+                self.usable = false;
+                return Err(ClientError::Tls(format!("STARTTLS refused: {reply}")));
+            }
+            return Ok(());
+        }
+        // Nothing the server sent in the clear after its 220 may be read as if sent over TLS.
+        self.rbuf.clear();
+        self.rstart = 0;
+        self.reply_start = 0;
+        self.receiver = ResponseReceiver::default();
+        let name = rustls::pki_types::ServerName::IpAddress(self.peer.ip().into());
+        match self.stream.connect_tls(config, name, self.command_timeout).await {
+            Ok(info) => self.tls = Some(info),
+            Err(e) => {
+                self.usable = false;
+                return Err(ClientError::Tls(e.to_string()));
+            }
+        }
+        self.pipelining = false;
+        self.max_size = None;
+        self.offers_tls = false;
+        self.queue_line(&["EHLO ", &cfg.helo]);
+        self.write_queued("ehlo", self.command_timeout).await?;
+        let ehlo = self.read_reply("ehlo", self.command_timeout).await?;
+        if !ehlo.is_success() {
+            self.usable = false;
+            return Err(ClientError::Greeting(ehlo));
+        }
+        self.record_capabilities(&ehlo);
+        Ok(())
+    }
+
+    /// What STARTTLS negotiated on this connection, if it did.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
     }
 
     async fn handshake(&mut self, helo: &str) -> Result<(), ClientError> {
@@ -226,6 +313,8 @@ impl Client {
             };
             if keyword.eq_ignore_ascii_case("PIPELINING") {
                 self.pipelining = true;
+            } else if keyword.eq_ignore_ascii_case("STARTTLS") {
+                self.offers_tls = true;
             } else if keyword.eq_ignore_ascii_case("SIZE") {
                 // "SIZE" alone or "SIZE 0" means no fixed limit (RFC 1870).
                 self.max_size = words.next().and_then(|w| w.parse::<usize>().ok()).filter(|&n| n > 0);

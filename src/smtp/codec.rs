@@ -177,7 +177,9 @@ pub enum Command {
     Quit,
     Vrfy,
     Help,
-    /// Recognised but not offered by this server (STARTTLS, AUTH, BDAT, LHLO, EXPN...).
+    /// STARTTLS (RFC 3207); whether it is offered is the policy's business.
+    StartTls,
+    /// Recognised but not offered by this server (AUTH, BDAT, LHLO, EXPN...).
     NotImplemented(&'static str),
 }
 
@@ -278,6 +280,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         R::Quit => Command::Quit,
         R::Vrfy { .. } => Command::Vrfy,
         R::Help { .. } => Command::Help,
+        R::StartTls => Command::StartTls,
         other => Command::NotImplemented(other.name()),
     })
 }

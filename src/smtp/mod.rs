@@ -15,10 +15,13 @@ pub mod reply;
 pub mod server;
 mod session;
 mod shared;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::{Client, ClientConfig, ClientError, SendOutcome};
+pub use policy::StartTls;
 pub use reply::Reply;
 pub use server::{listen, serve, Decision, Envelope, Hangup, Limits, Policy, ServerStats, SessionInfo, StatsSnapshot};
+pub use stream::{Stream, TlsInfo};

@@ -28,6 +28,20 @@ pub struct SessionInfo {
     /// DATA phases completed on this connection (final dot received, message accepted or
     /// refused). During [`Policy::message`] it does not yet count the message being decided.
     pub transactions: u32,
+    /// What STARTTLS negotiated, once it has (the session then started over: no HELO yet).
+    pub tls: Option<crate::smtp::stream::TlsInfo>,
+}
+
+/// What a server does about STARTTLS on one session ([`Policy::starttls`]).
+#[derive(Clone)]
+pub enum StartTls {
+    /// Not in the EHLO reply; the command gets 502.
+    NotOffered,
+    /// Offered; the handshake presents this configuration's certificate.
+    Offer(std::sync::Arc<rustls::ServerConfig>),
+    /// Offered, but broken: the server answers 220 and then closes the connection instead of
+    /// shaking hands (a provider whose TLS fails, for the `handshake-fail` fault).
+    Broken,
 }
 
 /// The mail transaction so far.
@@ -162,4 +176,10 @@ pub trait Policy: Send + Sync + 'static {
     /// the shutdown grace period ran out. Not called for connections refused over the limit,
     /// which never become sessions.
     fn disconnected(&self, _s: &SessionInfo) {}
+
+    /// Whether this session is offered STARTTLS, and with what certificate; asked for the EHLO
+    /// reply and again when the client sends STARTTLS (a fault may have changed it between).
+    fn starttls(&self, _s: &SessionInfo) -> StartTls {
+        StartTls::NotOffered
+    }
 }

@@ -13,11 +13,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::smtp::stream::Stream;
 use tokio::sync::broadcast;
 
 use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
 use crate::smtp::deadline::Deadlines;
-use crate::smtp::policy::{Decision, Envelope, Hangup, Policy, SessionInfo, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT};
+use crate::smtp::policy::{
+    Decision, Envelope, Hangup, Policy, SessionInfo, StartTls, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT,
+};
 use crate::smtp::reply::Reply;
 use crate::smtp::shared::{ServerStats, Shared};
 
@@ -63,7 +67,7 @@ pub(crate) async fn run<P: Policy>(
     let limits = &shared.limits;
     let mut session = Session {
         conn: Conn {
-            stream,
+            stream: Stream::Plain(stream),
             inbuf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             outbuf: Vec::with_capacity(READ_CHUNK / 4),
@@ -75,6 +79,7 @@ pub(crate) async fn run<P: Policy>(
             local,
             helo: None,
             transactions: 0,
+            tls: None,
         },
         env: None,
         refused_at_connect: false,
@@ -116,7 +121,7 @@ impl Drop for ActiveGuard<'_> {
 }
 
 /// Half-closes, then drains input for a bounded time so the last reply is not lost to a RST.
-pub(crate) async fn linger_close(stream: &mut TcpStream) {
+pub(crate) async fn linger_close<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
     let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
         stream.shutdown().await?;
         let mut sink = [0u8; LINGER_READ_CHUNK];
@@ -154,7 +159,7 @@ fn flow(close: bool) -> Flow {
 
 /// The socket and its buffers.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     inbuf: Vec<u8>,
     /// Bytes of `inbuf` before this index are consumed.
     start: usize,
@@ -349,6 +354,7 @@ impl<P: Policy> Session<P> {
                 out.extend_from_slice(HELP_REPLY);
                 Ok(Flow::Continue)
             }
+            Command::StartTls => self.starttls().await,
             Command::NotImplemented(_) => {
                 Ok(self.protocol_error(Reply::new(502, Some("5.5.1"), "Command not implemented")))
             }
@@ -366,7 +372,11 @@ impl<P: Policy> Session<P> {
             self.env = None;
             self.mail_refused = false;
             self.info.helo = Some(host);
-            let canned = if extended {
+            let offers_tls =
+                self.info.tls.is_none() && !matches!(self.shared.policy.starttls(&self.info), StartTls::NotOffered);
+            let canned = if extended && offers_tls {
+                &self.shared.ehlo_tls_reply
+            } else if extended {
                 &self.shared.ehlo_reply
             } else {
                 &self.shared.helo_reply
@@ -497,6 +507,62 @@ impl<P: Policy> Session<P> {
         Ok(flow(d.close))
     }
 
+    /// STARTTLS (RFC 3207): `220`, then the handshake on the same socket, then a session that
+    /// starts over — no HELO, no transaction. Whatever the client sent after the STARTTLS line
+    /// in the clear is thrown away unread: a command pipelined behind it would otherwise run
+    /// inside the TLS session as if the client had sent it there (the STARTTLS
+    /// command-injection class, CVE-2011-0411 and its kin).
+    async fn starttls(&mut self) -> io::Result<Flow> {
+        if self.info.tls.is_some() {
+            return Ok(self.bad_sequence("Error: TLS already active"));
+        }
+        let offer = self.shared.policy.starttls(&self.info);
+        if matches!(offer, StartTls::NotOffered) {
+            return Ok(self.protocol_error(Reply::new(502, Some("5.5.1"), "Error: command not implemented")));
+        }
+        if self.env.is_some() {
+            return Ok(self.bad_sequence("Error: MAIL transaction in progress"));
+        }
+        Reply::new(220, Some("2.0.0"), "Ready to start TLS").write_wire(&mut self.conn.outbuf);
+        self.conn.flush().await?;
+        let discarded = self.conn.pending().len();
+        if discarded > 0 {
+            ServerStats::bump(&self.shared.stats.starttls_injections);
+            tracing::debug!(
+                conn_id = self.info.conn_id,
+                discarded,
+                "bytes pipelined after STARTTLS discarded"
+            );
+        }
+        self.conn.inbuf.clear();
+        self.conn.start = 0;
+        let StartTls::Offer(config) = offer else {
+            // Broken TLS: the client gets its 220, then the connection ends.
+            return Ok(Flow::Gone);
+        };
+        match self
+            .conn
+            .stream
+            .accept_tls(config, self.shared.limits.command_timeout)
+            .await
+        {
+            Ok(info) => {
+                ServerStats::bump(&self.shared.stats.tls_sessions);
+                self.info.tls = Some(info);
+                self.info.helo = None;
+                self.env = None;
+                self.mail_refused = false;
+                self.framer = LineFramer::new(self.shared.limits.max_command_line);
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                ServerStats::bump(&self.shared.stats.tls_failures);
+                tracing::debug!(conn_id = self.info.conn_id, "TLS handshake failed: {e}");
+                Ok(Flow::Gone)
+            }
+        }
+    }
+
     /// Ends the connection without a reply. Replies already queued for earlier pipelined
     /// commands are sent first: the provider answered those before it broke.
     async fn hang_up(&mut self, h: Hangup) {
@@ -510,7 +576,7 @@ impl<P: Policy> Session<P> {
                 // Zero linger makes close() send RST at once; the deprecation is about
                 // non-zero linger blocking the thread on drop, which zero does not do.
                 #[allow(deprecated)]
-                if let Err(e) = self.conn.stream.set_linger(Some(Duration::ZERO)) {
+                if let Some(Err(e)) = self.conn.stream.tcp().map(|t| t.set_linger(Some(Duration::ZERO))) {
                     tracing::trace!(conn_id, "set_linger failed: {e}");
                 }
             }

@@ -97,6 +97,12 @@ pub struct ServerStats {
     pub too_long_lines: AtomicU64,
     /// MAIL refused for its SIZE plus messages refused for their size.
     pub oversize: AtomicU64,
+    /// Sessions that finished a STARTTLS handshake.
+    pub tls_sessions: AtomicU64,
+    /// STARTTLS handshakes that failed.
+    pub tls_failures: AtomicU64,
+    /// STARTTLS commands with input pipelined behind them (discarded unread).
+    pub starttls_injections: AtomicU64,
 }
 
 /// A plain copy of [`ServerStats`] at one moment.
@@ -111,6 +117,9 @@ pub struct StatsSnapshot {
     pub bare_lf_rejected: u64,
     pub too_long_lines: u64,
     pub oversize: u64,
+    pub tls_sessions: u64,
+    pub tls_failures: u64,
+    pub starttls_injections: u64,
 }
 
 /// A table for people (the standalone inbox prints it when it stops), one counter per line.
@@ -126,6 +135,9 @@ impl std::fmt::Display for StatsSnapshot {
             ("bare LF/CR refused", self.bare_lf_rejected),
             ("lines too long", self.too_long_lines),
             ("oversize refused", self.oversize),
+            ("TLS sessions", self.tls_sessions),
+            ("TLS handshakes failed", self.tls_failures),
+            ("STARTTLS injections cut", self.starttls_injections),
         ];
         for (name, n) in rows {
             writeln!(f, "  {name:<26}{n:>10}")?;
@@ -147,6 +159,9 @@ impl ServerStats {
             bare_lf_rejected: g(&self.bare_lf_rejected),
             too_long_lines: g(&self.too_long_lines),
             oversize: g(&self.oversize),
+            tls_sessions: g(&self.tls_sessions),
+            tls_failures: g(&self.tls_failures),
+            starttls_injections: g(&self.starttls_injections),
         }
     }
 
@@ -162,6 +177,8 @@ pub(crate) struct Shared<P> {
     pub(crate) stats: Arc<ServerStats>,
     /// Pre-rendered EHLO and HELO replies: they never change, and EHLO is on the hot path.
     pub(crate) ehlo_reply: Vec<u8>,
+    /// The same with STARTTLS offered.
+    pub(crate) ehlo_tls_reply: Vec<u8>,
     pub(crate) helo_reply: Vec<u8>,
 }
 
@@ -169,17 +186,21 @@ impl<P> Shared<P> {
     pub(crate) fn new(policy: Arc<P>, limits: Limits, stats: Arc<ServerStats>) -> Self {
         // A control character in a configured hostname must not break the reply framing.
         let h: String = limits.hostname.chars().filter(|c| !c.is_control()).collect();
-        let ehlo_reply = format!(
-            "250-{h}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
-            limits.max_message_size
-        )
-        .into_bytes();
+        let ehlo = |extra: &str| {
+            format!(
+                "250-{h}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n{extra}250 ENHANCEDSTATUSCODES\r\n",
+                limits.max_message_size
+            )
+            .into_bytes()
+        };
+        let (ehlo_reply, ehlo_tls_reply) = (ehlo(""), ehlo("250-STARTTLS\r\n"));
         let helo_reply = format!("250 {h}\r\n").into_bytes();
         Shared {
             policy,
             limits,
             stats,
             ehlo_reply,
+            ehlo_tls_reply,
             helo_reply,
         }
     }

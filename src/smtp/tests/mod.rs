@@ -6,3 +6,4 @@ mod codec;
 mod server;
 mod slow;
 mod support;
+mod tls;

@@ -25,6 +25,8 @@ pub struct Received {
     pub env: Envelope,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// The session had finished STARTTLS.
+    pub tls: bool,
 }
 
 /// A policy whose answers are set per test.
@@ -43,6 +45,8 @@ pub struct TestPolicy {
     pub mails: AtomicU64,
     pub peers: Mutex<Vec<IpAddr>>,
     pub disconnects: AtomicU64,
+    /// What STARTTLS does; not offered by default.
+    pub starttls: Option<crate::smtp::StartTls>,
 }
 
 impl TestPolicy {
@@ -84,6 +88,7 @@ impl Policy for TestPolicy {
             env: env.clone(),
             body,
             peer: s.peer,
+            tls: s.tls.is_some(),
         });
         let next = self.message_replies.lock().unwrap().pop_front();
         next.unwrap_or_else(|| Decision::reply(Reply::new(250, Some("2.0.0"), "Ok: queued")))
@@ -91,6 +96,10 @@ impl Policy for TestPolicy {
 
     fn disconnected(&self, _s: &SessionInfo) {
         self.disconnects.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn starttls(&self, _s: &SessionInfo) -> crate::smtp::StartTls {
+        self.starttls.clone().unwrap_or(crate::smtp::StartTls::NotOffered)
     }
 }
 
