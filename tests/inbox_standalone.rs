@@ -124,3 +124,63 @@ fn sighup_reload_bad_input_and_duplicates() {
     assert!(lines[0].get("duplicate").is_none());
     assert_eq!(lines[1]["duplicate"], true);
 }
+
+/// `tls: required` (SPEC §13): STARTTLS is offered, MAIL in the clear gets 530 5.7.0, and a
+/// client that verifies against the CA the inbox wrote completes STARTTLS and delivers.
+#[test]
+fn a_provider_that_requires_tls_refuses_plaintext_and_takes_mail_over_starttls() {
+    let dir = tempdir();
+    let rules_path = dir.path().join("tls.yaml");
+    std::fs::write(&rules_path, "provider: tlsisp\ntls: required\n").unwrap();
+    let receipts = dir.path().join("r.jsonl");
+    let inbox = spawn_listening(
+        &[
+            "inbox",
+            "--rules",
+            rules_path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--receipts",
+            receipts.to_str().unwrap(),
+        ],
+        inbox_addr,
+    );
+    let ca = dir.path().join("tlsisp-ca.pem");
+    assert!(wait_for(Duration::from_secs(5), || ca.exists().then_some(())).is_some());
+
+    // In the clear: STARTTLS offered, MAIL refused.
+    let mut raw = Raw::connect(inbox.addr);
+    assert_eq!(raw.code(), 220);
+    raw.send("EHLO plain.test\r\n");
+    let ehlo = raw.reply().join("\n");
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    raw.send("MAIL FROM:<a@x.test>\r\n");
+    let mail = raw.reply().join("\n");
+    assert!(mail.starts_with("530 5.7.0"), "{mail}");
+
+    // Over TLS, verified against the inbox's CA.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = mailsurge::smtp::ClientConfig {
+            helo: "tls.test".into(),
+            tls: mailsurge::smtp::client::ClientTls::Required(mailsurge::tls::load_client(&ca).unwrap()),
+            ..Default::default()
+        };
+        let mut c = mailsurge::smtp::Client::connect(inbox.addr, &cfg).await.unwrap();
+        assert!(c.tls().is_some());
+        let out = c
+            .send("a@x.test", &["user1@tlsisp.test".into()], b"Subject: t\r\n\r\nhi\r\n")
+            .await
+            .unwrap();
+        assert!(out.accepted(), "{:?}", out.final_reply());
+    });
+    let got = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&receipts)
+            .ok()
+            .filter(|t| t.lines().count() == 1)
+    });
+    assert!(got.is_some(), "one receipt, over TLS");
+}

@@ -121,6 +121,33 @@ fn chaos_after_the_run_is_refused() {
     refused(&text, "16:", &["after the run ends"]);
 }
 
+/// The `tls` chaos action takes a provider and one of its two modes; a kill takes neither.
+#[test]
+fn tls_faults_need_a_provider_and_a_tls_mode() {
+    let chaos = |c: &str| format!("{GOOD}chaos:\n  - {c}\n");
+    refused(
+        &chaos("{ at: 1s, action: tls, target: provider/p1 }"),
+        "16:",
+        &["tls needs `mode: handshake-fail`"],
+    );
+    refused(
+        &chaos("{ at: 1s, action: tls, target: region/r1, mode: expired-cert }"),
+        "16:",
+        &["applies to provider/<name> targets only"],
+    );
+    refused(
+        &chaos("{ at: 1s, action: kill, target: provider/p1, mode: expired-cert }"),
+        "16:",
+        &["belong to the `tls` action"],
+    );
+    let ok = chaos("{ at: 1s, action: tls, target: provider/p1, mode: handshake-fail, for: 1s }");
+    let dir = tempdir();
+    let p = dir.path().join("ok.yaml");
+    std::fs::write(&p, ok).unwrap();
+    let o = mailsurge(&["validate", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// The reference MTA follows the same network rule as the inboxes: loopback, or inside its
 /// config's `network.allow` (or `--allow-network`).
 #[test]

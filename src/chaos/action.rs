@@ -89,11 +89,12 @@ impl Action {
             ChaosKind::Restore => "restore",
             ChaosKind::Block => "block",
             ChaosKind::Latency => "latency",
+            ChaosKind::Tls => "tls",
         }
     }
 
     fn mode_str(&self) -> Option<String> {
-        self.mode.map(|m| format!("{m:?}").to_lowercase())
+        self.mode.map(|m| m.as_str().to_string())
     }
 
     /// Human form of an action: the event's `text`, the chart label and the run log line.

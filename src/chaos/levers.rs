@@ -99,7 +99,14 @@ async fn provider(
 ) -> anyhow::Result<()> {
     match (verb, end) {
         (ChaosKind::Kill, false) => p.kill(a.mode.unwrap_or(KillMode::Refuse), a.mx),
-        (ChaosKind::Restore, false) | (ChaosKind::Kill, true) => p.restore().await?,
+        (ChaosKind::Tls, false) => p.tls_fault(a.mode),
+        (ChaosKind::Tls, true) => p.tls_fault(None),
+        (ChaosKind::Restore, false) => {
+            // A restore brings a provider back whole: listeners, and its TLS.
+            p.tls_fault(None);
+            p.restore().await?
+        }
+        (ChaosKind::Kill, true) => p.restore().await?,
         _ => overlay(p.inbox.engine(), a, end, pools),
     }
     Ok(())

@@ -150,6 +150,8 @@ impl Hosted {
             &self.c.rules,
             &self.events,
             &rt.handle(),
+            // TLS in distributed runs is not there yet: agents' inboxes offer none.
+            None,
             hosted,
             |i, m| addrs.provider(i, m),
         )?;

@@ -18,10 +18,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::rules::{Behaviour, RuleSet};
+use super::tls::InboxTls;
 use super::{Inbox, Overlay, Receipt};
 use crate::events::{Event, Kind};
-use crate::scenario::{KillMode, Scenario};
+use crate::scenario::{KillMode, Scenario, TlsMode};
 use crate::smtp::{self, Policy, ServerStats};
+use crate::tls::Pki;
 
 /// Default MX addresses: the first MX of provider i on 127.0.2.<i+1>, further MXes m on
 /// 127.0.<10+m>.<i+1> (127.0.3.x belongs to MTA nodes).
@@ -119,17 +121,21 @@ impl ProviderRt {
         rules: &[RuleSet],
         events: &mpsc::UnboundedSender<Event>,
         rt: &tokio::runtime::Handle,
+        pki: Option<&Pki>,
     ) -> anyhow::Result<Vec<ProviderRt>> {
-        Self::start_some(s, rules, events, rt, |_| true, default_addr)
+        Self::start_some(s, rules, events, rt, pki, |_| true, default_addr)
     }
 
     /// Starts the providers `hosted` picks (an agent of a distributed run hosts some), MX `m`
-    /// of provider `i` on `addr(i, m)` unless the scenario fixes its `listen`.
+    /// of provider `i` on `addr(i, m)` unless the scenario fixes its `listen`. With `pki` (the
+    /// run's CA), a provider whose `tls` is not `none` offers STARTTLS with a certificate for
+    /// its MX addresses.
     pub fn start_some(
         s: &Scenario,
         rules: &[RuleSet],
         events: &mpsc::UnboundedSender<Event>,
         rt: &tokio::runtime::Handle,
+        pki: Option<&Pki>,
         hosted: impl Fn(&str) -> bool,
         addr: impl Fn(usize, u32) -> SocketAddr,
     ) -> anyhow::Result<Vec<ProviderRt>> {
@@ -140,22 +146,8 @@ impl ProviderRt {
             if !hosted(&p.spec.name) {
                 continue;
             }
-            let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
-            tokio::spawn(receipts_to_events(rrx, events.clone()));
-            let inbox = Arc::new(Inbox::new(
-                &p.spec.name,
-                rules.clone(),
-                s.file.mta.egress_pools.clone(),
-                s.file.seed ^ (i as u64 + 1),
-                rtx,
-            ));
-            let mut rt = ProviderRt {
-                name: p.spec.name.clone(),
-                domains: p.spec.domains.clone(),
-                inbox,
-                mxs: Vec::new(),
-                rt: rt.clone(),
-            };
+            // Listeners first: the certificate names their addresses.
+            let mut listeners = Vec::new();
             for m in 1..=p.spec.mx.max(1) {
                 let want = match p.spec.listen {
                     Some(a) if m == 1 => a,
@@ -163,7 +155,32 @@ impl ProviderRt {
                 };
                 let listener = crate::smtp::listen(want)
                     .with_context(|| format!("provider `{}`: cannot listen on {want}", p.spec.name))?;
-                let addr = listener.local_addr()?;
+                listeners.push((listener.local_addr()?, listener));
+            }
+            let (rtx, rrx) = mpsc::unbounded_channel::<Receipt>();
+            tokio::spawn(receipts_to_events(rrx, events.clone()));
+            let mut inbox = Inbox::new(
+                &p.spec.name,
+                rules.clone(),
+                s.file.mta.egress_pools.clone(),
+                s.file.seed ^ (i as u64 + 1),
+                rtx,
+            );
+            let mode = p.spec.tls.unwrap_or(rules.file.tls);
+            if let Some(pki) = pki.filter(|_| mode != TlsMode::None) {
+                let addrs: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
+                let tls = InboxTls::new(pki, mode, &p.spec.name, &addrs)
+                    .with_context(|| format!("provider `{}`: cannot make its certificates", p.spec.name))?;
+                inbox = inbox.with_tls(tls);
+            }
+            let mut rt = ProviderRt {
+                name: p.spec.name.clone(),
+                domains: p.spec.domains.clone(),
+                inbox: Arc::new(inbox),
+                mxs: Vec::new(),
+                rt: rt.clone(),
+            };
+            for (addr, listener) in listeners {
                 let (stop, _) = watch::channel(false);
                 let mut mx = Mx { addr, stop, task: None };
                 mx.serve(&rt.name, &rt.inbox, listener);
@@ -197,6 +214,15 @@ impl ProviderRt {
             }
             KillMode::Reset => self.inbox.engine().add_overlay(Overlay::Down(Behaviour::Reset)),
             KillMode::Blackhole => self.inbox.engine().add_overlay(Overlay::Down(Behaviour::Blackhole)),
+            // The `tls` action's modes (a kill never carries them: checked at load).
+            KillMode::HandshakeFail | KillMode::ExpiredCert => self.tls_fault(Some(mode)),
+        }
+    }
+
+    /// Puts a `tls` fault in force, or lifts it; a provider without TLS has none to break.
+    pub fn tls_fault(&self, mode: Option<KillMode>) {
+        if let Some(t) = self.inbox.tls() {
+            t.set_fault(mode);
         }
     }
 

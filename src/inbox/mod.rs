@@ -10,6 +10,7 @@ pub mod farm;
 pub mod receipt;
 pub mod rules;
 pub mod state;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +41,8 @@ pub struct Inbox {
     /// 8 bytes per message — the only state kept per finished message.
     seen: std::sync::Mutex<std::collections::HashSet<u64>>,
     duplicates: AtomicU64,
+    /// STARTTLS, when the run gave this provider certificates.
+    tls: Option<tls::InboxTls>,
 }
 
 impl Inbox {
@@ -58,7 +61,19 @@ impl Inbox {
             accepted: AtomicU64::new(0),
             seen: std::sync::Mutex::new(std::collections::HashSet::new()),
             duplicates: AtomicU64::new(0),
+            tls: None,
         }
+    }
+
+    /// The same inbox offering STARTTLS as `tls` says.
+    pub fn with_tls(mut self, tls: tls::InboxTls) -> Inbox {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Its TLS, if it has any (the `tls` chaos faults act on it).
+    pub fn tls(&self) -> Option<&tls::InboxTls> {
+        self.tls.as_ref()
     }
 
     /// (accepted messages, of which duplicates) so far.
@@ -122,6 +137,12 @@ fn ctx<'a>(s: &'a SessionInfo, stage: Stage, sender: &'a str, rcpts: &'a [String
 }
 
 impl Policy for Inbox {
+    fn starttls(&self, _s: &SessionInfo) -> smtp::StartTls {
+        self.tls
+            .as_ref()
+            .map_or(smtp::StartTls::NotOffered, tls::InboxTls::starttls)
+    }
+
     async fn connect(&self, s: &SessionInfo) -> Decision {
         self.engine.connected(s.peer.ip());
         let greeting = Reply::new(
@@ -141,6 +162,9 @@ impl Policy for Inbox {
     }
 
     async fn mail(&self, s: &SessionInfo, from: &str, size: Option<usize>) -> Decision {
+        if let Some(d) = self.tls.as_ref().and_then(|t| t.refuse_plaintext(s)) {
+            return d;
+        }
         self.decide(
             ctx(s, Stage::Mail, from, &[], size),
             Reply::new(250, Some("2.1.0"), "Ok"),
@@ -267,10 +291,31 @@ pub async fn run_standalone(
             Ok(n)
         }),
     };
-    let inbox = Arc::new(Inbox::new(&provider, rules, BTreeMap::new(), seed, tx));
+    let mode = rules.file.tls;
+    let mut inbox = Inbox::new(&provider, rules, BTreeMap::new(), seed, tx);
+    let mut tls_line = None;
+    if mode != crate::scenario::TlsMode::None {
+        // Its own CA, made now; its certificate is printed so a client can verify against it
+        // (swaks --tls-ca-path), though most test clients do not verify at all.
+        let pki = crate::tls::Pki::new(&provider)?;
+        inbox = inbox.with_tls(tls::InboxTls::new(&pki, mode, &provider, &[local])?);
+        if let Some(dir) = receipts.and_then(Path::parent) {
+            let ca = dir.join(format!("{provider}-ca.pem"));
+            crate::files::write(&ca, pki.ca_pem())?;
+            tls_line = Some(format!(
+                "mailsurge inbox `{provider}`: STARTTLS {mode:?}, CA certificate {}",
+                ca.display()
+            ));
+        }
+    }
+    let inbox = Arc::new(inbox);
     let reloader = tokio::spawn(reload_on_hangup(inbox.clone(), rules_src));
     let stats = Arc::new(ServerStats::default());
+    // The first line is the address (scripts and tests read it); what else follows.
     println!("mailsurge inbox `{provider}` listening on {local}");
+    if let Some(l) = tls_line {
+        println!("{l}");
+    }
     smtp::serve(
         listener,
         inbox.clone(),

@@ -370,6 +370,10 @@ impl<'de> Deserialize<'de> for Rule {
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     pub provider: String,
+    /// STARTTLS: `none` (default), `optional` or `required` (SPEC §13); a scenario's provider
+    /// `tls:` overrides it.
+    #[serde(default)]
+    pub tls: crate::scenario::TlsMode,
     #[serde(default)]
     pub latency: BTreeMap<Stage, Latency>,
     #[serde(default)]

@@ -503,7 +503,7 @@ fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(chaos_error(at.0, c, &msg));
         let provider = f.providers.iter().find(|p| kind == "provider" && p.name == name);
         match c.action {
-            ChaosKind::Block | ChaosKind::Latency if provider.is_none() => {
+            ChaosKind::Block | ChaosKind::Latency | ChaosKind::Tls if provider.is_none() => {
                 return bad(format!("{:?} applies to provider/<name> targets only", c.action).to_lowercase());
             }
             ChaosKind::Block => match &c.pool {
@@ -516,6 +516,12 @@ fn chaos(at: &At, f: &ScenarioFile) -> Result<(), ConfigError> {
             ChaosKind::Latency if c.add.is_none() => return bad("latency needs `add:` (e.g. 500ms)".into()),
             ChaosKind::Kill if provider.is_none() && c.mode.is_some() => {
                 return bad("`mode:` applies to provider kills only (nodes and nats are SIGKILLed)".into());
+            }
+            ChaosKind::Tls if !c.mode.is_some_and(KillMode::is_tls) => {
+                return bad("tls needs `mode: handshake-fail` or `mode: expired-cert`".into());
+            }
+            ChaosKind::Kill | ChaosKind::Restore if c.mode.is_some_and(KillMode::is_tls) => {
+                return bad("`mode: handshake-fail` and `expired-cert` belong to the `tls` action".into());
             }
             _ => {}
         }

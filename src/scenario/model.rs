@@ -291,6 +291,23 @@ pub struct Provider {
     /// MX hosts (1..=4): the MTA routes to them in order and fails over down the list.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub mx: u32,
+    /// STARTTLS at this provider, over what its rule table says (`tls:` there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+}
+
+/// Whether an SMTP server offers STARTTLS, and whether it insists on it (a mock inbox's
+/// `tls:`, SPEC §13).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Not offered.
+    #[default]
+    None,
+    /// Offered; plaintext mail is taken too.
+    Optional,
+    /// Offered, and MAIL before it gets `530 5.7.0`.
+    Required,
 }
 
 fn is_one(n: &u32) -> bool {
@@ -457,14 +474,40 @@ pub enum ChaosKind {
     Restore,
     Block,
     Latency,
+    /// A provider's TLS breaks (`mode: handshake-fail | expired-cert`).
+    Tls,
 }
 
+/// How a `kill` takes a provider down (`refuse`, `blackhole`, `reset`), or how a `tls` fault
+/// breaks its TLS (`handshake-fail`, `expired-cert`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum KillMode {
     Refuse,
     Blackhole,
     Reset,
+    /// STARTTLS answered 220, then the connection closes instead of a handshake.
+    HandshakeFail,
+    /// The provider presents a certificate that expired a day ago.
+    ExpiredCert,
+}
+
+impl KillMode {
+    /// As the scenario writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMode::Refuse => "refuse",
+            KillMode::Blackhole => "blackhole",
+            KillMode::Reset => "reset",
+            KillMode::HandshakeFail => "handshake-fail",
+            KillMode::ExpiredCert => "expired-cert",
+        }
+    }
+
+    /// A mode of the `tls` action rather than of `kill`.
+    pub fn is_tls(self) -> bool {
+        matches!(self, KillMode::HandshakeFail | KillMode::ExpiredCert)
+    }
 }
 
 /// A reference-MTA node's ingress and delivery limits (its config's `limits:`, and the

@@ -126,6 +126,13 @@ impl SimProvider {
                     None,
                 ),
                 KillMode::Blackhole => all(lost(&host, "timed out"), timeout, None),
+                // Not a kill mode (the `tls` action's; checked at load), but answered as what
+                // it would look like to an MTA that requires TLS.
+                KillMode::HandshakeFail | KillMode::ExpiredCert => all(
+                    Reply::new(451, Some("4.7.5"), &format!("TLS with {host} failed")),
+                    Duration::ZERO,
+                    None,
+                ),
             };
         }
         let mut took = Duration::ZERO;
