@@ -137,6 +137,58 @@ pub fn client_config(roots: &[CertificateDer<'static>]) -> Result<Arc<rustls::Cl
     Ok(Arc::new(c))
 }
 
+/// A client that encrypts without authenticating the server: opportunistic TLS, as Postfix's
+/// `smtp_tls_security_level = may` does — a certificate that is expired, self-signed or for
+/// another name still gets the mail encrypted, where no TLS would send it in the clear.
+pub fn client_unverified() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+        .with_no_client_auth();
+    Ok(Arc::new(c))
+}
+
+/// Takes any certificate, but still checks the handshake's signatures with the provider's
+/// algorithms, so the session is a real TLS session, just unauthenticated.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 fn file_err(path: &Path, why: impl std::fmt::Display) -> TlsError {
     TlsError::File {
         path: path.display().to_string(),
@@ -225,6 +277,16 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("expired"), "{e}");
 
+        // Opportunistic clients take even the expired one: encrypted, not authenticated.
+        let old = pki.issue(&names, Validity::Expired).unwrap();
+        let any = handshake(
+            server_config(old.chain, old.key).unwrap(),
+            client_unverified().unwrap(),
+            "mx.gmail.test",
+        )
+        .await;
+        assert_eq!(any, Ok(()));
+
         // Another run's CA is a stranger.
         let other = Pki::new("u").unwrap().issue(&names, Validity::Current).unwrap();
         let e = handshake(server_config(other.chain, other.key).unwrap(), client, "mx.gmail.test")
@@ -249,6 +311,7 @@ mod tests {
         assert!(load_server(&cert, &key).is_ok());
         assert!(load_client(&ca).is_ok());
         let e = load_client(&key).err().unwrap().to_string();
+        assert!(client_unverified().is_ok());
         assert!(e.contains("k.pem") && e.contains("no certificate"), "{e}");
     }
 }

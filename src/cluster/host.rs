@@ -184,9 +184,19 @@ impl Hosted {
                 }
                 let name = format!("{}-{n}", r.name);
                 let spool = SpoolConfig::Local { dir: "spool".into() };
-                let node = start_node(s, &self.dir, &r.name, &name, k, self.addresses.node(k), routes, spool)
-                    .await
-                    .with_context(|| format!("cannot start node {name}"))?;
+                let node = start_node(
+                    s,
+                    &self.dir,
+                    &r.name,
+                    &name,
+                    k,
+                    self.addresses.node(k),
+                    routes,
+                    spool,
+                    None,
+                )
+                .await
+                .with_context(|| format!("cannot start node {name}"))?;
                 self.outbox.watch(node.dir.join("events.jsonl"));
                 out.push(Target {
                     node: node.name.clone(),

@@ -82,6 +82,36 @@ pub struct NodeConfig {
     /// queue on (SPEC §12); `run` writes its scenario's effective `network.allow` here.
     #[serde(default, skip_serializing_if = "NodeNetwork::is_empty")]
     pub network: NodeNetwork,
+    /// STARTTLS (SPEC §13): offered at ingress with `cert`/`key`, used at egress whenever a
+    /// provider offers it, and required — verified against `ca` — for the `required` domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NodeTls>,
+}
+
+/// A node config's `tls:`. Paths are relative to the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTls {
+    /// Ingress certificate chain (PEM); with `key`, the node offers STARTTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Roots (PEM) a `required` domain's server must be verified against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Egress STARTTLS whenever offered, unauthenticated (Postfix's `may`); a failed handshake
+    /// falls back to plaintext on a new connection.
+    #[serde(default = "yes")]
+    pub opportunistic: bool,
+    /// Domains delivered only over TLS verified against `ca` (Postfix's `secure`); anything
+    /// less is a `451 4.7.5` deferral carrying the TLS error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A node config's `network: { allow: [CIDR, ...] }`: the scenario's key, without the
@@ -185,6 +215,23 @@ impl NodeConfig {
                     let at = src.top_key_line("egress_pools");
                     return Err(src.error_at(&ip.to_string(), at, format!("egress_pools: {why}")));
                 }
+            }
+        }
+        if let Some(t) = &mut cfg.tls {
+            for p in [&mut t.cert, &mut t.key, &mut t.ca].into_iter().flatten() {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+            if t.cert.is_some() != t.key.is_some() {
+                return Err(src.error_at("tls", src.top_key_line("tls"), "tls: `cert` and `key` go together"));
+            }
+            if !t.required.is_empty() && t.ca.is_none() {
+                return Err(src.error_at(
+                    "required",
+                    src.top_key_line("tls"),
+                    "tls: `required` domains need `ca:` (the roots their servers are verified against)",
+                ));
             }
         }
         if let Some(p) = &cfg.default_pool {

@@ -21,6 +21,8 @@ pub struct Ingress {
     pub queues: Arc<Queues>,
     pub events: Arc<EventLog>,
     pub spool_failures: FailureLog,
+    /// STARTTLS at ingress, when the node has a certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Spool write failures, logged at most once a second with how many there were: a shared
@@ -58,6 +60,12 @@ impl Ingress {
 }
 
 impl Policy for Ingress {
+    fn starttls(&self, _s: &SessionInfo) -> crate::smtp::StartTls {
+        self.tls
+            .clone()
+            .map_or(crate::smtp::StartTls::NotOffered, crate::smtp::StartTls::Offer)
+    }
+
     async fn connect(&self, _s: &SessionInfo) -> Decision {
         Decision::reply(Reply::new(
             220,
@@ -182,7 +190,14 @@ mod tests {
         let responses = crate::mta::responses::ResponseTable::shipped();
         let (stop, stopping) = watch::channel(false);
         let spool: Arc<dyn Spool> = spool;
-        let queues = Queues::new(Arc::new(cfg), responses, spool.clone(), events.clone(), stopping);
+        let queues = Queues::new(
+            Arc::new(cfg),
+            responses,
+            spool.clone(),
+            events.clone(),
+            stopping,
+            Default::default(),
+        );
         let ingress = Ingress {
             hostname: "t-1.mailsurge.test".into(),
             relay_networks: vec!["127.0.0.0/8".parse().unwrap()],
@@ -190,6 +205,7 @@ mod tests {
             queues,
             events,
             spool_failures: FailureLog::default(),
+            tls: None,
         };
         (ingress, stop)
     }

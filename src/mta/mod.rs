@@ -7,6 +7,7 @@
 //! undelivered mail in the spool for the next start.
 
 pub mod config;
+mod egress_tls;
 pub mod eventlog;
 pub mod ingress;
 mod job;
@@ -75,7 +76,19 @@ pub async fn run_node(
             .with_context(|| format!("cannot open events file {}", cfg.events.display()))?,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let queues = Queues::new(cfg.clone(), responses, spool.clone(), events.clone(), stop_rx.clone());
+    let egress_tls = egress_tls::EgressTls::new(cfg.tls.as_ref()).context("cannot set up TLS toward providers")?;
+    let ingress_tls = match cfg.tls.as_ref().and_then(|t| t.cert.as_deref().zip(t.key.as_deref())) {
+        Some((cert, key)) => Some(crate::tls::load_server(cert, key).context("cannot set up STARTTLS at ingress")?),
+        None => None,
+    };
+    let queues = Queues::new(
+        cfg.clone(),
+        responses,
+        spool.clone(),
+        events.clone(),
+        stop_rx.clone(),
+        egress_tls,
+    );
 
     // Recovery: everything still in the spool was acknowledged and is not done.
     let recovered = spool.recover().context("cannot read the spool")?;
@@ -101,6 +114,7 @@ pub async fn run_node(
         queues: queues.clone(),
         events: events.clone(),
         spool_failures: ingress::FailureLog::default(),
+        tls: ingress_tls,
     });
     let limits = Limits {
         hostname: ingress.hostname.clone(),

@@ -49,9 +49,11 @@ pub async fn start_node(
     ip: IpAddr,
     routes: &BTreeMap<String, Vec<SocketAddr>>,
     spool: SpoolConfig,
+    pki: Option<&crate::tls::Pki>,
 ) -> anyhow::Result<Node> {
     let dir = run_dir.join("nodes").join(name);
     std::fs::create_dir_all(&dir)?;
+    let tls = pki.map(|p| node_tls(s, p, &dir, name, ip)).transpose()?;
     let responses = match &s.responses_source.dir {
         // Shipped table: nodes embed the same file.
         None => s.file.mta.responses.clone(),
@@ -61,6 +63,7 @@ pub async fn start_node(
             .to_string(),
     };
     let cfg = NodeConfig {
+        tls,
         node: name.to_string(),
         region: region.to_string(),
         listen: SocketAddr::new(ip, 0),
@@ -97,6 +100,38 @@ pub async fn start_node(
         addr,
         child,
         down: false,
+    })
+}
+
+/// A run's node's `tls:`: an ingress certificate from the run's CA for its address, the CA
+/// (written beside it) to verify required domains with, and the scenario's egress policy.
+fn node_tls(
+    s: &Scenario,
+    pki: &crate::tls::Pki,
+    dir: &Path,
+    name: &str,
+    ip: IpAddr,
+) -> anyhow::Result<super::config::NodeTls> {
+    let issued = pki.issue(
+        &[ip.to_string(), format!("{name}.mailsurge.test")],
+        crate::tls::Validity::Current,
+    )?;
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    crate::files::write(&tls.join("node.pem"), &issued.cert_pem)?;
+    crate::files::write(&tls.join("node.key"), &issued.key_pem)?;
+    crate::files::write(&tls.join("ca.pem"), pki.ca_pem())?;
+    let t = &s.file.mta.tls;
+    Ok(super::config::NodeTls {
+        cert: Some("tls/node.pem".into()),
+        key: Some("tls/node.key".into()),
+        ca: Some("tls/ca.pem".into()),
+        opportunistic: t.opportunistic,
+        required: t
+            .required
+            .iter()
+            .map(|d| crate::scenario::network::sut_domain(&s.file, d))
+            .collect(),
     })
 }
 

@@ -38,7 +38,8 @@ use super::routing::Routing;
 use super::screen::Screen;
 use super::spool::{self, Meta, Resume, Spool, SpoolId};
 use crate::events::{now_ns, Event, Kind};
-use crate::smtp::{Client, ClientConfig, Reply};
+use crate::smtp::client::ClientTls;
+use crate::smtp::{Client, ClientConfig, ClientError, Reply};
 use crate::sync::lock;
 
 mod outcome;
@@ -77,6 +78,8 @@ pub struct Queues {
     spool: Arc<dyn Spool>,
     events: Arc<EventLog>,
     client: ClientConfig,
+    /// STARTTLS toward providers, per domain.
+    tls: super::egress_tls::EgressTls,
     domains: Mutex<HashMap<String, DomainState>>,
     /// Outstanding jobs per spooled message; after the last the record leaves the spool.
     pending: Pending,
@@ -108,6 +111,7 @@ impl Queues {
         spool: Arc<dyn Spool>,
         events: Arc<EventLog>,
         stopping: watch::Receiver<bool>,
+        tls: super::egress_tls::EgressTls,
     ) -> Arc<Queues> {
         let t = cfg.limits.delivery_timeout.0;
         let client = ClientConfig {
@@ -142,6 +146,7 @@ impl Queues {
             spool,
             events,
             client,
+            tls,
             domains: Mutex::new(HashMap::new()),
             pending: Pending::default(),
             screen,
@@ -400,11 +405,22 @@ impl Queues {
                 Some(sem) => sem.clone().acquire_owned().await.ok(),
                 None => None,
             };
-            let cfg = ClientConfig {
+            let mut cfg = ClientConfig {
                 source_ip: src,
+                tls: self.tls.for_domain(&domain),
                 ..self.client.clone()
             };
-            match Client::connect(addr, &cfg).await {
+            let mut connected = Client::connect(addr, &cfg).await;
+            if matches!(
+                (&connected, &cfg.tls),
+                (Err(ClientError::Tls(_)), ClientTls::Opportunistic(_))
+            ) {
+                // Opportunistic TLS that failed falls back to plaintext on a new connection,
+                // as Postfix's `may` does: encryption was never promised.
+                cfg.tls = ClientTls::Off;
+                connected = Client::connect(addr, &cfg).await;
+            }
+            match connected {
                 Ok(client) => {
                     conn = Some(Conn {
                         client,
@@ -424,7 +440,8 @@ impl Queues {
                         continue;
                     }
                     let r = match e {
-                        crate::smtp::ClientError::Greeting(r) => r,
+                        ClientError::Greeting(r) => r,
+                        e @ ClientError::Tls(_) => super::egress_tls::EgressTls::failure(&domain, &e),
                         e => Reply::new(451, Some("4.4.1"), &format!("cannot connect to {addr}: {e}")),
                     };
                     self.attempt_failed_all(job, &r, None);

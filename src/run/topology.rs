@@ -83,7 +83,7 @@ impl Topology {
         if s.file.mta.kind == MtaKind::External {
             t.bounce_inbox(c, log, events, inbox_stop_rx).await?;
         } else {
-            t.start_nodes(c, dir, log, &routes).await?;
+            t.start_nodes(c, dir, log, &routes, &pki).await?;
         }
         Ok(t)
     }
@@ -120,6 +120,7 @@ impl Topology {
         dir: &Path,
         log: &Log,
         routes: &BTreeMap<String, Vec<SocketAddr>>,
+        pki: &crate::tls::Pki,
     ) -> anyhow::Result<()> {
         let spool = match &self.queue {
             Some(q) => q.spool_config(),
@@ -139,6 +140,7 @@ impl Topology {
                     default_node_ip(k),
                     routes,
                     spool.clone(),
+                    Some(pki),
                 )
                 .await
                 .with_context(|| format!("cannot start node {}-{n}", r.name))?;

@@ -175,6 +175,41 @@ pub struct Mta {
     /// timeouts); unset keys keep the node defaults.
     #[serde(default)]
     pub limits: NodeLimits,
+    /// The nodes' STARTTLS toward providers (SPEC §13); ingress STARTTLS is always offered.
+    #[serde(default, skip_serializing_if = "MtaTls::is_default")]
+    pub tls: MtaTls,
+}
+
+/// `mta: tls: { opportunistic: true, required: [gmail.com] }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtaTls {
+    /// STARTTLS whenever a provider offers it, unauthenticated (Postfix's `may`).
+    #[serde(default = "yes")]
+    pub opportunistic: bool,
+    /// Domains delivered only over TLS verified against the run's CA; a failure is a
+    /// `451 4.7.5` deferral carrying the TLS error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MtaTls {
+    fn default() -> Self {
+        MtaTls {
+            opportunistic: true,
+            required: Vec::new(),
+        }
+    }
+}
+
+impl MtaTls {
+    fn is_default(&self) -> bool {
+        *self == MtaTls::default()
+    }
 }
 
 impl Default for Mta {
@@ -191,6 +226,7 @@ impl Default for Mta {
             nats: None,
             lease: None,
             limits: NodeLimits::default(),
+            tls: MtaTls::default(),
         }
     }
 }

@@ -139,7 +139,7 @@ fn parses_the_commands_we_serve() {
         ("QUIT\r\n", Command::Quit),
         ("VRFY bob\r\n", Command::Vrfy),
         ("HELP\r\n", Command::Help),
-        ("STARTTLS\r\n", Command::NotImplemented("STARTTLS")),
+        ("STARTTLS\r\n", Command::StartTls),
         ("AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", Command::NotImplemented("AUTH")),
         ("BDAT 100 LAST\r\n", Command::NotImplemented("BDAT")),
         ("EXPN list\r\n", Command::NotImplemented("EXPN")),
