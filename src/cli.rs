@@ -138,6 +138,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             out,
             quiet,
             allow_network,
+            starttls,
         } => {
             let o = crate::gen::GenOptions {
                 target,
@@ -149,6 +150,7 @@ fn dispatch(cmd: Cmd) -> u8 {
                 domain,
                 seed,
                 allow: Allow::new(allow_network),
+                starttls,
             };
             gen(&o, out, quiet)
         }

@@ -62,6 +62,8 @@ pub struct GenOptions {
     pub seed: u64,
     /// Where `target` may be: loopback, or inside `--allow-network`.
     pub allow: crate::scenario::Allow,
+    /// STARTTLS on every connection (unverified, as load clients do).
+    pub starttls: bool,
 }
 
 impl GenOptions {
@@ -197,6 +199,11 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         recipients_per_message: 1,
         recipients: Default::default(),
         connections: o.connections,
+        tls: if o.starttls {
+            crate::scenario::SubmitTls::Starttls
+        } else {
+            crate::scenario::SubmitTls::None
+        },
     };
     let (arrivals, window) = match (o.rate, o.duration, o.count) {
         (GenRate::Max, None, None) => anyhow::bail!("--rate max needs --duration D or --count N"),
@@ -252,6 +259,7 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         start,
         hard_stop: (start + window.min(MAX_GEN_TIME)).into(),
         shard: None,
+        tls: crate::tls::submission(o.starttls)?,
     };
     let counters = Arc::new(Counters::default());
     let collect = tokio::spawn(async move {
@@ -314,6 +322,7 @@ mod tests {
             domain: "example.com".into(),
             seed: 1,
             allow,
+            starttls: false,
         }
     }
 

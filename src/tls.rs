@@ -189,6 +189,16 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// The generator's STARTTLS: required, encrypting without verifying the server, as swaks and
+/// other load clients do — it measures what TLS costs the system under test, not whom it trusts.
+pub fn submission(starttls: bool) -> Result<crate::smtp::client::ClientTls, TlsError> {
+    Ok(if starttls {
+        crate::smtp::client::ClientTls::Required(client_unverified()?)
+    } else {
+        crate::smtp::client::ClientTls::Off
+    })
+}
+
 fn file_err(path: &Path, why: impl std::fmt::Display) -> TlsError {
     TlsError::File {
         path: path.display().to_string(),

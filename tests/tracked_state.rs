@@ -111,6 +111,7 @@ fn generator_under_overload_holds_at_most_64_bytes_per_message() {
             start,
             hard_stop: (start + window + Duration::from_secs(5)).into(),
             shard: None,
+            tls: Default::default(),
         };
         let counters = Arc::new(Counters::default());
         // Dropped with the runtime once measured; its stalled connections would wait minutes.

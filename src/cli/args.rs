@@ -178,6 +178,10 @@ pub enum Cmd {
         /// `network.allow` does, e.g. 10.0.0.0/24.
         #[arg(long = "allow-network", value_name = "CIDR", value_parser = parse_cidr)]
         allow_network: Vec<ipnet::IpNet>,
+        /// STARTTLS on every connection (required; the certificate is not verified, as with
+        /// swaks): what TLS costs the server under test.
+        #[arg(long)]
+        starttls: bool,
     },
     /// Merge HdrHistogram interval logs (latency.hlog) from several hosts or runs, by tag and
     /// absolute second; prints each tag's percentiles and writes the merged log with --out.

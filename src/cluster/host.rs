@@ -252,6 +252,9 @@ impl Hosted {
                 deadline.clone(),
             );
             plan.shard = Some((k, self.shards));
+            if let Ok(tls) = crate::tls::submission(f.traffic.tls == crate::scenario::SubmitTls::Starttls) {
+                plan.tls = tls;
+            }
             // The shards share the scenario's connections between them.
             plan.connections = f.traffic.connections.div_ceil(self.shards).max(1);
             tasks.push(tokio::spawn(submit::run(

@@ -122,7 +122,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let heartbeats =
         (f.mta.kind != MtaKind::External).then(|| tokio::spawn(balancer.clone().heartbeats(clock.hard_stop)));
     let bounce_domain = topo.bounces.as_ref().map(|(_, d)| d.as_str());
-    let plan = traffic_plan(
+    let mut plan = traffic_plan(
         s,
         &run_id,
         bounce_domain,
@@ -131,6 +131,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         (clock.start, clock.duration),
         gen_stop,
     );
+    plan.tls = crate::tls::submission(f.traffic.tls == crate::scenario::SubmitTls::Starttls)?;
     let gen = tokio::spawn(submit::run(plan, ev_tx.clone(), counters.clone()));
     let mut play = Play {
         f,
@@ -304,6 +305,7 @@ pub fn traffic_plan(
         start,
         hard_stop,
         shard: None,
+        tls: Default::default(),
     }
 }
 

@@ -376,6 +376,26 @@ pub struct Traffic {
     /// Submission connections, each reused for many messages.
     #[serde(default = "default_connections")]
     pub connections: u32,
+    /// `starttls`: every submission connection upgrades to TLS before it sends (SPEC §13).
+    #[serde(default, skip_serializing_if = "SubmitTls::is_none")]
+    pub tls: SubmitTls,
+}
+
+/// `traffic.tls`: how the generator submits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubmitTls {
+    /// Plaintext.
+    #[default]
+    None,
+    /// STARTTLS on every connection; a server that does not offer it is a submission error.
+    Starttls,
+}
+
+impl SubmitTls {
+    fn is_none(&self) -> bool {
+        *self == SubmitTls::None
+    }
 }
 
 /// Local-part prefixes the shipped provider profiles script (`rcpt: '^nouser[-.+]'` …): an

@@ -81,6 +81,8 @@ pub struct Plan {
     /// distributed run's n generators. Every shard draws the whole schedule and mix, so the n
     /// shards' union is exactly the one-host schedule of the same seed.
     pub shard: Option<(u32, u32)>,
+    /// STARTTLS on every submission connection.
+    pub tls: crate::smtp::client::ClientTls,
 }
 
 /// Messages the open-loop schedule has released and no connection has taken yet.
@@ -170,6 +172,7 @@ struct Shared {
     counters: Arc<Counters>,
     start: Instant,
     hard_stop: Deadline,
+    tls: crate::smtp::client::ClientTls,
 }
 
 impl Shared {
@@ -242,6 +245,7 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
         counters,
         start: plan.start,
         hard_stop: plan.hard_stop.clone(),
+        tls: plan.tls,
     });
     let workers: Vec<_> = (0..plan.connections.max(1) as usize)
         .map(|w| tokio::spawn(worker(w, shared.clone())))
@@ -317,6 +321,7 @@ async fn worker(index: usize, shared: Arc<Shared>) {
     }
     let cfg = ClientConfig {
         helo: "generator.mailsurge.test".into(),
+        tls: shared.tls.clone(),
         ..ClientConfig::default()
     };
     // (target index, its address, the balancer epoch it was picked in): re-picked whenever
