@@ -105,6 +105,10 @@ pub struct Event {
     /// Egress or client source address (delivered/received).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<String>,
+    /// The hop went over TLS (`submitted`: generator → MTA; `received`: MTA → inbox): the
+    /// session's handshake time in µs on its first message, 0 on the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<u64>,
     /// `fault` / `fault_end`: the chaos action as typed fields (boxed: one pointer on every
     /// other event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +269,7 @@ impl Event {
             submitted: None,
             acked: None,
             source_ip: None,
+            tls: None,
             fault: None,
         }
     }

@@ -263,8 +263,10 @@ pub async fn receipts_to_events(mut rx: mpsc::UnboundedReceiver<Receipt>, tx: mp
         let Some(id) = r.key().map(str::to_string) else {
             continue;
         };
-        for rcpt in &r.rcpt {
+        for (i, rcpt) in r.rcpt.iter().enumerate() {
             let mut e = Event::new(r.t_ns, id.clone(), Kind::Received);
+            // A session's handshake counts once: on the first recipient's event.
+            e.tls = r.tls.map(|us| if i == 0 { us } else { 0 });
             e.provider = Some(r.provider.clone());
             e.rcpt = Some(rcpt.clone());
             e.intended = r.intended_ns;

@@ -199,6 +199,11 @@ impl Policy for Inbox {
             let delay = d.delay.unwrap_or_default();
             let at = t_ns + u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
             let mut r = Receipt::new(&self.provider, at, env.rcpts.clone(), s.peer.ip(), &body, env.size);
+            // The first message of a TLS session carries its handshake time.
+            r.tls = s
+                .tls
+                .as_ref()
+                .map(|t| if s.transactions == 0 { t.handshake_us.max(1) } else { 0 });
             self.check_duplicate(&mut r);
             // The receiver only goes away at shutdown, when losing a late receipt is moot.
             if delay.is_zero() {

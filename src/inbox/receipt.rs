@@ -28,6 +28,9 @@ pub struct Receipt {
     /// This message id was received before (an extra delivery).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// It came over TLS: the session's handshake time in µs on its first message, else 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<u64>,
 }
 
 impl Receipt {
@@ -46,6 +49,7 @@ impl Receipt {
             intended_ns: id.intended_ns,
             submitted_ns: id.submitted_ns,
             duplicate: false,
+            tls: None,
         }
     }
 

@@ -67,6 +67,8 @@ pub struct Fold<'i> {
     rates: Rates,
     /// The latest event time seen.
     pub last_t: Option<u64>,
+    /// TLS per hop.
+    pub tls: super::tls::Tally,
 }
 
 impl<'i> Fold<'i> {
@@ -79,6 +81,7 @@ impl<'i> Fold<'i> {
             node_region: HashMap::new(),
             rates: Rates::default(),
             last_t: None,
+            tls: super::tls::Tally::default(),
         }
     }
 
@@ -95,6 +98,7 @@ impl<'i> Fold<'i> {
         self.last_t = Some(self.last_t.map_or(e.t, |t| t.max(e.t)));
         self.ledger.add(e);
         self.count_rate(e);
+        self.tls.add(e);
         if let (Some(n), Some(r)) = (&e.node, &e.region) {
             let names = &mut self.ledger.names;
             let (n, r) = (names.id(Some(n)), names.id(Some(r)));

@@ -13,6 +13,7 @@ pub mod intervals;
 pub mod latency;
 pub mod recent;
 pub mod series;
+pub mod tls;
 pub mod witness;
 
 use std::borrow::Cow;
@@ -159,6 +160,8 @@ pub struct Analysis {
     pub pass: bool,
     /// Seconds at the start of the window left out of the judgement ([`Inputs::warmup_s`]).
     pub warmup_s: f64,
+    /// TLS per hop, when any message of the run went over TLS.
+    pub tls: Option<tls::TlsSummary>,
 }
 
 /// One generated recipient with its derived labels.
@@ -283,6 +286,7 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         faults,
         pass,
         warmup_s: inp.warmup_s,
+        tls: fold.tls.summary(),
     }
 }
 

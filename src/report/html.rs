@@ -101,6 +101,7 @@ pub fn render(s: &Summary, a: &Analysis, charts: &[(String, String, String)]) ->
     );
     verdict_section(&mut o, s);
     delivery_section(&mut o, s, a);
+    tls_section(&mut o, s);
     thresholds_section(&mut o, s, a);
     accounting_section(&mut o, s, a);
     groups_section(&mut o, s);
@@ -215,6 +216,29 @@ fn delivery_section(o: &mut String, s: &Summary, a: &Analysis) {
         if s.slo.pass { "ok" } else { "bad" },
         if s.slo.pass { "met" } else { "missed" }
     );
+}
+
+/// TLS per hop, when any message went over TLS.
+fn tls_section(o: &mut String, s: &Summary) {
+    let Some(t) = &s.tls else { return };
+    let _ = writeln!(
+        o,
+        "<section id=\"tls\">\n<h2>TLS</h2>\n<table>\n<tr><th>hop</th><th>over TLS</th><th>messages</th>\
+         <th>TLS sessions</th><th>handshake p50</th><th>handshake p99</th></tr>"
+    );
+    for (hop, h) in [("generator → MTA", &t.submission), ("MTA → inbox", &t.delivery)] {
+        let _ = writeln!(
+            o,
+            "<tr><td>{hop}</td><td class=\"num\">{:.1}%</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            h.share * 100.0,
+            h.messages,
+            h.sessions,
+            ms(h.handshake_p50_ms, "-"),
+            ms(h.handshake_p99_ms, "-")
+        );
+    }
+    let _ = writeln!(o, "</table>\n</section>");
 }
 
 fn thresholds_section(o: &mut String, s: &Summary, a: &Analysis) {

@@ -72,6 +72,24 @@ pub fn render(s: &Summary, charts: &[(&str, &str)]) -> String {
         slo_sentence(s.slo.compliance, s.slo.delivery_ms, s.slo.target),
         if s.slo.pass { "met" } else { "missed" }
     );
+    if let Some(t) = &s.tls {
+        let _ = writeln!(
+            o,
+            "## TLS\n\n| hop | over TLS | messages | TLS sessions | handshake p50 | handshake p99 |\n|---|---|---|---|---|---|"
+        );
+        for (hop, h) in [("generator → MTA", &t.submission), ("MTA → inbox", &t.delivery)] {
+            let _ = writeln!(
+                o,
+                "| {hop} | {:.1}% | {} | {} | {} | {} |",
+                h.share * 100.0,
+                h.messages,
+                h.sessions,
+                ms(h.handshake_p50_ms, "-"),
+                ms(h.handshake_p99_ms, "-")
+            );
+        }
+        let _ = writeln!(o);
+    }
     if !s.thresholds.is_empty() {
         let _ = writeln!(o, "## Thresholds\n\n| threshold | observed | result |\n|---|---|---|");
         for t in &s.thresholds {

@@ -41,6 +41,9 @@ pub struct Summary {
     /// only messages intended after it. Absent when the whole window is judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_s: Option<f64>,
+    /// TLS per hop (SPEC §13): absent when no message went over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::measure::tls::TlsSummary>,
     /// Written by `mailsurge sim`, not by a run of real processes: every figure is the
     /// model's. Absent (false) for real runs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -305,6 +308,7 @@ impl Summary {
             reasons,
             spool: info.spool.clone(),
             warmup_s: (a.warmup_s > 0.0).then_some(a.warmup_s),
+            tls: a.tls.clone(),
             simulated: info.sim.is_some(),
             sim: info.sim.clone(),
         }

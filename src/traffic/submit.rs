@@ -329,6 +329,8 @@ async fn worker(index: usize, shared: Arc<Shared>) {
     let mut current: Option<(usize, SocketAddr, u64)> = None;
     let mut target = 0usize;
     let mut client: Option<Client> = None;
+    // Messages sent on the current connection: the first carries its TLS handshake time.
+    let mut on_conn = 0u64;
     while let Some(mut d) = shared.next_draft().await {
         // Only now, with a connection free to send it, does the message take heap space.
         let rcpts = mix.recipients(&d);
@@ -336,6 +338,7 @@ async fn worker(index: usize, shared: Arc<Shared>) {
         let from = builder.sender(d.tenant);
         let mut last_err = String::new();
         let mut outcome = None;
+        let mut tls: Option<u64> = None;
         let mut acked_ns = 0;
         let mut attempts = 0;
         while attempts < MAX_SUBMIT_ATTEMPTS {
@@ -358,7 +361,10 @@ async fn worker(index: usize, shared: Arc<Shared>) {
             if client.as_ref().is_none_or(|c| !c.is_usable()) {
                 client = None;
                 match Client::connect(addr, &cfg).await {
-                    Ok(c) => client = Some(c),
+                    Ok(c) => {
+                        client = Some(c);
+                        on_conn = 0;
+                    }
                     Err(e) => {
                         last_err = e.to_string();
                         balancer.failed(target, &format!("submission connect: {e}"));
@@ -377,6 +383,8 @@ async fn worker(index: usize, shared: Arc<Shared>) {
                 Ok(out) => {
                     acked_ns = now_ns();
                     outcome = Some((out, submitted_ns));
+                    tls = c.tls().map(|t| if on_conn == 0 { t.handshake_us.max(1) } else { 0 });
+                    on_conn += 1;
                     break;
                 }
                 Err(e) => {
@@ -390,6 +398,8 @@ async fn worker(index: usize, shared: Arc<Shared>) {
         let t = balancer.target(target);
         let (node, region) = t.map_or(("-".to_string(), "-".to_string()), |t| (t.node, t.region));
         for (i, rcpt) in rcpts.iter().enumerate() {
+            // The handshake counts once per session: on the first recipient's event only.
+            let tls = tls.map(|us| if i == 0 { us } else { 0 });
             // A recipient counts as submitted only if its RCPT and the final reply were 2xx.
             let refusal = match &outcome {
                 Some((out, _)) if out.accepted() => out.rcpts.get(i).filter(|r| !r.is_success()).cloned(),
@@ -417,6 +427,9 @@ async fn worker(index: usize, shared: Arc<Shared>) {
             e.node = Some(node.clone());
             e.region = Some(region.clone());
             e.intended = Some(d.intended_ns);
+            if e.event == Kind::Submitted {
+                e.tls = tls;
+            }
             let _ = events.send(e);
         }
     }

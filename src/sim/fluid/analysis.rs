@@ -397,6 +397,7 @@ pub fn analyze(out: &super::FluidOut, inp: &Inputs) -> Analysis {
         faults,
         pass,
         warmup_s: inp.warmup_s,
+        tls: None,
     }
 }
 
