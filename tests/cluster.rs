@@ -41,6 +41,18 @@ fn agent(dir: &Path, url: &str, name: &str, range: &str) -> Agent {
     Agent(child)
 }
 
+/// A nats-server and the three agents `names`, each on its own loopback range 127.0.<first+i>.0/24.
+fn cluster(dir: &Path, names: [&str; 3], first: u8) -> (TestNats, Vec<Agent>) {
+    let nats = TestNats::start(dir);
+    let url = nats.url();
+    let agents = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| agent(dir, &url, n, &format!("127.0.{}.0/24", first + i as u8)))
+        .collect();
+    (nats, agents)
+}
+
 /// A small two-provider, one-region day; `placement` puts each part on its agent.
 fn scenario(dir: &Path) -> PathBuf {
     let path = dir.join("cl.yaml");
@@ -100,13 +112,8 @@ fn run_cluster(dir: &Path, url: &str, out: &Path) -> std::process::Output {
 fn three_agents_run_the_one_host_schedule_and_merge_histograms_exactly() {
     let tmp = tempdir();
     let dir = tmp.path();
-    let nats = TestNats::start(dir);
+    let (nats, _agents) = cluster(dir, ["gen", "inboxes", "mta"], 40);
     let url = nats.url();
-    let _agents = [
-        agent(dir, &url, "gen", "127.0.40.0/24"),
-        agent(dir, &url, "inboxes", "127.0.41.0/24"),
-        agent(dir, &url, "mta", "127.0.42.0/24"),
-    ];
     let cl = dir.join("cluster-run");
     let out = run_cluster(dir, &url, &cl);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -190,13 +197,8 @@ fn three_agents_run_the_one_host_schedule_and_merge_histograms_exactly() {
 fn a_killed_agent_is_a_fault_of_its_own_and_the_run_is_not_judged() {
     let tmp = tempdir();
     let dir = tmp.path();
-    let nats = TestNats::start(dir);
+    let (nats, mut agents) = cluster(dir, ["gen", "inboxes", "mta"], 43);
     let url = nats.url();
-    let mut agents = [
-        agent(dir, &url, "gen", "127.0.43.0/24"),
-        agent(dir, &url, "inboxes", "127.0.44.0/24"),
-        agent(dir, &url, "mta", "127.0.45.0/24"),
-    ];
     let cl = dir.join("cluster-run");
     let path = scenario(dir);
     let mut run = Command::new(bin())
@@ -264,13 +266,8 @@ fn a_killed_agent_is_a_fault_of_its_own_and_the_run_is_not_judged() {
 fn an_abort_condition_stops_a_distributed_run_and_lifts_the_blackhole_on_its_agent() {
     let tmp = tempdir();
     let dir = tmp.path();
-    let nats = TestNats::start(dir);
+    let (nats, _agents) = cluster(dir, ["gen", "inboxes", "mta"], 46);
     let url = nats.url();
-    let _agents = [
-        agent(dir, &url, "gen", "127.0.46.0/24"),
-        agent(dir, &url, "inboxes", "127.0.47.0/24"),
-        agent(dir, &url, "mta", "127.0.48.0/24"),
-    ];
     let path = dir.join("abort.yaml");
     std::fs::write(
         &path,
@@ -375,13 +372,8 @@ fn two_generator_agents_keep_the_open_loop_schedule_against_one_external_sut() {
         ),
     )
     .unwrap();
-    let nats = TestNats::start(dir);
+    let (nats, _agents) = cluster(dir, ["g1", "g2", "inb"], 50);
     let url = nats.url();
-    let _agents = [
-        agent(dir, &url, "g1", "127.0.50.0/24"),
-        agent(dir, &url, "g2", "127.0.51.0/24"),
-        agent(dir, &url, "inb", "127.0.52.0/24"),
-    ];
     let cl = dir.join("cluster-run");
     let out = Command::new(bin())
         .args(["run", "--quiet", "--cluster", &url, "--out"])
