@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# ci-tls-swaks.sh: STARTTLS against mailsurge's servers with a client that is not mailsurge's.
+#
+# WHY
+#   The Rust tests drive STARTTLS with mailsurge's own client and raw sockets. A client written
+#   by someone else catches what those share by construction: swaks (Debian package `swaks`,
+#   Perl, IO::Socket::SSL/OpenSSL) is the tool mail engineers reach for.
+#
+# WHAT IT DOES
+#   1. A standalone mock inbox whose rule table says `tls: required` (127.0.8.1):
+#      swaks --tls completes STARTTLS, gets 250 for the message, and the inbox writes a receipt;
+#      swaks without --tls gets 530 5.7.0 at MAIL.
+#   2. A standalone reference-MTA node with a `tls:` section (its certificate taken from a short
+#      smoke run's node, issued by that run's CA) relaying to that inbox: swaks --tls completes
+#      STARTTLS and gets 250, and the message reaches the inbox — which only takes mail over TLS,
+#      so the node's own egress STARTTLS worked too.
+#
+# HOW TO RUN
+#   scripts/ci-tls-swaks.sh            # ~30 s after the build
+#   Environment: MAILSURGE_BIN (default: the release binary, brought up to date first),
+#   KEEP_WORK=1 (keep the scratch directory).
+#   Without swaks, installs Debian's `swaks` when root (CI); otherwise prints "SKIPPED: <reason>"
+#   and exits 0. Exit 1 when a check fails. Loopback only.
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+KEEP_WORK="${KEEP_WORK:-0}"
+
+skip() {
+  echo "SKIPPED: $*"
+  exit 0
+}
+if ! command -v swaks >/dev/null; then
+  [[ "$(id -u)" == 0 ]] || skip "swaks is not installed and installing it needs root (apt-get install swaks)"
+  apt_install swaks libnet-ssleay-perl libio-socket-ssl-perl || skip "apt-get install swaks failed"
+fi
+command -v swaks >/dev/null || skip "no swaks"
+require_tools timeout grep
+
+mailsurge_bin always # BIN: MAILSURGE_BIN, or the release binary brought up to date
+
+work="$(mktemp -d)"
+FAILED=0
+pids=()
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+  for p in "${pids[@]}"; do stop_pid "$p" 20 || true; done
+  keep_or_remove "$work"
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; FAILED=1; exit 130' INT TERM HUP
+
+# --- 1. the inbox ---------------------------------------------------------------------------------
+printf 'provider: tlsisp\ntls: required\n' >"$work/tls.yaml"
+"$BIN" inbox --rules "$work/tls.yaml" --listen 127.0.8.1:0 --receipts "$work/receipts.jsonl" \
+  >"$work/inbox.out" 2>"$work/inbox.err" &
+pids+=("$!")
+for _ in $(seq 1 50); do
+  [[ -s "$work/inbox.out" ]] && break
+  sleep 0.1
+done
+inbox="$(head -1 "$work/inbox.out" | awk '{print $NF}')"
+echo "inbox (tls: required) on $inbox"
+swaks_to() { # server, extra args...: swaks, bounded, output to stdout
+  local server="$1"
+  shift
+  timeout 30 swaks --server "${server%:*}" --port "${server##*:}" --from a@sender.test \
+    --to user1@tlsisp.test --helo swaks.test --header "X-Mailsurge-Id: swaks.$RANDOM" "$@" 2>&1
+}
+set +e
+tls_out="$(swaks_to "$inbox" --tls)"
+tls_rc=$?
+plain_out="$(swaks_to "$inbox")"
+set -e
+echo "$tls_out" | grep -E "^(<~|<-|~>) +(220|250|530)|STARTTLS|TLS started" | sed 's/^/  > /' | head -12
+check "swaks --tls to the inbox exits 0                         [$tls_rc]" test "$tls_rc" = 0
+check "  STARTTLS started" grep -q "TLS started" <<<"$tls_out"
+check "  the message got 250 after the dot" grep -qE "^<~ +250 " <<<"$tls_out"
+check "swaks without --tls gets 530 5.7.0 at MAIL" grep -qE "^<\*\* +530 5\.7\.0" <<<"$plain_out"
+sleep 0.3
+check "the inbox wrote one receipt                           [$(wc -l <"$work/receipts.jsonl" 2>/dev/null || echo 0)]" \
+  test "$(wc -l <"$work/receipts.jsonl" 2>/dev/null || echo 0)" = 1
+
+# --- 2. a reference-MTA node with STARTTLS, relaying to that inbox --------------------------------
+"$BIN" run scenarios/smoke.yaml --duration 1s --out "$work/seed" --quiet >/dev/null 2>&1 || true
+certs="$work/seed/nodes/local-1/tls"
+if [[ ! -s "$certs/node.pem" ]]; then
+  check "a smoke run left its node's certificate in $certs" false
+else
+  mkdir -p "$work/node"
+  cp "$certs/node.pem" "$certs/node.key" "$work/node/"
+  cat >"$work/node/node.yaml" <<EOF
+node: swaks-1
+region: swaks
+listen: 127.0.8.20:0
+relay_networks: [127.0.0.0/8]
+spool: { kind: local, dir: spool }
+routes: { tlsisp.test: [$inbox] }
+retry: { initial: 200ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 10s }
+events: events.jsonl
+tls: { cert: node.pem, key: node.key, opportunistic: true }
+EOF
+  "$BIN" mta --config "$work/node/node.yaml" >"$work/node.out" 2>"$work/node.err" &
+  pids+=("$!")
+  for _ in $(seq 1 100); do
+    grep -q READY "$work/node.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  node="$(grep -m1 READY "$work/node.out" | awk '{print $2}')"
+  echo "node (STARTTLS at ingress, opportunistic egress) on $node"
+  set +e
+  mta_out="$(swaks_to "$node" --tls)"
+  mta_rc=$?
+  set -e
+  echo "$mta_out" | grep -E "^(<~|<-) +(220|250)|TLS started" | sed 's/^/  > /' | head -8
+  check "swaks --tls to the node exits 0                          [$mta_rc]" test "$mta_rc" = 0
+  check "  STARTTLS started" grep -q "TLS started" <<<"$mta_out"
+  for _ in $(seq 1 50); do
+    [[ "$(wc -l <"$work/receipts.jsonl")" == 2 ]] && break
+    sleep 0.1
+  done
+  check "the node delivered it over TLS to the inbox (2 receipts) [$(wc -l <"$work/receipts.jsonl")]" \
+    test "$(wc -l <"$work/receipts.jsonl")" = 2
+fi
+
+echo
+if [[ "$FAILED" == 0 ]]; then
+  echo "PASS: swaks speaks STARTTLS with mailsurge's inbox and MTA; plaintext to a required inbox gets 530"
+else
+  echo "FAIL: see above"
+  exit 1
+fi
