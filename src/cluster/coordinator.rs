@@ -501,11 +501,12 @@ impl Cluster {
                 log.progress(
                     elapsed,
                     &format!(
-                        "t={:>6.1}s/{:.0}s accepted {accepted} delivered {delivered} failed {failed} p50 {} slo {}{abort}",
+                        "t={:>6.1}s/{:.0}s accepted {accepted} delivered {delivered} failed {failed} p50 {} slo {}{}{abort}",
                         elapsed.as_secs_f64(),
                         f.duration.0.as_secs_f64(),
                         intake.live.p50_text(),
                         intake.live.slo_text(f.slo.delivery_time.as_secs_f64() * 1e3),
+                        intake.live.tls_text(),
                     ),
                 );
             }

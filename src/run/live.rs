@@ -32,6 +32,8 @@ struct LiveInner {
     dist: measure::Dist,
     /// By intended second, for abort conditions.
     recent: Recent,
+    /// TLS per hop: (messages, of them over TLS) submitted and received.
+    tls: [(u64, u64); 2],
 }
 
 /// An (id, recipient) pair as 8 bytes (SipHash, as the inbox's duplicate check). Two pairs
@@ -98,10 +100,31 @@ impl LiveStats {
             .map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
     }
 
+    /// `· tls in 100% out 62%` (submissions, deliveries over TLS so far), or nothing while no
+    /// message has gone over TLS.
+    pub fn tls_text(&self) -> String {
+        let l = self.lock();
+        let [(sub, sub_tls), (rec, rec_tls)] = l.tls;
+        if sub_tls + rec_tls == 0 {
+            return String::new();
+        }
+        let pct = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 * 100.0 / of as f64 };
+        format!(" · tls in {:.0}% out {:.0}%", pct(sub_tls, sub), pct(rec_tls, rec))
+    }
+
     /// Counts a `received` event once per (id, recipient), recording its delivery time; and
     /// submission outcomes, for the abort conditions.
     pub fn record(&self, e: &Event) {
         let mut l = self.lock();
+        let hop = match e.event {
+            Kind::Submitted => Some(0),
+            Kind::Received => Some(1),
+            _ => None,
+        };
+        if let Some(h) = hop {
+            l.tls[h].0 += 1;
+            l.tls[h].1 += u64::from(e.tls.is_some());
+        }
         match (e.event, e.intended) {
             (Kind::Submitted, Some(i)) => l.recent.accepted(i),
             (Kind::Rejected, _) => l.recent.rejected(),
@@ -297,6 +320,20 @@ mod tests {
         e.rcpt = Some(rcpt.to_string());
         e.intended = Some(t - 2_000_000);
         e
+    }
+
+    #[test]
+    fn the_tls_share_per_hop_shows_once_there_is_any() {
+        let live = LiveStats::default();
+        let mut sub = Event::new(1, "run.1", Kind::Submitted);
+        live.record(&sub);
+        assert_eq!(live.tls_text(), "", "nothing over TLS yet: nothing shown");
+        sub.tls = Some(0);
+        live.record(&sub);
+        let mut rec = received("run.1", "a@x.test", 10_000_000);
+        rec.tls = Some(1_500);
+        live.record(&rec);
+        assert_eq!(live.tls_text(), " · tls in 50% out 100%");
     }
 
     #[test]

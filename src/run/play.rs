@@ -276,13 +276,14 @@ impl Play<'_> {
         self.log.progress(
             elapsed,
             &format!(
-                "t={:>6.1}s/{:.0}s {rate:>6.0}/s accepted {accepted} delivered {} bounced {} p50 {} slo {}{next}",
+                "t={:>6.1}s/{:.0}s {rate:>6.0}/s accepted {accepted} delivered {} bounced {} p50 {} slo {}{}{next}",
                 elapsed.as_secs_f64(),
                 self.clock.duration.as_secs_f64(),
                 self.live.delivered_keys(),
                 bounced,
                 self.live.p50_text(),
                 self.live.slo_text(self.f.slo.delivery_time.as_secs_f64() * 1e3),
+                self.live.tls_text(),
             ),
         );
     }
