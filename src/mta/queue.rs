@@ -59,6 +59,10 @@ struct Conn {
     src: Option<IpAddr>,
     /// Messages sent on it, for recycling.
     sent: u32,
+    /// Opened under required (verified) TLS: only such a connection may carry mail for a domain
+    /// that requires it — an MX shared with a domain that does not must not lend it an
+    /// unverified one.
+    verified: bool,
     /// The egress pool's connection slot, released when the connection is dropped.
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -382,6 +386,8 @@ impl Queues {
             return conn;
         };
         let src = self.routing.egress_ip(job.pool.as_deref());
+        let tls = self.tls.for_domain(&domain);
+        let must_verify = matches!(tls, ClientTls::Required(_));
         // MX hosts in order from the job's route, skipping hosts that just refused: like
         // Postfix, one attempt walks down the MX list before it counts as failed.
         let mut tries = 0;
@@ -389,7 +395,7 @@ impl Queues {
             tries += 1;
             let addr = self.routing.pick_route(addrs, job.route_idx);
             let reuse = matches!(&conn, Some(c) if c.client.is_usable() && c.addr == addr && c.src == src
-                && c.sent < self.cfg.limits.messages_per_connection);
+                && c.sent < self.cfg.limits.messages_per_connection && (c.verified || !must_verify));
             if reuse {
                 break addr;
             }
@@ -407,7 +413,7 @@ impl Queues {
             };
             let mut cfg = ClientConfig {
                 source_ip: src,
-                tls: self.tls.for_domain(&domain),
+                tls: tls.clone(),
                 ..self.client.clone()
             };
             let mut connected = Client::connect(addr, &cfg).await;
@@ -427,6 +433,7 @@ impl Queues {
                         addr,
                         src,
                         sent: 0,
+                        verified: must_verify,
                         _slot: slot,
                     });
                     break addr;
