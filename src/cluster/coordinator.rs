@@ -14,35 +14,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
 use super::clock::{self, Clocks, Offset};
+pub use super::discovery::Refused;
+use super::discovery::{check_agent_addresses, discover, listen, measure_offset, Heard};
 use super::intake::Intake;
 use super::plan::{self, Assignment};
-use super::wire::{self, Beat, Ctl, Reply};
+use super::wire::{self, Ctl, Reply};
 use crate::chaos::{Step, Timeline};
 use crate::events::{now_ns, Event, Fault, Kind, TargetKind};
 use crate::run::{AgentRecord, ClusterRecord, Compiled, Log, NodeRecord, Outcome, RunOptions, SpooledRecord};
 use crate::scenario::MtaKind;
 use crate::traffic::submit::Target;
 
-/// How long the coordinator listens for heartbeats before it plans: four beats.
-const DISCOVER: Duration = Duration::from_millis(2_000);
-/// How long it waits for agents a placement names.
-const DISCOVER_MAX: Duration = Duration::from_secs(30);
 /// Lead time between the start message and the schedule's first instant: room for the
 /// message to reach every agent.
 const START_LEAD: Duration = Duration::from_millis(1_500);
 const POLL: Duration = Duration::from_millis(250);
-/// How long the coordinator waits for the last batches an agent reported.
-const COLLECT_WAIT: Duration = Duration::from_secs(30);
-
-/// What the heartbeat listener has heard.
-#[derive(Default)]
-struct Heard {
-    beats: BTreeMap<String, (Instant, Beat)>,
-}
 
 /// Runs a compiled scenario on the agents at `url`.
 pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<Outcome> {
@@ -130,7 +119,7 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
     let result = cluster.play(c, &intake, &log, opts).await;
     // Whatever happened, every agent stops and reports, and is released.
     let (records, spooled, batches) = cluster.stop_all(&log).await;
-    wait_for_batches(&intake, &batches, &cluster.lost, &log).await;
+    intake.wait_for(&batches, &cluster.lost, &log).await;
     reader.abort();
     for a in &cluster.used {
         let _ = cluster.ask(a, &Ctl::Release).await;
@@ -174,95 +163,6 @@ pub async fn run(c: &Compiled, url: &str, opts: &RunOptions) -> anyhow::Result<O
     crate::run::collect_files(&dir, f, &files, records, spooled, facts, &log)?;
     let summary = crate::run::render(&dir)?;
     Ok(Outcome { dir, summary })
-}
-
-/// An agent's addresses beyond loopback, like every other address of the run, must be inside
-/// the scenario's `network.allow` (with the coordinator's `--allow-network`).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
-
-fn check_agent_addresses(
-    f: &crate::scenario::ScenarioFile,
-    heard: &Mutex<Heard>,
-    a: &Assignment,
-) -> Result<(), Refused> {
-    let allow = crate::scenario::network::Allow::for_scenario(f, &[]);
-    let heard = crate::sync::lock(heard);
-    for name in a.roles.iter().filter(|(_, r)| !r.is_idle()).map(|(n, _)| n) {
-        let Some(range) = heard.beats.get(name).and_then(|(_, b)| b.addresses.clone()) else {
-            continue;
-        };
-        let net: ipnet::IpNet = range
-            .parse()
-            .map_err(|e| Refused(format!("agent {name}: unreadable --addresses `{range}`: {e}")))?;
-        allow
-            .check_net(&format!("agent {name} --addresses"), net)
-            .map_err(Refused)?;
-    }
-    Ok(())
-}
-
-/// Collects heartbeats.
-async fn listen(client: async_nats::Client, heard: Arc<Mutex<Heard>>) {
-    let Ok(mut sub) = client.subscribe(wire::BEAT_SUBJECT).await else {
-        return;
-    };
-    while let Some(m) = sub.next().await {
-        if let Ok(b) = serde_json::from_slice::<Beat>(&m.payload) {
-            crate::sync::lock(&heard)
-                .beats
-                .insert(b.name.clone(), (Instant::now(), b));
-        }
-    }
-}
-
-/// The idle agents heard within [`DISCOVER`] — longer, up to [`DISCOVER_MAX`], while agents
-/// the placement names are missing.
-async fn discover(heard: &Mutex<Heard>, wanted: &[String], log: &Log) -> Vec<String> {
-    let t0 = Instant::now();
-    let mut said = false;
-    loop {
-        tokio::time::sleep(POLL).await;
-        // Idle, and beating still: an agent that died while we listened is not offered a part.
-        let idle: Vec<String> = crate::sync::lock(heard)
-            .beats
-            .values()
-            .filter(|(t, b)| b.run.is_none() && t.elapsed() < wire::DEAD_AFTER)
-            .map(|(_, b)| b.name.clone())
-            .collect();
-        let missing: Vec<&String> = wanted.iter().filter(|w| !idle.contains(w)).collect();
-        let waited = t0.elapsed();
-        if waited >= DISCOVER && (missing.is_empty() || waited >= DISCOVER_MAX) {
-            return idle;
-        }
-        if waited >= DISCOVER && !said {
-            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            log.line(&format!(
-                "waiting for agent(s) {} (the placement names them)",
-                names.join(", ")
-            ));
-            said = true;
-        }
-    }
-}
-
-/// The agent's clock offset from [`clock::SAMPLES`] round trips.
-async fn measure_offset(client: &async_nats::Client, agent: &str) -> anyhow::Result<Offset> {
-    let mut samples = Vec::new();
-    let body = serde_json::to_vec(&Ctl::Clock)?;
-    for _ in 0..clock::SAMPLES {
-        let t0 = now_ns();
-        let m = client
-            .request(wire::ctl_subject(agent), body.clone().into())
-            .await
-            .with_context(|| format!("agent {agent} does not answer"))?;
-        let t1 = now_ns();
-        if let Ok(Reply::Clock { now_ns }) = serde_json::from_slice(&m.payload) {
-            samples.push((t0, now_ns, t1));
-        }
-    }
-    clock::best(&samples).with_context(|| format!("agent {agent} did not tell its clock"))
 }
 
 /// What [`Cluster::play`] leaves for the collection.
@@ -657,31 +557,6 @@ impl Cluster {
                 alive: false,
             })
             .collect()
-    }
-}
-
-/// Waits until the intake has read every batch each agent said it published.
-async fn wait_for_batches(intake: &Intake, batches: &BTreeMap<String, u64>, lost: &BTreeMap<String, f64>, log: &Log) {
-    let t0 = Instant::now();
-    loop {
-        let short: Vec<(String, u64, u64)> = batches
-            .iter()
-            .filter(|(a, _)| !lost.contains_key(*a))
-            .map(|(a, &want)| (a.clone(), intake.batches_of(a), want))
-            .filter(|(_, got, want)| got < want)
-            .collect();
-        if short.is_empty() {
-            return;
-        }
-        if t0.elapsed() >= COLLECT_WAIT {
-            for (a, got, want) in short {
-                log.line(&format!(
-                    "agent {a}: read {got} of its {want} event batches before giving up"
-                ));
-            }
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

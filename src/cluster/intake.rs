@@ -7,13 +7,17 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 
 use super::clock::Clocks;
 use crate::events::{self, Event, Kind};
-use crate::run::{LiveStats, Tail};
+use crate::run::{LiveStats, Log, Tail};
+
+/// How long the coordinator waits for the last batches an agent reported.
+const COLLECT_WAIT: Duration = Duration::from_secs(30);
 
 /// What the intake has read so far.
 #[derive(Default)]
@@ -55,6 +59,31 @@ impl Intake {
 
     pub fn batches_of(&self, agent: &str) -> u64 {
         crate::sync::lock(&self.tally).batches.get(agent).copied().unwrap_or(0)
+    }
+
+    /// Waits until the intake has read every batch each agent said it published.
+    pub async fn wait_for(&self, batches: &BTreeMap<String, u64>, lost: &BTreeMap<String, f64>, log: &Log) {
+        let t0 = Instant::now();
+        loop {
+            let short: Vec<(String, u64, u64)> = batches
+                .iter()
+                .filter(|(a, _)| !lost.contains_key(*a))
+                .map(|(a, &want)| (a.clone(), self.batches_of(a), want))
+                .filter(|(_, got, want)| got < want)
+                .collect();
+            if short.is_empty() {
+                return;
+            }
+            if t0.elapsed() >= COLLECT_WAIT {
+                for (a, got, want) in short {
+                    log.line(&format!(
+                        "agent {a}: read {got} of its {want} event batches before giving up"
+                    ));
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Reads the stream until `stop` turns true and nothing more comes.

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod clock;
 pub mod coordinator;
+pub mod discovery;
 pub mod host;
 pub mod intake;
 pub mod meter;
