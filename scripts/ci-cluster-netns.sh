@@ -46,10 +46,6 @@ NET=10.210.0
 HUB="ms-hub-$$"
 AGENTS=(gen:11 inb:12 mta:13)
 
-skip() {
-  echo "SKIPPED: $*"
-  exit 0
-}
 [[ "$(id -u)" == 0 ]] || skip "not root (network namespaces need root; CI runs as root)"
 command -v ip >/dev/null || skip "no \`ip\` command (iproute2)"
 require_tools timeout grep

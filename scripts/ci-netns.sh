@@ -44,10 +44,6 @@ RUN_TIMEOUT="${RUN_TIMEOUT:-120}"
 NET=10.203.0
 NS="mailsurge-t$$"
 
-skip() {
-  echo "SKIPPED: $*"
-  exit 0
-}
 [[ "$(id -u)" == 0 ]] || skip "not root (network namespaces need root; CI runs as root)"
 command -v ip >/dev/null || skip "no \`ip\` command (iproute2)"
 require_tools timeout grep

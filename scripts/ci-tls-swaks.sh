@@ -29,10 +29,6 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 KEEP_WORK="${KEEP_WORK:-0}"
 
-skip() {
-  echo "SKIPPED: $*"
-  exit 0
-}
 if ! command -v swaks >/dev/null; then
   [[ "$(id -u)" == 0 ]] || skip "swaks is not installed and installing it needs root (apt-get install swaks)"
   apt_install swaks libnet-ssleay-perl libio-socket-ssl-perl || skip "apt-get install swaks failed"

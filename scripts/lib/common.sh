@@ -59,6 +59,12 @@ apt_install() { # packages...; `apt-get update` only when there are no lists or 
 }
 
 # --- checks and scratch space (the ci-*.sh suites) ------------------------------------------
+# skip REASON...: an optional suite that cannot run here says why and succeeds.
+skip() {
+  echo "SKIPPED: $*"
+  exit 0
+}
+
 # check DESCRIPTION COMMAND...: runs COMMAND; prints "  ok    DESCRIPTION" or "  FAIL  ..." and
 # then sets FAILED=1. The suite decides at the end what FAILED means.
 check() {

@@ -127,7 +127,7 @@ async fn handle(
                         ..Status::default()
                     };
                     eprintln!("agent {}: joined run {run}", o.name);
-                    Ok(Reply::Done { text: String::new() })
+                    Ok(Reply::done())
                 }
                 Err(e) => Err(e),
             }
@@ -142,7 +142,7 @@ async fn handle(
                 h.forget();
             }
             *crate::sync::lock(status) = Status::default();
-            Ok(Reply::Done { text: String::new() })
+            Ok(Reply::done())
         }
         (_, None) => Err(anyhow::anyhow!("not part of a run")),
         (Ctl::Inboxes, Some(h)) => h.inboxes(),
@@ -162,12 +162,12 @@ async fn handle(
                 s.gen_done = true;
                 s.gen_batches = batches;
             });
-            Ok(Reply::Done { text: String::new() })
+            Ok(Reply::done())
         }
         (Ctl::Chaos { fault, end }, Some(h)) => h.chaos(fault, end).await,
         (Ctl::Cut, Some(h)) => {
             h.cut();
-            Ok(Reply::Done { text: String::new() })
+            Ok(Reply::done())
         }
         (Ctl::Stop, Some(h)) => Ok(h.stop().await),
     };

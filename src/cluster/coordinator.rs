@@ -334,7 +334,7 @@ impl Cluster {
         let mut stop = opts.stop.clone();
         let mut last_progress = Instant::now();
         let progress_every = if log.plain() { 5.0 } else { 0.5 };
-        let mut settled_at: Option<Instant> = None;
+        let mut drain = crate::run::Drain::new();
         let mut aborted: Option<String> = None;
         loop {
             let poll_at = Instant::now() + POLL;
@@ -413,13 +413,15 @@ impl Cluster {
             let external = f.mta.kind == MtaKind::External;
             let settled = batches_ok && delivered + failed >= accepted && timeline.done();
             let mta_ended = external || ended >= accepted;
-            if settled {
-                let since = *settled_at.get_or_insert(now);
-                if mta_ended || now.duration_since(since) >= Duration::from_secs(3) {
-                    return Ok(aborted);
+            if drain.over(settled, mta_ended, now) {
+                if drain.waited_out {
+                    log.line(&format!(
+                        "{} received message(s) still without their MTA's delivered line after {:.0}s; ending the drain",
+                        accepted.saturating_sub(ended),
+                        crate::run::DRAIN_GRACE.as_secs_f64()
+                    ));
                 }
-            } else {
-                settled_at = None;
+                return Ok(aborted);
             }
             if now >= hard_stop {
                 log.line("drain timed out; undelivered mail is counted as queued or lost");

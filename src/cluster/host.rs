@@ -213,7 +213,7 @@ impl Hosted {
     pub fn generator(&mut self, nodes: &[Target], bounce_domain: Option<String>) -> Reply {
         let b = crate::run::balancer_for(&self.c.scenario, nodes, self.events.clone());
         self.balancer = Some((b, bounce_domain));
-        Reply::Done { text: String::new() }
+        Reply::done()
     }
 
     /// Starts its generator shards at `start_ns` (this host's clock); `on_done` runs once they

@@ -152,6 +152,11 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// Done, with nothing to say.
+    pub fn done() -> Reply {
+        Reply::Done { text: String::new() }
+    }
+
     pub fn error(e: impl std::fmt::Display) -> Reply {
         Reply::Error { error: e.to_string() }
     }

@@ -31,6 +31,7 @@ pub use compile::{compile, validate_file, Compiled};
 pub use live::{write_events, Follow, LiveStats, Log, Tail};
 pub use outdir::{claim_out_dir, OutDirError};
 use play::Play;
+pub use play::{Drain, DRAIN_GRACE};
 pub use render::{
     events_file, inputs, measure_dir, provider_map, render, run_info, AgentRecord, ClusterRecord, Measured, NodeRecord,
     RenderError, RunRecord, SpooledRecord, FLUID, RUN_FILE, RUN_SCHEMA,

@@ -31,7 +31,7 @@ use crate::traffic::submit::Counters;
 const DRAIN_POLL: Duration = Duration::from_millis(250);
 
 /// How long a settled run waits for the MTAs' own end lines (see [`Drain`]).
-const DRAIN_GRACE: Duration = Duration::from_secs(3);
+pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
 /// What the loop watches.
 pub struct Clock {
@@ -88,21 +88,20 @@ pub struct Play<'a> {
 /// MTA's line can be missing for good, though — a node killed between the 250 and its next
 /// events flush, whose spool had already let the message go — so once everything is settled
 /// the MTAs get [`DRAIN_GRACE`] to catch up: many flush intervals, and many drain polls.
-struct Drain {
+/// (A distributed run's coordinator ends its drain by the same rule.)
+#[derive(Default)]
+pub struct Drain {
     settled_at: Option<Instant>,
     /// The grace ran out before every MTA logged its end.
-    waited_out: bool,
+    pub waited_out: bool,
 }
 
 impl Drain {
-    fn new() -> Drain {
-        Drain {
-            settled_at: None,
-            waited_out: false,
-        }
+    pub fn new() -> Drain {
+        Drain::default()
     }
 
-    fn over(&mut self, settled: bool, mta_ended: bool, now: Instant) -> bool {
+    pub fn over(&mut self, settled: bool, mta_ended: bool, now: Instant) -> bool {
         if !settled {
             self.settled_at = None;
             return false;
