@@ -17,6 +17,7 @@ pub mod network;
 pub mod placement;
 mod rate;
 pub mod threshold;
+mod tls;
 
 use std::path::Path;
 

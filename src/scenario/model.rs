@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::units::{Dur, Pattern, Percent, Rate, Size};
 
 use super::threshold::Threshold;
+pub use super::tls::{MtaTls, SubmitTls, TlsMode};
 
 /// The top level of a scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,38 +181,6 @@ pub struct Mta {
     pub tls: MtaTls,
 }
 
-/// `mta: tls: { opportunistic: true, required: [gmail.com] }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MtaTls {
-    /// STARTTLS whenever a provider offers it, unauthenticated (Postfix's `may`).
-    #[serde(default = "yes")]
-    pub opportunistic: bool,
-    /// Domains delivered only over TLS verified against the run's CA; a failure is a
-    /// `451 4.7.5` deferral carrying the TLS error.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub required: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for MtaTls {
-    fn default() -> Self {
-        MtaTls {
-            opportunistic: true,
-            required: Vec::new(),
-        }
-    }
-}
-
-impl MtaTls {
-    fn is_default(&self) -> bool {
-        *self == MtaTls::default()
-    }
-}
-
 impl Default for Mta {
     fn default() -> Self {
         Mta {
@@ -332,20 +301,6 @@ pub struct Provider {
     pub tls: Option<TlsMode>,
 }
 
-/// Whether an SMTP server offers STARTTLS, and whether it insists on it (a mock inbox's
-/// `tls:`, SPEC §13).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// Not offered.
-    #[default]
-    None,
-    /// Offered; plaintext mail is taken too.
-    Optional,
-    /// Offered, and MAIL before it gets `530 5.7.0`.
-    Required,
-}
-
 fn is_one(n: &u32) -> bool {
     *n == 1
 }
@@ -379,23 +334,6 @@ pub struct Traffic {
     /// `starttls`: every submission connection upgrades to TLS before it sends (SPEC §13).
     #[serde(default, skip_serializing_if = "SubmitTls::is_none")]
     pub tls: SubmitTls,
-}
-
-/// `traffic.tls`: how the generator submits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SubmitTls {
-    /// Plaintext.
-    #[default]
-    None,
-    /// STARTTLS on every connection; a server that does not offer it is a submission error.
-    Starttls,
-}
-
-impl SubmitTls {
-    fn is_none(&self) -> bool {
-        *self == SubmitTls::None
-    }
 }
 
 /// Local-part prefixes the shipped provider profiles script (`rcpt: '^nouser[-.+]'` …): an
