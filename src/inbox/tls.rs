@@ -81,6 +81,7 @@ mod tests {
                 cipher: "x".into(),
                 handshake_us: 1,
             }),
+            auth: None,
         }
     }
 

@@ -155,35 +155,12 @@ pub fn write_merged(path: &Path, merged: &Merged) -> io::Result<()> {
     write(path, start, &series)
 }
 
-/// Standard base64 (the interval log's encoding), decoded without another dependency.
+/// Standard base64 (the interval log's encoding); whitespace inside is ignored, as in Java's
+/// MIME decoder that HdrHistogram's own tools write with.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
+    use base64::Engine;
     let bytes: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    let trimmed = bytes
-        .strip_suffix(b"==")
-        .or_else(|| bytes.strip_suffix(b"="))
-        .unwrap_or(&bytes);
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    for chunk in trimmed.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= val(*c)? << (18 - 6 * i);
-        }
-        let take = chunk.len().saturating_sub(1);
-        for i in 0..take {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD.decode(bytes).ok()
 }
 
 /// The sum of every interval of one tag.

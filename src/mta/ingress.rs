@@ -226,6 +226,7 @@ mod tests {
             helo: Some("client.test".into()),
             transactions: 0,
             tls: None,
+            auth: None,
         };
         let env = Envelope {
             from: "a@sender.test".into(),

@@ -179,7 +179,13 @@ pub enum Command {
     Help,
     /// STARTTLS (RFC 3207); whether it is offered is the policy's business.
     StartTls,
-    /// Recognised but not offered by this server (AUTH, BDAT, LHLO, EXPN...).
+    /// AUTH (RFC 4954): `None` for a mechanism this server does not speak; `initial` is the
+    /// initial response as sent (base64, `=` for empty), `""` when there is none.
+    Auth {
+        mechanism: Option<crate::smtp::sasl::Mechanism>,
+        initial: String,
+    },
+    /// Recognised but not offered by this server (BDAT, LHLO, EXPN...).
     NotImplemented(&'static str),
 }
 
@@ -281,6 +287,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         R::Vrfy { .. } => Command::Vrfy,
         R::Help { .. } => Command::Help,
         R::StartTls => Command::StartTls,
+        R::Auth {
+            mechanism,
+            initial_response,
+        } => Command::Auth {
+            mechanism: crate::smtp::sasl::Mechanism::from_proto(mechanism),
+            initial: initial_response.into_owned(),
+        },
         other => Command::NotImplemented(other.name()),
     })
 }

@@ -12,6 +12,7 @@ mod deadline;
 mod encode;
 mod policy;
 pub mod reply;
+pub mod sasl;
 pub mod server;
 mod session;
 mod shared;
@@ -21,7 +22,8 @@ pub mod stream;
 mod tests;
 
 pub use client::{Client, ClientConfig, ClientError, SendOutcome};
-pub use policy::StartTls;
+pub use policy::{AuthOffer, StartTls};
 pub use reply::Reply;
+pub use sasl::Credentials;
 pub use server::{listen, serve, Decision, Envelope, Hangup, Limits, Policy, ServerStats, SessionInfo, StatsSnapshot};
 pub use stream::{Stream, TlsInfo};

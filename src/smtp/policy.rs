@@ -30,6 +30,20 @@ pub struct SessionInfo {
     pub transactions: u32,
     /// What STARTTLS negotiated, once it has (the session then started over: no HELO yet).
     pub tls: Option<crate::smtp::stream::TlsInfo>,
+    /// The user a successful AUTH named; cleared by STARTTLS, which starts the session over.
+    pub auth: Option<String>,
+}
+
+/// Whether a server offers AUTH on one session ([`Policy::auth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOffer {
+    /// Not in the EHLO reply; the command gets 502.
+    NotOffered,
+    /// `AUTH PLAIN LOGIN` in the EHLO reply.
+    Offered,
+    /// Only over TLS: not advertised in the clear, and the command there gets
+    /// `538 5.7.11` (Postfix's `smtpd_tls_auth_only`).
+    AfterTls,
 }
 
 /// What a server does about STARTTLS on one session ([`Policy::starttls`]).
@@ -181,5 +195,28 @@ pub trait Policy: Send + Sync + 'static {
     /// reply and again when the client sends STARTTLS (a fault may have changed it between).
     fn starttls(&self, _s: &SessionInfo) -> StartTls {
         StartTls::NotOffered
+    }
+
+    /// Whether this session is offered AUTH; asked for the EHLO reply and at the command.
+    fn auth(&self, _s: &SessionInfo) -> AuthOffer {
+        AuthOffer::NotOffered
+    }
+
+    /// The credentials a client's AUTH exchange decoded to. `235` makes the session
+    /// authenticated as `c.user` ([`SessionInfo::auth`]); anything else is sent as is and
+    /// counts as a protocol error, so a client guessing passwords is closed after
+    /// [`Limits::max_errors`] tries.
+    ///
+    /// [`Limits::max_errors`]: crate::smtp::Limits::max_errors
+    fn login(
+        &self,
+        _s: &SessionInfo,
+        _c: &crate::smtp::sasl::Credentials,
+    ) -> impl Future<Output = Decision> + Send {
+        std::future::ready(Decision::reply(Reply::new(
+            535,
+            Some("5.7.8"),
+            "Authentication credentials invalid",
+        )))
     }
 }

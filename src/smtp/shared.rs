@@ -103,6 +103,10 @@ pub struct ServerStats {
     pub tls_failures: AtomicU64,
     /// STARTTLS commands with input pipelined behind them (discarded unread).
     pub starttls_injections: AtomicU64,
+    /// AUTH exchanges the policy accepted (235).
+    pub auth_successes: AtomicU64,
+    /// AUTH exchanges refused: bad credentials, cancelled or malformed.
+    pub auth_failures: AtomicU64,
 }
 
 /// A plain copy of [`ServerStats`] at one moment.
@@ -120,6 +124,8 @@ pub struct StatsSnapshot {
     pub tls_sessions: u64,
     pub tls_failures: u64,
     pub starttls_injections: u64,
+    pub auth_successes: u64,
+    pub auth_failures: u64,
 }
 
 /// A table for people (the standalone inbox prints it when it stops), one counter per line.
@@ -138,6 +144,8 @@ impl std::fmt::Display for StatsSnapshot {
             ("TLS sessions", self.tls_sessions),
             ("TLS handshakes failed", self.tls_failures),
             ("STARTTLS injections cut", self.starttls_injections),
+            ("AUTH accepted", self.auth_successes),
+            ("AUTH refused", self.auth_failures),
         ];
         for (name, n) in rows {
             writeln!(f, "  {name:<26}{n:>10}")?;
@@ -162,6 +170,8 @@ impl ServerStats {
             tls_sessions: g(&self.tls_sessions),
             tls_failures: g(&self.tls_failures),
             starttls_injections: g(&self.starttls_injections),
+            auth_successes: g(&self.auth_successes),
+            auth_failures: g(&self.auth_failures),
         }
     }
 
@@ -175,10 +185,9 @@ pub(crate) struct Shared<P> {
     pub(crate) policy: Arc<P>,
     pub(crate) limits: Limits,
     pub(crate) stats: Arc<ServerStats>,
-    /// Pre-rendered EHLO and HELO replies: they never change, and EHLO is on the hot path.
-    pub(crate) ehlo_reply: Vec<u8>,
-    /// The same with STARTTLS offered.
-    pub(crate) ehlo_tls_reply: Vec<u8>,
+    /// Pre-rendered EHLO replies, indexed by [`Shared::ehlo_reply`]'s (STARTTLS, AUTH)
+    /// offers: they never change, and EHLO is on the hot path.
+    ehlo_replies: [Vec<u8>; 4],
     pub(crate) helo_reply: Vec<u8>,
 }
 
@@ -186,22 +195,32 @@ impl<P> Shared<P> {
     pub(crate) fn new(policy: Arc<P>, limits: Limits, stats: Arc<ServerStats>) -> Self {
         // A control character in a configured hostname must not break the reply framing.
         let h: String = limits.hostname.chars().filter(|c| !c.is_control()).collect();
-        let ehlo = |extra: &str| {
+        let ehlo = |i: usize| {
+            let tls = if i & 1 != 0 { "250-STARTTLS\r\n" } else { "" };
+            let auth = if i & 2 != 0 {
+                format!("250-{}\r\n", crate::smtp::sasl::EHLO_AUTH_LINE)
+            } else {
+                String::new()
+            };
             format!(
-                "250-{h}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n{extra}250 ENHANCEDSTATUSCODES\r\n",
+                "250-{h}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n{tls}{auth}250 ENHANCEDSTATUSCODES\r\n",
                 limits.max_message_size
             )
             .into_bytes()
         };
-        let (ehlo_reply, ehlo_tls_reply) = (ehlo(""), ehlo("250-STARTTLS\r\n"));
+        let ehlo_replies = [ehlo(0), ehlo(1), ehlo(2), ehlo(3)];
         let helo_reply = format!("250 {h}\r\n").into_bytes();
         Shared {
             policy,
             limits,
             stats,
-            ehlo_reply,
-            ehlo_tls_reply,
+            ehlo_replies,
             helo_reply,
         }
+    }
+
+    /// The EHLO reply offering STARTTLS and/or AUTH.
+    pub(crate) fn ehlo_reply(&self, starttls: bool, auth: bool) -> &[u8] {
+        &self.ehlo_replies[usize::from(starttls) | usize::from(auth) << 1]
     }
 }

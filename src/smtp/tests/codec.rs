@@ -1,6 +1,7 @@
 //! Unit tests of the pure codec: framing, command parsing, DATA decoding and encoding.
 
 use crate::smtp::codec::*;
+use crate::smtp::sasl::Mechanism;
 
 /// Small deterministic PRNG (xorshift64*) so fuzz-style tests need no extra dependency.
 pub struct Rng(u64);
@@ -140,7 +141,27 @@ fn parses_the_commands_we_serve() {
         ("VRFY bob\r\n", Command::Vrfy),
         ("HELP\r\n", Command::Help),
         ("STARTTLS\r\n", Command::StartTls),
-        ("AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", Command::NotImplemented("AUTH")),
+        (
+            "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n",
+            Command::Auth {
+                mechanism: Some(Mechanism::Plain),
+                initial: "AGJvYgBzZWNyZXQ=".into(),
+            },
+        ),
+        (
+            "auth login\r\n",
+            Command::Auth {
+                mechanism: Some(Mechanism::Login),
+                initial: String::new(),
+            },
+        ),
+        (
+            "AUTH CRAM-MD5\r\n",
+            Command::Auth {
+                mechanism: None,
+                initial: String::new(),
+            },
+        ),
         ("BDAT 100 LAST\r\n", Command::NotImplemented("BDAT")),
         ("EXPN list\r\n", Command::NotImplemented("EXPN")),
     ] {

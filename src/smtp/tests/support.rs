@@ -27,6 +27,8 @@ pub struct Received {
     pub peer: SocketAddr,
     /// The session had finished STARTTLS.
     pub tls: bool,
+    /// The user the session authenticated as.
+    pub auth: Option<String>,
 }
 
 /// A policy whose answers are set per test.
@@ -47,6 +49,8 @@ pub struct TestPolicy {
     pub disconnects: AtomicU64,
     /// What STARTTLS does; not offered by default.
     pub starttls: Option<crate::smtp::StartTls>,
+    /// AUTH offer and the one account it accepts; not offered by default.
+    pub auth: Option<(crate::smtp::AuthOffer, crate::smtp::Credentials)>,
 }
 
 impl TestPolicy {
@@ -89,6 +93,7 @@ impl Policy for TestPolicy {
             body,
             peer: s.peer,
             tls: s.tls.is_some(),
+            auth: s.auth.clone(),
         });
         let next = self.message_replies.lock().unwrap().pop_front();
         next.unwrap_or_else(|| Decision::reply(Reply::new(250, Some("2.0.0"), "Ok: queued")))
@@ -100,6 +105,17 @@ impl Policy for TestPolicy {
 
     fn starttls(&self, _s: &SessionInfo) -> crate::smtp::StartTls {
         self.starttls.clone().unwrap_or(crate::smtp::StartTls::NotOffered)
+    }
+
+    fn auth(&self, _s: &SessionInfo) -> crate::smtp::AuthOffer {
+        self.auth.as_ref().map_or(crate::smtp::AuthOffer::NotOffered, |(o, _)| *o)
+    }
+
+    async fn login(&self, _s: &SessionInfo, c: &crate::smtp::Credentials) -> Decision {
+        match &self.auth {
+            Some((_, good)) if good == c => Decision::reply(Reply::new(235, Some("2.7.0"), "Authentication successful")),
+            _ => Decision::reply(Reply::new(535, Some("5.7.8"), "Authentication credentials invalid")),
+        }
     }
 }
 

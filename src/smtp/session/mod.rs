@@ -14,13 +14,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::smtp::stream::Stream;
 use tokio::sync::broadcast;
+
+use crate::smtp::stream::Stream;
 
 use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
 use crate::smtp::deadline::Deadlines;
 use crate::smtp::policy::{
-    Decision, Envelope, Hangup, Policy, SessionInfo, StartTls, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT,
+    AuthOffer, Decision, Envelope, Hangup, Policy, SessionInfo, StartTls, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT,
 };
 use crate::smtp::reply::Reply;
 use crate::smtp::shared::{ServerStats, Shared};
@@ -40,6 +41,9 @@ const OK: &[u8] = b"250 2.0.0 Ok\r\n";
 const BYE: &[u8] = b"221 2.0.0 Bye\r\n";
 const VRFY_REPLY: &[u8] = b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n";
 const HELP_REPLY: &[u8] = b"214 2.0.0 See RFC 5321\r\n";
+
+mod auth;
+mod tls;
 
 /// Runs one session to its end; never fails (I/O errors just end it, logged at trace level).
 pub(crate) async fn run<P: Policy>(
@@ -80,6 +84,7 @@ pub(crate) async fn run<P: Policy>(
             helo: None,
             transactions: 0,
             tls: None,
+            auth: None,
         },
         env: None,
         refused_at_connect: false,
@@ -220,6 +225,16 @@ impl Shutdown {
     }
 }
 
+/// What [`Session::next_line`] found.
+enum Line {
+    /// A complete line of this many bytes at the start of the pending input (not consumed).
+    Ready(usize),
+    /// An over-long line, already skipped.
+    TooLong,
+    /// The session ends this way before another line came.
+    End(Flow),
+}
+
 /// How waiting for more command input ended.
 enum Wait {
     Input,
@@ -263,9 +278,8 @@ impl<P: Policy> Session<P> {
             return Ok(Flow::Close);
         }
         loop {
-            let flow = match self.framer.next_frame(self.conn.pending()) {
-                Frame::Line(n) => {
-                    self.deadlines.line_done();
+            let flow = match self.next_line().await? {
+                Line::Ready(n) => {
                     let parsed = parse_command(&self.conn.pending()[..n]);
                     self.conn.consume(n);
                     match parsed {
@@ -273,10 +287,29 @@ impl<P: Policy> Session<P> {
                         Err(e) => self.protocol_error(e.reply()),
                     }
                 }
+                Line::TooLong => self.protocol_error(line_too_long_reply()),
+                Line::End(flow) => flow,
+            };
+            if flow != Flow::Continue {
+                return Ok(flow);
+            }
+        }
+    }
+
+    /// The next complete input line (a command, or a response inside an AUTH exchange),
+    /// waiting for input as needed. An over-long line is skipped as it arrives and reported
+    /// once; a timeout or shutdown queues its 421 and ends the session.
+    async fn next_line(&mut self) -> io::Result<Line> {
+        loop {
+            match self.framer.next_frame(self.conn.pending()) {
+                Frame::Line(n) => {
+                    self.deadlines.line_done();
+                    return Ok(Line::Ready(n));
+                }
                 Frame::TooLong(n) => {
                     self.conn.consume(n);
                     ServerStats::bump(&self.shared.stats.too_long_lines);
-                    self.protocol_error(line_too_long_reply())
+                    return Ok(Line::TooLong);
                 }
                 Frame::NeedMore(n) => {
                     self.conn.consume(n);
@@ -284,22 +317,19 @@ impl<P: Policy> Session<P> {
                         self.deadlines.line_begun(&self.shared.limits);
                     }
                     match self.wait_for_command().await? {
-                        Wait::Input => Flow::Continue,
-                        Wait::Eof => Flow::Gone,
+                        Wait::Input => {}
+                        Wait::Eof => return Ok(Line::End(Flow::Gone)),
                         Wait::Timeout => {
                             ServerStats::bump(&self.shared.stats.timeouts);
                             self.timeout_reply();
-                            Flow::Close
+                            return Ok(Line::End(Flow::Close));
                         }
                         Wait::Shutdown => {
                             Reply::new(421, Some("4.3.2"), "Service shutting down").write_wire(&mut self.conn.outbuf);
-                            Flow::Close
+                            return Ok(Line::End(Flow::Close));
                         }
                     }
                 }
-            };
-            if flow != Flow::Continue {
-                return Ok(flow);
             }
         }
     }
@@ -355,6 +385,7 @@ impl<P: Policy> Session<P> {
                 Ok(Flow::Continue)
             }
             Command::StartTls => self.starttls().await,
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
             Command::NotImplemented(_) => {
                 Ok(self.protocol_error(Reply::new(502, Some("5.5.1"), "Command not implemented")))
             }
@@ -372,12 +403,16 @@ impl<P: Policy> Session<P> {
             self.env = None;
             self.mail_refused = false;
             self.info.helo = Some(host);
-            let offers_tls =
-                self.info.tls.is_none() && !matches!(self.shared.policy.starttls(&self.info), StartTls::NotOffered);
-            let canned = if extended && offers_tls {
-                &self.shared.ehlo_tls_reply
-            } else if extended {
-                &self.shared.ehlo_reply
+            let canned = if extended {
+                let policy = &self.shared.policy;
+                let tls = self.info.tls.is_none() && !matches!(policy.starttls(&self.info), StartTls::NotOffered);
+                let auth = self.info.auth.is_none()
+                    && match policy.auth(&self.info) {
+                        AuthOffer::NotOffered => false,
+                        AuthOffer::Offered => true,
+                        AuthOffer::AfterTls => self.info.tls.is_some(),
+                    };
+                self.shared.ehlo_reply(tls, auth)
             } else {
                 &self.shared.helo_reply
             };
@@ -505,62 +540,6 @@ impl<P: Policy> Session<P> {
         }
         d.reply.write_wire(&mut self.conn.outbuf);
         Ok(flow(d.close))
-    }
-
-    /// STARTTLS (RFC 3207): `220`, then the handshake on the same socket, then a session that
-    /// starts over — no HELO, no transaction. Whatever the client sent after the STARTTLS line
-    /// in the clear is thrown away unread: a command pipelined behind it would otherwise run
-    /// inside the TLS session as if the client had sent it there (the STARTTLS
-    /// command-injection class, CVE-2011-0411 and its kin).
-    async fn starttls(&mut self) -> io::Result<Flow> {
-        if self.info.tls.is_some() {
-            return Ok(self.bad_sequence("Error: TLS already active"));
-        }
-        let offer = self.shared.policy.starttls(&self.info);
-        if matches!(offer, StartTls::NotOffered) {
-            return Ok(self.protocol_error(Reply::new(502, Some("5.5.1"), "Error: command not implemented")));
-        }
-        if self.env.is_some() {
-            return Ok(self.bad_sequence("Error: MAIL transaction in progress"));
-        }
-        Reply::new(220, Some("2.0.0"), "Ready to start TLS").write_wire(&mut self.conn.outbuf);
-        self.conn.flush().await?;
-        let discarded = self.conn.pending().len();
-        if discarded > 0 {
-            ServerStats::bump(&self.shared.stats.starttls_injections);
-            tracing::debug!(
-                conn_id = self.info.conn_id,
-                discarded,
-                "bytes pipelined after STARTTLS discarded"
-            );
-        }
-        self.conn.inbuf.clear();
-        self.conn.start = 0;
-        let StartTls::Offer(config) = offer else {
-            // Broken TLS: the client gets its 220, then the connection ends.
-            return Ok(Flow::Gone);
-        };
-        match self
-            .conn
-            .stream
-            .accept_tls(config, self.shared.limits.command_timeout)
-            .await
-        {
-            Ok(info) => {
-                ServerStats::bump(&self.shared.stats.tls_sessions);
-                self.info.tls = Some(info);
-                self.info.helo = None;
-                self.env = None;
-                self.mail_refused = false;
-                self.framer = LineFramer::new(self.shared.limits.max_command_line);
-                Ok(Flow::Continue)
-            }
-            Err(e) => {
-                ServerStats::bump(&self.shared.stats.tls_failures);
-                tracing::debug!(conn_id = self.info.conn_id, "TLS handshake failed: {e}");
-                Ok(Flow::Gone)
-            }
-        }
     }
 
     /// Ends the connection without a reply. Replies already queued for earlier pipelined

@@ -16,6 +16,8 @@ use tokio::net::TcpSocket;
 use crate::smtp::stream::{Stream, TlsInfo};
 
 use crate::smtp::codec::DataEncoder;
+
+mod opening;
 use crate::smtp::reply::{enhanced_code_of_line, Reply};
 
 /// Message data is written to the socket in pieces of about this size.
@@ -40,6 +42,8 @@ pub struct ClientConfig {
     pub data_timeout: Duration,
     /// STARTTLS after the first EHLO.
     pub tls: ClientTls,
+    /// AUTH after EHLO (and after STARTTLS, when there is one): PLAIN when offered, else LOGIN.
+    pub auth: Option<crate::smtp::sasl::Credentials>,
 }
 
 /// Whether a client upgrades to TLS (RFC 3207), verifying the server with the configuration's
@@ -66,6 +70,7 @@ impl Default for ClientConfig {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             tls: ClientTls::Off,
+            auth: None,
         }
     }
 }
@@ -98,6 +103,9 @@ pub enum ClientError {
     /// STARTTLS was required and could not be had, or the handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// AUTH was asked for and the server does not offer it or refused the credentials.
+    #[error("AUTH: {0}")]
+    Auth(String),
 }
 
 impl ClientError {
@@ -163,6 +171,8 @@ pub struct Client {
     peer: SocketAddr,
     /// The server offered STARTTLS in its last EHLO reply.
     offers_tls: bool,
+    /// The AUTH mechanisms of the last EHLO reply.
+    offers_auth: opening::AuthMechanisms,
     /// What STARTTLS negotiated, if it did.
     tls: Option<TlsInfo>,
 }
@@ -213,113 +223,18 @@ impl Client {
             local,
             peer,
             offers_tls: false,
+            offers_auth: opening::AuthMechanisms::default(),
             tls: None,
         };
         client.handshake(&cfg.helo).await?;
         client.starttls(cfg).await?;
+        client.authenticate(cfg).await?;
         Ok(client)
-    }
-
-    /// STARTTLS as `cfg.tls` asks, then EHLO again over TLS (RFC 3207 §4.2: the client
-    /// forgets what it learnt before).
-    async fn starttls(&mut self, cfg: &ClientConfig) -> Result<(), ClientError> {
-        let (config, required) = match &cfg.tls {
-            ClientTls::Off => return Ok(()),
-            ClientTls::Opportunistic(c) => (c.clone(), false),
-            ClientTls::Required(c) => (c.clone(), true),
-        };
-        if !self.offers_tls {
-            if required {
-                self.usable = false;
-                return Err(ClientError::Tls("the server does not offer STARTTLS".into()));
-            }
-            return Ok(());
-        }
-        self.queue_line(&["STARTTLS"]);
-        self.write_queued("starttls", self.command_timeout).await?;
-        let reply = self.read_reply("starttls", self.command_timeout).await?;
-        if reply.code != 220 {
-            if required {
-                self.usable = false;
-                return Err(ClientError::Tls(format!("STARTTLS refused: {reply}")));
-            }
-            return Ok(());
-        }
-        // Nothing the server sent in the clear after its 220 may be read as if sent over TLS.
-        self.rbuf.clear();
-        self.rstart = 0;
-        self.reply_start = 0;
-        self.receiver = ResponseReceiver::default();
-        let name = rustls::pki_types::ServerName::IpAddress(self.peer.ip().into());
-        match self.stream.connect_tls(config, name, self.command_timeout).await {
-            Ok(info) => self.tls = Some(info),
-            Err(e) => {
-                self.usable = false;
-                return Err(ClientError::Tls(e.to_string()));
-            }
-        }
-        self.pipelining = false;
-        self.max_size = None;
-        self.offers_tls = false;
-        self.queue_line(&["EHLO ", &cfg.helo]);
-        self.write_queued("ehlo", self.command_timeout).await?;
-        let ehlo = self.read_reply("ehlo", self.command_timeout).await?;
-        if !ehlo.is_success() {
-            self.usable = false;
-            return Err(ClientError::Greeting(ehlo));
-        }
-        self.record_capabilities(&ehlo);
-        Ok(())
     }
 
     /// What STARTTLS negotiated on this connection, if it did.
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.tls.as_ref()
-    }
-
-    async fn handshake(&mut self, helo: &str) -> Result<(), ClientError> {
-        check_line("helo", helo)?;
-        let greeting = self.read_reply("greeting", self.command_timeout).await?;
-        if !greeting.is_success() {
-            self.usable = false;
-            return Err(ClientError::Greeting(greeting));
-        }
-        self.queue_line(&["EHLO ", helo]);
-        self.write_queued("ehlo", self.command_timeout).await?;
-        let ehlo = self.read_reply("ehlo", self.command_timeout).await?;
-        if ehlo.is_success() {
-            self.record_capabilities(&ehlo);
-            return Ok(());
-        }
-        if !ehlo.is_permanent() {
-            self.usable = false;
-            return Err(ClientError::Greeting(ehlo));
-        }
-        self.queue_line(&["HELO ", helo]);
-        self.write_queued("helo", self.command_timeout).await?;
-        let reply = self.read_reply("helo", self.command_timeout).await?;
-        if !reply.is_success() {
-            self.usable = false;
-            return Err(ClientError::Greeting(reply));
-        }
-        Ok(())
-    }
-
-    fn record_capabilities(&mut self, ehlo: &Reply) {
-        for line in ehlo.lines.iter().skip(1) {
-            let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else {
-                continue;
-            };
-            if keyword.eq_ignore_ascii_case("PIPELINING") {
-                self.pipelining = true;
-            } else if keyword.eq_ignore_ascii_case("STARTTLS") {
-                self.offers_tls = true;
-            } else if keyword.eq_ignore_ascii_case("SIZE") {
-                // "SIZE" alone or "SIZE 0" means no fixed limit (RFC 1870).
-                self.max_size = words.next().and_then(|w| w.parse::<usize>().ok()).filter(|&n| n > 0);
-            }
-        }
     }
 
     /// Whether the server offered PIPELINING.
