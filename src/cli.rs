@@ -139,6 +139,7 @@ fn dispatch(cmd: Cmd) -> u8 {
             quiet,
             allow_network,
             starttls,
+            auth,
         } => {
             let o = crate::gen::GenOptions {
                 target,
@@ -151,6 +152,7 @@ fn dispatch(cmd: Cmd) -> u8 {
                 seed,
                 allow: Allow::new(allow_network),
                 starttls,
+                auth,
             };
             gen(&o, out, quiet)
         }
@@ -428,7 +430,12 @@ fn mta(config: &Path, allow: &[ipnet::IpNet]) -> u8 {
         Ok(r) => r,
         Err(e) => return config_error(&e),
     };
-    block_on(crate::mta::run_node(cfg, responses, crate::signal::terminated())).map_or_else(|c| c, |()| EXIT_PASS)
+    let users = match crate::mta::load_users(&cfg) {
+        Ok(u) => u,
+        Err(e) => return config_error(&e),
+    };
+    block_on(crate::mta::run_node(cfg, responses, users, crate::signal::terminated()))
+        .map_or_else(|c| c, |()| EXIT_PASS)
 }
 
 fn queue(dir: &Path, ip: std::net::IpAddr, allow: &Allow) -> u8 {

@@ -268,14 +268,30 @@ pub fn resolve(from: &Source, reference: &str, kind: Shipped) -> Result<Source, 
 }
 
 /// Deserializes a string and converts it with `parse`; a conversion error is reported at the
-/// string's own YAML position (that is the point of doing semantic checks inside serde).
+/// string's own YAML position (that is the point of doing semantic checks inside serde). The
+/// conversion runs inside the string's visitor: an error raised after the string came back
+/// would get the position of the enclosing mapping instead — wherever the value sits under an
+/// `Option`.
 pub fn de_parsed<'de, D, T, E>(d: D, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     E: fmt::Display,
 {
-    let s = String::deserialize(d)?;
-    parse(&s).map_err(D::Error::custom)
+    struct Parsed<F, T>(F, std::marker::PhantomData<T>);
+    impl<'de, F, T, E> serde::de::Visitor<'de> for Parsed<F, T>
+    where
+        F: FnOnce(&str) -> Result<T, E>,
+        E: fmt::Display,
+    {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<T, Er> {
+            (self.0)(v).map_err(Er::custom)
+        }
+    }
+    d.deserialize_str(Parsed(parse, std::marker::PhantomData))
 }
 
 /// Like [`de_parsed`], for values YAML may type as a number (`421`, `0.5`) or a string (`4xx`,

@@ -15,8 +15,34 @@ pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
     std::fs::write(path, bytes).map_err(|e| at(path, e))
 }
 
+/// [`write`] for secrets (a private key, a users file): created readable by the owner only,
+/// never world-readable even for a moment.
+pub fn write_private(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| at(path, e))?;
+    f.write_all(bytes.as_ref()).map_err(|e| at(path, e))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secrets_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users");
+        super::write_private(&p, "a:b\n").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "a:b\n");
+    }
+
     #[test]
     fn errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();

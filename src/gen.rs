@@ -64,6 +64,8 @@ pub struct GenOptions {
     pub allow: crate::scenario::Allow,
     /// STARTTLS on every connection (unverified, as load clients do).
     pub starttls: bool,
+    /// AUTH on every connection.
+    pub auth: Option<crate::smtp::Credentials>,
 }
 
 impl GenOptions {
@@ -141,6 +143,10 @@ pub struct GenSummary {
     /// Submission latency: from intended time (open loop) or send start (closed loop) to the
     /// final reply; `uncorrected_*` always from send start.
     pub submit_ms: SubmitMs,
+    /// The first refusal or submission error, verbatim: why messages were not accepted (a
+    /// `535` to `--auth`, a refused STARTTLS, a closed port) without digging through logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_refusal: Option<String>,
 }
 
 impl GenSummary {
@@ -157,8 +163,13 @@ impl GenSummary {
     /// was sent was not there (or refused everything) — not a result (exit 3).
     pub fn unjudged(&self) -> Option<String> {
         (self.counts.generated > 0 && self.counts.accepted == 0).then(|| {
+            let why = self
+                .first_refusal
+                .as_deref()
+                .map(|r| format!(" (first: {r})"))
+                .unwrap_or_default();
             format!(
-                "{} accepted none of the {} messages sent",
+                "{} accepted none of the {} messages sent{why}",
                 self.target, self.counts.generated
             )
         })
@@ -204,6 +215,7 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         } else {
             crate::scenario::SubmitTls::None
         },
+        auth: o.auth.clone().map(crate::scenario::SubmitAuth),
     };
     let (arrivals, window) = match (o.rate, o.duration, o.count) {
         (GenRate::Max, None, None) => anyhow::bail!("--rate max needs --duration D or --count N"),
@@ -260,21 +272,27 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
         hard_stop: (start + window.min(MAX_GEN_TIME)).into(),
         shard: None,
         tls: crate::tls::submission(o.starttls)?,
+        auth: o.auth.clone(),
     };
     let counters = Arc::new(Counters::default());
     let collect = tokio::spawn(async move {
         let (mut corrected, mut uncorrected) = (Dist::new(), Dist::new());
+        let mut first_refusal = None;
         while let Some(e) = rx.recv().await {
+            if e.event == Kind::Rejected && first_refusal.is_none() {
+                first_refusal = e.text;
+                continue;
+            }
             if let (Kind::Submitted, Some(acked)) = (e.event, e.acked) {
                 corrected.record(e.intended.map(|i| acked.saturating_sub(i) / 1000));
                 uncorrected.record(e.submitted.map(|s| acked.saturating_sub(s) / 1000));
             }
         }
-        (corrected, uncorrected)
+        (corrected, uncorrected, first_refusal)
     });
     submit::run(plan, tx, counters.clone()).await;
     let wall_s = (now_ns().saturating_sub(start_ns)) as f64 / 1e9;
-    let (corrected, uncorrected) = collect.await.context("collector failed")?;
+    let (corrected, uncorrected, first_refusal) = collect.await.context("collector failed")?;
     let c = &counters;
     let accepted = c.accepted.load(Ordering::Relaxed);
     let r3 = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
@@ -298,6 +316,7 @@ pub async fn run(o: &GenOptions) -> anyhow::Result<GenSummary> {
             uncorrected_p50: r3(uncorrected.quantile_ms(0.5)),
             uncorrected_p99: r3(uncorrected.quantile_ms(0.99)),
         },
+        first_refusal,
     })
 }
 
@@ -323,6 +342,7 @@ mod tests {
             seed: 1,
             allow,
             starttls: false,
+            auth: None,
         }
     }
 

@@ -112,6 +112,7 @@ fn generator_under_overload_holds_at_most_64_bytes_per_message() {
             hard_stop: (start + window + Duration::from_secs(5)).into(),
             shard: None,
             tls: Default::default(),
+            auth: None,
         };
         let counters = Arc::new(Counters::default());
         // Dropped with the runtime once measured; its stalled connections would wait minutes.

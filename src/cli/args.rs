@@ -182,6 +182,9 @@ pub enum Cmd {
         /// swaks): what TLS costs the server under test.
         #[arg(long)]
         starttls: bool,
+        /// AUTH on every connection, after STARTTLS if given (PLAIN, else LOGIN).
+        #[arg(long, value_name = "USER:PASS", value_parser = crate::smtp::Credentials::parse)]
+        auth: Option<crate::smtp::Credentials>,
     },
     /// Merge HdrHistogram interval logs (latency.hlog) from several hosts or runs, by tag and
     /// absolute second; prints each tag's percentiles and writes the merged log with --out.

@@ -242,7 +242,7 @@ impl Hosted {
         let beats = (f.mta.kind != crate::scenario::MtaKind::External)
             .then(|| tokio::spawn(balancer.clone().heartbeats(hard_stop)));
         for &k in &self.role.shards {
-            let mut plan = crate::run::traffic_plan(
+            let plan = crate::run::traffic_plan(
                 &self.c.scenario,
                 &self.run_id,
                 bounce_domain.as_deref(),
@@ -251,10 +251,14 @@ impl Hosted {
                 (start, window),
                 deadline.clone(),
             );
+            let mut plan = match plan {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("generator shard {k}: cannot set up TLS: {e}");
+                    continue;
+                }
+            };
             plan.shard = Some((k, self.shards));
-            if let Ok(tls) = crate::tls::submission(f.traffic.tls == crate::scenario::SubmitTls::Starttls) {
-                plan.tls = tls;
-            }
             // The shards share the scenario's connections between them.
             plan.connections = f.traffic.connections.div_ceil(self.shards).max(1);
             tasks.push(tokio::spawn(submit::run(

@@ -86,6 +86,21 @@ pub struct NodeConfig {
     /// provider offers it, and required — verified against `ca` — for the `required` domains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<NodeTls>,
+    /// SMTP AUTH at ingress (SPEC §13): clients that log in relay from any allowed network;
+    /// others outside `relay_networks` get `530 5.7.0` at MAIL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<NodeAuth>,
+}
+
+/// A node config's `auth:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAuth {
+    /// `user:password` lines; relative to the config file.
+    pub users: PathBuf,
+    /// Offer AUTH only after STARTTLS (Postfix's `smtpd_tls_auth_only`); needs `tls.cert`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_only: bool,
 }
 
 /// A node config's `tls:`. Paths are relative to the config file.
@@ -231,6 +246,18 @@ impl NodeConfig {
                     "required",
                     src.top_key_line("tls"),
                     "tls: `required` domains need `ca:` (the roots their servers are verified against)",
+                ));
+            }
+        }
+        if let Some(a) = &mut cfg.auth {
+            if a.users.is_relative() {
+                a.users = dir.join(&a.users);
+            }
+            if a.tls_only && cfg.tls.as_ref().is_none_or(|t| t.cert.is_none()) {
+                return Err(src.error_at(
+                    "tls_only",
+                    src.top_key_line("auth"),
+                    "auth: `tls_only` needs `tls: { cert, key }` (STARTTLS to offer first)",
                 ));
             }
         }

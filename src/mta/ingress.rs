@@ -23,6 +23,18 @@ pub struct Ingress {
     pub spool_failures: FailureLog,
     /// STARTTLS at ingress, when the node has a certificate.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// AUTH at ingress, when the node has users.
+    pub auth: Option<Auth>,
+}
+
+/// Who may log in, and from where an authenticated client may relay.
+pub struct Auth {
+    pub users: super::users::Users,
+    /// AUTH only after STARTTLS.
+    pub tls_only: bool,
+    /// Loopback plus the node's `network.allow`: an authenticated client relays from any of
+    /// them (SPEC §13), an unauthenticated one only from `relay_networks`.
+    pub networks: crate::scenario::Allow,
 }
 
 /// Spool write failures, logged at most once a second with how many there were: a shared
@@ -53,7 +65,17 @@ impl FailureLog {
 }
 
 impl Ingress {
+    /// A relay network's client, or an authenticated one from an allowed network.
     fn may_relay(&self, s: &SessionInfo) -> bool {
+        let ip = s.peer.ip();
+        self.in_relay_networks(s)
+            || self
+                .auth
+                .as_ref()
+                .is_some_and(|a| s.auth.is_some() && a.networks.permits(ip))
+    }
+
+    fn in_relay_networks(&self, s: &SessionInfo) -> bool {
         let ip = s.peer.ip();
         self.relay_networks.iter().any(|n| n.contains(&ip))
     }
@@ -64,6 +86,32 @@ impl Policy for Ingress {
         self.tls
             .clone()
             .map_or(crate::smtp::StartTls::NotOffered, crate::smtp::StartTls::Offer)
+    }
+
+    fn auth(&self, _s: &SessionInfo) -> crate::smtp::AuthOffer {
+        match &self.auth {
+            None => crate::smtp::AuthOffer::NotOffered,
+            Some(a) if a.tls_only => crate::smtp::AuthOffer::AfterTls,
+            Some(_) => crate::smtp::AuthOffer::Offered,
+        }
+    }
+
+    async fn login(&self, s: &SessionInfo, c: &crate::smtp::Credentials) -> Decision {
+        if self.auth.as_ref().is_some_and(|a| a.users.check(c)) {
+            tracing::debug!(conn_id = s.conn_id, peer = %s.peer, user = %c.user, "authenticated");
+            return Decision::reply(Reply::new(235, Some("2.7.0"), "Authentication successful"));
+        }
+        tracing::debug!(conn_id = s.conn_id, peer = %s.peer, user = %c.user, "authentication failed");
+        Decision::reply(Reply::new(535, Some("5.7.8"), "Authentication credentials invalid"))
+    }
+
+    /// With AUTH on, a client that may not relay unauthenticated is told to log in first
+    /// (RFC 4954 §6) instead of learning at RCPT that relaying is denied.
+    async fn mail(&self, s: &SessionInfo, _from: &str, _size: Option<usize>) -> Decision {
+        if self.auth.is_some() && s.auth.is_none() && !self.in_relay_networks(s) {
+            return Decision::reply(Reply::new(530, Some("5.7.0"), "Authentication required"));
+        }
+        Decision::reply(Reply::new(250, Some("2.1.0"), "Ok"))
     }
 
     async fn connect(&self, _s: &SessionInfo) -> Decision {
@@ -206,6 +254,7 @@ mod tests {
             events,
             spool_failures: FailureLog::default(),
             tls: None,
+            auth: None,
         };
         (ingress, stop)
     }

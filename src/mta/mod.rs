@@ -21,6 +21,7 @@ pub mod retry;
 pub mod routing;
 pub mod screen;
 pub mod spool;
+pub mod users;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -50,10 +51,17 @@ pub fn load_responses(cfg: &NodeConfig, src: &Source) -> Result<ResponseTable, c
     ResponseTable::from_source(&r)
 }
 
-/// Runs one node until `shutdown` resolves.
+/// Loads the AUTH accounts a node config names (`auth.users`), if any.
+pub fn load_users(cfg: &NodeConfig) -> Result<Option<users::Users>, cfgfile::ConfigError> {
+    cfg.auth.as_ref().map(|a| users::Users::load(&a.users)).transpose()
+}
+
+/// Runs one node until `shutdown` resolves. `users` are the AUTH accounts of `cfg.auth`
+/// ([`load_users`]).
 pub async fn run_node(
     cfg: NodeConfig,
     responses: ResponseTable,
+    users: Option<users::Users>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
@@ -115,6 +123,11 @@ pub async fn run_node(
         events: events.clone(),
         spool_failures: ingress::FailureLog::default(),
         tls: ingress_tls,
+        auth: users.map(|users| ingress::Auth {
+            users,
+            tls_only: cfg.auth.as_ref().is_some_and(|a| a.tls_only),
+            networks: crate::scenario::Allow::new(cfg.network.allow.iter().copied()),
+        }),
     });
     let limits = Limits {
         hostname: ingress.hostname.clone(),
@@ -122,8 +135,14 @@ pub async fn run_node(
         max_connections_per_ip: cfg.limits.connections_per_ip,
         max_message_size: max_message_size(&cfg) as usize,
         max_recipients: cfg.limits.max_recipients,
-        // Relay clients (the generator, the operator's own hosts) are never starved of slots.
-        priority_networks: cfg.relay_networks.clone(),
+        // Relay clients (the generator, the operator's own hosts) are never starved of slots;
+        // with AUTH, submitters come from anywhere allowed.
+        priority_networks: match &cfg.auth {
+            Some(_) => {
+                crate::scenario::Allow::new(cfg.relay_networks.iter().chain(&cfg.network.allow).copied()).networks()
+            }
+            None => cfg.relay_networks.clone(),
+        },
         ..Limits::default()
     };
     let flusher = {

@@ -62,16 +62,20 @@ pub async fn start_node(
             .display()
             .to_string(),
     };
+    let auth = s.file.traffic.auth.as_ref().map(|a| node_auth(&dir, a)).transpose()?;
     let cfg = NodeConfig {
         tls,
         node: name.to_string(),
         region: region.to_string(),
         listen: SocketAddr::new(ip, 0),
         // Submissions come from this host, or — in a distributed run — from a generator on
-        // another host the scenario allows.
-        relay_networks: std::iter::once("127.0.0.0/8".parse()?)
-            .chain(s.file.network.allow.iter().copied())
-            .collect(),
+        // another host the scenario allows. With `traffic.auth` they must log in instead:
+        // the node then relays for authenticated clients from those networks alone.
+        relay_networks: match &auth {
+            Some(_) => Vec::new(),
+            None => crate::scenario::Allow::new(s.file.network.allow.iter().copied()).networks(),
+        },
+        auth,
         spool,
         routes: routes.clone(),
         egress_pools: s.file.mta.egress_pools.clone(),
@@ -119,7 +123,7 @@ fn node_tls(
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls)?;
     crate::files::write(&tls.join("node.pem"), &issued.cert_pem)?;
-    crate::files::write(&tls.join("node.key"), &issued.key_pem)?;
+    crate::files::write_private(&tls.join("node.key"), &issued.key_pem)?;
     crate::files::write(&tls.join("ca.pem"), pki.ca_pem())?;
     let t = &s.file.mta.tls;
     Ok(super::config::NodeTls {
@@ -132,6 +136,16 @@ fn node_tls(
             .iter()
             .map(|d| crate::scenario::network::sut_domain(&s.file, d))
             .collect(),
+    })
+}
+
+/// A run's node's `auth:`: a users file holding the one account `traffic.auth` names.
+fn node_auth(dir: &Path, a: &crate::scenario::SubmitAuth) -> anyhow::Result<super::config::NodeAuth> {
+    let line = format!("{}:{}\n", a.0.user, a.0.password);
+    crate::files::write_private(&dir.join("users"), line.as_bytes())?;
+    Ok(super::config::NodeAuth {
+        users: "users".into(),
+        tls_only: false,
     })
 }
 

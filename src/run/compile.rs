@@ -67,9 +67,9 @@ pub fn validate_file(path: &Path, allow: &[ipnet::IpNet]) -> Result<String, Conf
     }
     let checked = match kind {
         "mock-inbox rules" => crate::inbox::RuleSet::from_source(&src).map(drop),
-        // What `mailsurge mta --config` reads at start: the config and its response table.
+        // What `mailsurge mta --config` reads at start: the config, its response table and users.
         "node config" => crate::mta::NodeConfig::load_allowing(path, allow)
-            .and_then(|(cfg, src)| crate::mta::load_responses(&cfg, &src))
+            .and_then(|(cfg, src)| crate::mta::load_responses(&cfg, &src).and(crate::mta::load_users(&cfg)))
             .map(drop),
         "response table" => crate::mta::responses::ResponseTable::from_source(&src).map(drop),
         // Compiling checks what each part reads of the plan: rule tables, the response table,

@@ -123,7 +123,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
     let heartbeats =
         (f.mta.kind != MtaKind::External).then(|| tokio::spawn(balancer.clone().heartbeats(clock.hard_stop)));
     let bounce_domain = topo.bounces.as_ref().map(|(_, d)| d.as_str());
-    let mut plan = traffic_plan(
+    let plan = traffic_plan(
         s,
         &run_id,
         bounce_domain,
@@ -131,8 +131,7 @@ pub async fn run(c: &Compiled, opts: &RunOptions) -> anyhow::Result<Outcome> {
         start_ns,
         (clock.start, clock.duration),
         gen_stop,
-    );
-    plan.tls = crate::tls::submission(f.traffic.tls == crate::scenario::SubmitTls::Starttls)?;
+    )?;
     let gen = tokio::spawn(submit::run(plan, ev_tx.clone(), counters.clone()));
     let mut play = Play {
         f,
@@ -281,14 +280,14 @@ pub fn traffic_plan(
     start_ns: u64,
     (start, window): (Instant, Duration),
     hard_stop: Deadline,
-) -> Plan {
+) -> Result<Plan, crate::tls::TlsError> {
     let f = &s.file;
     let max_size = match &f.traffic.size {
         crate::scenario::SizeSpec::Fixed(x) => x.0 as usize,
         _ => 1 << 20,
     };
     let builder = Builder::new(run_id, max_size);
-    Plan {
+    Ok(Plan {
         arrivals: submit::Arrivals::Open(Box::new(Schedule::new(
             RateCurve::new(&f.traffic.rate, window),
             f.traffic.arrival,
@@ -306,8 +305,9 @@ pub fn traffic_plan(
         start,
         hard_stop,
         shard: None,
-        tls: Default::default(),
-    }
+        tls: crate::tls::submission(f.traffic.tls == crate::scenario::SubmitTls::Starttls)?,
+        auth: f.traffic.auth.clone().map(|a| a.0),
+    })
 }
 
 /// The generator's balancer: every node, weighted by its region's `weight` split over the

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::units::{Dur, Pattern, Percent, Rate, Size};
 
 use super::threshold::Threshold;
-pub use super::tls::{MtaTls, SubmitTls, TlsMode};
+pub use super::tls::{MtaTls, SubmitAuth, SubmitTls, TlsMode};
 
 /// The top level of a scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -334,6 +334,9 @@ pub struct Traffic {
     /// `starttls`: every submission connection upgrades to TLS before it sends (SPEC §13).
     #[serde(default, skip_serializing_if = "SubmitTls::is_none")]
     pub tls: SubmitTls,
+    /// `user:password`: every submission connection logs in with AUTH (SPEC §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<SubmitAuth>,
 }
 
 /// Local-part prefixes the shipped provider profiles script (`rcpt: '^nouser[-.+]'` …): an

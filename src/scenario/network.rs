@@ -66,6 +66,14 @@ impl Allow {
         &self.cidrs
     }
 
+    /// Every CIDR this permits, loopback (`127.0.0.0/8`, `::1/128`) first: what a node lists
+    /// as the networks its submitters may come from.
+    pub fn networks(&self) -> Vec<IpNet> {
+        let v4 = IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8));
+        let v6 = IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128));
+        [v4, v6].into_iter().chain(self.cidrs.iter().copied()).collect()
+    }
+
     /// Whether `ip` may be used: loopback always, anything else inside one of the CIDRs. An
     /// IPv4-mapped IPv6 address (`::ffff:10.0.0.5`) is judged as the IPv4 address it is.
     pub fn permits(&self, ip: IpAddr) -> bool {

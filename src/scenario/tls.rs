@@ -1,5 +1,5 @@
-//! The scenario's TLS keys (SPEC §13): a provider's `tls:`, `mta.tls` and `traffic.tls`, as
-//! plain data like the rest of the plan.
+//! The scenario's TLS and AUTH keys (SPEC §13): a provider's `tls:`, `mta.tls`, `traffic.tls`
+//! and `traffic.auth`, as plain data like the rest of the plan.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,5 +63,23 @@ pub enum SubmitTls {
 impl SubmitTls {
     pub(crate) fn is_none(&self) -> bool {
         *self == SubmitTls::None
+    }
+}
+
+/// `traffic.auth: user:password`: the generator logs in on every submission connection (after
+/// STARTTLS, if any), and the run's reference nodes accept only that account — they relay for
+/// authenticated clients alone, so every message of the run proves AUTH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitAuth(pub crate::smtp::Credentials);
+
+impl Serialize for SubmitAuth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}:{}", self.0.user, self.0.password))
+    }
+}
+
+impl<'de> Deserialize<'de> for SubmitAuth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::config::de_parsed(d, |s| crate::smtp::Credentials::parse(s).map(SubmitAuth))
     }
 }

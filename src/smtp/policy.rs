@@ -208,11 +208,7 @@ pub trait Policy: Send + Sync + 'static {
     /// [`Limits::max_errors`] tries.
     ///
     /// [`Limits::max_errors`]: crate::smtp::Limits::max_errors
-    fn login(
-        &self,
-        _s: &SessionInfo,
-        _c: &crate::smtp::sasl::Credentials,
-    ) -> impl Future<Output = Decision> + Send {
+    fn login(&self, _s: &SessionInfo, _c: &crate::smtp::sasl::Credentials) -> impl Future<Output = Decision> + Send {
         std::future::ready(Decision::reply(Reply::new(
             535,
             Some("5.7.8"),

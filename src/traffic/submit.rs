@@ -83,6 +83,8 @@ pub struct Plan {
     pub shard: Option<(u32, u32)>,
     /// STARTTLS on every submission connection.
     pub tls: crate::smtp::client::ClientTls,
+    /// AUTH on every submission connection (after STARTTLS, if any).
+    pub auth: Option<crate::smtp::Credentials>,
 }
 
 /// Messages the open-loop schedule has released and no connection has taken yet.
@@ -173,6 +175,7 @@ struct Shared {
     start: Instant,
     hard_stop: Deadline,
     tls: crate::smtp::client::ClientTls,
+    auth: Option<crate::smtp::Credentials>,
 }
 
 impl Shared {
@@ -246,6 +249,7 @@ pub async fn run(plan: Plan, events: mpsc::UnboundedSender<Event>, counters: Arc
         start: plan.start,
         hard_stop: plan.hard_stop.clone(),
         tls: plan.tls,
+        auth: plan.auth,
     });
     let workers: Vec<_> = (0..plan.connections.max(1) as usize)
         .map(|w| tokio::spawn(worker(w, shared.clone())))
@@ -322,6 +326,7 @@ async fn worker(index: usize, shared: Arc<Shared>) {
     let cfg = ClientConfig {
         helo: "generator.mailsurge.test".into(),
         tls: shared.tls.clone(),
+        auth: shared.auth.clone(),
         ..ClientConfig::default()
     };
     // (target index, its address, the balancer epoch it was picked in): re-picked whenever

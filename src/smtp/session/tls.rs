@@ -66,5 +66,4 @@ impl<P: Policy> Session<P> {
             }
         }
     }
-
 }

@@ -142,7 +142,10 @@ async fn tls_only_auth_is_hidden_and_refused_in_the_clear_and_works_after_startt
         .await
         .err()
         .unwrap();
-    assert!(matches!(&e, ClientError::Auth(w) if w.contains("only after STARTTLS")), "{e}");
+    assert!(
+        matches!(&e, ClientError::Auth(w) if w.contains("only after STARTTLS")),
+        "{e}"
+    );
     // With it, AUTH follows the second EHLO.
     let mut c = Client::connect(
         srv.addr,
@@ -174,7 +177,10 @@ async fn our_client_reports_refused_credentials_and_a_server_without_auth() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(&e, ClientError::Auth(w) if w.contains("does not offer")), "{e}");
+    assert!(
+        matches!(&e, ClientError::Auth(w) if w.contains("does not offer")),
+        "{e}"
+    );
 }
 
 /// A server that offers only LOGIN (some older MTAs): our client goes through its prompts.
@@ -198,7 +204,9 @@ async fn our_client_uses_login_when_plain_is_not_offered() {
         }
         seen
     });
-    Client::connect(addr, &client_cfg(alice(), ClientTls::Off)).await.unwrap();
+    Client::connect(addr, &client_cfg(alice(), ClientTls::Off))
+        .await
+        .unwrap();
     let seen = fake.await.unwrap();
     assert_eq!(seen[1], format!("AUTH LOGIN {}", encode(b"alice")));
     assert_eq!(seen[2], encode(b"pa ss:word"));

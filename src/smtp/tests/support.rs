@@ -108,12 +108,16 @@ impl Policy for TestPolicy {
     }
 
     fn auth(&self, _s: &SessionInfo) -> crate::smtp::AuthOffer {
-        self.auth.as_ref().map_or(crate::smtp::AuthOffer::NotOffered, |(o, _)| *o)
+        self.auth
+            .as_ref()
+            .map_or(crate::smtp::AuthOffer::NotOffered, |(o, _)| *o)
     }
 
     async fn login(&self, _s: &SessionInfo, c: &crate::smtp::Credentials) -> Decision {
         match &self.auth {
-            Some((_, good)) if good == c => Decision::reply(Reply::new(235, Some("2.7.0"), "Authentication successful")),
+            Some((_, good)) if good == c => {
+                Decision::reply(Reply::new(235, Some("2.7.0"), "Authentication successful"))
+            }
             _ => Decision::reply(Reply::new(535, Some("5.7.8"), "Authentication credentials invalid")),
         }
     }
