@@ -14,6 +14,10 @@
 #      smoke run's node, issued by that run's CA) relaying to that inbox: swaks --tls completes
 #      STARTTLS and gets 250, and the message reaches the inbox — which only takes mail over TLS,
 #      so the node's own egress STARTTLS worked too.
+#   3. A second node that takes mail only from clients that log in after STARTTLS
+#      (`relay_networks: []`, `auth: { users, tls_only: true }`): swaks --tls --auth PLAIN and
+#      --auth LOGIN get 235 and 250 and the messages reach the inbox; a wrong password gets 535;
+#      no login gets 530 at MAIL; AUTH in the clear is not offered.
 #
 # HOW TO RUN
 #   scripts/ci-tls-swaks.sh            # ~30 s after the build
@@ -120,11 +124,51 @@ EOF
   done
   check "the node delivered it over TLS to the inbox (2 receipts) [$(wc -l <"$work/receipts.jsonl")]" \
     test "$(wc -l <"$work/receipts.jsonl")" = 2
+
+  # --- 3. a submission-only node: AUTH after STARTTLS ---------------------------------------------
+  mkdir -p "$work/auth"
+  cp "$certs/node.pem" "$certs/node.key" "$work/auth/"
+  printf 'submit:s3cret:x\n' >"$work/auth/users"
+  chmod 600 "$work/auth/users"
+  sed -e 's/^node: .*/node: swaks-auth/' -e 's/127.0.8.20/127.0.8.21/' -e 's/^relay_networks: .*/relay_networks: []/' \
+    "$work/node/node.yaml" >"$work/auth/node.yaml"
+  printf 'auth: { users: users, tls_only: true }\n' >>"$work/auth/node.yaml"
+  "$BIN" mta --config "$work/auth/node.yaml" >"$work/auth.out" 2>"$work/auth.err" &
+  pids+=("$!")
+  for _ in $(seq 1 100); do
+    grep -q READY "$work/auth.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  anode="$(grep -m1 READY "$work/auth.out" | awk '{print $2}')"
+  echo "node (AUTH after STARTTLS only, no relay networks) on $anode"
+  set +e
+  plain_auth="$(swaks_to "$anode" --tls --auth PLAIN --auth-user submit --auth-password 's3cret:x')"
+  plain_rc=$?
+  login_auth="$(swaks_to "$anode" --tls --auth LOGIN --auth-user submit --auth-password 's3cret:x')"
+  login_rc=$?
+  wrong_auth="$(swaks_to "$anode" --tls --auth PLAIN --auth-user submit --auth-password nope)"
+  no_auth="$(swaks_to "$anode" --tls)"
+  clear_ehlo="$(swaks_to "$anode" --quit-after EHLO)"
+  set -e
+  echo "$plain_auth" | grep -E "^(<~|<-) +(235|250 2\.0\.0)|AUTH" | sed 's/^/  > /' | head -6
+  check "swaks --tls --auth PLAIN: 235, then 250               [$plain_rc]" \
+    bash -c "test $plain_rc = 0 && grep -qE '^<~ +235 ' <<<\"\$0\"" "$plain_auth"
+  check "swaks --tls --auth LOGIN: 235, then 250               [$login_rc]" \
+    bash -c "test $login_rc = 0 && grep -qE '^<~ +235 ' <<<\"\$0\"" "$login_auth"
+  check "a wrong password gets 535 5.7.8" grep -qE "^<~\* +535 5\.7\.8" <<<"$wrong_auth"
+  check "no login gets 530 5.7.0 at MAIL" grep -qE "^<~\* +530 5\.7\.0" <<<"$no_auth"
+  check "AUTH is not offered in the clear (tls_only)" bash -c '! grep -q "AUTH" <<<"$0"' "$clear_ehlo"
+  for _ in $(seq 1 50); do
+    [[ "$(wc -l <"$work/receipts.jsonl")" == 4 ]] && break
+    sleep 0.1
+  done
+  check "both authenticated messages reached the inbox (4 receipts) [$(wc -l <"$work/receipts.jsonl")]" \
+    test "$(wc -l <"$work/receipts.jsonl")" = 4
 fi
 
 echo
 if [[ "$FAILED" == 0 ]]; then
-  echo "PASS: swaks speaks STARTTLS with mailsurge's inbox and MTA; plaintext to a required inbox gets 530"
+  echo "PASS: swaks speaks STARTTLS with mailsurge's inbox and MTA, and AUTH PLAIN/LOGIN with the MTA; plaintext to a required inbox gets 530"
 else
   echo "FAIL: see above"
   exit 1

@@ -109,7 +109,8 @@ pf_master_pid() { # DIR -> pid of the instance's master, from its pid file (1 if
 #   master.cf: Debian's stock services with their stock limits, minus those a relay without
 #     TLS or local delivery never starts (tlsmgr, local, virtual, lmtp, the pipe(8) examples),
 #     with chroot = n (the private queue directory has no chroot jail), and the smtpd inet
-#     service on LISTEN (IP:PORT) only, instead of port 25.
+#     service on LISTEN (IP:PORT) only, instead of port 25. PF_TLS=1 keeps Debian's tlsmgr
+#     line too (TLS session cache and PRNG, for an instance that speaks STARTTLS).
 pf_write_config() {
   local d="$1" name="$2" listen="$3" header="$4"
   mkdir -p "$d/etc" "$d/queue" "$d/data"
@@ -167,6 +168,9 @@ anvil     unix  - - n -     1 anvil
 scache    unix  - - n -     1 scache
 postlog   unix-dgram n - n - 1 postlogd
 EOF
+  if [[ "${PF_TLS:-0}" == 1 ]]; then
+    echo "tlsmgr    unix  - - n 1000? 1 tlsmgr" >>"$d/etc/master.cf"
+  fi
 }
 
 # pf_start DIR LISTEN: `postfix check` and `postfix start` for the instance in DIR (written by
