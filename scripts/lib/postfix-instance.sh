@@ -110,7 +110,8 @@ pf_master_pid() { # DIR -> pid of the instance's master, from its pid file (1 if
 #     TLS or local delivery never starts (tlsmgr, local, virtual, lmtp, the pipe(8) examples),
 #     with chroot = n (the private queue directory has no chroot jail), and the smtpd inet
 #     service on LISTEN (IP:PORT) only, instead of port 25. PF_TLS=1 keeps Debian's tlsmgr
-#     line too (TLS session cache and PRNG, for an instance that speaks STARTTLS).
+#     and tlsproxy lines too (TLS session cache and PRNG; TLS connection reuse), for an
+#     instance that speaks STARTTLS.
 pf_write_config() {
   local d="$1" name="$2" listen="$3" header="$4"
   mkdir -p "$d/etc" "$d/queue" "$d/data"
@@ -169,7 +170,7 @@ scache    unix  - - n -     1 scache
 postlog   unix-dgram n - n - 1 postlogd
 EOF
   if [[ "${PF_TLS:-0}" == 1 ]]; then
-    echo "tlsmgr    unix  - - n 1000? 1 tlsmgr" >>"$d/etc/master.cf"
+    printf '%s\n' "tlsmgr    unix  - - n 1000? 1 tlsmgr" "tlsproxy  unix  - - n -     0 tlsproxy" >>"$d/etc/master.cf"
   fi
 }
 
