@@ -232,15 +232,6 @@ fn run(
     if let Err(e) = s.apply(&overrides) {
         return config_error(&e);
     }
-    if opts.cluster.is_some()
-        && (s.file.traffic.tls != crate::scenario::SubmitTls::None || !s.file.mta.tls.required.is_empty())
-    {
-        eprintln!(
-            "error: {}: `traffic.tls` and `mta.tls.required` cannot run with --cluster yet: agents do not share the run's certificate authority (run it on one host)",
-            path.display()
-        );
-        return EXIT_CONFIG;
-    }
     if opts.cluster.is_some() && s.file.mta.spool == crate::scenario::SpoolKind::Nats {
         eprintln!(
             "error: {}: `mta.spool: nats` cannot run with --cluster yet: each agent's nodes keep local spools (run it with --spool local, or on one host)",

@@ -25,6 +25,20 @@ pub enum TlsError {
     File { path: String, why: String },
 }
 
+/// The CA's own parameters: its name, and that it signs certificates.
+fn ca_params(name: &str) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("mailsurge CA {name}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(2);
+    params.not_after = now + time::Duration::days(30);
+    Ok(params)
+}
+
 /// How long an issued certificate is valid, from an hour before it is made.
 const VALID_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -56,15 +70,7 @@ pub struct Pki {
 impl Pki {
     /// A fresh self-signed CA named `name` (the run's id).
     pub fn new(name: &str) -> Result<Pki, TlsError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("mailsurge CA {name}"));
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(2);
-        params.not_after = now + time::Duration::days(30);
+        let params = ca_params(name)?;
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Pki {
@@ -73,6 +79,30 @@ impl Pki {
             params,
             key,
         })
+    }
+
+    /// The CA `Pki::new(name)` made elsewhere, from its certificate and key: a distributed
+    /// run's agents issue their inboxes' and nodes' certificates with the coordinator's CA, so
+    /// every certificate of the run chains to the one `tls/ca.pem`. The issuer is the same
+    /// name and key, which is all a certificate it signs records of it.
+    pub fn from_parts(name: &str, cert_pem: &str, key_pem: &str) -> Result<Pki, TlsError> {
+        let bad = |why: String| TlsError::File {
+            path: "the run's CA".into(),
+            why,
+        };
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        Ok(Pki {
+            params: ca_params(name)?,
+            key: KeyPair::from_pem(key_pem)?,
+            der,
+            pem: cert_pem.to_owned(),
+        })
+    }
+
+    /// The CA's private key as PEM, for [`Pki::from_parts`] on an agent. It signs only this
+    /// run's certificates and dies with the run.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 
     /// The CA certificate as PEM: what a node's `tls.ca` file holds.
@@ -303,6 +333,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("UnknownIssuer") || e.contains("unknown issuer"), "{e}");
+    }
+
+    /// An agent's copy of the coordinator's CA issues certificates the coordinator's clients
+    /// trust; a copy under another name does not (the issuer name is part of the chain).
+    #[tokio::test]
+    async fn a_ca_rebuilt_from_its_parts_issues_certificates_that_chain_to_the_original() {
+        let pki = Pki::new("run-1").unwrap();
+        let client = pki.client_config().unwrap();
+        let copy = Pki::from_parts("run-1", pki.ca_pem(), &pki.key_pem()).unwrap();
+        assert_eq!(copy.ca_pem(), pki.ca_pem());
+        let c = copy.issue(&["127.0.41.1".into()], Validity::Current).unwrap();
+        let ok = handshake(server_config(c.chain, c.key).unwrap(), client.clone(), "127.0.41.1").await;
+        assert_eq!(ok, Ok(()));
+        let stranger = Pki::from_parts("run-2", pki.ca_pem(), &pki.key_pem()).unwrap();
+        let c = stranger.issue(&["127.0.41.1".into()], Validity::Current).unwrap();
+        let e = handshake(server_config(c.chain, c.key).unwrap(), client, "127.0.41.1").await;
+        assert!(e.is_err(), "a different issuer name must not chain");
+        assert!(Pki::from_parts("run-1", "not pem", &pki.key_pem()).is_err());
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! - the run's counts equal the same scenario and seed run on one host, and so does the number
 //!   of messages generated in each second of the schedule;
 //! - its merged latency histogram equals the inbox agent's own, bucket for bucket;
+//! - TLS and AUTH work across agents: the generator submits over STARTTLS with AUTH, and the
+//!   MTA agent's nodes deliver to gmail (which requires TLS) only over TLS verified against
+//!   the coordinator's CA, whose certificates the inbox agent issued;
 //! - an agent SIGKILLed mid-run is a fault of its own: marked, the run not judged (exit 3),
 //!   the accounting identity still holding.
 
@@ -63,10 +66,11 @@ fn scenario(dir: &Path) -> PathBuf {
          thresholds: [ 'lost == 0', 'duplicates == 0' ]\n\
          regions: [ { name: local, nodes: 2 } ]\n\
          mta:\n  retry: { initial: 300ms, factor: 2, max_delay: 2s, jitter: 0%, give_up: 20s }\n  \
-         egress_pools: { shared: [127.0.1.1] }\n\
-         providers:\n  - { name: gmail, domains: [gmail.com], rules: generic }\n  \
+         egress_pools: { shared: [127.0.1.1] }\n  tls: { required: [gmail.com] }\n\
+         providers:\n  - { name: gmail, domains: [gmail.com], rules: generic, tls: required }\n  \
          - { name: generic, domains: [example.com], rules: generic }\n\
-         traffic:\n  rate: 80/s\n  domains: { gmail.com: 50%, example.com: 50% }\n  size: 2KiB\n  connections: 8\n\
+         traffic:\n  rate: 80/s\n  domains: { gmail.com: 50%, example.com: 50% }\n  size: 2KiB\n  connections: 8\n  \
+         tls: starttls\n  auth: 'load:secret'\n\
          placement:\n  generators: [gen]\n  providers: { '*': inboxes }\n  regions: { local: mta }\n",
     )
     .unwrap();
@@ -191,6 +195,15 @@ fn three_agents_run_the_one_host_schedule_and_merge_histograms_exactly() {
         merged.iter().map(|(_, n)| n).sum::<u64>(),
         a["counts"]["delivered"].as_u64().unwrap()
     );
+
+    // TLS across agents, as on one host: every submission over STARTTLS (and AUTH, without
+    // which the nodes relay nothing), gmail's half of the deliveries over verified TLS.
+    for (run, t) in [("cluster", &a["tls"]), ("one host", &b["tls"])] {
+        assert_eq!(t["submission"]["share"], 1.0, "{run}: {t}");
+        let d = t["delivery"]["share"].as_f64().unwrap_or(0.0);
+        assert!((0.3..0.7).contains(&d), "{run}: {t}");
+    }
+    assert!(cl.join("tls/ca.pem").is_file());
 }
 
 #[test]

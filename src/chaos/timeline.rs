@@ -108,7 +108,7 @@ fn restores(r: &Step, k: &Step) -> bool {
     rt == kt
         || (rt.kind == TargetKind::Region
             && kt.kind == TargetKind::Node
-            && kt.name.rsplit_once('-').is_some_and(|(region, _)| region == rt.name))
+            && crate::scenario::nodes::region_of_node(&kt.name) == Some(rt.name.as_str()))
 }
 
 #[cfg(test)]

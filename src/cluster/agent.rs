@@ -119,7 +119,7 @@ async fn handle(
         (Ctl::Clock, _) => Ok(Reply::Clock { now_ns: now_ns() }),
         (Ctl::Plan(plan), None) => {
             let run = plan.run_id.clone();
-            match Hosted::new(plan, &o.dir, Addresses(o.addresses), js.clone(), &o.name).await {
+            match Hosted::new(*plan, &o.dir, Addresses(o.addresses), js.clone(), &o.name).await {
                 Ok(h) => {
                     *slot = Some(h);
                     *crate::sync::lock(status) = Status {

@@ -222,6 +222,14 @@ impl Cluster {
         let f = &s.file;
         let (yaml, files) = s.self_contained();
         let shard_agents = self.assignment.shard_agents();
+        // The run's CA, as on one host; the agents get its key to issue their certificates.
+        let pki = crate::tls::Pki::new(&self.run_id).context("cannot make the run's certificate authority")?;
+        std::fs::create_dir_all(self.dir.join("tls"))?;
+        crate::files::write(&self.dir.join("tls").join("ca.pem"), pki.ca_pem())?;
+        let ca = wire::CaParts {
+            cert_pem: pki.ca_pem().to_owned(),
+            key_pem: pki.key_pem(),
+        };
         for a in &self.used {
             let p = wire::Plan {
                 run_id: self.run_id.clone(),
@@ -231,8 +239,9 @@ impl Cluster {
                 shards: self.assignment.shards,
                 offsets: self.offsets.clone(),
                 shard_agents: shard_agents.clone(),
+                ca: ca.clone(),
             };
-            self.ask(a, &Ctl::Plan(p)).await?;
+            self.ask(a, &Ctl::Plan(Box::new(p))).await?;
         }
         // Inboxes first: the nodes route to them.
         let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
@@ -461,14 +470,14 @@ impl Cluster {
     /// The agent hosting a chaos step's target.
     fn host_of(&self, st: &Step) -> Option<String> {
         let t = &st.action.target;
-        let region_of_node = |node: &str| node.rsplit_once('-').map(|(r, _)| r.to_string());
         self.assignment
             .roles
             .iter()
             .find(|(_, r)| match t.kind {
                 TargetKind::Provider => r.providers.contains(&t.name),
                 TargetKind::Region => r.regions.contains(&t.name),
-                TargetKind::Node => region_of_node(&t.name).is_some_and(|reg| r.regions.contains(&reg)),
+                TargetKind::Node => crate::scenario::nodes::region_of_node(&t.name)
+                    .is_some_and(|reg| r.regions.iter().any(|x| x == reg)),
                 _ => false,
             })
             .map(|(n, _)| n.clone())

@@ -77,6 +77,8 @@ pub struct Hosted {
     balancer: Option<(Arc<Balancer>, Option<String>)>,
     gen: Option<JoinHandle<()>>,
     cutter: Option<Cutter>,
+    /// The coordinator's CA: this agent's inboxes and nodes get their certificates from it.
+    pki: crate::tls::Pki,
 }
 
 impl Hosted {
@@ -113,6 +115,10 @@ impl Hosted {
                 .map_err(|why| anyhow::anyhow!("the run's scenario does not allow this agent: {why}"))?;
         }
         let c = crate::run::compile(s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pki = crate::tls::Pki::from_parts(&plan.run_id, &plan.ca.cert_pem, &plan.ca.key_pem)
+            .context("the plan's certificate authority")?;
+        std::fs::create_dir_all(dir.join("tls"))?;
+        crate::files::write(&dir.join("tls").join("ca.pem"), pki.ca_pem())?;
         let (outbox, events) = Outbox::start(js, super::wire::events_subject(&plan.run_id, agent));
         if !plan.role.providers.is_empty() {
             let clocks = super::clock::Clocks::new(&plan.run_id, plan.offsets.clone(), &plan.shard_agents);
@@ -137,6 +143,7 @@ impl Hosted {
             balancer: None,
             gen: None,
             cutter: None,
+            pki,
         })
     }
 
@@ -150,8 +157,7 @@ impl Hosted {
             &self.c.rules,
             &self.events,
             &rt.handle(),
-            // TLS in distributed runs is not there yet: agents' inboxes offer none.
-            None,
+            Some(&self.pki),
             hosted,
             |i, m| addrs.provider(i, m),
         )?;
@@ -182,7 +188,7 @@ impl Hosted {
                 if !self.role.regions.contains(&r.name) {
                     continue;
                 }
-                let name = format!("{}-{n}", r.name);
+                let name = crate::scenario::nodes::node_name(&r.name, n);
                 let spool = SpoolConfig::Local { dir: "spool".into() };
                 let node = start_node(
                     s,
@@ -193,7 +199,7 @@ impl Hosted {
                     self.addresses.node(k),
                     routes,
                     spool,
-                    None,
+                    Some(&self.pki),
                 )
                 .await
                 .with_context(|| format!("cannot start node {name}"))?;

@@ -79,6 +79,23 @@ pub struct Plan {
     /// its receipts' times on the coordinator's clock as the coordinator does.
     pub offsets: BTreeMap<String, Offset>,
     pub shard_agents: Vec<String>,
+    /// The run's CA (certificate and key, PEM): agents issue their inboxes' and nodes'
+    /// certificates with it, so the whole run trusts one `tls/ca.pem` (SPEC §13).
+    pub ca: CaParts,
+}
+
+/// A run's certificate authority as PEM, for [`crate::tls::Pki::from_parts`]. `Debug` leaves
+/// the key out.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CaParts {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CaParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaParts { .. }")
+    }
 }
 
 /// A request to one agent.
@@ -88,7 +105,7 @@ pub enum Ctl {
     /// Its clock, for the offset.
     Clock,
     /// Take part in a run: write the scenario, check it, open the event stream.
-    Plan(Plan),
+    Plan(Box<Plan>),
     /// Start the inboxes of its providers (and the bounce inbox); answers their addresses.
     Inboxes,
     /// Start the nodes of its regions, routing domains to these addresses.

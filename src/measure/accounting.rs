@@ -201,7 +201,42 @@ pub struct Counts {
     pub submit_errors: u64,
 }
 
+/// Submissions that got no SMTP reply beyond this share of those generated make a run
+/// unjudgeable: the system under test was mostly not there, and what little it accepted says
+/// nothing about it under the planned load.
+pub const MAX_SUBMIT_ERROR_SHARE: f64 = 0.10;
+
 impl Counts {
+    /// Why a run cannot be judged, if it cannot: the system under test accepted nothing, or most
+    /// submissions never reached it. Either is a broken set-up, not a verdict on the system.
+    pub fn unjudgeable(&self) -> Option<String> {
+        let c = self;
+        if c.generated == 0 {
+            return None;
+        }
+        if c.accepted == 0 {
+            return Some(format!(
+                "nothing was measured: the system under test accepted none of the {} messages generated \
+                 ({} submissions got no SMTP reply to a message: connection refused, reset or timed \
+                 out, or STARTTLS or AUTH failed — the `rejected` events carry each error); is it \
+                 running at the submit address?",
+                c.generated, c.submit_errors
+            ));
+        }
+        let share = c.submit_errors as f64 / c.generated as f64;
+        (share > MAX_SUBMIT_ERROR_SHARE).then(|| {
+            format!(
+                "{} of {} submissions ({:.1}%) got no SMTP reply to a message (connection refused, \
+                 reset or timed out, or STARTTLS or AUTH failed), more than the {:.0}% a run can be \
+                 judged with",
+                c.submit_errors,
+                c.generated,
+                share * 100.0,
+                MAX_SUBMIT_ERROR_SHARE * 100.0
+            )
+        })
+    }
+
     /// Both identities of SPEC §5; `Err` names the one that does not hold.
     pub fn check_identity(&self) -> Result<(), String> {
         if self.generated != self.rejected_at_submit + self.accepted {

@@ -260,7 +260,7 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         })
         .collect();
     let contradictions = witness::contradictions(ledger);
-    let unjudgeable = unjudgeable(&counts);
+    let unjudgeable = counts.unjudgeable();
     let pass = thresholds.iter().all(|t| t.pass) && slo_pass && counts.lost == 0 && contradictions.total == 0;
     let faults = faults::fault_metrics(&fold, &overall_series, inp);
     Analysis {
@@ -288,38 +288,6 @@ pub fn analyze_fold(mut fold: Fold<'_>, spooled: &[Spooled], inp: &Inputs) -> An
         warmup_s: inp.warmup_s,
         tls: fold.tls.summary(),
     }
-}
-
-/// Submissions that got no SMTP reply beyond this share of those generated make a run
-/// unjudgeable: the system under test was mostly not there, and what little it accepted says
-/// nothing about it under the planned load.
-pub const MAX_SUBMIT_ERROR_SHARE: f64 = 0.10;
-
-/// Why a run cannot be judged, if it cannot: the system under test accepted nothing, or most
-/// submissions never reached it. Either is a broken set-up, not a verdict on the system.
-fn unjudgeable(c: &Counts) -> Option<String> {
-    if c.generated == 0 {
-        return None;
-    }
-    if c.accepted == 0 {
-        return Some(format!(
-            "nothing was measured: the system under test accepted none of the {} messages generated \
-             ({} submissions got no SMTP reply: connection refused, reset or timed out); is it \
-             running at the submit address?",
-            c.generated, c.submit_errors
-        ));
-    }
-    let share = c.submit_errors as f64 / c.generated as f64;
-    (share > MAX_SUBMIT_ERROR_SHARE).then(|| {
-        format!(
-            "{} of {} submissions ({:.1}%) got no SMTP reply (connection refused, reset or timed \
-             out), more than the {:.0}% a run can be judged with",
-            c.submit_errors,
-            c.generated,
-            share * 100.0,
-            MAX_SUBMIT_ERROR_SHARE * 100.0
-        )
-    })
 }
 
 fn add_to_group(g: &mut Group, rec: &Record) {

@@ -130,7 +130,7 @@ impl Topology {
         for r in &c.scenario.file.regions {
             for n in 1..=r.nodes {
                 k += 1;
-                let name = format!("{}-{n}", r.name);
+                let name = crate::scenario::nodes::node_name(&r.name, n);
                 let node = start_node(
                     &c.scenario,
                     dir,

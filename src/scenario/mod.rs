@@ -11,9 +11,11 @@
 //! three-minute run. Every error names `file:line:col` (see [`crate::config`]).
 
 pub mod abort;
+mod chaos;
 mod check;
 pub mod model;
 pub mod network;
+pub mod nodes;
 pub mod placement;
 mod rate;
 pub mod threshold;
@@ -21,7 +23,8 @@ mod tls;
 
 use std::path::Path;
 
-pub use check::{chaos_error, limits, Reach, MAX_NODES_PER_REGION};
+pub use chaos::chaos_error;
+pub use check::{limits, Reach, MAX_NODES_PER_REGION};
 pub use model::*;
 pub use network::Allow;
 pub use threshold::Threshold;

@@ -148,7 +148,7 @@ fn nodes(c: &Compiled, over: &[(String, u32)]) -> Vec<(String, String, f64)> {
             .map_or(r.nodes, |x| x.1);
         for k in 1..=n {
             let w = r.weight.map_or(1.0, |w| w / f64::from(n.max(1)));
-            v.push((format!("{}-{k}", r.name), r.name.clone(), w));
+            v.push((crate::scenario::nodes::node_name(&r.name, k), r.name.clone(), w));
         }
     }
     v

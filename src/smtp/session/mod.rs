@@ -20,21 +20,14 @@ use crate::smtp::stream::Stream;
 
 use crate::smtp::codec::{line_too_long_reply, parse_command, Command, DataDecoder, DataReject, Frame, LineFramer};
 use crate::smtp::deadline::Deadlines;
-use crate::smtp::policy::{
-    AuthOffer, Decision, Envelope, Hangup, Policy, SessionInfo, StartTls, BLACKHOLE_HOLD, DEFAULT_BANNER_TEXT,
-};
+use crate::smtp::policy::{AuthOffer, Decision, Envelope, Hangup, Policy, SessionInfo, StartTls, DEFAULT_BANNER_TEXT};
 use crate::smtp::reply::Reply;
 use crate::smtp::shared::{ServerStats, Shared};
 
 /// Spare room ensured before each socket read; one read typically takes a whole pipelined
 /// command group or a good slice of a message.
 const READ_CHUNK: usize = 16 * 1024;
-/// After sending a closing reply, how long to keep draining input so the peer sees the reply
-/// instead of a reset (closing with unread input makes the kernel send RST).
-const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
-/// Most bytes drained while lingering; a client still streaming is not worth waiting for.
-const LINGER_MAX_BYTES: usize = 256 * 1024;
-/// Stack buffer for draining while lingering.
+/// Stack buffer for draining while lingering or blackholing.
 const LINGER_READ_CHUNK: usize = 4096;
 
 const OK: &[u8] = b"250 2.0.0 Ok\r\n";
@@ -43,7 +36,10 @@ const VRFY_REPLY: &[u8] = b"252 2.0.0 Cannot VRFY user, but will accept message 
 const HELP_REPLY: &[u8] = b"214 2.0.0 See RFC 5321\r\n";
 
 mod auth;
+mod close;
 mod tls;
+
+pub(crate) use close::linger_close;
 
 /// Runs one session to its end; never fails (I/O errors just end it, logged at trace level).
 pub(crate) async fn run<P: Policy>(
@@ -123,23 +119,6 @@ impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.connections_active.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Half-closes, then drains input for a bounded time so the last reply is not lost to a RST.
-pub(crate) async fn linger_close<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
-    let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
-        stream.shutdown().await?;
-        let mut sink = [0u8; LINGER_READ_CHUNK];
-        let mut drained = 0;
-        while drained < LINGER_MAX_BYTES {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        Ok::<(), io::Error>(())
-    })
-    .await;
 }
 
 /// What to do after a command.
@@ -540,42 +519,6 @@ impl<P: Policy> Session<P> {
         }
         d.reply.write_wire(&mut self.conn.outbuf);
         Ok(flow(d.close))
-    }
-
-    /// Ends the connection without a reply. Replies already queued for earlier pipelined
-    /// commands are sent first: the provider answered those before it broke.
-    async fn hang_up(&mut self, h: Hangup) {
-        let conn_id = self.info.conn_id;
-        if let Err(e) = self.conn.flush().await {
-            tracing::trace!(conn_id, "flush before hangup failed: {e}");
-        }
-        match h {
-            Hangup::Close => {}
-            Hangup::Reset => {
-                // Zero linger makes close() send RST at once; the deprecation is about
-                // non-zero linger blocking the thread on drop, which zero does not do.
-                #[allow(deprecated)]
-                if let Some(Err(e)) = self.conn.stream.tcp().map(|t| t.set_linger(Some(Duration::ZERO))) {
-                    tracing::trace!(conn_id, "set_linger failed: {e}");
-                }
-            }
-            Hangup::Blackhole => {
-                let Session { conn, shutdown, .. } = self;
-                let mut sink = [0u8; LINGER_READ_CHUNK];
-                let hold = async {
-                    while let Ok(n) = conn.stream.read(&mut sink).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! {
-                    () = hold => {}
-                    () = shutdown.recv() => {}
-                    () = tokio::time::sleep(BLACKHOLE_HOLD) => {}
-                }
-            }
-        }
     }
 
     /// Flushes earlier replies before a policy delay so the client sees them on time.
