@@ -62,10 +62,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/postfix-instance.sh" # and lib/common
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-REPEATS="${REPEATS:-3}"
-RUN_TIMEOUT="${RUN_TIMEOUT:-600}"
-SPOOL_PARENT="${SPOOL_PARENT:-/var/tmp}"
-KEEP_WORK="${KEEP_WORK:-0}"
+pf_bench_env # REPEATS, RUN_TIMEOUT, SPOOL_PARENT, KEEP_WORK
 SESSIONS=20
 MESSAGES=10000
 DOMAIN=example.com
@@ -76,8 +73,6 @@ SINK_ADDR=127.0.6.3
 PORT=2525
 TARGET=5
 
-[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "error: REPEATS must be a positive integer" >&2; exit 2; }
-[[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUN_TIMEOUT must be a positive integer" >&2; exit 2; }
 
 pf_require # root and Postfix, or SKIPPED; sets PF_DAEMON_DIR
 command -v openssl >/dev/null || apt_install openssl

@@ -134,10 +134,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/postfix-instance.sh" # and lib/common
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-REPEATS="${REPEATS:-3}"
-RUN_TIMEOUT="${RUN_TIMEOUT:-600}"
-SPOOL_PARENT="${SPOOL_PARENT:-/var/tmp}"
-KEEP_WORK="${KEEP_WORK:-0}"
+pf_bench_env # REPEATS, RUN_TIMEOUT, SPOOL_PARENT, KEEP_WORK
 SESSIONS=20
 MESSAGES=10000
 LENGTH=1024
@@ -152,8 +149,6 @@ PORT=2525
 TARGET=10 # against the tuned Postfix
 NATS_TARGET=3 # the shared queue against the tuned Postfix
 
-[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "error: REPEATS must be a positive integer" >&2; exit 2; }
-[[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUN_TIMEOUT must be a positive integer" >&2; exit 2; }
 
 # --- tools -------------------------------------------------------------------------------
 pf_require smtp-source smtp-sink # root and Postfix, or SKIPPED; sets PF_DAEMON_DIR

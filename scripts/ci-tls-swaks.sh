@@ -84,6 +84,24 @@ sleep 0.3
 check "the inbox wrote one receipt                           [$(wc -l <"$work/receipts.jsonl" 2>/dev/null || echo 0)]" \
   test "$(wc -l <"$work/receipts.jsonl" 2>/dev/null || echo 0)" = 1
 
+receipts_reach() { # N: waits (up to 5 s) for N receipts; prints how many there are
+  for _ in $(seq 1 50); do
+    [[ "$(wc -l <"$work/receipts.jsonl")" == "$1" ]] && break
+    sleep 0.1
+  done
+  wc -l <"$work/receipts.jsonl"
+}
+
+start_mta() { # NAME: `mailsurge mta --config $work/NAME/node.yaml`; sets MTA_ADDR once it is READY
+  "$BIN" mta --config "$work/$1/node.yaml" >"$work/$1.out" 2>"$work/$1.err" &
+  pids+=("$!")
+  for _ in $(seq 1 100); do
+    grep -q READY "$work/$1.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  MTA_ADDR="$(grep -m1 READY "$work/$1.out" | awk '{print $2}')"
+}
+
 # --- 2. a reference-MTA node with STARTTLS, relaying to that inbox --------------------------------
 "$BIN" run scenarios/smoke.yaml --duration 1s --out "$work/seed" --quiet >/dev/null 2>&1 || true
 certs="$work/seed/nodes/local-1/tls"
@@ -103,13 +121,8 @@ retry: { initial: 200ms, factor: 2, max_delay: 1s, jitter: 0%, give_up: 10s }
 events: events.jsonl
 tls: { cert: node.pem, key: node.key, opportunistic: true }
 EOF
-  "$BIN" mta --config "$work/node/node.yaml" >"$work/node.out" 2>"$work/node.err" &
-  pids+=("$!")
-  for _ in $(seq 1 100); do
-    grep -q READY "$work/node.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  node="$(grep -m1 READY "$work/node.out" | awk '{print $2}')"
+  start_mta node
+  node="$MTA_ADDR"
   echo "node (STARTTLS at ingress, opportunistic egress) on $node"
   set +e
   mta_out="$(swaks_to "$node" --tls)"
@@ -118,12 +131,8 @@ EOF
   echo "$mta_out" | grep -E "^(<~|<-) +(220|250)|TLS started" | sed 's/^/  > /' | head -8
   check "swaks --tls to the node exits 0                          [$mta_rc]" test "$mta_rc" = 0
   check "  STARTTLS started" grep -q "TLS started" <<<"$mta_out"
-  for _ in $(seq 1 50); do
-    [[ "$(wc -l <"$work/receipts.jsonl")" == 2 ]] && break
-    sleep 0.1
-  done
-  check "the node delivered it over TLS to the inbox (2 receipts) [$(wc -l <"$work/receipts.jsonl")]" \
-    test "$(wc -l <"$work/receipts.jsonl")" = 2
+  n="$(receipts_reach 2)"
+  check "the node delivered it over TLS to the inbox (2 receipts) [$n]" test "$n" = 2
 
   # --- 3. a submission-only node: AUTH after STARTTLS ---------------------------------------------
   mkdir -p "$work/auth"
@@ -133,13 +142,8 @@ EOF
   sed -e 's/^node: .*/node: swaks-auth/' -e 's/127.0.8.20/127.0.8.21/' -e 's/^relay_networks: .*/relay_networks: []/' \
     "$work/node/node.yaml" >"$work/auth/node.yaml"
   printf 'auth: { users: users, tls_only: true }\n' >>"$work/auth/node.yaml"
-  "$BIN" mta --config "$work/auth/node.yaml" >"$work/auth.out" 2>"$work/auth.err" &
-  pids+=("$!")
-  for _ in $(seq 1 100); do
-    grep -q READY "$work/auth.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  anode="$(grep -m1 READY "$work/auth.out" | awk '{print $2}')"
+  start_mta auth
+  anode="$MTA_ADDR"
   echo "node (AUTH after STARTTLS only, no relay networks) on $anode"
   set +e
   plain_auth="$(swaks_to "$anode" --tls --auth PLAIN --auth-user submit --auth-password 's3cret:x')"
@@ -158,12 +162,8 @@ EOF
   check "a wrong password gets 535 5.7.8" grep -qE "^<~\* +535 5\.7\.8" <<<"$wrong_auth"
   check "no login gets 530 5.7.0 at MAIL" grep -qE "^<~\* +530 5\.7\.0" <<<"$no_auth"
   check "AUTH is not offered in the clear (tls_only)" bash -c '! grep -q "AUTH" <<<"$0"' "$clear_ehlo"
-  for _ in $(seq 1 50); do
-    [[ "$(wc -l <"$work/receipts.jsonl")" == 4 ]] && break
-    sleep 0.1
-  done
-  check "both authenticated messages reached the inbox (4 receipts) [$(wc -l <"$work/receipts.jsonl")]" \
-    test "$(wc -l <"$work/receipts.jsonl")" = 4
+  n="$(receipts_reach 4)"
+  check "both authenticated messages reached the inbox (4 receipts) [$n]" test "$n" = 4
 fi
 
 echo

@@ -1,5 +1,5 @@
 //! Human units used in scenario and config files: durations (`250ms`), rates (`2000/s`),
-//! percentages (`99.5%`), sizes (`12KiB`) and regex patterns.
+//! percentages (`99.5%`), sizes (`12KiB`), regex patterns and `user:password` credentials.
 //!
 //! Each unit is a small newtype that parses from a string (and, where it is unambiguous, from a
 //! bare YAML number) and prints back in the same notation, so a resolved scenario written to a
@@ -345,6 +345,43 @@ pub fn url_host_ip(url: &str) -> Option<std::net::IpAddr> {
         .trim_matches(['[', ']'])
         .parse()
         .ok()
+}
+
+/// A user name and password: a scenario's `traffic.auth`, a client's AUTH, a node's account.
+/// `Debug` leaves the password out, so a logged config or error never carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// `user:password` (the password may itself hold `:`), as `traffic.auth` and `gen --auth`
+    /// take it.
+    pub fn parse(s: &str) -> Result<Credentials, String> {
+        let Some((user, password)) = s.split_once(':') else {
+            return Err("expected `user:password`".into());
+        };
+        if user.is_empty() {
+            return Err("the user name before `:` is empty".into());
+        }
+        if s.chars().any(|c| c.is_control()) {
+            return Err("control characters are not allowed".into());
+        }
+        Ok(Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,18 @@ pf_require() {
   PF_DAEMON_DIR="$(postconf -dh daemon_directory)"
 }
 
+# pf_bench_env: the environment every Postfix benchmark reads, checked (exit 2 when malformed):
+#   REPEATS (default 3), RUN_TIMEOUT (seconds, default 600), SPOOL_PARENT (default /var/tmp),
+#   KEEP_WORK (default 0).
+pf_bench_env() {
+  REPEATS="${REPEATS:-3}"
+  RUN_TIMEOUT="${RUN_TIMEOUT:-600}"
+  SPOOL_PARENT="${SPOOL_PARENT:-/var/tmp}"
+  KEEP_WORK="${KEEP_WORK:-0}"
+  [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "error: REPEATS must be a positive integer" >&2; exit 2; }
+  [[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUN_TIMEOUT must be a positive integer" >&2; exit 2; }
+}
+
 # pf_scratch_dir PARENT NAME: creates the scratch directory WORK=PARENT/NAME.XXXXXX (mode 755:
 #   Postfix's daemons, user postfix, must reach the queue directory inside) and sets
 #   WORK_FSTYPE. PARENT must be a directory on a real disk: on tmpfs/ramfs Postfix's fsync of

@@ -70,7 +70,7 @@ impl SubmitTls {
 /// STARTTLS, if any), and the run's reference nodes accept only that account — they relay for
 /// authenticated clients alone, so every message of the run proves AUTH.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubmitAuth(pub crate::smtp::Credentials);
+pub struct SubmitAuth(pub crate::units::Credentials);
 
 impl Serialize for SubmitAuth {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -80,6 +80,6 @@ impl Serialize for SubmitAuth {
 
 impl<'de> Deserialize<'de> for SubmitAuth {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::de_parsed(d, |s| crate::smtp::Credentials::parse(s).map(SubmitAuth))
+        crate::config::de_parsed(d, |s| crate::units::Credentials::parse(s).map(SubmitAuth))
     }
 }

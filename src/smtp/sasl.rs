@@ -31,42 +31,10 @@ impl Mechanism {
     }
 }
 
-/// A user name and password, from a client's AUTH or for a client to send. `Debug` leaves the
-/// password out, so a logged config or error never carries it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"<hidden>")
-            .finish()
-    }
-}
+/// A user name and password (shared vocabulary: a scenario's `traffic.auth` holds one too).
+pub use crate::units::Credentials;
 
 impl Credentials {
-    /// `user:password` (the password may itself hold `:`), as `traffic.auth` and `gen --auth`
-    /// take it.
-    pub fn parse(s: &str) -> Result<Credentials, String> {
-        let Some((user, password)) = s.split_once(':') else {
-            return Err("expected `user:password`".into());
-        };
-        if user.is_empty() {
-            return Err("the user name before `:` is empty".into());
-        }
-        if s.chars().any(|c| c.is_control()) {
-            return Err("control characters are not allowed".into());
-        }
-        Ok(Credentials {
-            user: user.to_owned(),
-            password: password.to_owned(),
-        })
-    }
-
     /// The PLAIN initial response: base64 of `\0user\0password` (no authorization identity).
     pub fn plain_response(&self) -> String {
         let raw = format!("\0{}\0{}", self.user, self.password);

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use super::support::*;
 use crate::smtp::client::ClientTls;
 use crate::smtp::sasl::{encode, Credentials};
-use crate::smtp::{AuthOffer, Client, ClientConfig, ClientError, Limits, StartTls};
+use crate::smtp::{AuthOffer, Client, ClientError, Limits, StartTls};
 use crate::tls::{server_config, Pki, Validity};
 
 fn alice() -> Credentials {
@@ -25,18 +25,6 @@ async fn server(offer: AuthOffer, starttls: Option<StartTls>, limits: Limits) ->
         limits,
     )
     .await
-}
-
-fn client_cfg(auth: Credentials, tls: ClientTls) -> ClientConfig {
-    ClientConfig {
-        helo: "gen.test".into(),
-        connect_timeout: WAIT,
-        command_timeout: WAIT,
-        data_timeout: WAIT,
-        tls,
-        auth: Some(auth),
-        ..ClientConfig::default()
-    }
 }
 
 #[tokio::test]
@@ -138,7 +126,7 @@ async fn tls_only_auth_is_hidden_and_refused_in_the_clear_and_works_after_startt
     assert_eq!(r.enhanced.as_deref(), Some("5.7.11"));
 
     // Without TLS our client says why it cannot authenticate.
-    let e = Client::connect(srv.addr, &client_cfg(alice(), ClientTls::Off))
+    let e = Client::connect(srv.addr, &client_cfg(ClientTls::Off, Some(alice())))
         .await
         .err()
         .unwrap();
@@ -149,7 +137,7 @@ async fn tls_only_auth_is_hidden_and_refused_in_the_clear_and_works_after_startt
     // With it, AUTH follows the second EHLO.
     let mut c = Client::connect(
         srv.addr,
-        &client_cfg(alice(), ClientTls::Required(pki.client_config().unwrap())),
+        &client_cfg(ClientTls::Required(pki.client_config().unwrap()), Some(alice())),
     )
     .await
     .unwrap();
@@ -166,14 +154,14 @@ async fn tls_only_auth_is_hidden_and_refused_in_the_clear_and_works_after_startt
 async fn our_client_reports_refused_credentials_and_a_server_without_auth() {
     let srv = server(AuthOffer::Offered, None, test_limits()).await;
     let bad = Credentials::parse("alice:nope").unwrap();
-    let e = Client::connect(srv.addr, &client_cfg(bad, ClientTls::Off))
+    let e = Client::connect(srv.addr, &client_cfg(ClientTls::Off, Some(bad)))
         .await
         .err()
         .unwrap();
     assert!(matches!(&e, ClientError::Auth(w) if w.contains("535")), "{e}");
     assert!(!e.to_string().contains("nope"), "the password stays out of errors: {e}");
     let plain = TestServer::default_server().await;
-    let e = Client::connect(plain.addr, &client_cfg(alice(), ClientTls::Off))
+    let e = Client::connect(plain.addr, &client_cfg(ClientTls::Off, Some(alice())))
         .await
         .err()
         .unwrap();
@@ -204,7 +192,7 @@ async fn our_client_uses_login_when_plain_is_not_offered() {
         }
         seen
     });
-    Client::connect(addr, &client_cfg(alice(), ClientTls::Off))
+    Client::connect(addr, &client_cfg(ClientTls::Off, Some(alice())))
         .await
         .unwrap();
     let seen = fake.await.unwrap();

@@ -184,6 +184,22 @@ impl TestServer {
     }
 }
 
+/// A client with short timeouts, and the given STARTTLS and AUTH settings.
+pub fn client_cfg(
+    tls: crate::smtp::client::ClientTls,
+    auth: Option<crate::smtp::Credentials>,
+) -> crate::smtp::ClientConfig {
+    crate::smtp::ClientConfig {
+        helo: "gen.test".into(),
+        connect_timeout: WAIT,
+        command_timeout: WAIT,
+        data_timeout: WAIT,
+        tls,
+        auth,
+        ..crate::smtp::ClientConfig::default()
+    }
+}
+
 pub fn test_limits() -> Limits {
     Limits {
         hostname: "mx.test".to_owned(),

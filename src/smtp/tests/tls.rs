@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use super::support::*;
 use crate::smtp::client::ClientTls;
-use crate::smtp::{Client, ClientConfig, ClientError, StartTls};
+use crate::smtp::{Client, ClientError, StartTls};
 use crate::tls::{server_config, Pki, Validity};
 
 fn offer(pki: &Pki, validity: Validity) -> StartTls {
@@ -29,24 +29,16 @@ async fn server(starttls: Option<StartTls>) -> TestServer {
     .await
 }
 
-fn client_cfg(tls: ClientTls) -> ClientConfig {
-    ClientConfig {
-        helo: "gen.test".into(),
-        connect_timeout: WAIT,
-        command_timeout: WAIT,
-        data_timeout: WAIT,
-        tls,
-        ..ClientConfig::default()
-    }
-}
-
 #[tokio::test]
 async fn a_required_client_upgrades_and_sends_over_tls() {
     let pki = Pki::new("t").unwrap();
     let srv = server(Some(offer(&pki, Validity::Current))).await;
-    let mut c = Client::connect(srv.addr, &client_cfg(ClientTls::Required(pki.client_config().unwrap())))
-        .await
-        .unwrap();
+    let mut c = Client::connect(
+        srv.addr,
+        &client_cfg(ClientTls::Required(pki.client_config().unwrap()), None),
+    )
+    .await
+    .unwrap();
     let info = c.tls().cloned().expect("TLS negotiated");
     assert!(info.version.starts_with("TLS"), "{info:?}");
     assert!(c.pipelining(), "the EHLO after TLS was read");
@@ -67,15 +59,18 @@ async fn without_tls_offered_opportunistic_stays_plain_and_required_fails() {
     let srv = server(None).await;
     let c = Client::connect(
         srv.addr,
-        &client_cfg(ClientTls::Opportunistic(pki.client_config().unwrap())),
+        &client_cfg(ClientTls::Opportunistic(pki.client_config().unwrap()), None),
     )
     .await
     .unwrap();
     assert!(c.tls().is_none());
-    let e = Client::connect(srv.addr, &client_cfg(ClientTls::Required(pki.client_config().unwrap())))
-        .await
-        .err()
-        .unwrap();
+    let e = Client::connect(
+        srv.addr,
+        &client_cfg(ClientTls::Required(pki.client_config().unwrap()), None),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(matches!(&e, ClientError::Tls(t) if t.contains("does not offer")), "{e}");
 }
 
@@ -85,7 +80,7 @@ async fn an_expired_certificate_or_a_broken_handshake_is_a_tls_error() {
     let expired = server(Some(offer(&pki, Validity::Expired))).await;
     let e = Client::connect(
         expired.addr,
-        &client_cfg(ClientTls::Required(pki.client_config().unwrap())),
+        &client_cfg(ClientTls::Required(pki.client_config().unwrap()), None),
     )
     .await
     .err()
@@ -99,7 +94,7 @@ async fn an_expired_certificate_or_a_broken_handshake_is_a_tls_error() {
     let broken = server(Some(StartTls::Broken)).await;
     let e = Client::connect(
         broken.addr,
-        &client_cfg(ClientTls::Opportunistic(pki.client_config().unwrap())),
+        &client_cfg(ClientTls::Opportunistic(pki.client_config().unwrap()), None),
     )
     .await
     .err()
