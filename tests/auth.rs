@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::*;
@@ -163,9 +164,17 @@ fn a_run_with_traffic_auth_submits_every_message_through_auth() {
         );
         let users = node.join("users");
         assert_eq!(std::fs::read_to_string(&users).unwrap(), "load:pa:ss\n");
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&users).unwrap().permissions().mode() & 0o777, 0o600);
     }
+    let mode = std::fs::metadata(out.join("scenario.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the run's copy of a scenario with a password is owner-only"
+    );
     // The scenario names a password; validate shows a bad one at its place.
     let bad = dir.join("bad.yaml");
     let text = std::fs::read_to_string(&path)

@@ -223,3 +223,42 @@ fn the_knee_of_a_provider_limited_topology_is_the_limit_times_the_addresses() {
         );
     }
 }
+
+/// A probe the scenario's own `abort:` condition stops is a failed probe — the system gave out
+/// at that rate, and the condition only said so sooner — not an error that ends the search
+/// unjudged (exit 3).
+#[test]
+fn a_probe_stopped_by_an_abort_condition_is_a_failed_probe() {
+    let _box = measuring();
+    let dir = tempdir();
+    let scenario = std::fs::read_to_string(repo().join("scenarios/smoke.yaml"))
+        .unwrap()
+        .replace("rules: ../mock-inboxes/generic.yaml", "rules: generic")
+        + "abort: [ 'delivered > 20' ]\n";
+    let path = dir.path().join("aborting.yaml");
+    std::fs::write(&path, scenario).unwrap();
+    let out = dir.path().join("cap");
+    let o = mailsurge(&[
+        "capacity",
+        path.to_str().unwrap(),
+        "--min",
+        "200/s",
+        "--max",
+        "400/s",
+        "--warmup",
+        "1s",
+        "--step",
+        "2s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let c = read_json(&out.join("capacity.json"));
+    assert_valid_against("capacity.v1.schema.json", &c);
+    assert_eq!(c["end"], "below_min", "{c:#}");
+    let p = &c["probes"][0];
+    assert_eq!(p["verdict"], "fail", "{p:#}");
+    let why = p["reasons"][0].as_str().unwrap_or("");
+    assert!(why.starts_with("aborted: abort condition \"delivered > 20\""), "{why}");
+}

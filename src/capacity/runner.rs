@@ -225,9 +225,13 @@ async fn one(
             line.p99_ms = s.delivery_ms.p99;
             line.slo = Some(s.slo.compliance);
             line.reasons = s.reasons.clone();
+            let by_hand = o.stop.as_ref().is_some_and(|s| s.borrow().is_some());
             match s.verdict.as_str() {
                 "pass" => Verdict::Pass,
                 "fail" => Verdict::Fail,
+                // The scenario's own `abort:` condition held: the system gave out at this rate,
+                // which is what a failed probe is (and it failed sooner). Ctrl-C is not.
+                crate::report::summary::VERDICT_ABORTED if !by_hand => Verdict::Fail,
                 v => Verdict::Error(format!("verdict {v}: {}", s.reasons.join("; "))),
             }
         }

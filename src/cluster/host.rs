@@ -104,7 +104,8 @@ impl Hosted {
             crate::files::write(&path, text)?;
         }
         let path = dir.join("scenario.yaml");
-        crate::files::write(&path, &plan.scenario_yaml)?;
+        // It may hold `traffic.auth`'s password.
+        crate::files::write_private(&path, &plan.scenario_yaml)?;
         let mut s = crate::scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         // A distributed run: recipient domains carry the reserved suffix (unless the scenario
         // asks for real ones), as the coordinator's copy does.

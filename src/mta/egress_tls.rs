@@ -84,4 +84,24 @@ mod tests {
         assert_eq!((r.code, r.enhanced.as_deref()), (451, Some("4.7.5")));
         assert!(r.lines[0].contains("gmail.com") && r.lines[0].contains("expired"));
     }
+
+    /// A TLS policy failure is a reply like any other to the response table: the shipped one
+    /// defers it, and a rule of the user's can send the retry through another pool.
+    #[test]
+    fn the_response_table_defers_or_reroutes_a_tls_failure() {
+        use crate::mta::responses::{Action, ResponseTable};
+        let r = EgressTls::failure(
+            "gmail.com",
+            &ClientError::Tls("invalid peer certificate: Expired".into()),
+        );
+        assert_eq!(ResponseTable::shipped().classify(&r).action, Action::Defer);
+        let src = crate::config::Source {
+            name: "r.yaml".into(),
+            text: "- { match: { code: 4xx, enhanced: '4.7.5', text: '(?i)TLS' }, action: reroute, pool: tls-ok }\n"
+                .into(),
+            dir: None,
+        };
+        let v = ResponseTable::from_source(&src).unwrap().classify(&r);
+        assert_eq!((v.action, v.pool.as_deref()), (Action::Reroute, Some("tls-ok")));
+    }
 }

@@ -265,7 +265,13 @@ pub fn write_scenario(s: &Scenario, dir: &Path) -> anyhow::Result<()> {
         }
         crate::files::write(&path, text)?;
     }
-    crate::files::write(&dir.join("scenario.yaml"), yaml)?;
+    // A scenario with `traffic.auth` holds a password: owner-only, like the nodes' users files.
+    let path = dir.join("scenario.yaml");
+    if s.file.traffic.auth.is_some() {
+        crate::files::write_private(&path, yaml)?;
+    } else {
+        crate::files::write(&path, yaml)?;
+    }
     Ok(())
 }
 
