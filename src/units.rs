@@ -374,6 +374,9 @@ impl Credentials {
         if user.is_empty() {
             return Err("the user name before `:` is empty".into());
         }
+        if user.chars().any(char::is_whitespace) {
+            return Err(format!("the user name `{user}` contains white space"));
+        }
         if s.chars().any(|c| c.is_control()) {
             return Err("control characters are not allowed".into());
         }

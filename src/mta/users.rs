@@ -44,9 +44,6 @@ impl Users {
                 continue;
             }
             let c = Credentials::parse(line).map_err(|why| at(1, format!("{why} (a line is `user:password`)")))?;
-            if c.user.chars().any(char::is_whitespace) {
-                return Err(at(1, format!("user `{}` contains white space", c.user.trim())));
-            }
             if accounts.contains_key(&c.user) {
                 return Err(at(1, format!("user `{}` is listed twice", c.user)));
             }
