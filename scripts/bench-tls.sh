@@ -30,13 +30,9 @@ cleanup() {
 trap cleanup EXIT
 
 printf 'provider: bench\ntls: optional\n' >"$work/tls.yaml"
-"$BIN" inbox --rules "$work/tls.yaml" --listen 127.0.8.40:0 >"$work/inbox.out" 2>/dev/null &
-inbox_pid=$!
-for _ in $(seq 1 50); do
-  [[ -s "$work/inbox.out" ]] && break
-  sleep 0.1
-done
-target="$(head -1 "$work/inbox.out" | awk '{print $NF}')"
+start_standalone_inbox "$work" "$work/tls.yaml" 127.0.8.40:0
+inbox_pid="$INBOX_PID"
+target="$INBOX_ADDR"
 echo "inbox (STARTTLS offered) on $target; $ROUNDS rounds of $COUNT messages over $CONNECTIONS connections"
 
 rate() { # extra gen args: messages/s of one closed-loop round

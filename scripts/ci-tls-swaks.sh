@@ -55,14 +55,9 @@ trap 'echo "interrupted" >&2; FAILED=1; exit 130' INT TERM HUP
 
 # --- 1. the inbox ---------------------------------------------------------------------------------
 printf 'provider: tlsisp\ntls: required\n' >"$work/tls.yaml"
-"$BIN" inbox --rules "$work/tls.yaml" --listen 127.0.8.1:0 --receipts "$work/receipts.jsonl" \
-  >"$work/inbox.out" 2>"$work/inbox.err" &
-pids+=("$!")
-for _ in $(seq 1 50); do
-  [[ -s "$work/inbox.out" ]] && break
-  sleep 0.1
-done
-inbox="$(head -1 "$work/inbox.out" | awk '{print $NF}')"
+start_standalone_inbox "$work" "$work/tls.yaml" 127.0.8.1:0 --receipts "$work/receipts.jsonl"
+pids+=("$INBOX_PID")
+inbox="$INBOX_ADDR"
 echo "inbox (tls: required) on $inbox"
 swaks_to() { # server, extra args...: swaks, bounded, output to stdout
   local server="$1"

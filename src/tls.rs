@@ -99,6 +99,14 @@ impl Pki {
         })
     }
 
+    /// Writes the CA certificate to `<run_dir>/tls/ca.pem`, where clients that verify (swaks
+    /// `--tls-ca-path`) find it; one place for the path on one host and in a cluster.
+    pub fn write_ca(&self, run_dir: &Path) -> std::io::Result<()> {
+        let dir = run_dir.join("tls");
+        std::fs::create_dir_all(&dir).map_err(|e| crate::files::at(&dir, e))?;
+        crate::files::write(&dir.join("ca.pem"), self.ca_pem())
+    }
+
     /// The CA's private key as PEM, for [`Pki::from_parts`] on an agent. It signs only this
     /// run's certificates and dies with the run.
     pub fn key_pem(&self) -> String {

@@ -119,6 +119,21 @@ YAML
   sleep 1
 }
 
+# start_standalone_inbox DIR RULES LISTEN [ARGS...]: `mailsurge inbox --rules RULES --listen
+# LISTEN ARGS...` with its output in DIR/inbox.{out,err}; waits (up to 5 s) for the line naming
+# its address and sets INBOX_PID and INBOX_ADDR (empty if it never came up). Callers stop it.
+start_standalone_inbox() {
+  local dir="$1" rules="$2" listen="$3"
+  shift 3
+  "$BIN" inbox --rules "$rules" --listen "$listen" "$@" >"$dir/inbox.out" 2>"$dir/inbox.err" &
+  INBOX_PID=$!
+  for _ in $(seq 1 50); do
+    [[ -s "$dir/inbox.out" ]] && break
+    sleep 0.1
+  done
+  INBOX_ADDR="$(head -1 "$dir/inbox.out" | awk '{print $NF}')"
+}
+
 stop_pid() { # pid, tenths of a second: SIGTERM, SIGKILL if it still runs after that, then reap it
   kill -TERM "$1" 2>/dev/null || true
   wait_gone "$1" "$2" || kill -KILL "$1" 2>/dev/null || true

@@ -20,10 +20,11 @@ use super::clock::{self, Clocks, Offset};
 pub use super::discovery::Refused;
 use super::discovery::{check_agent_addresses, discover, listen, measure_offset, Heard};
 use super::intake::Intake;
+use super::lost::OwnEvents;
 use super::plan::{self, Assignment};
 use super::wire::{self, Ctl, Reply};
 use crate::chaos::{Step, Timeline};
-use crate::events::{now_ns, Event, Fault, Kind, TargetKind};
+use crate::events::{now_ns, TargetKind};
 use crate::run::{AgentRecord, ClusterRecord, Compiled, Log, NodeRecord, Outcome, RunOptions, SpooledRecord};
 use crate::scenario::MtaKind;
 use crate::traffic::submit::Target;
@@ -224,12 +225,8 @@ impl Cluster {
         let shard_agents = self.assignment.shard_agents();
         // The run's CA, as on one host; the agents get its key to issue their certificates.
         let pki = crate::tls::Pki::new(&self.run_id).context("cannot make the run's certificate authority")?;
-        std::fs::create_dir_all(self.dir.join("tls"))?;
-        crate::files::write(&self.dir.join("tls").join("ca.pem"), pki.ca_pem())?;
-        let ca = wire::CaParts {
-            cert_pem: pki.ca_pem().to_owned(),
-            key_pem: pki.key_pem(),
-        };
+        pki.write_ca(&self.dir)?;
+        let ca = wire::CaParts::of(&pki);
         for a in &self.used {
             let p = wire::Plan {
                 run_id: self.run_id.clone(),
@@ -563,45 +560,10 @@ impl Cluster {
         let n = self.regions.get(region).copied().unwrap_or(0);
         (1..=n)
             .map(|k| NodeRecord {
-                name: format!("{region}-{k}"),
+                name: crate::scenario::nodes::node_name(region, k),
                 region: region.to_string(),
                 alive: false,
             })
             .collect()
-    }
-}
-
-/// The coordinator's own events: agents lost.
-struct OwnEvents {
-    w: std::io::BufWriter<std::fs::File>,
-}
-
-impl OwnEvents {
-    fn open(path: &std::path::Path) -> anyhow::Result<OwnEvents> {
-        let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(OwnEvents {
-            w: std::io::BufWriter::new(f),
-        })
-    }
-
-    /// The `fault` of agent `name` going dark at `t_ns`: the `n`-th agent lost.
-    fn fault(&mut self, t_ns: u64, n: usize, name: &str) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        let mut e = Event::new(t_ns, format!("fault.agent.{n}"), Kind::Fault);
-        e.text = Some(format!("lost agent/{name}"));
-        e.fault = Some(Box::new(Fault {
-            action: "lost".into(),
-            target_kind: TargetKind::Agent,
-            target: name.to_string(),
-            mode: None,
-            pool: None,
-            mx: None,
-            add: None,
-        }));
-        let mut line = Vec::new();
-        crate::events::write_line(&mut line, &e)?;
-        self.w.write_all(&line)?;
-        self.w.flush()?;
-        Ok(())
     }
 }

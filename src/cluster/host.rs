@@ -118,8 +118,7 @@ impl Hosted {
         let c = crate::run::compile(s).map_err(|e| anyhow::anyhow!("{e}"))?;
         let pki = crate::tls::Pki::from_parts(&plan.run_id, &plan.ca.cert_pem, &plan.ca.key_pem)
             .context("the plan's certificate authority")?;
-        std::fs::create_dir_all(dir.join("tls"))?;
-        crate::files::write(&dir.join("tls").join("ca.pem"), pki.ca_pem())?;
+        pki.write_ca(&dir)?;
         let (outbox, events) = Outbox::start(js, super::wire::events_subject(&plan.run_id, agent));
         if !plan.role.providers.is_empty() {
             let clocks = super::clock::Clocks::new(&plan.run_id, plan.offsets.clone(), &plan.shard_agents);

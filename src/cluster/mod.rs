@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod discovery;
 pub mod host;
 pub mod intake;
+mod lost;
 pub mod meter;
 pub mod outbox;
 pub mod plan;

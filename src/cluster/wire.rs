@@ -92,6 +92,15 @@ pub struct CaParts {
     pub key_pem: String,
 }
 
+impl CaParts {
+    pub fn of(pki: &crate::tls::Pki) -> CaParts {
+        CaParts {
+            cert_pem: pki.ca_pem().to_owned(),
+            key_pem: pki.key_pem(),
+        }
+    }
+}
+
 impl std::fmt::Debug for CaParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CaParts { .. }")

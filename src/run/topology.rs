@@ -52,8 +52,7 @@ impl Topology {
         // The run's own CA: every certificate of the run is issued by it, and its certificate
         // is in the run directory for clients that want to verify (swaks --tls-ca-path).
         let pki = crate::tls::Pki::new(run_id).context("cannot make the run's certificate authority")?;
-        std::fs::create_dir_all(dir.join("tls"))?;
-        crate::files::write(&dir.join("tls").join("ca.pem"), pki.ca_pem())?;
+        pki.write_ca(dir)?;
         let providers = ProviderRt::start_all(s, &c.rules, events, &inbox_rt.handle(), Some(&pki))?;
         let mut routes: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
         for p in &providers {
